@@ -1,0 +1,423 @@
+# -*- test-case-name: tests.test_node -*-
+"""
+The node: glue between the Raft core, storage, the peer network, the state
+machine and waiting clients.
+
+Everything the core asks for happens here, in the order the core's
+L{Ready<kvstore.raft.core.Ready>} contract demands: persist the term/vote and
+the new entries, send what may be sent at once, send acknowledgements and
+votes only after the write-ahead log reports them durable, apply committed
+entries in order, then fire the Deferreds of the clients that wait on them.
+
+Inputs are processed in batches: every input (a client request, a peer
+message, a timer) only schedules one processing pass for the end of the
+current reactor turn, so a burst of requests becomes one L{Ready}, one WAL
+append, one fsync and one AppendEntries per follower.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from kvstore.errors import KeyNotFound, NotLeader, OutcomeUnknown, Unavailable
+from kvstore.raft.core import HardState, NotLeaderError, RaftCore, Ready, Role
+from kvstore.raft.messages import Message
+from kvstore.statemachine import KeyValueStateMachine, encode_delete, encode_put
+
+
+class LogStorage(Protocol):
+    """What the node needs of the write-ahead log."""
+
+    def append(self, entries: Any) -> None: ...
+
+    def truncate_suffix(self, from_index: int) -> None: ...
+
+    def sync(self) -> Deferred[int]: ...
+
+
+class MetadataStorage(Protocol):
+    """What the node needs of the term/vote metadata store."""
+
+    def save(self, state: Any) -> Deferred[None]: ...
+
+
+class PeerSender(Protocol):
+    """Delivers messages to peers, best effort: Raft tolerates loss."""
+
+    def send(self, message: Message) -> None: ...
+
+
+@dataclass
+class _PendingWrite:
+    term: int
+    deferred: Deferred[Any]
+    key: str
+    deadline: float
+
+
+@dataclass
+class _PendingRead:
+    key: str
+    deferred: Deferred[str]
+    deadline: float
+    index: int | None = None
+
+
+class Node:
+    """
+    One kvstore member.  Implements the client protocol's
+    C{KeyValueService}: L{put}, L{delete}, L{get} and L{status}.
+
+    @param make_hard_state: turns the core's L{HardState} into what the
+        metadata store saves (it adds the cluster id).
+    @param on_fatal: called with a L{Failure} when storage fails; the node
+        cannot continue safely after a failed fsync, so the service stops.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        core: RaftCore,
+        wal: LogStorage,
+        metadata: MetadataStorage,
+        state_machine: KeyValueStateMachine,
+        peers: PeerSender,
+        clock: IReactorTime,
+        *,
+        member_addresses: dict[int, str],
+        make_log_entry: Callable[[int, int, bytes], Any],
+        make_hard_state: Callable[[HardState], Any],
+        commit_timeout: float = 5.0,
+        read_timeout: float = 5.0,
+        on_fatal: Callable[[Failure], None] = lambda f: None,
+        extra_status: Callable[[], dict[str, object]] = dict,
+    ) -> None:
+        self.core = core
+        self._wal = wal
+        self._metadata = metadata
+        self.state_machine = state_machine
+        self._peers = peers
+        self._clock = clock
+        self._member_addresses = member_addresses
+        self._make_log_entry = make_log_entry
+        self._make_hard_state = make_hard_state
+        self._commit_timeout = commit_timeout
+        self._read_timeout = read_timeout
+        self._on_fatal = on_fatal
+        self._extra_status = extra_status
+
+        self._process_call: IDelayedCall | None = None
+        self._pending_writes: OrderedDict[int, _PendingWrite] = OrderedDict()
+        self._pending_reads: dict[int, _PendingRead] = {}
+        self._reads_waiting_apply: list[_PendingRead] = []
+        self._next_read_id = 1
+        self._metadata_barrier: Deferred[None] | None = None
+        self._leader_term: int | None = None
+        self._sweep_call: IDelayedCall | None = None
+        self._stopped = False
+        self._failed = False
+        self.stats = {"elections_won": 0, "fsync_batches": 0}
+
+    # ------------------------------------------------------------------
+    # Lifecycle
+
+    def start(self) -> None:
+        """Start the core's timers and the timeout sweeper."""
+        self.core.start()
+        self._schedule_sweep()
+        self.wake()
+
+    def stop(self) -> None:
+        """Stop timers; pending clients get an outcome-unknown or
+        unavailable error."""
+        self._stopped = True
+        self.core.stop()
+        for call in (self._process_call, self._sweep_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._fail_writes("the node is shutting down")
+        self._fail_reads("the node is shutting down")
+
+    def wake(self) -> None:
+        """Schedule one processing pass at the end of this reactor turn."""
+        if self._process_call is None and not self._stopped:
+            self._process_call = self._clock.callLater(0, self._process)
+
+    # ------------------------------------------------------------------
+    # KeyValueService
+
+    def put(self, key: str, value: str) -> Deferred[None]:
+        """Replicate C{key = value}; fires once committed and applied."""
+        return self._propose(key, encode_put(key, value))
+
+    def delete(self, key: str) -> Deferred[None]:
+        """Replicate the removal of C{key}; fails with L{KeyNotFound} if it
+        had no value when the delete was applied."""
+        return self._propose(key, encode_delete(key))
+
+    def get(self, key: str, stale: bool = False) -> Deferred[str]:
+        """
+        Read C{key}.  By default linearizable: the read reflects every write
+        acknowledged before it began, on any node (ReadIndex).  With
+        C{stale}, read this node's state machine at once, which may lag.
+        """
+        if stale:
+            return self._read_now(key)
+        if self._failed:
+            return fail(Unavailable("the node has stopped after a storage failure"))
+        read_id = self._next_read_id
+        self._next_read_id += 1
+        read = _PendingRead(key, Deferred(), self._clock.seconds() + self._read_timeout)
+        self._pending_reads[read_id] = read
+        self.core.request_read(read_id)
+        self.wake()
+        return read.deferred
+
+    def status(self) -> dict[str, object]:
+        """The node's state as C{name: value} pairs, for C{STATUS}."""
+        core = self.core
+        leader = core.leader_id
+        result: dict[str, object] = {
+            "node": core.node_id,
+            "role": core.role.value,
+            "term": core.term,
+            "leader": leader if leader is not None else "none",
+            "commit": core.commit_index,
+            "applied": self.state_machine.applied_index,
+            "last_index": core.last_index,
+            "keys": len(self.state_machine),
+            "members": ",".join(str(m) for m in core.config.members),
+        }
+        result.update(self._extra_status())
+        return result
+
+    def leader_address(self) -> str | None:
+        """C{host:port} of the leader this node knows of."""
+        leader = self.core.leader_id
+        return None if leader is None else self._member_addresses.get(leader)
+
+    def _not_leader(self) -> NotLeader:
+        leader = self.core.leader_id
+        if leader is None or leader == self.core.node_id:
+            return NotLeader(None, None)
+        return NotLeader(leader, self._member_addresses.get(leader))
+
+    def _propose(self, key: str, data: bytes) -> Deferred[Any]:
+        if self._failed:
+            return fail(Unavailable("the node has stopped after a storage failure"))
+        try:
+            index, term = self.core.propose(data)
+        except NotLeaderError:
+            return fail(self._not_leader())
+        write = _PendingWrite(term, Deferred(), key, self._clock.seconds() + self._commit_timeout)
+        self._pending_writes[index] = write
+        self.wake()
+        return write.deferred
+
+    def _read_now(self, key: str) -> Deferred[str]:
+        value = self.state_machine.get(key)
+        if value is None:
+            return fail(KeyNotFound(key))
+        return succeed(value)
+
+    # ------------------------------------------------------------------
+    # Peer input
+
+    def receive(self, message: Message) -> None:
+        """A validated message from a member arrived."""
+        if self._stopped or self._failed:
+            return
+        self.core.step(message)
+        self.wake()
+
+    # ------------------------------------------------------------------
+    # The Ready loop
+
+    def _process(self) -> None:
+        self._process_call = None
+        if self._stopped or self._failed:
+            return
+        # A bounded number of passes per turn keeps the reactor responsive
+        # even if the core keeps producing work (a long catch-up).
+        for _ in range(8):
+            if not self.core.has_ready():
+                break
+            ready = self.core.ready()
+            self._handle_ready(ready)
+        else:
+            if self.core.has_ready():
+                self.wake()
+        self._check_leadership()
+
+    def _handle_ready(self, ready: Ready) -> None:
+        if ready.hard_state is not None:
+            self._save_hard_state(ready.hard_state)
+        if ready.truncate_from is not None:
+            self._wal.truncate_suffix(ready.truncate_from)
+        if ready.entries:
+            make = self._make_log_entry
+            self._wal.append([make(e.index, e.term, e.data) for e in ready.entries])
+        for message in ready.messages:
+            self._peers.send(message)
+        if ready.needs_persist() or ready.messages_after_persist:
+            self._after_durable(ready)
+        if ready.committed:
+            self._apply(ready)
+        for read_state in ready.reads:
+            read = self._pending_reads.pop(read_state.request_id, None)
+            if read is not None:
+                read.index = read_state.index
+                if read_state.index <= self.state_machine.applied_index:
+                    self._finish_read(read)
+                else:
+                    self._reads_waiting_apply.append(read)
+        for request_id, reason in ready.failed_reads:
+            read = self._pending_reads.pop(request_id, None)
+            if read is not None:
+                read.deferred.errback(Unavailable(reason))
+
+    def _save_hard_state(self, hard_state: HardState) -> None:
+        saved = self._metadata.save(self._make_hard_state(hard_state))
+        barrier: Deferred[None] = Deferred()
+
+        def done(result: object) -> object:
+            if isinstance(result, Failure):
+                self._fatal(result)
+            barrier.callback(None)
+            return None
+
+        saved.addBoth(done)
+        self._metadata_barrier = barrier
+
+    def _after_durable(self, ready: Ready) -> None:
+        """Send the batch's dependent messages and tell the core once the WAL
+        (and any term/vote change) is durable."""
+        waits: list[Deferred[Any]] = [self._wal.sync()]
+        barrier = self._metadata_barrier
+        if barrier is not None and not barrier.called:
+            follower: Deferred[None] = Deferred()
+            barrier.addCallback(lambda r: (follower.callback(None), r)[1])
+            waits.append(follower)
+        self.stats["fsync_batches"] += 1
+
+        def durable(results: list[tuple[bool, Any]]) -> None:
+            for ok, value in results:
+                if not ok:
+                    self._fatal(value)
+                    return
+            if self._stopped or self._failed:
+                return
+            for message in ready.messages_after_persist:
+                self._peers.send(message)
+            self.core.persisted(*ready.persist_through)
+            self.wake()
+
+        if len(waits) == 1:
+            waits[0].addCallbacks(lambda r: durable([(True, r)]), lambda f: durable([(False, f)]))
+        else:
+            DeferredList(waits, consumeErrors=True).addCallback(durable)
+
+    def _fatal(self, failure: Failure) -> None:
+        if self._failed:
+            return
+        self._failed = True
+        self.log.failure("storage failed; this node stops to protect acknowledged data", failure)
+        self._fail_writes("storage failed")
+        self._fail_reads("storage failed")
+        self._on_fatal(failure)
+
+    def _apply(self, ready: Ready) -> None:
+        state_machine = self.state_machine
+        pending = self._pending_writes
+        for entry in ready.committed:
+            result = state_machine.apply(entry.index, entry.data)
+            write = pending.pop(entry.index, None) if pending else None
+            if write is None:
+                continue
+            if write.term != entry.term:
+                # Another leader's entry took this index: ours was dropped.
+                write.deferred.errback(OutcomeUnknown("leadership changed before the write committed"))
+            elif result.found:
+                write.deferred.callback(None)
+            else:
+                write.deferred.errback(KeyNotFound(write.key))
+        if self._reads_waiting_apply:
+            applied = state_machine.applied_index
+            still_waiting = []
+            for read in self._reads_waiting_apply:
+                if read.index is not None and read.index <= applied:
+                    self._finish_read(read)
+                else:
+                    still_waiting.append(read)
+            self._reads_waiting_apply = still_waiting
+
+    def _finish_read(self, read: _PendingRead) -> None:
+        value = self.state_machine.get(read.key)
+        if value is None:
+            read.deferred.errback(KeyNotFound(read.key))
+        else:
+            read.deferred.callback(value)
+
+    def _check_leadership(self) -> None:
+        core = self.core
+        if core.role is Role.LEADER:
+            if self._leader_term != core.term:
+                self._leader_term = core.term
+                self.stats["elections_won"] += 1
+                self.log.info("node {node} became leader in term {term}", node=core.node_id, term=core.term)
+        else:
+            if self._leader_term is not None:
+                self.log.info("node {node} is no longer leader (term {term})", node=core.node_id, term=core.term)
+                self._leader_term = None
+            if self._pending_writes:
+                self._fail_writes("leadership was lost before the write committed")
+
+    # ------------------------------------------------------------------
+    # Timeouts
+
+    def _schedule_sweep(self) -> None:
+        interval = max(0.05, min(self._commit_timeout, self._read_timeout) / 4)
+        self._sweep_call = self._clock.callLater(interval, self._sweep)
+
+    def _sweep(self) -> None:
+        now = self._clock.seconds()
+        pending = self._pending_writes
+        # Writes are ordered by index and deadlines grow with it.
+        while pending:
+            index, write = next(iter(pending.items()))
+            if write.deadline > now:
+                break
+            del pending[index]
+            write.deferred.errback(OutcomeUnknown("the write did not commit in time"))
+        expired = [rid for rid, read in self._pending_reads.items() if read.deadline <= now]
+        for rid in expired:
+            self._pending_reads.pop(rid).deferred.errback(Unavailable("the read index was not confirmed in time"))
+        if self._reads_waiting_apply:
+            waiting = []
+            for read in self._reads_waiting_apply:
+                if read.deadline <= now:
+                    read.deferred.errback(Unavailable("this node did not catch up in time"))
+                else:
+                    waiting.append(read)
+            self._reads_waiting_apply = waiting
+        self._schedule_sweep()
+
+    def _fail_writes(self, reason: str) -> None:
+        pending, self._pending_writes = self._pending_writes, OrderedDict()
+        for write in pending.values():
+            write.deferred.errback(OutcomeUnknown(reason))
+
+    def _fail_reads(self, reason: str) -> None:
+        reads = list(self._pending_reads.values()) + self._reads_waiting_apply
+        self._pending_reads = {}
+        self._reads_waiting_apply = []
+        for read in reads:
+            read.deferred.errback(Unavailable(reason))

@@ -1,0 +1,631 @@
+# -*- test-case-name: tests.test_options -*-
+"""
+Command-line options for ``twistd kvstore``, validated into a L{NodeConfig}.
+
+This module is pure: it parses and checks strings and builds a frozen
+configuration object, and never imports the reactor, opens a file or touches
+the network.  Everything a node needs to know about itself and its cluster is
+decided here, once, so that the rest of the program receives values that are
+already known to be consistent (for example, election timeouts that are long
+enough compared with the heartbeat interval, and a membership in which every
+node id and every address is unique).
+
+Peer ids follow a documented convention so that the seed's command lines keep
+working: when ids are not written explicitly, the full membership (this node
+plus its peers) is sorted by ``(host, port)`` and the ids are the positions
+``0..N-1`` in that order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import textwrap
+from dataclasses import dataclass
+from typing import Sequence
+
+from twisted.python import usage
+
+__all__ = [
+    "NodeConfig",
+    "Options",
+    "PeerAddress",
+    "parse_config",
+    "parse_peers",
+]
+
+_DEFAULT_HOST = "127.0.0.1"
+_DEFAULT_PORT = 5000
+_DEFAULT_HEARTBEAT_MS = 100.0
+_DEFAULT_ELECTION_MS = "1000-2000"
+_DEFAULT_TIMEOUT_S = 5.0
+_DEFAULT_KEY_BYTES = 1024
+_DEFAULT_VALUE_BYTES = 65536
+_LINE_OVERHEAD_BYTES = 64
+_DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+_MIN_SEGMENT_BYTES = 4096
+
+# Hosts that can be bound but never advertised: a peer cannot connect to them.
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", "*"})
+_HOST_RE = re.compile(r"^[A-Za-z0-9._:%-]+$")
+_CLUSTER_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kKmMgG](?:i?[bB])?|[bB])?\s*$")
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def format_address(host: str, port: int) -> str:
+    """
+    Format C{host} and C{port} as C{"host:port"}, bracketing IPv6 literals
+    (C{"[::1]:5000"}) so that the result parses back unambiguously.
+    """
+    if ":" in host:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+@dataclass(frozen=True, order=True)
+class PeerAddress:
+    """
+    One member of the cluster: its Raft node id and the address that clients
+    and peers use to reach it.
+    """
+
+    node_id: int
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        """
+        The advertised address, C{"host:port"} (IPv6 in brackets).
+        """
+        return format_address(self.host, self.port)
+
+    def __str__(self) -> str:
+        return f"{self.node_id}@{self.address}"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """
+    The validated configuration of one node.
+
+    Durations are in seconds.  C{peers} excludes this node and is sorted by
+    node id; C{members} is the full membership.  C{listen} is a Twisted
+    server endpoint description, resolved by the service with
+    C{serverFromString}.
+    """
+
+    node_id: int
+    host: str
+    port: int
+    listen: str
+    peers: tuple[PeerAddress, ...]
+    cluster_id: str
+    data_dir: str
+    heartbeat_interval: float
+    election_timeout_min: float
+    election_timeout_max: float
+    commit_timeout: float
+    read_timeout: float
+    max_line_bytes: int
+    max_key_bytes: int
+    max_value_bytes: int
+    segment_bytes: int
+    fsync: bool
+
+    @property
+    def address(self) -> str:
+        """
+        The address this node advertises, C{"host:port"}.
+        """
+        return format_address(self.host, self.port)
+
+    @property
+    def me(self) -> PeerAddress:
+        """
+        This node as a L{PeerAddress}.
+        """
+        return PeerAddress(self.node_id, self.host, self.port)
+
+    @property
+    def members(self) -> tuple[PeerAddress, ...]:
+        """
+        The full membership (this node and its peers), sorted by node id.
+        """
+        return tuple(sorted(self.peers + (self.me,)))
+
+
+# ---------------------------------------------------------------------------
+# Parsing helpers.  Each raises usage.UsageError with a message that names the
+# option and the offending value.
+
+
+def _parse_int(option: str, text: str, minimum: int, maximum: int | None = None) -> int:
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise usage.UsageError(f"--{option} must be an integer, not {text!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise usage.UsageError(f"--{option} must be {bound}, not {value}")
+    return value
+
+
+def _parse_positive_float(option: str, text: str) -> float:
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise usage.UsageError(f"--{option} must be a number, not {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise usage.UsageError(f"--{option} must be a positive finite number, not {text!r}")
+    return value
+
+
+def _parse_size(option: str, text: str, minimum: int) -> int:
+    """
+    Parse a byte count: a plain integer or one with a binary unit suffix
+    (C{k}/C{KiB}, C{M}/C{MiB}, C{G}/C{GiB}; all powers of 1024).
+    """
+    match = _SIZE_RE.match(str(text))
+    if match is None:
+        raise usage.UsageError(
+            f"--{option} must be a byte count such as 65536 or 64MiB, not {text!r}"
+        )
+    number, unit = match.groups()
+    value = int(number) * _SIZE_UNITS[(unit or "")[:1].lower()]
+    if value < minimum:
+        raise usage.UsageError(f"--{option} must be at least {minimum} bytes, not {value}")
+    return value
+
+
+def _parse_port(what: str, text: str) -> int:
+    text = text.strip()
+    if not text.isdigit():
+        raise usage.UsageError(f"{what}: port must be a number, not {text!r}")
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise usage.UsageError(f"{what}: port must be between 1 and 65535, not {port}")
+    return port
+
+
+def _check_host(what: str, host: str) -> str:
+    if not host or not _HOST_RE.match(host):
+        raise usage.UsageError(f"{what}: invalid host {host!r}")
+    if host in _WILDCARD_HOSTS:
+        raise usage.UsageError(
+            f"{what}: {host!r} is a wildcard address that peers and clients "
+            f"cannot connect to; give a reachable address, and use "
+            f"--listen (e.g. tcp:5000:interface=0.0.0.0) to bind all interfaces"
+        )
+    return host
+
+
+def _parse_hostport(item: str) -> tuple[str, int]:
+    """
+    Parse C{PORT}, C{HOST:PORT} or C{[IPV6]:PORT}.  A bare port means
+    127.0.0.1, as in the seed's C{--peers 5001,5002}.
+    """
+    what = f"--peers item {item!r}"
+    if item.startswith("["):
+        host, sep, rest = item[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise usage.UsageError(f"{what}: expected [IPV6]:PORT")
+        return _check_host(what, host), _parse_port(what, rest[1:])
+    if ":" not in item:
+        return _DEFAULT_HOST, _parse_port(what, item)
+    if item.count(":") > 1:
+        raise usage.UsageError(f"{what}: write IPv6 addresses in brackets, [::1]:5000")
+    host, _, port = item.partition(":")
+    return _check_host(what, host), _parse_port(what, port)
+
+
+def parse_peers(
+    text: str, node_id: int, host: str, port: int
+) -> tuple[PeerAddress, ...]:
+    """
+    Parse a C{--peers} value for the node C{node_id} at C{host:port}.
+
+    Items are separated by commas and are each C{PORT}, C{HOST:PORT},
+    C{ID@PORT} or C{ID@HOST:PORT}.  Either every item has an explicit id or
+    none has; in the latter case ids are assigned by the sorted-membership
+    convention described in the module docstring, and this node's position
+    must equal C{node_id}.
+
+    @return: the peers (not including this node), sorted by node id.
+
+    @raise usage.UsageError: on syntax errors, mixed explicit and implicit
+        ids, duplicate ids or addresses, or a position that does not match
+        C{node_id}.
+    """
+    items = [item.strip() for item in text.split(",")] if text.strip() else []
+    parsed: list[tuple[int | None, str, int]] = []
+    for item in items:
+        if not item:
+            raise usage.UsageError(f"--peers {text!r} contains an empty item")
+        explicit_id: int | None = None
+        if "@" in item:
+            id_text, _, rest = item.partition("@")
+            explicit_id = _parse_int(f"peers item {item!r}: id", id_text, 0)
+            item = rest
+        peer_host, peer_port = _parse_hostport(item)
+        parsed.append((explicit_id, peer_host, peer_port))
+
+    addresses = [(host, port)] + [(h, p) for _, h, p in parsed]
+    seen: set[tuple[str, int]] = set()
+    for address in addresses:
+        if address in seen:
+            raise usage.UsageError(
+                f"address {format_address(*address)} appears more than once "
+                f"in --host/--port and --peers"
+            )
+        seen.add(address)
+
+    explicit = [peer_id is not None for peer_id, _, _ in parsed]
+    if any(explicit) and not all(explicit):
+        raise usage.UsageError(
+            "--peers mixes explicit ids (ID@HOST:PORT) with implicit ones; "
+            "give an id for every peer or for none"
+        )
+
+    if all(explicit):  # also true when there are no peers at all
+        peers = [PeerAddress(i, h, p) for i, h, p in parsed if i is not None]
+        ids = [node_id] + [peer.node_id for peer in peers]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise usage.UsageError(
+                f"node id {duplicates[0]} is used more than once in --node-id and --peers"
+            )
+        return tuple(sorted(peers))
+
+    ordered = sorted(addresses)
+    position = ordered.index((host, port))
+    if position != node_id:
+        raise usage.UsageError(
+            f"--node-id {node_id} does not match this node's position {position} "
+            f"in the membership sorted by (host, port) "
+            f"({', '.join(format_address(*a) for a in ordered)}); "
+            f"use --node-id {position}, or give every peer an explicit id "
+            f"with ID@HOST:PORT"
+        )
+    return tuple(
+        PeerAddress(index, h, p)
+        for index, (h, p) in enumerate(ordered)
+        if (h, p) != (host, port)
+    )
+
+
+def derive_cluster_id(members: Sequence[PeerAddress]) -> str:
+    """
+    Derive a cluster id from the membership: the first 16 hex digits of the
+    SHA-256 of the C{id@host:port} items, sorted by id and joined by commas.
+
+    Every node of a cluster computes the same value from its own command line,
+    and two clusters with different members get different ids, so their
+    nodes refuse to talk to each other.
+    """
+    canonical = ",".join(str(member) for member in sorted(members))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def _parse_election_timeout(text: str) -> tuple[float, float]:
+    low, sep, high = str(text).partition("-")
+    if not sep:
+        raise usage.UsageError(
+            f"--election-timeout must be MIN-MAX in milliseconds (e.g. 1000-2000), not {text!r}"
+        )
+    return (
+        _parse_positive_float("election-timeout (minimum)", low),
+        _parse_positive_float("election-timeout (maximum)", high),
+    )
+
+
+def _default_listen(host: str, port: int) -> str:
+    if ":" in host:
+        return "tcp6:{}:interface={}".format(port, host.replace(":", "\\:"))
+    return f"tcp:{port}:interface={host}"
+
+
+def _check_listen(description: str) -> str:
+    """
+    Check that C{description} parses as a Twisted server endpoint
+    description, without a reactor.
+
+    This uses Twisted's own description parser (a private helper of
+    L{twisted.internet.endpoints}).  It checks the syntax, the endpoint type
+    (including plugin types such as C{systemd}) and, for C{tcp}, C{unix} and
+    C{ssl}, the arguments; the service builds the real endpoint with
+    C{serverFromString} and reports anything left, such as a missing systemd
+    socket.
+    """
+    if not description.strip():
+        raise usage.UsageError("--listen must not be empty")
+    from twisted.internet import endpoints
+
+    parse = getattr(endpoints, "_parseServer", None)
+    if parse is None:  # pragma: no cover - Twisted changed its internals
+        return description
+    try:
+        parse(description, None)
+    except Exception as e:
+        raise usage.UsageError(
+            f"--listen {description!r} is not a valid endpoint description: {e}"
+        )
+    return description
+
+
+def _format_paragraphs(text: str, width: int) -> str:
+    """
+    Wrap each paragraph of C{text} (separated by blank lines) to C{width},
+    leaving indented lines, such as examples, as they are.
+    """
+    out: list[str] = []
+    for paragraph in text.strip().split("\n\n"):
+        prose: list[str] = []
+        for line in paragraph.splitlines():
+            if line.startswith(" "):
+                out.extend(textwrap.wrap(" ".join(prose), width))
+                prose = []
+                out.append(line)
+            else:
+                prose.append(line)
+        out.extend(textwrap.wrap(" ".join(prose), width))
+        out.append("")
+    return "\n".join(out)
+
+
+class Options(usage.Options):
+    """
+    Options of the C{kvstore} twistd plugin.  After parsing, C{self.config}
+    holds the validated L{NodeConfig}.
+    """
+
+    synopsis = "[options]"
+
+    longdesc = """\
+Run one node of a kvstore cluster: a Raft-replicated key-value store.
+
+Members and ids.  --peers lists the other members, separated by commas, as
+PORT (meaning 127.0.0.1:PORT), HOST:PORT or [IPV6]:PORT, optionally prefixed
+by an explicit node id: ID@HOST:PORT or ID@PORT.  Give an id for every peer or
+for none.  Without ids, the full membership (this node plus its peers) is
+sorted by (host, port) and the ids are the positions 0..N-1 in that order;
+this node's position must then equal --node-id.  Every node of a cluster
+must list the same members with the same hosts (do not mix "localhost" and
+"127.0.0.1").
+
+Examples, a three-node cluster on one machine:
+  twistd -n kvstore --node-id 0 --port 5000 --peers 5001,5002
+  twistd -n kvstore --node-id 1 --port 5001 --peers 5000,5002
+  twistd -n kvstore --node-id 2 --port 5002 --peers 5000,5001
+and on three machines, with explicit ids:
+  twistd -n kvstore --node-id 1 --host 10.0.0.2 --port 5000 \\
+         --peers 0@10.0.0.1:5000,2@10.0.0.3:5000
+
+Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
+"""
+
+    optFlags = [
+        [
+            "unsafe-no-fsync",
+            None,
+            "UNSAFE, for benchmark comparison only: never fsync the log or "
+            "the metadata.  A power failure or kernel crash can lose "
+            "acknowledged writes or let a node vote twice in one term, "
+            "which breaks Raft's safety for the whole cluster.",
+        ],
+    ]
+
+    optParameters = [
+        ["node-id", None, "0", "This node's Raft id, an integer >= 0."],
+        [
+            "host",
+            None,
+            _DEFAULT_HOST,
+            "Address this node binds to (unless --listen is given) and "
+            "advertises to peers and clients; must be reachable by them.",
+        ],
+        [
+            "port",
+            None,
+            str(_DEFAULT_PORT),
+            "TCP port for clients and peers (both use one port); also advertised.",
+        ],
+        [
+            "listen",
+            None,
+            None,
+            "Twisted server endpoint description to listen on, replacing the "
+            "default tcp:<port>:interface=<host>; e.g. "
+            "tcp:5000:interface=0.0.0.0 or systemd:domain=INET:index=0. "
+            "--host and --port are still what is advertised.",
+        ],
+        [
+            "peers",
+            None,
+            None,
+            "Comma-separated other members: PORT, HOST:PORT, ID@PORT or "
+            "ID@HOST:PORT (see below for how ids are assigned without ID@). "
+            "Default: none, a single-node cluster.",
+        ],
+        [
+            "cluster-id",
+            None,
+            None,
+            "Cluster name checked on every peer connection (letters, digits, "
+            "'.', '_', '-'; at most 64).  Default: derived from the membership "
+            "(first 16 hex digits of the SHA-256 of the sorted id@host:port "
+            "list), so clusters with different members never mix.",
+        ],
+        [
+            "data-dir",
+            None,
+            None,
+            "Directory for this node's log and metadata; one process per "
+            "directory.  Default: kvstore-data/node-<node-id>, relative to "
+            "the working directory.",
+        ],
+        [
+            "heartbeat-interval",
+            None,
+            str(_DEFAULT_HEARTBEAT_MS),
+            "Leader heartbeat interval, in milliseconds.",
+        ],
+        [
+            "election-timeout",
+            None,
+            _DEFAULT_ELECTION_MS,
+            "Randomized election timeout range MIN-MAX, in milliseconds; MIN "
+            "must exceed 3 x the heartbeat interval and MAX must exceed MIN.",
+        ],
+        [
+            "commit-timeout",
+            None,
+            str(_DEFAULT_TIMEOUT_S),
+            "Seconds a write may wait for commit before the client is told "
+            "its outcome is unknown (it may still be applied).",
+        ],
+        [
+            "read-timeout",
+            None,
+            str(_DEFAULT_TIMEOUT_S),
+            "Seconds a linearizable read may wait for leadership confirmation "
+            "before it fails.",
+        ],
+        [
+            "max-key-bytes",
+            None,
+            str(_DEFAULT_KEY_BYTES),
+            "Largest accepted key, in bytes.",
+        ],
+        [
+            "max-value-bytes",
+            None,
+            str(_DEFAULT_VALUE_BYTES),
+            "Largest accepted value, in bytes.",
+        ],
+        [
+            "max-line-bytes",
+            None,
+            None,
+            "Longest accepted client line, in bytes; a longer line closes the "
+            "connection.  Default: max-key-bytes + max-value-bytes + "
+            f"{_LINE_OVERHEAD_BYTES}; must exceed max-key-bytes + max-value-bytes.",
+        ],
+        [
+            "segment-bytes",
+            None,
+            "64MiB",
+            "Size at which the write-ahead log starts a new segment file "
+            f"(at least {_MIN_SEGMENT_BYTES}).",
+        ],
+    ]
+
+    config: NodeConfig
+
+    def getUsage(self, width: int | None = None) -> str:
+        """
+        Render the help as L{usage.Options} does, but keep the paragraphs and
+        indented example lines of C{longdesc} (the base class would wrap it
+        into a single paragraph).
+        """
+        longdesc = self.longdesc
+        self.longdesc = ""
+        try:
+            text = super().getUsage(width)
+        finally:
+            del self.longdesc
+        return text + "\n" + _format_paragraphs(longdesc, width or 80)
+
+    def postOptions(self) -> None:
+        """
+        Validate every option and store the result as C{self.config}.
+
+        @raise usage.UsageError: if any value is malformed or the values are
+            inconsistent with each other.
+        """
+        node_id = _parse_int("node-id", self["node-id"], 0)
+        host = self["host"].strip()
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        host = _check_host("--host", host)
+        port = _parse_port("--port", self["port"])
+        peers = parse_peers(self["peers"] or "", node_id, host, port)
+
+        listen = self["listen"]
+        listen = _default_listen(host, port) if listen is None else _check_listen(listen)
+
+        members = tuple(sorted(peers + (PeerAddress(node_id, host, port),)))
+        cluster_id = self["cluster-id"]
+        if cluster_id is None:
+            cluster_id = derive_cluster_id(members)
+        elif not _CLUSTER_ID_RE.match(cluster_id):
+            raise usage.UsageError(
+                f"--cluster-id must be 1 to 64 letters, digits, '.', '_' or '-', "
+                f"not {cluster_id!r}"
+            )
+
+        data_dir = self["data-dir"]
+        if data_dir is None:
+            data_dir = f"kvstore-data/node-{node_id}"
+        elif not data_dir.strip():
+            raise usage.UsageError("--data-dir must not be empty")
+
+        heartbeat_ms = _parse_positive_float("heartbeat-interval", self["heartbeat-interval"])
+        election_min_ms, election_max_ms = _parse_election_timeout(self["election-timeout"])
+        if not election_min_ms > 3 * heartbeat_ms:
+            raise usage.UsageError(
+                f"--election-timeout minimum ({election_min_ms:g} ms) must be more "
+                f"than 3 x --heartbeat-interval ({heartbeat_ms:g} ms), or followers "
+                f"start elections while the leader is healthy"
+            )
+        if not election_max_ms > election_min_ms:
+            raise usage.UsageError(
+                f"--election-timeout maximum ({election_max_ms:g} ms) must be more "
+                f"than its minimum ({election_min_ms:g} ms); the range is what "
+                f"keeps candidates from splitting votes forever"
+            )
+
+        max_key = _parse_size("max-key-bytes", self["max-key-bytes"], 1)
+        max_value = _parse_size("max-value-bytes", self["max-value-bytes"], 1)
+        if self["max-line-bytes"] is None:
+            max_line = max_key + max_value + _LINE_OVERHEAD_BYTES
+        else:
+            max_line = _parse_size("max-line-bytes", self["max-line-bytes"], 1)
+            if not max_line > max_key + max_value:
+                raise usage.UsageError(
+                    f"--max-line-bytes ({max_line}) must be more than "
+                    f"--max-key-bytes + --max-value-bytes ({max_key + max_value}), "
+                    f"or the largest allowed write cannot be sent"
+                )
+
+        self.config = NodeConfig(
+            node_id=node_id,
+            host=host,
+            port=port,
+            listen=listen,
+            peers=peers,
+            cluster_id=cluster_id,
+            data_dir=data_dir,
+            heartbeat_interval=heartbeat_ms / 1000.0,
+            election_timeout_min=election_min_ms / 1000.0,
+            election_timeout_max=election_max_ms / 1000.0,
+            commit_timeout=_parse_positive_float("commit-timeout", self["commit-timeout"]),
+            read_timeout=_parse_positive_float("read-timeout", self["read-timeout"]),
+            max_line_bytes=max_line,
+            max_key_bytes=max_key,
+            max_value_bytes=max_value,
+            segment_bytes=_parse_size("segment-bytes", self["segment-bytes"], _MIN_SEGMENT_BYTES),
+            fsync=not self["unsafe-no-fsync"],
+        )
+
+
+def parse_config(argv: Sequence[str]) -> NodeConfig:
+    """
+    Parse C{argv} (the arguments after C{kvstore}) into a L{NodeConfig}.
+
+    @raise usage.UsageError: as L{Options.postOptions} does.
+    """
+    options = Options()
+    options.parseOptions(list(argv))
+    return options.config

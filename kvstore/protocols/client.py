@@ -1,0 +1,525 @@
+# -*- test-case-name: tests.test_protocols_client -*-
+"""
+The Twisted shell around the client request language.
+
+L{ClientProtocol} turns bytes into lines, lines into commands (with the pure
+L{kvstore.protocols.commands.parse_command}), commands into calls on a
+L{KeyValueService} (the node), and results or failures into exactly one reply
+line per request.  It owns the three things a pure parser cannot:
+
+  - B{ordering}: clients may pipeline; the node may finish requests out of
+    order (a stale GET before an earlier PUT commits).  Each request takes a
+    slot in a per-connection FIFO and replies leave strictly in request order.
+  - B{flow control}: reading stops while more than C{max_pending} replies are
+    outstanding, or while the transport's send buffer is full (we register as
+    its streaming producer), so one client cannot grow server memory without
+    bound by pipelining and not reading.
+  - B{containment}: garbage, over-long lines and disconnects affect only that
+    connection, and unexpected exceptions become C{Error: Internal error}
+    without closing it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Callable, Protocol, runtime_checkable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Factory, connectionDone
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from kvstore.errors import (
+    KeyNotFound,
+    KeyValueError,
+    NotLeader,
+    OutcomeUnknown,
+    Unavailable,
+)
+from kvstore.protocols.commands import (
+    DEFAULT_LIMITS,
+    CommandError,
+    Delete,
+    Exit,
+    Get,
+    Limits,
+    LineTooLong,
+    Ping,
+    Put,
+    Status,
+    parse_command,
+)
+
+__all__ = [
+    "KeyValueService",
+    "ClientProtocol",
+    "ClientFactory",
+    "DEFAULT_MAX_PENDING",
+    "format_error",
+    "format_status",
+]
+
+#: Replies that may be outstanding on one connection before it stops reading.
+DEFAULT_MAX_PENDING = 1000
+
+#: Replies produced while handling one chunk of input are written together;
+#: past this many bytes they are written at once so backpressure can act.
+_MAX_BATCH_BYTES = 64 * 1024
+
+_INTERNAL_ERROR = b"Error: Internal error\n"
+_PONG = b"PONG\n"
+_GOODBYE = b"Goodbye.\n"
+
+
+@runtime_checkable
+class KeyValueService(Protocol):
+    """
+    What the client protocol needs from the node.
+
+    Every returned Deferred must eventually fire (the node enforces commit
+    and read deadlines), because a reply that never comes blocks every later
+    reply on that connection.
+    """
+
+    def put(self, key: str, value: str) -> Deferred[None]:
+        """
+        Replicate and apply C{key=value}; fire once committed and applied.
+        Fails with L{NotLeader} (refused, certainly not applied) or
+        L{OutcomeUnknown} (appended, fate unknown).
+        """
+
+    def delete(self, key: str) -> Deferred[None]:
+        """
+        Replicate and apply the deletion of C{key}.  Fails with
+        L{KeyNotFound}, L{NotLeader} or L{OutcomeUnknown}.
+        """
+
+    def get(self, key: str, stale: bool) -> Deferred[str]:
+        """
+        Read C{key}: linearizably, or from local state if C{stale}.  Fails
+        with L{KeyNotFound}, L{NotLeader} or L{Unavailable}.
+        """
+
+    def status(self) -> dict[str, object]:
+        """Return an ordered mapping of status names to values."""
+
+
+def _one_line(text: str) -> str:
+    """Make C{text} safe to embed in a single reply line."""
+    if "\n" in text or "\r" in text:
+        return text.replace("\r", "\\r").replace("\n", "\\n")
+    return text
+
+
+def format_error(error: KeyValueError) -> str:
+    """
+    Render a node error as a reply line (without the trailing LF).
+
+    The texts are part of the protocol: clients match on them to decide
+    whether to redirect (C{Not leader}), retry (C{Unavailable}) or check
+    before retrying (C{Outcome unknown}).
+    """
+    if isinstance(error, KeyNotFound):
+        return f"Error: Key {_one_line(str(error.key))} not found"
+    if isinstance(error, NotLeader):
+        if error.leader_id is None:
+            return "Error: Not leader. No leader elected yet"
+        if error.leader_address is None:
+            return f"Error: Not leader. Current leader is Node {error.leader_id}"
+        return (
+            f"Error: Not leader. Current leader is Node {error.leader_id} "
+            f"at {_one_line(error.leader_address)}"
+        )
+    if isinstance(error, OutcomeUnknown):
+        return (
+            f"Error: Outcome unknown: {_one_line(error.reason)} "
+            "(the write may or may not have been applied)"
+        )
+    if isinstance(error, Unavailable):
+        return f"Error: Unavailable: {_one_line(error.reason)}"
+    return f"Error: {_one_line(str(error)) or type(error).__name__}"
+
+
+def _status_value(value: object) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
+        return ",".join(_status_value(v) for v in items)
+    return "_".join(str(value).split()) or "-"
+
+
+def format_status(status: dict[str, object]) -> str:
+    """
+    Render a status mapping as one line of space-separated C{name=value}
+    tokens, in the mapping's order.
+
+    Sequences are joined with commas, L{None} is C{none}, booleans are
+    C{true}/C{false}, an empty value is C{-}, and whitespace inside a value
+    becomes C{_} so that every token stays whitespace-free.
+    """
+    return " ".join(
+        f"{'_'.join(str(name).split())}={_status_value(value)}"
+        for name, value in status.items()
+    )
+
+
+def _put_reply(key: str, result: object) -> bytes:
+    return f"{key} added successfully.\n".encode("utf-8")
+
+
+def _delete_reply(key: str, result: object) -> bytes:
+    return f"{key} deleted successfully.\n".encode("utf-8")
+
+
+def _get_reply(key: str, value: object) -> bytes:
+    return f"value of {key}: {_one_line(str(value))}\n".encode("utf-8")
+
+
+class _Slot:
+    """A reply position in a connection's FIFO; C{reply} is set when known."""
+
+    __slots__ = ("reply",)
+
+    def __init__(self, reply: bytes | None = None) -> None:
+        self.reply = reply
+
+
+@implementer(IPushProducer)
+class ClientProtocol(LineReceiver):
+    """
+    One client connection.
+
+    Lines are LF-terminated (a trailing CR is ignored).  Each request gets one
+    reply, in request order.  After C{EXIT} or an over-long line no further
+    input is read; the connection closes once every earlier reply has been
+    written.  After the connection is lost, results that arrive late are
+    discarded.
+
+    This protocol registers itself as the transport's streaming producer so
+    that a full send buffer stops reading; it does not support a second
+    producer on the same transport.
+    """
+
+    log = Logger()
+    delimiter = b"\n"
+
+    def __init__(
+        self,
+        service: KeyValueService,
+        limits: Limits = DEFAULT_LIMITS,
+        max_pending: int = DEFAULT_MAX_PENDING,
+    ) -> None:
+        if max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
+        self._service = service
+        self._limits = limits
+        self.MAX_LENGTH = limits.max_line_bytes
+        self._max_pending = max_pending
+        self._resume_at = max_pending // 2
+        self._queue: deque[_Slot] = deque()
+        # Replies produced while handling one dataReceived call are written
+        # with one writeSequence at its end; None when not receiving.
+        self._batch: list[bytes] | None = None
+        self._batch_bytes = 0
+        self._pause_reasons: set[str] = set()
+        self._closing = False  # EXIT or over-long line: read nothing more
+        self._close_requested = False  # loseConnection() has been called
+        self._lost = False
+        self._producing_for_transport = False
+
+    # -- connection lifecycle ---------------------------------------------
+
+    def connectionMade(self) -> None:
+        try:
+            self.transport.registerProducer(self, True)
+            self._producing_for_transport = True
+        except RuntimeError:
+            self.log.warn(
+                "Transport already has a producer; client replies will not "
+                "apply write backpressure"
+            )
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._lost = True
+        self._closing = True
+        self._producing_for_transport = False
+        self.paused = True
+        self._queue.clear()
+        self._batch = None
+        self.clearLineBuffer()
+
+    # -- IPushProducer: called by the transport about our writes -------------
+
+    def pauseProducing(self) -> None:
+        """The send buffer is full: stop reading requests until it drains."""
+        self._pause("send buffer")
+
+    def resumeProducing(self) -> None:
+        """The send buffer drained: read requests again if nothing else stops us."""
+        self._resume("send buffer")
+
+    def stopProducing(self) -> None:
+        """The transport is going away: never read or write again."""
+        self._closing = True
+        self.paused = True
+
+    def _pause(self, reason: str) -> None:
+        if not self._pause_reasons and not self._closing:
+            self.paused = True
+            self.transport.pauseProducing()
+        self._pause_reasons.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        if reason not in self._pause_reasons:
+            return
+        self._pause_reasons.discard(reason)
+        if self._pause_reasons or self._closing:
+            return
+        self.paused = False
+        self.transport.resumeProducing()
+        # Lines that arrived before we paused are still in LineReceiver's
+        # buffer; deliver them now rather than waiting for more data.
+        self.dataReceived(b"")
+
+    # -- input ------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        if self._batch is not None:
+            # Re-entered (a resume while handling a line): the outer call
+            # owns the batch and LineReceiver will buffer the data.
+            LineReceiver.dataReceived(self, data)
+            return
+        self._batch = []
+        try:
+            LineReceiver.dataReceived(self, data)
+        finally:
+            self._write_batch()
+            self._batch = None
+            self._maybe_close()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """
+        Reply with an error and close: the rest of an over-long line cannot
+        be told apart from requests, so nothing after it is read.
+        """
+        if self._closing:
+            return
+        self.log.info(
+            "Closing client connection {peer}: line longer than {max} bytes",
+            peer=self.transport.getPeer(),
+            max=self.MAX_LENGTH,
+        )
+        self._reply(
+            f"Error: {LineTooLong(self._limits.max_line_bytes)}\n".encode("utf-8")
+        )
+        self._start_closing()
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._closing:
+            return
+        try:
+            command = parse_command(line, self._limits)
+        except LineTooLong:
+            self.lineLengthExceeded(line)
+            return
+        except CommandError as e:
+            self._reply(f"Error: {e}\n".encode("utf-8"))
+            return
+
+        service = self._service
+        d: Deferred[Any]
+        render: Callable[[str, object], bytes]
+        try:
+            match command:
+                case Get(key, stale):
+                    d = service.get(key, stale)
+                    render = _get_reply
+                case Put(key, value):
+                    d = service.put(key, value)
+                    render = _put_reply
+                case Delete(key):
+                    d = service.delete(key)
+                    render = _delete_reply
+                case Ping():
+                    self._reply(_PONG)
+                    return
+                case Status():
+                    text = format_status(service.status())
+                    self._reply(text.encode("utf-8") + b"\n")
+                    return
+                case Exit():
+                    self._reply(_GOODBYE)
+                    self._start_closing()
+                    return
+                case _:  # pragma: no cover - parse_command returns no others
+                    raise TypeError(f"unhandled command {command!r}")
+        except KeyValueError as e:
+            # A node that refuses synchronously instead of via the Deferred.
+            self._reply(format_error(e).encode("utf-8") + b"\n")
+            return
+        except Exception:
+            self.log.failure("Unexpected error handling {command!r}", command=command)
+            self._reply(_INTERNAL_ERROR)
+            return
+
+        slot = _Slot()
+        self._queue.append(slot)
+        d.addCallbacks(
+            self._succeeded,
+            self._failed,
+            callbackArgs=(slot, render, key),
+            errbackArgs=(slot, command),
+        )
+        if len(self._queue) > self._max_pending:
+            self._pause("backlog")
+
+    # -- results ----------------------------------------------------------
+
+    def _succeeded(
+        self,
+        result: object,
+        slot: _Slot,
+        render: Callable[[str, object], bytes],
+        key: str,
+    ) -> None:
+        if self._lost:
+            return None
+        try:
+            slot.reply = render(key, result)
+        except Exception:
+            self.log.failure("Could not render the result for key {key!r}", key=key)
+            slot.reply = _INTERNAL_ERROR
+        self._flush()
+        return None
+
+    def _failed(self, failure: Failure, slot: _Slot, command: Any) -> None:
+        # Always consume the failure: after a disconnect nobody is listening,
+        # and an unconsumed one would be logged as an unhandled error.
+        if self._lost:
+            return None
+        error = failure.value
+        if isinstance(error, KeyValueError):
+            try:
+                slot.reply = format_error(error).encode("utf-8") + b"\n"
+            except Exception:
+                self.log.failure("Could not render error for {command!r}", command=command)
+                slot.reply = _INTERNAL_ERROR
+        else:
+            self.log.failure(
+                "Unexpected failure handling {command!r}",
+                failure=failure,
+                command=command,
+            )
+            slot.reply = _INTERNAL_ERROR
+        self._flush()
+        return None
+
+    # -- output -----------------------------------------------------------
+
+    def _reply(self, data: bytes) -> None:
+        """Send a reply that is ready now, behind any still-pending ones."""
+        if self._queue:
+            self._queue.append(_Slot(data))
+            if len(self._queue) > self._max_pending:
+                self._pause("backlog")
+        elif self._batch is not None:
+            self._batch.append(data)
+            self._batch_bytes += len(data)
+            if self._batch_bytes >= _MAX_BATCH_BYTES:
+                self._write_batch()
+        elif not self._lost:
+            self.transport.write(data)
+
+    def _write_batch(self) -> None:
+        """
+        Hand the replies batched so far to the transport.  Done at the end of
+        each dataReceived, and early once the batch is large, so that the
+        transport can pause us (via L{pauseProducing}) before one chunk of
+        small requests turns into an unbounded amount of reply data.
+        """
+        batch = self._batch
+        if batch:
+            self._batch_bytes = 0
+            if not self._lost:
+                self.transport.writeSequence(batch)
+            batch.clear()
+
+    def _flush(self) -> None:
+        """Write every ready reply at the head of the FIFO."""
+        queue = self._queue
+        if not queue or queue[0].reply is None:
+            return
+        ready: list[bytes] = []
+        while queue and queue[0].reply is not None:
+            ready.append(queue.popleft().reply)  # type: ignore[arg-type]
+        batch = self._batch
+        if batch is not None:
+            batch.extend(ready)
+            self._batch_bytes += sum(map(len, ready))
+            if self._batch_bytes >= _MAX_BATCH_BYTES:
+                self._write_batch()
+        elif len(ready) == 1:
+            self.transport.write(ready[0])
+        else:
+            self.transport.writeSequence(ready)
+        if len(queue) <= self._resume_at:
+            self._resume("backlog")
+        self._maybe_close()
+
+    def _start_closing(self) -> None:
+        """Read nothing more; close after every earlier reply is written."""
+        if not self._closing:
+            if not self._pause_reasons:
+                self.transport.pauseProducing()
+            self._closing = True
+            self.paused = True
+            self.clearLineBuffer()
+        self._maybe_close()
+
+    def _maybe_close(self) -> None:
+        if (
+            self._closing
+            and not self._close_requested
+            and not self._lost
+            and not self._queue
+            and self._batch is None
+        ):
+            self._close_requested = True
+            if self._producing_for_transport:
+                # A registered (possibly paused) producer keeps a TCP
+                # transport from closing, so step down first.
+                self._producing_for_transport = False
+                self.transport.unregisterProducer()
+            self.transport.loseConnection()
+
+
+class ClientFactory(Factory):
+    """
+    Builds a L{ClientProtocol} for each accepted client connection, all
+    sharing one L{KeyValueService} and one set of limits.
+    """
+
+    protocol = ClientProtocol
+
+    def __init__(
+        self,
+        service: KeyValueService,
+        limits: Limits = DEFAULT_LIMITS,
+        max_pending: int = DEFAULT_MAX_PENDING,
+    ) -> None:
+        self.service = service
+        self.limits = limits
+        self.max_pending = max_pending
+
+    def buildProtocol(self, addr: object) -> ClientProtocol:
+        proto = ClientProtocol(self.service, self.limits, self.max_pending)
+        proto.factory = self
+        return proto

@@ -1,0 +1,311 @@
+# -*- test-case-name: tests.test_protocols_commands -*-
+"""
+The client request language, as a pure function from one line of bytes to
+one immutable command.
+
+Parsing lives apart from the Twisted protocol (h11 style) so that everything
+a hostile or careless client can send is decided in one place with no I/O:
+L{parse_command} either returns a frozen dataclass or raises L{CommandError},
+whose text becomes the C{Error: ...} reply.  That makes the whole grammar,
+including every limit, checkable with property tests, and keeps the protocol
+shell in L{kvstore.protocols.client} down to framing, ordering and flow
+control.  See C{docs/protocol.md} for the user-facing description.
+
+Grammar (one request per line, the LF already removed by framing)::
+
+    line    = word *( SP arg ) [CR]
+    PUT     = "PUT" SP key SP value        ; value is the rest of the line
+    GET     = "GET" SP key [ SP "STALE" ]
+    DELETE  = "DELETE" SP key
+    EXIT / PING / STATUS take no arguments
+
+Words are separated by exactly one space; command words and C{STALE} are
+ASCII case-insensitive.  A line must be UTF-8 and must not contain ASCII
+control characters other than TAB (and TAB only inside a PUT value).  Keys
+are non-empty and contain no whitespace.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Union
+
+__all__ = [
+    "Put",
+    "Get",
+    "Delete",
+    "Exit",
+    "Ping",
+    "Status",
+    "Command",
+    "CommandError",
+    "LineTooLong",
+    "Limits",
+    "DEFAULT_LIMITS",
+    "PUT_OVERHEAD_BYTES",
+    "parse_command",
+    "encode_command",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """Store C{value} under C{key}, replacing any previous value."""
+
+    key: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    """
+    Read C{key}.  C{stale=False} asks for a linearizable read; C{stale=True}
+    allows the node to answer from its local state machine, which may lag.
+    """
+
+    key: str
+    stale: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Remove C{key}; it is an error if it does not exist."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    """Say goodbye and close the connection once earlier replies are sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Liveness check answered by the connection itself."""
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Report the node's status dictionary on one line."""
+
+
+Command = Union[Put, Get, Delete, Exit, Ping, Status]
+
+
+class CommandError(Exception):
+    """
+    The client sent a request that is not a valid command.
+
+    C{str(error)} is the human-readable reason I{without} the C{"Error: "}
+    prefix; the protocol adds the prefix.  Nothing has been executed.
+    """
+
+
+class LineTooLong(CommandError):
+    """
+    The request line is longer than L{Limits.max_line_bytes}.
+
+    Unlike other L{CommandError}s this one is fatal to the connection: the
+    server cannot know where the over-long line really ends, so anything that
+    follows it cannot be trusted to be a request.
+    """
+
+    def __init__(self, max_line_bytes: int) -> None:
+        super().__init__(f"Line too long (maximum {max_line_bytes} bytes)")
+        self.max_line_bytes = max_line_bytes
+
+
+#: Bytes of a PUT line that are neither key nor value: C{"PUT"}, two spaces
+#: and an optional CR.
+PUT_OVERHEAD_BYTES = len(b"PUT  \r")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """
+    Per-request size limits, all counted in bytes of UTF-8.
+
+    They bound how much memory one client can make the server buffer (the
+    line limit is also the framing limit) and how large the replicated log
+    entries can get.
+
+    @ivar max_key_bytes: longest accepted key (default 1 KiB).
+    @ivar max_value_bytes: longest accepted value (default 64 KiB).
+    @ivar max_line_bytes: longest accepted request line, excluding the LF but
+        including a CR (default C{max_key_bytes + max_value_bytes + 16}).  It
+        must leave room for the largest PUT; use L{Limits.for_sizes} to derive
+        it.
+    """
+
+    max_key_bytes: int = 1024
+    max_value_bytes: int = 64 * 1024
+    max_line_bytes: int = 1024 + 64 * 1024 + 16
+
+    def __post_init__(self) -> None:
+        if self.max_key_bytes < 1 or self.max_value_bytes < 0:
+            raise ValueError(f"invalid limits: {self!r}")
+        needed = self.max_key_bytes + self.max_value_bytes + PUT_OVERHEAD_BYTES
+        if self.max_line_bytes < needed:
+            raise ValueError(
+                f"max_line_bytes={self.max_line_bytes} cannot hold a PUT with "
+                f"a maximal key and value; it must be at least {needed}"
+            )
+
+    @classmethod
+    def for_sizes(cls, max_key_bytes: int, max_value_bytes: int) -> Limits:
+        """
+        Limits for the given key and value sizes, with a line limit just
+        large enough (plus the usual slack) for the largest PUT.
+        """
+        return cls(
+            max_key_bytes=max_key_bytes,
+            max_value_bytes=max_value_bytes,
+            max_line_bytes=max_key_bytes + max_value_bytes + 16,
+        )
+
+
+DEFAULT_LIMITS = Limits()
+
+# ASCII control characters except TAB (LF never reaches us; a trailing CR is
+# removed before this check, so any remaining CR is rejected too).
+_FORBIDDEN = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+_WHITESPACE = re.compile(r"\s")
+_SHOWN_WORD_CHARS = 32
+
+_PUT_USAGE = "Usage: PUT <key> <value>"
+_GET_USAGE = "Usage: GET <key> [STALE]"
+_DELETE_USAGE = "Usage: DELETE <key>"
+
+_EXIT = Exit()
+_PING = Ping()
+_STATUS = Status()
+
+
+def _printable(text: str) -> str:
+    """Escape characters that would garble a one-line reply."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def _check_key(key: str, usage: str, limits: Limits) -> None:
+    """
+    Raise L{CommandError} unless C{key} is a non-empty, whitespace-free key
+    within the size limit.
+    """
+    if not key:
+        raise CommandError(usage)
+    size = len(key) if key.isascii() else len(key.encode("utf-8"))
+    if size > limits.max_key_bytes:
+        raise CommandError(f"Key too long (maximum {limits.max_key_bytes} bytes)")
+    if _WHITESPACE.search(key) is not None:
+        raise CommandError("Key must not contain whitespace")
+
+
+def parse_command(line: bytes, limits: Limits = DEFAULT_LIMITS) -> Command:
+    """
+    Parse one request line.
+
+    @param line: the request without its terminating LF.  One trailing CR,
+        if present, is ignored.
+    @param limits: the size limits to enforce.
+    @return: the parsed command.
+    @raise LineTooLong: if C{line} exceeds C{limits.max_line_bytes}.
+    @raise CommandError: for any other invalid request; C{str()} of it is
+        the reply text without the C{"Error: "} prefix.  No other exception
+        escapes for any input.
+    """
+    if len(line) > limits.max_line_bytes:
+        raise LineTooLong(limits.max_line_bytes)
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CommandError(f"Invalid UTF-8 at byte {e.start}") from None
+    bad = _FORBIDDEN.search(text)
+    if bad is not None:
+        raise CommandError(
+            f"Control character 0x{ord(bad.group()):02x} not allowed"
+        )
+
+    parts = text.split(" ", 2)
+    word = parts[0]
+    upper = word.upper() if word.isascii() else ""
+    nargs = len(parts)
+
+    if upper == "GET":
+        if nargs == 2:
+            _check_key(parts[1], _GET_USAGE, limits)
+            return Get(parts[1])
+        if nargs == 3 and parts[2].upper() == "STALE":
+            _check_key(parts[1], _GET_USAGE, limits)
+            return Get(parts[1], True)
+        raise CommandError(_GET_USAGE)
+
+    if upper == "PUT":
+        if nargs != 3:
+            raise CommandError(_PUT_USAGE)
+        key = parts[1]
+        _check_key(key, _PUT_USAGE, limits)
+        value = parts[2]
+        if len(value) > limits.max_value_bytes or (
+            not value.isascii()
+            and len(value.encode("utf-8")) > limits.max_value_bytes
+        ):
+            raise CommandError(
+                f"Value too long (maximum {limits.max_value_bytes} bytes)"
+            )
+        return Put(key, value)
+
+    if upper == "DELETE":
+        if nargs != 2:
+            raise CommandError(_DELETE_USAGE)
+        _check_key(parts[1], _DELETE_USAGE, limits)
+        return Delete(parts[1])
+
+    if upper == "PING":
+        if nargs != 1:
+            raise CommandError("Usage: PING")
+        return _PING
+
+    if upper == "STATUS":
+        if nargs != 1:
+            raise CommandError("Usage: STATUS")
+        return _STATUS
+
+    if upper == "EXIT":
+        if nargs != 1:
+            raise CommandError("Usage: EXIT")
+        return _EXIT
+
+    if not text.strip():
+        raise CommandError("Empty command")
+    shown = word[:_SHOWN_WORD_CHARS]
+    if len(word) > _SHOWN_WORD_CHARS:
+        shown += "..."
+    raise CommandError(f"Unknown command '{_printable(shown)}'")
+
+
+def encode_command(command: Command) -> bytes:
+    """
+    Serialize C{command} as a request line, including the terminating LF.
+
+    This is the inverse of L{parse_command} for valid commands; clients,
+    benchmarks and tests use it.  It does not validate the command.
+    """
+    if isinstance(command, Put):
+        return f"PUT {command.key} {command.value}\n".encode("utf-8")
+    if isinstance(command, Get):
+        suffix = " STALE" if command.stale else ""
+        return f"GET {command.key}{suffix}\n".encode("utf-8")
+    if isinstance(command, Delete):
+        return f"DELETE {command.key}\n".encode("utf-8")
+    if isinstance(command, Exit):
+        return b"EXIT\n"
+    if isinstance(command, Ping):
+        return b"PING\n"
+    if isinstance(command, Status):
+        return b"STATUS\n"
+    raise TypeError(f"not a command: {command!r}")

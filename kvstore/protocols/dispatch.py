@@ -1,0 +1,56 @@
+# -*- test-case-name: tests.test_protocols_dispatch -*-
+"""
+One listening port for clients and peers: the first byte decides.
+
+A peer connection starts with a netstring, whose first byte is an ASCII
+digit (its length); a client connection starts with a command word, which
+never does.  L{FirstByteDispatcher} waits for that byte, builds the right
+protocol, connects it to the same transport and hands it the data, in the
+manner of Twisted's HAProxy wrapper.  After that it steps aside: the
+transport still calls the dispatcher, but the dispatcher's C{dataReceived}
+is rebound to the chosen protocol's, so each later chunk costs one call.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+
+
+class FirstByteDispatcher(Protocol):
+    """Chooses the peer or the client protocol from the first byte."""
+
+    def __init__(self, factory: "DispatchFactory", addr: IAddress) -> None:
+        self._dispatch_factory = factory
+        self._addr = addr
+        self.chosen: Protocol | None = None
+
+    def dataReceived(self, data: bytes) -> None:  # type: ignore[override]
+        if not data:
+            return
+        if data[:1].isdigit():
+            protocol = self._dispatch_factory.peer_factory.buildProtocol(self._addr)
+        else:
+            protocol = self._dispatch_factory.client_factory.buildProtocol(self._addr)
+        self.chosen = protocol
+        protocol.makeConnection(self.transport)
+        self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]
+        protocol.dataReceived(data)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        if self.chosen is not None:
+            self.chosen.connectionLost(reason)
+
+
+class DispatchFactory(Factory):
+    """The factory for the node's one listening port."""
+
+    noisy = False
+
+    def __init__(self, client_factory: Factory, peer_factory: Factory) -> None:
+        self.client_factory = client_factory
+        self.peer_factory = peer_factory
+
+    def buildProtocol(self, addr: IAddress) -> FirstByteDispatcher:
+        return FirstByteDispatcher(self, addr)

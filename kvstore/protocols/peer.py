@@ -1,0 +1,177 @@
+# -*- test-case-name: tests.test_protocols_peer -*-
+"""
+The peer wire format: one JSON object per netstring.
+
+Every peer connection is one-way.  A node opens one outbound connection to
+each other member and sends its messages on it; it receives the others'
+messages on the connections they opened to it.  The first netstring on a
+connection is a hello naming the sender's node id and cluster id; the
+receiver checks both against its configured membership before accepting
+anything else, so a node of another cluster (or a stray client typing
+digits) is refused and logged, never mixed in.
+
+Decoding is pure (L{decode_message}, L{decode_hello}) and raises
+L{MalformedMessage} for anything wrong; the Twisted protocol classes are thin
+shells that log the fault and drop the connection, never the node.
+L{NetstringReceiver} refuses an announced length above C{MAX_LENGTH} before
+buffering any of it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import NetstringReceiver
+
+from kvstore.raft.messages import MalformedMessage, Message, from_dict, to_dict
+
+PROTOCOL_VERSION = 1
+
+# One AppendEntries carries at most RaftConfig.max_append_bytes of entry
+# data; JSON escaping can inflate that, so allow generous headroom.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
+
+
+@dataclass(frozen=True)
+class Membership:
+    """Who may talk to this node: its own id, the cluster id, and the ids of
+    the other members."""
+
+    node_id: int
+    cluster_id: str
+    peer_ids: frozenset[int]
+
+
+def encode_message(message: Message) -> bytes:
+    """The netstring payload for C{message}."""
+    return _encoder.encode(to_dict(message)).encode("utf-8")
+
+
+def encode_hello(node_id: int, cluster_id: str) -> bytes:
+    """The first payload on every outbound peer connection."""
+    return _encoder.encode(
+        {"type": "hello", "version": PROTOCOL_VERSION, "cluster": cluster_id, "from": node_id}
+    ).encode("utf-8")
+
+
+def _load(payload: bytes) -> Any:
+    try:
+        return json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise MalformedMessage(f"invalid JSON: {e}") from None
+    except RecursionError:
+        raise MalformedMessage("JSON nested too deeply") from None
+
+
+def decode_hello(payload: bytes, membership: Membership) -> int:
+    """
+    Check a hello and return the sender's node id.
+
+    @raises MalformedMessage: if it is not a hello, or the sender is not a
+        member of this cluster.
+    """
+    hello = _load(payload)
+    if not isinstance(hello, dict) or hello.get("type") != "hello":
+        raise MalformedMessage("the first message must be a hello")
+    if hello.get("version") != PROTOCOL_VERSION:
+        raise MalformedMessage(f"unsupported peer protocol version {hello.get('version')!r}")
+    if hello.get("cluster") != membership.cluster_id:
+        raise MalformedMessage(
+            f"cluster id {hello.get('cluster')!r} is not this cluster's ({membership.cluster_id!r})"
+        )
+    sender = hello.get("from")
+    if type(sender) is not int or sender not in membership.peer_ids:
+        raise MalformedMessage(f"node {sender!r} is not a member of this cluster")
+    return sender
+
+
+def decode_message(payload: bytes, sender: int, membership: Membership) -> Message:
+    """
+    Decode one Raft message from the connection opened by C{sender}.
+
+    @raises MalformedMessage: if the payload is not a valid message, or its
+        addressing does not match the connection.
+    """
+    message = from_dict(_load(payload))
+    if message.sender != sender:
+        raise MalformedMessage(f"message claims to be from node {message.sender} on node {sender}'s connection")
+    if message.receiver != membership.node_id:
+        raise MalformedMessage(f"message addressed to node {message.receiver}, this is node {membership.node_id}")
+    return message
+
+
+class PeerServerProtocol(NetstringReceiver):
+    """Receives one member's messages and hands them to the node."""
+
+    MAX_LENGTH = MAX_MESSAGE_BYTES
+    log = Logger()
+
+    def __init__(self, membership: Membership, deliver: Callable[[Message], None]) -> None:
+        self._membership = membership
+        self._deliver = deliver
+        self._sender: int | None = None
+        self._logged_rejection = False
+
+    def stringReceived(self, payload: bytes) -> None:
+        if self.brokenPeer:
+            return  # rejected earlier in this chunk of data
+        try:
+            if self._sender is None:
+                self._sender = decode_hello(payload, self._membership)
+                self.log.info(
+                    "peer node {peer} connected from {address}", peer=self._sender, address=self._peer_address()
+                )
+                return
+            message = decode_message(payload, self._sender, self._membership)
+        except MalformedMessage as e:
+            self._reject(str(e))
+            return
+        self._deliver(message)
+
+    def _reject(self, reason: str) -> None:
+        self._log_rejection(reason)
+        self.transport.loseConnection()
+        self.brokenPeer = 1
+
+    def _log_rejection(self, reason: str) -> None:
+        self._logged_rejection = True
+        self.log.warn(
+            "rejected peer connection from {address} (node {peer}): {reason}",
+            address=self._peer_address(),
+            peer=self._sender,
+            reason=reason,
+        )
+
+    def _peer_address(self) -> str:
+        peer: IAddress | None = self.transport.getPeer() if self.transport else None
+        host, port = getattr(peer, "host", "?"), getattr(peer, "port", "?")
+        return f"{host}:{port}"
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.brokenPeer:
+            return  # the connection is closing; ignore what is still arriving
+        super().dataReceived(data)
+        if self.brokenPeer and not self._logged_rejection:
+            # NetstringReceiver found bad framing or an over-long length
+            # prefix (refused before buffering) and closed the connection.
+            self._log_rejection("invalid netstring framing or length over the limit")
+
+
+class PeerServerFactory(Factory):
+    """Builds L{PeerServerProtocol}s (used by the first-byte dispatcher)."""
+
+    noisy = False
+
+    def __init__(self, membership: Membership, deliver: Callable[[Message], None]) -> None:
+        self.membership = membership
+        self.deliver = deliver
+
+    def buildProtocol(self, addr: IAddress) -> PeerServerProtocol:
+        return PeerServerProtocol(self.membership, self.deliver)

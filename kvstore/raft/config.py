@@ -1,0 +1,78 @@
+# -*- test-case-name: tests.test_raft_core -*-
+"""
+Tunable parameters of the Raft core, with defaults chosen for a small,
+shared, noisy machine (2 cores, loopback network).
+
+Times are in seconds.  The relations between them are checked by
+L{RaftConfig.validate} because a wrong relation (an election timeout shorter
+than a few heartbeats) does not fail loudly: it produces a cluster that
+keeps re-electing under load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RaftConfig:
+    """
+    @ivar node_id: this member's id.
+    @ivar peers: the ids of the other members (empty for a one-node cluster).
+    @ivar heartbeat_interval: how often a leader asserts itself.
+    @ivar election_timeout_min: lower bound of the randomized election
+        timeout; also how long a follower that heard from a leader ignores
+        vote requests (leader stickiness, thesis section 4.2.3).
+    @ivar election_timeout_max: upper bound of the election timeout; also
+        the period after which a leader that has not heard from a majority
+        steps down (check-quorum).
+    @ivar max_append_bytes: upper bound on entry payload bytes in one
+        AppendEntries message.
+    @ivar max_append_entries: upper bound on entries in one message.
+    @ivar max_inflight: AppendEntries messages with entries that may be
+        unacknowledged per follower (pipelining window); bounds the memory
+        a slow follower can make the leader spend on it.
+    @ivar max_apply_batch: committed entries handed out for applying in one
+        L{Ready}, so a long catch-up never stalls the reactor.
+    @ivar pre_vote: run the Pre-Vote round before real elections.
+    """
+
+    node_id: int
+    peers: tuple[int, ...] = field(default_factory=tuple)
+    heartbeat_interval: float = 0.1
+    election_timeout_min: float = 1.0
+    election_timeout_max: float = 2.0
+    max_append_bytes: int = 1024 * 1024
+    max_append_entries: int = 4096
+    max_inflight: int = 32
+    max_apply_batch: int = 4096
+    pre_vote: bool = True
+
+    def validate(self) -> None:
+        """
+        @raises ValueError: if a parameter or a relation between parameters
+            is unreasonable.
+        """
+        if self.node_id in self.peers:
+            raise ValueError("a node cannot be its own peer")
+        if len(set(self.peers)) != len(self.peers):
+            raise ValueError("duplicate peer ids")
+        if self.heartbeat_interval <= 0:
+            raise ValueError("heartbeat interval must be positive")
+        if self.election_timeout_min < 3 * self.heartbeat_interval:
+            raise ValueError("election timeout minimum must be at least three heartbeat intervals")
+        if self.election_timeout_max <= self.election_timeout_min:
+            raise ValueError("election timeout maximum must exceed the minimum")
+        for name in ("max_append_bytes", "max_append_entries", "max_inflight", "max_apply_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+    @property
+    def members(self) -> tuple[int, ...]:
+        """All member ids, this node included, sorted."""
+        return tuple(sorted((self.node_id, *self.peers)))
+
+    @property
+    def quorum(self) -> int:
+        """How many members make a majority."""
+        return (len(self.peers) + 1) // 2 + 1

@@ -1,0 +1,832 @@
+# -*- test-case-name: tests.test_raft_core -*-
+"""
+The Raft consensus algorithm as a deterministic state machine with no I/O.
+
+L{RaftCore} takes inputs -- a peer message (L{RaftCore.step}), a client
+command (L{RaftCore.propose}), a read request (L{RaftCore.request_read}),
+notice that entries became durable (L{RaftCore.persisted}) and its own timers
+-- and accumulates outputs that the caller collects with L{RaftCore.ready}.
+The caller (L{kvstore.node}) must handle a L{Ready} in this order:
+
+  1. persist C{hard_state}, then C{truncate_from}/C{entries};
+  2. send C{messages} at once (they do not depend on local durability);
+  3. send C{messages_after_persist} only once step 1 is durable;
+  4. apply C{committed} entries in order, and answer C{reads} once the
+     state machine has applied up to each read's index.
+
+Time comes only from the injected C{IReactorTime} and randomness only from the
+injected C{random.Random}, so the same inputs always give the same outputs:
+this is what lets the tests and the simulator run whole clusters on a
+C{task.Clock}.  Timer callbacks change state and queue outputs, then call the
+injected C{wake} hook; they never do I/O.
+
+The algorithm follows the extended Raft paper (Figure 2, sections 5 and 8)
+and Ongaro's thesis: Pre-Vote (9.6), leader stickiness and check-quorum
+(4.2.3, 6.2), the no-op entry at the start of a term and ReadIndex (6.4),
+and a conflict hint for fast log back-off (5.3).
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from kvstore.raft.config import RaftConfig
+from kvstore.raft.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Body,
+    Entry,
+    Message,
+    ReadIndexRequest,
+    ReadIndexResponse,
+    RequestVote,
+    RequestVoteResponse,
+)
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+class NotLeaderError(Exception):
+    """A proposal was refused because this node is not the leader; nothing
+    was appended.  C{leader_id} is the leader this node knows of, if any."""
+
+    def __init__(self, leader_id: int | None) -> None:
+        super().__init__(leader_id)
+        self.leader_id = leader_id
+
+
+@dataclass(frozen=True)
+class HardState:
+    """The state that must be durable before any message depending on it is
+    sent: the current term and the vote cast in it."""
+
+    term: int = 0
+    voted_for: int | None = None
+
+
+@dataclass(frozen=True)
+class ReadState:
+    """A read may be answered once the state machine has applied C{index}."""
+
+    request_id: int
+    index: int
+
+
+@dataclass
+class Ready:
+    """
+    One batch of outputs; see the module docstring for the order in which
+    they must be handled.
+
+    @ivar hard_state: the new term/vote to persist, or L{None} if unchanged.
+    @ivar truncate_from: drop every stored entry with an index at or above
+        this before appending C{entries}; L{None} if nothing is dropped.
+    @ivar entries: entries to append to stable storage.
+    @ivar persist_through: C{(index, term)} of the last entry in the log
+        after this batch; report it to L{RaftCore.persisted} once durable.
+    @ivar messages: messages that may be sent immediately.
+    @ivar messages_after_persist: messages that may be sent only after
+        C{hard_state} and C{entries} are durable (votes, acknowledgements).
+    @ivar committed: committed entries to apply, in order, exactly once.
+    @ivar reads: reads whose index is now known.
+    @ivar failed_reads: reads that cannot be served, with a reason.
+    """
+
+    hard_state: HardState | None = None
+    truncate_from: int | None = None
+    entries: list[Entry] = field(default_factory=list)
+    persist_through: tuple[int, int] = (0, 0)
+    messages: list[Message] = field(default_factory=list)
+    messages_after_persist: list[Message] = field(default_factory=list)
+    committed: list[Entry] = field(default_factory=list)
+    reads: list[ReadState] = field(default_factory=list)
+    failed_reads: list[tuple[int, str]] = field(default_factory=list)
+
+    def needs_persist(self) -> bool:
+        return self.hard_state is not None or self.truncate_from is not None or bool(self.entries)
+
+
+class _ProgressState(enum.Enum):
+    PROBE = "probe"  # one message at a time until the follower's log position is found
+    REPLICATE = "replicate"  # optimistic pipelining up to max_inflight messages
+
+
+class _Progress:
+    """The leader's view of one follower."""
+
+    __slots__ = ("next_index", "match_index", "state", "inflight", "probe_sent", "acked_round", "active")
+
+    def __init__(self, next_index: int) -> None:
+        self.next_index = next_index
+        self.match_index = 0
+        self.state = _ProgressState.PROBE
+        self.inflight: deque[int] = deque()  # last index of each unacknowledged message
+        self.probe_sent = False
+        self.acked_round = 0
+        self.active = False  # heard from since the last check-quorum
+
+    def become_probe(self) -> None:
+        self.state = _ProgressState.PROBE
+        self.inflight.clear()
+        self.probe_sent = False
+        self.next_index = self.match_index + 1
+
+    def become_replicate(self) -> None:
+        self.state = _ProgressState.REPLICATE
+        self.inflight.clear()
+        self.probe_sent = False
+        self.next_index = self.match_index + 1
+
+
+@dataclass
+class _PendingRead:
+    origin: int
+    request_id: int
+    index: int
+    round: int | None = None
+
+
+class RaftCore:
+    """
+    One member's Raft state.  See the module docstring for the contract.
+
+    Invariants: C{applied <= commit_index <= last_index};
+    C{durable_index <= last_index}; every entry at or below C{commit_index}
+    is committed and is never truncated.
+    """
+
+    def __init__(
+        self,
+        config: RaftConfig,
+        clock: IReactorTime,
+        rng: random.Random,
+        hard_state: HardState = HardState(),
+        entries: Sequence[Entry] = (),
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
+        config.validate()
+        self.config = config
+        self.node_id = config.node_id
+        self._clock = clock
+        self._rng = rng
+        self._wake = wake
+
+        self.term = hard_state.term
+        self.voted_for = hard_state.voted_for
+        self.role = Role.FOLLOWER
+        self.leader_id: int | None = None
+
+        self._log: list[Entry] = list(entries)
+        for position, entry in enumerate(self._log, start=1):
+            if entry.index != position:
+                raise ValueError(f"log entries must be contiguous from index 1, found {entry.index} at {position}")
+        self.commit_index = 0
+        self.applied = 0  # highest index handed out in Ready.committed
+        # Everything recovered from storage is durable already.
+        self.durable_index = len(self._log)
+        self._unstable_from = len(self._log) + 1
+        self._truncate_from: int | None = None
+        self._hard_state_dirty = False
+
+        self._messages: list[Message] = []
+        self._messages_after_persist: list[Message] = []
+        self._reads: list[ReadState] = []
+        self._failed_reads: list[tuple[int, str]] = []
+
+        self._votes: set[int] = set()
+        self._progress: dict[int, _Progress] = {}
+        self._round = 0
+        self._read_round_in_flight: int | None = None
+        self._pending_reads: list[_PendingRead] = []
+        self._reads_awaiting_commit: list[_PendingRead] = []
+        self._forwarded_reads: set[int] = set()
+        self._needs_broadcast = False
+
+        self._last_heard_from_leader: float | None = None
+        self._election_deadline = 0.0
+        self._election_timer: IDelayedCall | None = None
+        self._heartbeat_timer: IDelayedCall | None = None
+        self._quorum_check_at = 0.0
+        self._started = False
+
+    # ------------------------------------------------------------------
+    # Lifecycle
+
+    def start(self) -> None:
+        """Start the timers.  A one-node cluster elects itself at once."""
+        self._started = True
+        if not self.config.peers:
+            self._campaign(pre_vote=False)
+        else:
+            self._reset_election_deadline()
+        self._wake()
+
+    def stop(self) -> None:
+        """Cancel all timers; the core does nothing further by itself."""
+        self._started = False
+        for timer in (self._election_timer, self._heartbeat_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._election_timer = self._heartbeat_timer = None
+
+    # ------------------------------------------------------------------
+    # Log helpers
+
+    @property
+    def last_index(self) -> int:
+        return len(self._log)
+
+    @property
+    def last_term(self) -> int:
+        return self._log[-1].term if self._log else 0
+
+    def term_at(self, index: int) -> int:
+        """The term of the entry at C{index} (0 for index 0)."""
+        if index == 0:
+            return 0
+        return self._log[index - 1].term
+
+    def entries(self, low: int, high: int) -> list[Entry]:
+        """Entries with C{low <= index <= high}."""
+        return self._log[low - 1 : high]
+
+    def _truncate(self, from_index: int) -> None:
+        if from_index <= self.commit_index:
+            raise AssertionError(
+                f"refusing to truncate committed entry {from_index} (commit index {self.commit_index})"
+            )
+        del self._log[from_index - 1 :]
+        self._truncate_from = from_index if self._truncate_from is None else min(self._truncate_from, from_index)
+        self._unstable_from = min(self._unstable_from, from_index)
+        self.durable_index = min(self.durable_index, from_index - 1)
+
+    def _append(self, entries: Sequence[Entry]) -> None:
+        self._log.extend(entries)
+
+    # ------------------------------------------------------------------
+    # Output
+
+    def has_ready(self) -> bool:
+        """Whether L{ready} would return anything to do."""
+        return bool(
+            self._hard_state_dirty
+            or self._truncate_from is not None
+            or self._unstable_from <= self.last_index
+            or self._messages
+            or self._messages_after_persist
+            or self.applied < self.commit_index
+            or self._reads
+            or self._failed_reads
+            or self._needs_broadcast
+        )
+
+    def ready(self) -> Ready:
+        """
+        Collect everything to do since the last call.  Ownership of the
+        outputs passes to the caller, who must handle them as the module
+        docstring says.
+        """
+        if self.role is Role.LEADER:
+            if self._needs_broadcast:
+                self._needs_broadcast = False
+                for peer in self.config.peers:
+                    self._send_append(peer)
+            self._maybe_start_read_round()
+        rd = Ready()
+        if self._hard_state_dirty:
+            rd.hard_state = HardState(self.term, self.voted_for)
+            self._hard_state_dirty = False
+        rd.truncate_from = self._truncate_from
+        self._truncate_from = None
+        if self._unstable_from <= self.last_index:
+            rd.entries = self._log[self._unstable_from - 1 :]
+        self._unstable_from = self.last_index + 1
+        rd.persist_through = (self.last_index, self.last_term)
+        rd.messages, self._messages = self._messages, []
+        rd.messages_after_persist, self._messages_after_persist = self._messages_after_persist, []
+        if self.applied < self.commit_index:
+            upto = min(self.commit_index, self.applied + self.config.max_apply_batch)
+            rd.committed = self._log[self.applied : upto]
+            self.applied = upto
+        rd.reads, self._reads = self._reads, []
+        rd.failed_reads, self._failed_reads = self._failed_reads, []
+        return rd
+
+    def persisted(self, index: int, term: int) -> None:
+        """
+        Report that the local log is durable through C{index}, whose entry
+        had C{term} when it was handed out.  A report about entries that have
+        since been truncated is recognised by the term and ignored.
+        """
+        if index <= self.durable_index or index > self.last_index or self.term_at(index) != term:
+            return
+        self.durable_index = index
+        if self.role is Role.LEADER:
+            self._maybe_commit()
+
+    def _send(self, to: int, body: Body, after_persist: bool = False) -> None:
+        message = Message(self.node_id, to, body)
+        if after_persist:
+            self._messages_after_persist.append(message)
+        else:
+            self._messages.append(message)
+
+    # ------------------------------------------------------------------
+    # Timers
+
+    def _random_timeout(self) -> float:
+        return self._rng.uniform(self.config.election_timeout_min, self.config.election_timeout_max)
+
+    def _reset_election_deadline(self) -> None:
+        self._election_deadline = self._clock.seconds() + self._random_timeout()
+        if self._election_timer is None or not self._election_timer.active():
+            self._election_timer = self._clock.callLater(
+                self._election_deadline - self._clock.seconds(), self._on_election_timer
+            )
+
+    def _on_election_timer(self) -> None:
+        self._election_timer = None
+        if not self._started or self.role is Role.LEADER:
+            return
+        now = self._clock.seconds()
+        if now < self._election_deadline:
+            # The deadline moved while the timer was pending; sleep again.
+            self._election_timer = self._clock.callLater(self._election_deadline - now, self._on_election_timer)
+            return
+        self._campaign(pre_vote=self.config.pre_vote)
+        self._wake()
+
+    def _on_heartbeat_timer(self) -> None:
+        self._heartbeat_timer = None
+        if not self._started or self.role is not Role.LEADER:
+            return
+        now = self._clock.seconds()
+        if now >= self._quorum_check_at and not self._check_quorum():
+            self._wake()
+            return
+        for peer in self.config.peers:
+            progress = self._progress[peer]
+            # A probe that got no answer within a heartbeat is retried.
+            progress.probe_sent = False
+            self._send_append(peer, heartbeat=True)
+        self._heartbeat_timer = self._clock.callLater(self.config.heartbeat_interval, self._on_heartbeat_timer)
+        self._wake()
+
+    def _check_quorum(self) -> bool:
+        """
+        Step down if a majority has not been heard from for an election
+        timeout: a leader cut off from the majority stops accepting writes
+        instead of letting clients wait for commits that cannot come.
+        """
+        active = 1 + sum(1 for p in self._progress.values() if p.active)
+        for progress in self._progress.values():
+            progress.active = False
+        self._quorum_check_at = self._clock.seconds() + self.config.election_timeout_max
+        if active < self.config.quorum:
+            self._become_follower(self.term, None)
+            return False
+        return True
+
+    # ------------------------------------------------------------------
+    # Role changes
+
+    def _set_hard_state(self, term: int, voted_for: int | None) -> None:
+        if (term, voted_for) != (self.term, self.voted_for):
+            self.term, self.voted_for = term, voted_for
+            self._hard_state_dirty = True
+
+    def _become_follower(self, term: int, leader_id: int | None) -> None:
+        was_leader = self.role is Role.LEADER
+        if term > self.term:
+            self._set_hard_state(term, None)
+            self._fail_forwarded_reads("term changed")
+        self.role = Role.FOLLOWER
+        self.leader_id = leader_id
+        self._votes.clear()
+        if was_leader:
+            self._progress.clear()
+            if self._heartbeat_timer is not None and self._heartbeat_timer.active():
+                self._heartbeat_timer.cancel()
+            self._heartbeat_timer = None
+            self._fail_leader_reads("leadership lost")
+        if self._started:
+            self._reset_election_deadline()
+
+    def _campaign(self, pre_vote: bool) -> None:
+        if pre_vote:
+            self.role = Role.PRE_CANDIDATE
+            term = self.term + 1
+        else:
+            self.role = Role.CANDIDATE
+            self._set_hard_state(self.term + 1, self.node_id)
+            term = self.term
+            self._fail_forwarded_reads("election started")
+        self.leader_id = None
+        self._votes = {self.node_id}
+        if len(self._votes) >= self.config.quorum:
+            if pre_vote:
+                self._campaign(pre_vote=False)
+            else:
+                self._become_leader()
+            return
+        self._reset_election_deadline()
+        for peer in self.config.peers:
+            # A real vote request depends on the durable term and self-vote;
+            # a pre-vote request depends on nothing.
+            self._send(
+                peer,
+                RequestVote(term, self.last_index, self.last_term, pre_vote=pre_vote),
+                after_persist=not pre_vote,
+            )
+
+    def _become_leader(self) -> None:
+        self.role = Role.LEADER
+        self.leader_id = self.node_id
+        self._votes.clear()
+        self._round = 0
+        self._read_round_in_flight = None
+        self._progress = {peer: _Progress(self.last_index + 1) for peer in self.config.peers}
+        # The no-op entry lets this term commit something promptly, which
+        # both commits older entries (Figure 8 rule) and enables reads.
+        self._append([Entry(self.last_index + 1, self.term, b"")])
+        self._needs_broadcast = True
+        self._quorum_check_at = self._clock.seconds() + self.config.election_timeout_max
+        if self._heartbeat_timer is None and self.config.peers:
+            self._heartbeat_timer = self._clock.callLater(self.config.heartbeat_interval, self._on_heartbeat_timer)
+        self._maybe_commit()
+
+    # ------------------------------------------------------------------
+    # Client inputs
+
+    def propose(self, data: bytes) -> tuple[int, int]:
+        """
+        Append a command to the leader's log.
+
+        @return: C{(index, term)} of the new entry; the command is committed
+            if and when an entry with this index I{and this term} is applied.
+        @raises NotLeaderError: if this node is not the leader; nothing was
+            appended.
+        """
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.leader_id)
+        entry = Entry(self.last_index + 1, self.term, data)
+        self._append([entry])
+        self._needs_broadcast = True
+        self._maybe_commit()
+        return entry.index, entry.term
+
+    def request_read(self, request_id: int) -> None:
+        """
+        Ask for a linearizable read index (thesis section 6.4).  The answer
+        comes back in a later L{Ready}: a L{ReadState} with this
+        C{request_id}, or a failure with a reason.  Request ids must be
+        unique among this node's outstanding reads.
+        """
+        if self.role is Role.LEADER:
+            self._leader_read(_PendingRead(self.node_id, request_id, 0))
+        elif self.leader_id is not None and self.role is Role.FOLLOWER:
+            self._forwarded_reads.add(request_id)
+            self._send(self.leader_id, ReadIndexRequest(self.term, request_id))
+        else:
+            self._failed_reads.append((request_id, "no leader elected yet"))
+
+    def _committed_in_current_term(self) -> bool:
+        return self.commit_index > 0 and self.term_at(self.commit_index) == self.term
+
+    def _leader_read(self, read: _PendingRead) -> None:
+        if not self._committed_in_current_term():
+            # Until the no-op of this term commits, the leader's commit index
+            # may be behind what earlier leaders committed.
+            self._reads_awaiting_commit.append(read)
+            return
+        read.index = self.commit_index
+        if self.config.quorum == 1:
+            self._finish_read(read)
+        else:
+            self._pending_reads.append(read)
+
+    def _finish_read(self, read: _PendingRead) -> None:
+        if read.origin == self.node_id:
+            self._reads.append(ReadState(read.request_id, read.index))
+        else:
+            self._send(read.origin, ReadIndexResponse(self.term, read.request_id, read.index))
+
+    def _fail_read(self, read: _PendingRead, reason: str) -> None:
+        if read.origin == self.node_id:
+            self._failed_reads.append((read.request_id, reason))
+        else:
+            self._send(read.origin, ReadIndexResponse(self.term, read.request_id, None))
+
+    def _fail_leader_reads(self, reason: str) -> None:
+        for read in self._reads_awaiting_commit + self._pending_reads:
+            self._fail_read(read, reason)
+        self._reads_awaiting_commit = []
+        self._pending_reads = []
+        self._read_round_in_flight = None
+
+    def _fail_forwarded_reads(self, reason: str) -> None:
+        for request_id in sorted(self._forwarded_reads):
+            self._failed_reads.append((request_id, reason))
+        self._forwarded_reads.clear()
+
+    def _maybe_start_read_round(self) -> None:
+        """
+        Start one heartbeat round that confirms leadership for every read
+        that has arrived since the last round began.  Only one read round is
+        in flight at a time, so reads arriving meanwhile share the next one.
+        """
+        if self._read_round_in_flight is not None:
+            return
+        waiting = [r for r in self._pending_reads if r.round is None]
+        if not waiting:
+            return
+        self._round += 1
+        self._read_round_in_flight = self._round
+        for read in waiting:
+            read.round = self._round
+        for peer in self.config.peers:
+            self._send_append(peer, heartbeat=True)
+
+    def _confirm_reads(self) -> None:
+        if self._read_round_in_flight is None:
+            return
+        acked = sorted((p.acked_round for p in self._progress.values()), reverse=True)
+        # The leader itself counts as one acknowledgement of every round.
+        confirmed = acked[self.config.quorum - 2] if self.config.quorum > 1 else self._round
+        if confirmed < self._read_round_in_flight:
+            return
+        remaining = []
+        for read in self._pending_reads:
+            if read.round is not None and read.round <= confirmed:
+                self._finish_read(read)
+            else:
+                remaining.append(read)
+        self._pending_reads = remaining
+        self._read_round_in_flight = None
+
+    # ------------------------------------------------------------------
+    # Replication (leader side)
+
+    def _send_append(self, peer: int, heartbeat: bool = False) -> None:
+        progress = self._progress[peer]
+        entries: tuple[Entry, ...] = ()
+        can_send_entries = (
+            progress.state is _ProgressState.PROBE and not progress.probe_sent
+        ) or (progress.state is _ProgressState.REPLICATE and len(progress.inflight) < self.config.max_inflight)
+        if can_send_entries and progress.next_index <= self.last_index:
+            entries = tuple(self._slice_for_message(progress.next_index))
+        if not entries and not heartbeat:
+            return
+        prev_index = progress.next_index - 1
+        self._send(
+            peer,
+            AppendEntries(
+                term=self.term,
+                prev_log_index=prev_index,
+                prev_log_term=self.term_at(prev_index),
+                entries=entries,
+                leader_commit=self.commit_index,
+                round=self._round,
+            ),
+        )
+        if entries:
+            if progress.state is _ProgressState.REPLICATE:
+                progress.next_index = entries[-1].index + 1
+                progress.inflight.append(entries[-1].index)
+            else:
+                progress.probe_sent = True
+
+    def _slice_for_message(self, start: int) -> list[Entry]:
+        budget = self.config.max_append_bytes
+        end = min(self.last_index, start + self.config.max_append_entries - 1)
+        result = []
+        for entry in self._log[start - 1 : end]:
+            budget -= len(entry.data) + 32
+            if budget < 0 and result:
+                break
+            result.append(entry)
+        return result
+
+    def _maybe_commit(self) -> None:
+        """
+        Advance the commit index to the highest index stored on a majority,
+        but only through an entry of the current term (Figure 8): an older
+        term's entry is committed indirectly, by committing a later one.
+        """
+        matches = sorted([self.durable_index] + [p.match_index for p in self._progress.values()], reverse=True)
+        candidate = matches[self.config.quorum - 1]
+        if candidate > self.commit_index and self.term_at(candidate) == self.term:
+            self.commit_index = candidate
+            if self._reads_awaiting_commit:
+                waiting, self._reads_awaiting_commit = self._reads_awaiting_commit, []
+                for read in waiting:
+                    self._leader_read(read)
+            # Followers learn the new commit index promptly, not only with
+            # the next heartbeat, so their reads and applies do not lag.
+            self._needs_broadcast = True
+
+    def _handle_append_response(self, sender: int, response: AppendEntriesResponse) -> None:
+        progress = self._progress.get(sender)
+        if progress is None:
+            return
+        progress.active = True
+        progress.acked_round = max(progress.acked_round, response.round)
+        if response.success:
+            while progress.inflight and progress.inflight[0] <= response.index:
+                progress.inflight.popleft()
+            if response.index > progress.match_index:
+                progress.match_index = response.index
+                if progress.state is _ProgressState.PROBE:
+                    progress.become_replicate()
+                elif progress.next_index <= response.index:
+                    progress.next_index = response.index + 1
+                self._maybe_commit()
+            elif progress.state is _ProgressState.PROBE:
+                progress.become_replicate()
+            self._send_append(sender)
+        else:
+            # Ignore stale rejections: of a message that was not the probe
+            # we are waiting for, or of an index already known to match.
+            if response.index <= progress.match_index:
+                pass
+            elif progress.state is _ProgressState.PROBE and response.index != progress.next_index - 1:
+                pass
+            else:
+                next_index = response.conflict_index
+                if response.conflict_term:
+                    last_of_term = self._last_index_of_term(response.conflict_term, response.index)
+                    if last_of_term:
+                        next_index = last_of_term + 1
+                progress.become_probe()
+                progress.next_index = max(progress.match_index + 1, min(next_index, response.index))
+                self._send_append(sender)
+        self._confirm_reads()
+
+    def _last_index_of_term(self, term: int, at_or_below: int) -> int:
+        index = min(at_or_below, self.last_index)
+        while index > 0 and self.term_at(index) > term:
+            index -= 1
+        if index > 0 and self.term_at(index) == term:
+            return index
+        return 0
+
+    # ------------------------------------------------------------------
+    # Message input
+
+    def step(self, message: Message) -> None:
+        """
+        Handle one message from a peer.  The caller has already checked that
+        the sender is a member; anything else about the message is checked
+        here and a message that makes no sense is ignored.
+        """
+        body = message.body
+        sender = message.sender
+        if sender not in self.config.peers or message.receiver != self.node_id:
+            return
+        if body.term > self.term:
+            if isinstance(body, RequestVote):
+                if self._in_leader_lease():
+                    # A live leader exists; a node that cannot hear it must
+                    # not depose it (thesis 4.2.3).
+                    self._send(sender, RequestVoteResponse(self.term, False, body.pre_vote))
+                    return
+                if not body.pre_vote:
+                    self._become_follower(body.term, None)
+            elif isinstance(body, RequestVoteResponse) and body.pre_vote and body.granted:
+                pass  # a granted pre-vote echoes the term we asked about
+            elif isinstance(body, AppendEntries):
+                self._become_follower(body.term, sender)
+            else:
+                self._become_follower(body.term, None)
+        elif body.term < self.term:
+            # A stale leader or candidate learns the current term from us.
+            if isinstance(body, AppendEntries):
+                self._send(sender, AppendEntriesResponse(self.term, False, body.prev_log_index))
+            elif isinstance(body, RequestVote):
+                self._send(sender, RequestVoteResponse(self.term, False, body.pre_vote))
+            elif isinstance(body, ReadIndexRequest):
+                self._send(sender, ReadIndexResponse(self.term, body.request_id, None))
+            return
+
+        if isinstance(body, AppendEntries):
+            self._handle_append(sender, body)
+        elif isinstance(body, AppendEntriesResponse):
+            if self.role is Role.LEADER:
+                self._handle_append_response(sender, body)
+        elif isinstance(body, RequestVote):
+            self._handle_vote_request(sender, body)
+        elif isinstance(body, RequestVoteResponse):
+            self._handle_vote_response(sender, body)
+        elif isinstance(body, ReadIndexRequest):
+            if self.role is Role.LEADER:
+                self._leader_read(_PendingRead(sender, body.request_id, 0))
+            else:
+                self._send(sender, ReadIndexResponse(self.term, body.request_id, None))
+        elif isinstance(body, ReadIndexResponse):
+            if body.request_id in self._forwarded_reads:
+                self._forwarded_reads.discard(body.request_id)
+                if body.index is None:
+                    self._failed_reads.append((body.request_id, "the leader could not confirm its leadership"))
+                else:
+                    self._reads.append(ReadState(body.request_id, body.index))
+
+    def _in_leader_lease(self) -> bool:
+        if self.role is Role.LEADER:
+            return True
+        return (
+            self.leader_id is not None
+            and self._last_heard_from_leader is not None
+            and self._clock.seconds() - self._last_heard_from_leader < self.config.election_timeout_min
+        )
+
+    def _handle_append(self, sender: int, append: AppendEntries) -> None:
+        if self.role is not Role.FOLLOWER or self.leader_id != sender:
+            self._become_follower(self.term, sender)
+        self._last_heard_from_leader = self._clock.seconds()
+        self._reset_election_deadline()
+
+        prev = append.prev_log_index
+        if prev > self.last_index:
+            self._send(
+                sender,
+                AppendEntriesResponse(self.term, False, prev, self.last_index + 1, 0, append.round),
+                after_persist=True,
+            )
+            return
+        if self.term_at(prev) != append.prev_log_term:
+            conflict_term = self.term_at(prev)
+            first = prev
+            while first > 1 and self.term_at(first - 1) == conflict_term:
+                first -= 1
+            self._send(
+                sender,
+                AppendEntriesResponse(self.term, False, prev, first, conflict_term, append.round),
+                after_persist=True,
+            )
+            return
+
+        new_entries: Sequence[Entry] = ()
+        for offset, entry in enumerate(append.entries):
+            if entry.index > self.last_index:
+                new_entries = append.entries[offset:]
+                break
+            if self.term_at(entry.index) != entry.term:
+                self._truncate(entry.index)
+                new_entries = append.entries[offset:]
+                break
+        if new_entries:
+            self._append(new_entries)
+        last_new = prev + len(append.entries)
+        if append.leader_commit > self.commit_index:
+            self.commit_index = max(self.commit_index, min(append.leader_commit, last_new))
+        # The acknowledgement claims everything through last_new is stored,
+        # so it may leave only after this batch is durable.
+        self._send(
+            sender,
+            AppendEntriesResponse(self.term, True, last_new, 0, 0, append.round),
+            after_persist=True,
+        )
+
+    def _log_is_up_to_date(self, last_index: int, last_term: int) -> bool:
+        return (last_term, last_index) >= (self.last_term, self.last_index)
+
+    def _handle_vote_request(self, sender: int, request: RequestVote) -> None:
+        up_to_date = self._log_is_up_to_date(request.last_log_index, request.last_log_term)
+        if request.pre_vote:
+            granted = up_to_date and request.term > self.term
+            # A granted pre-vote answers in the asked-about term so the
+            # pre-candidate can count it; a refusal tells it our term.
+            self._send(sender, RequestVoteResponse(request.term if granted else self.term, granted, True))
+            return
+        granted = up_to_date and self.voted_for in (None, sender) and self.role is not Role.LEADER
+        if granted:
+            self._set_hard_state(self.term, sender)
+            self._reset_election_deadline()
+        # The reply depends on the vote being durable.
+        self._send(sender, RequestVoteResponse(self.term, granted, False), after_persist=True)
+
+    def _handle_vote_response(self, sender: int, response: RequestVoteResponse) -> None:
+        if response.pre_vote:
+            if self.role is not Role.PRE_CANDIDATE or response.term != self.term + 1:
+                return
+        elif self.role is not Role.CANDIDATE or response.term != self.term:
+            return
+        if not response.granted:
+            return
+        self._votes.add(sender)
+        if len(self._votes) >= self.config.quorum:
+            if response.pre_vote:
+                self._campaign(pre_vote=False)
+            else:
+                self._become_leader()

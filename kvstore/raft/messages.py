@@ -1,0 +1,274 @@
+# -*- test-case-name: tests.test_raft_messages -*-
+"""
+The messages Raft peers exchange, as plain immutable data, and their
+JSON-compatible dictionary form.
+
+The core (L{kvstore.raft.core}) only ever sees these classes; the peer
+protocol (L{kvstore.protocols.peer}) turns them into netstrings of JSON.  The
+dictionary form lives here, next to the fields it describes, so that changing
+the schema is a change to one file.  L{from_dict} is the single validation
+point for everything that arrives from the network: it rejects missing
+fields, wrong types and unknown message types with L{MalformedMessage}, and
+never trusts a peer to send well-formed data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Union
+
+
+class Entry(NamedTuple):
+    """
+    One Raft log entry.  An empty C{data} is the leader's no-op entry that
+    starts each term (thesis section 6.4); any other data is a state machine
+    command, opaque to Raft.
+    """
+
+    index: int
+    term: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RequestVote:
+    """
+    A candidate asks for a vote.  With C{pre_vote} set this is the Pre-Vote
+    round (thesis section 9.6): the receiver answers whether it I{would} vote
+    for C{term} but changes no state, so a node rejoining after a partition
+    cannot disrupt a healthy leader by inflating terms.
+    """
+
+    term: int
+    last_log_index: int
+    last_log_term: int
+    pre_vote: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RequestVoteResponse:
+    """The answer to L{RequestVote}; C{term} is the voter's term (or the
+    requested term for a granted pre-vote)."""
+
+    term: int
+    granted: bool
+    pre_vote: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEntries:
+    """
+    Replicate entries after C{prev_log_index}, or just assert leadership (a
+    heartbeat) when C{entries} is empty.  C{round} is the leader's broadcast
+    counter, echoed by the follower, which lets the leader confirm its
+    leadership for a whole batch of ReadIndex requests with one round.
+    """
+
+    term: int
+    prev_log_index: int
+    prev_log_term: int
+    entries: tuple[Entry, ...]
+    leader_commit: int
+    round: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEntriesResponse:
+    """
+    The follower's answer.  On success C{index} is the last index the
+    follower has durably stored in agreement with the leader; on a
+    consistency-check failure it is the C{prev_log_index} that failed, which
+    lets the leader ignore stale rejections.  On failure,
+    C{conflict_index}/C{conflict_term} are the fast back-off hint: the first
+    index the follower holds of the conflicting term, or the follower's last
+    index plus one (with C{conflict_term} 0) when its log is simply short.
+    """
+
+    term: int
+    success: bool
+    index: int = 0
+    conflict_index: int = 0
+    conflict_term: int = 0
+    round: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReadIndexRequest:
+    """A follower asks the leader for a read index on behalf of its
+    clients (thesis section 6.4)."""
+
+    term: int
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadIndexResponse:
+    """The leader's answer: C{index} once leadership is confirmed, or
+    C{None} if the leader could not serve it (it is no longer leader)."""
+
+    term: int
+    request_id: int
+    index: int | None
+
+
+Body = Union[
+    RequestVote,
+    RequestVoteResponse,
+    AppendEntries,
+    AppendEntriesResponse,
+    ReadIndexRequest,
+    ReadIndexResponse,
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A L{Body} addressed from one member to another."""
+
+    sender: int
+    receiver: int
+    body: Body
+
+
+class MalformedMessage(ValueError):
+    """A peer sent data that is not a valid message.  The fault is the
+    peer's; the receiver logs it and drops the message or connection."""
+
+
+_TYPE_NAMES: dict[type, str] = {
+    RequestVote: "vote",
+    RequestVoteResponse: "vote_resp",
+    AppendEntries: "append",
+    AppendEntriesResponse: "append_resp",
+    ReadIndexRequest: "read",
+    ReadIndexResponse: "read_resp",
+}
+
+
+def to_dict(message: Message) -> dict[str, Any]:
+    """
+    Return the JSON-compatible dictionary form of C{message}.  Entry data
+    must be UTF-8 text (kvstore's commands are); it travels as a string.
+    """
+    body = message.body
+    out: dict[str, Any] = {
+        "type": _TYPE_NAMES[type(body)],
+        "from": message.sender,
+        "to": message.receiver,
+        "term": body.term,
+    }
+    if isinstance(body, AppendEntries):
+        out["prev_index"] = body.prev_log_index
+        out["prev_term"] = body.prev_log_term
+        out["commit"] = body.leader_commit
+        out["round"] = body.round
+        out["entries"] = [[e.index, e.term, e.data.decode("utf-8")] for e in body.entries]
+    elif isinstance(body, AppendEntriesResponse):
+        out["success"] = body.success
+        out["index"] = body.index
+        out["conflict_index"] = body.conflict_index
+        out["conflict_term"] = body.conflict_term
+        out["round"] = body.round
+    elif isinstance(body, RequestVote):
+        out["last_index"] = body.last_log_index
+        out["last_term"] = body.last_log_term
+        out["pre_vote"] = body.pre_vote
+    elif isinstance(body, RequestVoteResponse):
+        out["granted"] = body.granted
+        out["pre_vote"] = body.pre_vote
+    elif isinstance(body, ReadIndexRequest):
+        out["id"] = body.request_id
+    elif isinstance(body, ReadIndexResponse):
+        out["id"] = body.request_id
+        out["index"] = body.index
+    return out
+
+
+def _int(d: dict[str, Any], name: str) -> int:
+    value = d.get(name)
+    # bool is a subclass of int; a peer sending true for an index is wrong.
+    if type(value) is not int or value < 0:
+        raise MalformedMessage(f"field {name!r} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _bool(d: dict[str, Any], name: str) -> bool:
+    value = d.get(name)
+    if type(value) is not bool:
+        raise MalformedMessage(f"field {name!r} must be a boolean, got {value!r}")
+    return value
+
+
+def _entries(d: dict[str, Any], prev_index: int) -> tuple[Entry, ...]:
+    raw = d.get("entries")
+    if not isinstance(raw, list):
+        raise MalformedMessage("field 'entries' must be a list")
+    result = []
+    expected = prev_index + 1
+    for item in raw:
+        if (
+            not isinstance(item, list)
+            or len(item) != 3
+            or type(item[0]) is not int
+            or type(item[1]) is not int
+            or not isinstance(item[2], str)
+        ):
+            raise MalformedMessage("each entry must be [index, term, data]")
+        if item[0] != expected or item[1] < 0:
+            raise MalformedMessage(f"entry index {item[0]} out of sequence (expected {expected})")
+        expected += 1
+        result.append(Entry(item[0], item[1], item[2].encode("utf-8")))
+    return tuple(result)
+
+
+def from_dict(d: Any) -> Message:
+    """
+    Validate and convert a decoded JSON value into a L{Message}.
+
+    @raises MalformedMessage: if anything about C{d} is wrong.
+    """
+    if not isinstance(d, dict):
+        raise MalformedMessage("a message must be a JSON object")
+    kind = d.get("type")
+    sender = _int(d, "from")
+    receiver = _int(d, "to")
+    term = _int(d, "term")
+    body: Body
+    if kind == "append":
+        prev_index = _int(d, "prev_index")
+        body = AppendEntries(
+            term=term,
+            prev_log_index=prev_index,
+            prev_log_term=_int(d, "prev_term"),
+            entries=_entries(d, prev_index),
+            leader_commit=_int(d, "commit"),
+            round=_int(d, "round"),
+        )
+    elif kind == "append_resp":
+        body = AppendEntriesResponse(
+            term=term,
+            success=_bool(d, "success"),
+            index=_int(d, "index"),
+            conflict_index=_int(d, "conflict_index"),
+            conflict_term=_int(d, "conflict_term"),
+            round=_int(d, "round"),
+        )
+    elif kind == "vote":
+        body = RequestVote(
+            term=term,
+            last_log_index=_int(d, "last_index"),
+            last_log_term=_int(d, "last_term"),
+            pre_vote=_bool(d, "pre_vote"),
+        )
+    elif kind == "vote_resp":
+        body = RequestVoteResponse(term=term, granted=_bool(d, "granted"), pre_vote=_bool(d, "pre_vote"))
+    elif kind == "read":
+        body = ReadIndexRequest(term=term, request_id=_int(d, "id"))
+    elif kind == "read_resp":
+        index = d.get("index")
+        if index is not None:
+            index = _int(d, "index")
+        body = ReadIndexResponse(term=term, request_id=_int(d, "id"), index=index)
+    else:
+        raise MalformedMessage(f"unknown message type {kind!r}")
+    return Message(sender=sender, receiver=receiver, body=body)

@@ -1,0 +1,256 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+The composition root: turns validated options into a running node.
+
+C{twistd kvstore} finds this module through the plugin in
+C{twisted/plugins/kvstore_plugin.py} and calls L{makeService}.  Everything
+that can fail because of the environment -- a data directory held by another
+process, a corrupt log, a data directory of another cluster -- fails here,
+before the reactor runs, with a clear message and a non-zero exit.
+
+Data directory layout::
+
+    <data-dir>/LOCK            held (flock) while a node runs on this directory
+    <data-dir>/metadata.json   term, vote and cluster id (atomic replace)
+    <data-dir>/wal/            write-ahead log segments (the Raft log)
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import random
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService, Service
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.usage import UsageError
+
+from kvstore.node import Node
+from kvstore.options import NodeConfig, Options
+from kvstore.peers import PeerLinks
+from kvstore.protocols.client import ClientFactory
+from kvstore.protocols.commands import Limits
+from kvstore.protocols.dispatch import DispatchFactory
+from kvstore.protocols.peer import Membership, PeerServerFactory
+from kvstore.raft.config import RaftConfig
+from kvstore.raft.core import HardState as RaftHardState
+from kvstore.raft.core import RaftCore
+from kvstore.raft.messages import Entry
+from kvstore.statemachine import KeyValueStateMachine
+from kvstore.storage import (
+    CorruptLogError,
+    CorruptMetadataError,
+    HardState,
+    LogEntry,
+    MetadataStore,
+    WriteAheadLog,
+)
+from kvstore.storage.fs import FileSystem
+
+__all__ = ["Options", "makeService", "KVStoreService"]
+
+
+class _NoFsyncFileSystem(FileSystem):
+    """For C{--unsafe-no-fsync} benchmarks only: writes reach the OS page
+    cache but are never forced to disk, so a machine crash loses them."""
+
+    def fsync(self, fd: int) -> None:
+        pass
+
+    def fsync_dir(self, path: str) -> None:
+        pass
+
+
+class DataDirectoryLock:
+    """An exclusive C{flock} on C{<data-dir>/LOCK}, so that two processes can
+    never run on one data directory (they would corrupt each other's log)."""
+
+    def __init__(self, data_dir: str) -> None:
+        self.path = os.path.join(data_dir, "LOCK")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise UsageError(f"data directory {os.path.dirname(self.path)} is in use by another process") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class KVStoreService(MultiService):
+    """
+    A node as a twistd service: the node itself, its listening port and its
+    outbound peer links.  Stopping it stops the node, then flushes and
+    closes the log.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        node: Node,
+        wal: WriteAheadLog,
+        lock: DataDirectoryLock,
+        peer_links: PeerLinks,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.node = node
+        self.wal = wal
+        self.peer_links = peer_links
+        self._lock = lock
+
+    def startService(self) -> None:
+        config = self.config
+        self.log.info(
+            "kvstore node {node} (cluster {cluster}) serving {address}, data in {data_dir}, "
+            "{entries} log entries recovered, term {term}",
+            node=config.node_id,
+            cluster=config.cluster_id,
+            address=config.address,
+            data_dir=os.path.abspath(config.data_dir),
+            entries=self.wal.last_index,
+            term=self.node.core.term,
+        )
+        if not config.fsync:
+            self.log.warn("fsync is DISABLED (--unsafe-no-fsync): acknowledged writes can be lost on a crash")
+        super().startService()
+        self.node.start()
+
+    async def _stop(self) -> None:
+        self.node.stop()
+        await super().stopService()
+        try:
+            await self.wal.close()
+        finally:
+            self._lock.release()
+
+    def stopService(self) -> Any:
+        from twisted.internet.defer import Deferred
+
+        return Deferred.fromCoroutine(self._stop())
+
+
+def _open_storage(config: NodeConfig) -> tuple[DataDirectoryLock, WriteAheadLog, MetadataStore]:
+    os.makedirs(config.data_dir, exist_ok=True)
+    lock = DataDirectoryLock(config.data_dir)
+    lock.acquire()
+    try:
+        fs = FileSystem() if config.fsync else _NoFsyncFileSystem()
+        metadata = MetadataStore.open(os.path.join(config.data_dir, "metadata.json"), fs=fs)
+        stored_cluster = metadata.state.cluster_id
+        if stored_cluster is not None and stored_cluster != config.cluster_id:
+            raise UsageError(
+                f"data directory {config.data_dir} belongs to cluster {stored_cluster!r}, "
+                f"not {config.cluster_id!r}; refusing to mix clusters"
+            )
+        wal = WriteAheadLog.open(os.path.join(config.data_dir, "wal"), segment_bytes=config.segment_bytes, fs=fs)
+    except (CorruptLogError, CorruptMetadataError) as e:
+        lock.release()
+        raise UsageError(f"refusing to start: {e}") from None
+    except BaseException:
+        lock.release()
+        raise
+    return lock, wal, metadata
+
+
+def build_service(config: NodeConfig, reactor: Any = None) -> KVStoreService:
+    """
+    Open storage and wire a node for C{config}.
+
+    @raises UsageError: if the data directory is locked, corrupt, or belongs
+        to another cluster.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    lock, wal, metadata = _open_storage(config)
+    peer_ids = tuple(p.node_id for p in config.peers)
+    raft_config = RaftConfig(
+        node_id=config.node_id,
+        peers=peer_ids,
+        heartbeat_interval=config.heartbeat_interval,
+        election_timeout_min=config.election_timeout_min,
+        election_timeout_max=config.election_timeout_max,
+    )
+    stored = metadata.state
+    node_ref: list[Node] = []
+    core = RaftCore(
+        raft_config,
+        reactor,
+        random.Random(),
+        hard_state=RaftHardState(stored.term, stored.voted_for),
+        entries=[Entry(e.index, e.term, e.payload) for e in wal.entries],
+        wake=lambda: node_ref[0].wake() if node_ref else None,
+    )
+    peer_links = PeerLinks(
+        reactor,
+        config.node_id,
+        config.cluster_id,
+        {p.node_id: (p.host, p.port) for p in config.peers},
+    )
+
+    def fatal(failure: Failure) -> None:
+        Logger().critical("stopping the node after a storage failure")
+        reactor.stop()
+
+    def link_status() -> dict[str, object]:
+        connected = [str(i) for i, link in sorted(peer_links.links.items()) if link.protocol is not None]
+        return {"connected": ",".join(connected) or "none", "cluster": config.cluster_id}
+
+    cluster_id = config.cluster_id
+    node = Node(
+        core,
+        wal,
+        metadata,
+        KeyValueStateMachine(),
+        peer_links,
+        reactor,
+        member_addresses={m.node_id: m.address for m in config.members},
+        make_log_entry=LogEntry,
+        make_hard_state=lambda hs: HardState(hs.term, hs.voted_for, cluster_id),
+        commit_timeout=config.commit_timeout,
+        read_timeout=config.read_timeout,
+        on_fatal=fatal,
+        extra_status=link_status,
+    )
+    node_ref.append(node)
+
+    limits = Limits(
+        max_key_bytes=config.max_key_bytes,
+        max_value_bytes=config.max_value_bytes,
+        max_line_bytes=config.max_line_bytes,
+    )
+    membership = Membership(config.node_id, config.cluster_id, frozenset(peer_ids))
+    factory = DispatchFactory(ClientFactory(node, limits), PeerServerFactory(membership, node.receive))
+    service = KVStoreService(config, node, wal, lock, peer_links)
+    listener = StreamServerEndpointService(serverFromString(reactor, config.listen), factory)
+    # A port that cannot be bound must stop twistd, not leave a node that
+    # nobody can reach.
+    listener._raiseSynchronously = True
+    listener.setServiceParent(service)
+    peer_links.setServiceParent(service)
+    return service
+
+
+def makeService(options: Options) -> KVStoreService:
+    """The twistd entry point (see C{twisted/plugins/kvstore_plugin.py})."""
+    return build_service(options.config)

@@ -1,0 +1,79 @@
+# -*- test-case-name: tests.test_storage_wal -*-
+"""
+The small file-system API that the WAL and the metadata store use.
+
+Every durable operation goes through one L{FileSystem} object instead of
+calling C{os} directly, so that tests (and, later, the cluster simulator in
+C{kvstore.testing}) can substitute a file system that fails an fsync, counts
+calls, or simulates a crash, without monkeypatching C{os}.  The methods are
+deliberately thin and blocking: they run in the storage thread (or at
+start-up, before the reactor runs), never on the reactor thread.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["FileSystem"]
+
+
+class FileSystem:
+    """Blocking file operations on the real file system (POSIX)."""
+
+    def makedirs(self, path: str) -> bool:
+        """Create C{path} and missing parents; return True if it was created."""
+        if os.path.isdir(path):
+            return False
+        os.makedirs(path, exist_ok=True)
+        return True
+
+    def listdir(self, path: str) -> list[str]:
+        return os.listdir(path)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def read_file(self, path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    def open_rw(self, path: str) -> int:
+        """Open an existing file for reading and writing; return the fd."""
+        return os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+
+    def create_truncate(self, path: str) -> int:
+        """Create a new file (truncating any leftover) for writing; return the fd."""
+        return os.open(
+            path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644
+        )
+
+    def pwrite_all(self, fd: int, data: bytes, offset: int) -> None:
+        """Write all of C{data} at C{offset}, looping over short writes."""
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view = view[written:]
+            offset += written
+
+    def fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
+    def ftruncate(self, fd: int, length: int) -> None:
+        os.ftruncate(fd, length)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def replace(self, src: str, dst: str) -> None:
+        os.replace(src, dst)
+
+    def unlink(self, path: str) -> None:
+        os.unlink(path)
+
+    def fsync_dir(self, path: str) -> None:
+        """Make creations, renames and deletions in directory C{path} durable."""
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,736 @@
+# -*- test-case-name: tests.test_storage_wal -*-
+"""
+The write-ahead log: the durable copy of the Raft log.
+
+Why it looks like this:
+
+  - B{Segments.}  The log is a directory of files C{wal-<20-digit first
+    index>.log}, each a header plus checksummed records (format in
+    L{kvstore.storage.records}).  Segments make prefix deletion (after a
+    snapshot) a matter of unlinking files, and bound how much one file holds.
+
+  - B{Everything in memory, writes on a thread.}  The Raft core needs the
+    whole log, so L{WriteAheadLog.entries} is an in-memory list, updated at
+    once by L{WriteAheadLog.append} and L{WriteAheadLog.truncate_suffix}.
+    Those calls only encode bytes and queue file operations (O(bytes
+    appended), no I/O, no re-reading files); the blocking C{pwrite}/C{fsync}
+    work runs through an injected C{run_in_thread}, so the reactor never
+    waits for the disk.
+
+  - B{Group commit.}  L{WriteAheadLog.sync} returns a Deferred that fires
+    once everything queued before the call is written and fsynced.  At most
+    one flush runs at a time; every sync requested while it runs joins the
+    I{next} flush, which writes all records queued meanwhile in one write and
+    one fsync.  N concurrent writers thus cost about two fsyncs, not N.
+
+  - B{Crash safety.}  Each segment is created as a C{.tmp} file, fsynced,
+    renamed into place, and the directory fsynced, so a segment header is
+    never torn.  Before a new segment is created the previous one is fsynced,
+    so a torn write can only ever be at the end of the I{last} segment.  A
+    suffix truncation deletes later segments newest-first (fsyncing the
+    directory after each, so the survivors are always a prefix of the log),
+    then C{ftruncate}s the containing segment and fsyncs it I{before} any new
+    record is written over the same bytes; so after a crash at any point,
+    recovery sees the old log, a prefix of it, or the truncated log plus new
+    records, never old and new records interleaved.
+
+  - B{Recovery policy.}  On open, a bad record in the last segment is
+    treated as a torn tail (the process died mid-write) and truncated with a
+    warning, I{unless} an intact record that should follow it exists further
+    on, which proves the damage is in the middle of acknowledged data.  Any
+    damage elsewhere, a bad segment header, a gap between segments or an
+    out-of-sequence record raises L{CorruptLogError} naming the file and byte
+    offset, and the node must not start.  Note that a bit flip in the very
+    last record is indistinguishable from a torn write and is truncated too
+    (as etcd does); that entry was the newest, so the loss is the same as a
+    crash just before its fsync.
+
+  - B{Fail-stop.}  If a write or fsync fails, the sync Deferreds errback and
+    the log refuses every later write with L{StorageFailedError}: after a
+    failed fsync the kernel may have discarded dirty pages, so carrying on
+    could acknowledge data that is not on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable, Protocol, Sequence, TypeVar, Union
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from kvstore.storage.errors import CorruptLogError, StorageFailedError
+from kvstore.storage.fs import FileSystem
+from kvstore.storage.records import (
+    FORMAT_VERSION,
+    MAX_U64,
+    SEGMENT_HEADER_SIZE,
+    LogEntry,
+    RecordReader,
+    StopReason,
+    decode_segment_header,
+    encode_record,
+    encode_segment_header,
+    find_record_with_index,
+)
+
+__all__ = [
+    "WriteAheadLog",
+    "LogEntry",
+    "CorruptLogError",
+    "StorageFailedError",
+    "ThreadRunner",
+    "default_thread_runner",
+    "segment_name",
+]
+
+T = TypeVar("T")
+
+
+
+class ThreadRunner(Protocol):
+    """
+    C{run_in_thread(f)} runs the blocking callable C{f} somewhere other than
+    the reactor thread and returns a Deferred of its result, fired on the
+    reactor thread.  Production: L{default_thread_runner}; tests: a
+    synchronous runner (C{lambda f: succeed(f())}) or a manual one.
+    """
+
+    def __call__(self, f: Callable[[], T], /) -> "Deferred[T]": ...
+
+_SEGMENT_RE = re.compile(r"^wal-(\d{20})\.log$")
+_TMP_SUFFIX = ".tmp"
+# How many indexes past the damage to look for an intact record before
+# deciding the damage is a torn tail (see records.find_record_with_index).
+_LOOKAHEAD_INDEXES = 16
+
+
+def segment_name(first_index: int) -> str:
+    """The file name of the segment whose first record has C{first_index}."""
+    return f"wal-{first_index:020d}.log"
+
+
+def default_thread_runner(f: Callable[[], T]) -> "Deferred[T]":
+    """
+    Production runner: the reactor's thread pool.
+
+    The reactor is imported here, not at module level, so that importing the
+    storage package never installs a reactor.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.threads import deferToThreadPool
+
+    return deferToThreadPool(reactor, reactor.getThreadPool(), f)
+
+
+# --------------------------------------------------------------------------
+# File operations queued on the reactor side and executed by the writer.
+
+
+@dataclass
+class _Write:
+    path: str
+    offset: int
+    chunks: list[bytes]
+    end: int  # offset + total length of chunks; lets appends merge in O(1)
+
+
+@dataclass(frozen=True)
+class _Create:
+    path: str
+    first_index: int
+
+
+@dataclass(frozen=True)
+class _Truncate:
+    path: str
+    length: int
+
+
+@dataclass(frozen=True)
+class _Unlink:
+    path: str
+
+
+_Op = Union[_Write, _Create, _Truncate, _Unlink]
+
+
+class _Writer:
+    """
+    Executes queued file operations, in order, on the storage thread.
+
+    Only one C{execute} runs at a time (the log starts a flush only after the
+    previous one finished), and the reactor side never touches the file
+    descriptors while one runs, so no locking is needed.
+    """
+
+    def __init__(self, fs: FileSystem, directory: str) -> None:
+        self._fs = fs
+        self._directory = directory
+        self._fds: dict[str, int] = {}
+
+    def _fd(self, path: str) -> int:
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = self._fds[path] = self._fs.open_rw(path)
+        return fd
+
+    def _close(self, path: str) -> None:
+        fd = self._fds.pop(path, None)
+        if fd is not None:
+            self._fs.close(fd)
+
+    def execute(self, ops: Sequence[_Op]) -> int:
+        """Perform C{ops}, leaving everything durable; return fsyncs done."""
+        fs = self._fs
+        dirty: dict[str, None] = {}  # insertion-ordered set
+        fsyncs = 0
+
+        def fsync_dirty() -> int:
+            for path in dirty:
+                fs.fsync(self._fd(path))
+            n = len(dirty)
+            dirty.clear()
+            return n
+
+        for op in ops:
+            if isinstance(op, _Write):
+                data = op.chunks[0] if len(op.chunks) == 1 else b"".join(op.chunks)
+                fs.pwrite_all(self._fd(op.path), data, op.offset)
+                dirty[op.path] = None
+            elif isinstance(op, _Create):
+                # The previous segment must be durable before a later one
+                # exists, so that a torn tail can only be in the last segment.
+                fsyncs += fsync_dirty()
+                tmp = op.path + _TMP_SUFFIX
+                fd = fs.create_truncate(tmp)
+                try:
+                    fs.pwrite_all(fd, encode_segment_header(op.first_index), 0)
+                    fs.fsync(fd)
+                    fsyncs += 1
+                finally:
+                    fs.close(fd)
+                fs.replace(tmp, op.path)
+                fs.fsync_dir(self._directory)
+                fsyncs += 1
+            elif isinstance(op, _Truncate):
+                # Durable before anything is written over the same bytes.
+                fd = self._fd(op.path)
+                fs.ftruncate(fd, op.length)
+                fs.fsync(fd)
+                fsyncs += 1
+                dirty.pop(op.path, None)
+            else:
+                self._close(op.path)
+                dirty.pop(op.path, None)
+                fs.unlink(op.path)
+                # One directory fsync per unlink keeps the surviving segments
+                # contiguous after a crash (unlink order is not otherwise
+                # guaranteed to reach the disk in order).
+                fs.fsync_dir(self._directory)
+                fsyncs += 1
+        fsyncs += fsync_dirty()
+        return fsyncs
+
+    def close_all(self) -> None:
+        for path in list(self._fds):
+            self._close(path)
+
+
+@dataclass
+class _Segment:
+    """Reactor-side model of one segment file, as it will be after all queued ops."""
+
+    first_index: int
+    path: str
+    offsets: list[int] = field(default_factory=list)  # byte offset of each record
+    size: int = SEGMENT_HEADER_SIZE
+
+
+class WriteAheadLog:
+    """
+    A segmented, checksummed, group-committed log of L{LogEntry}s.
+
+    Create it with L{WriteAheadLog.open}.  All methods are called on the
+    reactor thread; only the queued file work runs in C{run_in_thread}.
+
+    Invariants: C{entries[i].index == first_index + i}; C{last_index ==
+    first_index + len(entries) - 1} (so C{first_index - 1} when empty);
+    terms never decrease along the log; C{durable_index <= last_index}, and
+    every entry up to C{durable_index} is on disk with exactly the content
+    in C{entries}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        directory: str,
+        segments: list[_Segment],
+        entries: list[LogEntry],
+        *,
+        segment_bytes: int,
+        run_in_thread: ThreadRunner,
+        fs: FileSystem,
+        writer: _Writer,
+    ) -> None:
+        """Use L{WriteAheadLog.open}; this constructor trusts its arguments."""
+        self._directory = directory
+        self._segments = segments
+        self._entries = entries
+        self._segment_bytes = segment_bytes
+        self._run_in_thread = run_in_thread
+        self._fs = fs
+        self._writer = writer
+        self._durable_index = self.last_index
+        self._fsync_count = 0
+        self._pending_ops: list[_Op] = []
+        self._next_waiters: list[Deferred[int]] = []
+        self._flushing = False
+        self._kicking = False
+        self._durable_cap = 0  # for the running flush: see truncate_suffix
+        self._failure: BaseException | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------
+    # Opening and recovery
+
+    @classmethod
+    def open(
+        cls,
+        directory: str,
+        *,
+        segment_bytes: int = 64 * 1024 * 1024,
+        run_in_thread: ThreadRunner | None = None,
+        fs: FileSystem | None = None,
+    ) -> "WriteAheadLog":
+        """
+        Open (creating if needed) and recover the log in C{directory}.
+
+        Blocking: call it at start-up, before the reactor runs.  Reads every
+        segment, validates it, truncates a torn tail of the last segment with
+        a warning, and leaves everything it recovered durable.
+
+        @param segment_bytes: roll over to a new segment once the current one
+            reaches this size (a single larger record gets a segment alone).
+        @param run_in_thread: how to run blocking file work; defaults to
+            L{default_thread_runner}.  Tests pass a synchronous runner.
+        @param fs: the file system; tests may pass one that fails.
+        @raise CorruptLogError: on any damage other than a torn tail.
+        """
+        if segment_bytes < 1:
+            raise ValueError("segment_bytes must be positive")
+        fs = fs if fs is not None else FileSystem()
+        runner = run_in_thread if run_in_thread is not None else default_thread_runner
+        directory = os.path.abspath(directory)
+        if fs.makedirs(directory):
+            fs.fsync_dir(os.path.dirname(directory))
+        writer = _Writer(fs, directory)
+        segments, entries, ops = cls._recover(directory, fs)
+        if ops:
+            writer.execute(ops)
+        return cls(
+            directory,
+            segments,
+            entries,
+            segment_bytes=segment_bytes,
+            run_in_thread=runner,
+            fs=fs,
+            writer=writer,
+        )
+
+    @classmethod
+    def _recover(
+        cls, directory: str, fs: FileSystem
+    ) -> tuple[list[_Segment], list[LogEntry], list[_Op]]:
+        names = sorted(fs.listdir(directory))
+        removed_tmp = False
+        numbered: list[tuple[int, str]] = []
+        for name in names:
+            if name.endswith(_TMP_SUFFIX) and _SEGMENT_RE.match(name[: -len(_TMP_SUFFIX)]):
+                # A segment whose creation never completed: never renamed
+                # into place, so it never held data.
+                cls.log.info("Removing incomplete segment {name}", name=name)
+                fs.unlink(os.path.join(directory, name))
+                removed_tmp = True
+                continue
+            match = _SEGMENT_RE.match(name)
+            if match:
+                numbered.append((int(match.group(1)), name))
+        if removed_tmp:
+            fs.fsync_dir(directory)
+        numbered.sort()
+
+        if not numbered:
+            path = os.path.join(directory, segment_name(1))
+            return [_Segment(1, path)], [], [_Create(path, 1)]
+
+        segments: list[_Segment] = []
+        entries: list[LogEntry] = []
+        ops: list[_Op] = []
+        expected: int | None = None
+        last_term = 0
+        for position, (number, name) in enumerate(numbered):
+            path = os.path.join(directory, name)
+            is_last = position == len(numbered) - 1
+            data = fs.read_file(path)
+            header, why = decode_segment_header(data)
+            if header is None:
+                raise CorruptLogError(path, 0, why)
+            if header.version != FORMAT_VERSION:
+                raise CorruptLogError(
+                    path,
+                    0,
+                    f"unsupported format version {header.version} "
+                    f"(this build reads version {FORMAT_VERSION})",
+                )
+            if header.first_index != number:
+                raise CorruptLogError(
+                    path, 0, f"header says first index {header.first_index}, file name says {number}"
+                )
+            if header.first_index < 1:
+                raise CorruptLogError(path, 0, "first index must be at least 1")
+            if expected is not None and header.first_index != expected:
+                raise CorruptLogError(
+                    path,
+                    0,
+                    f"segment starts at index {header.first_index} but the previous "
+                    f"segment ends at {expected - 1} (missing or stray segment)",
+                )
+            segment = _Segment(header.first_index, path)
+            next_index = header.first_index
+            reader = RecordReader(data, SEGMENT_HEADER_SIZE)
+            for record in reader:
+                if record.index != next_index:
+                    raise CorruptLogError(
+                        path,
+                        record.offset,
+                        f"record has index {record.index}, expected {next_index}",
+                    )
+                if record.term < last_term:
+                    raise CorruptLogError(
+                        path,
+                        record.offset,
+                        f"record {record.index} has term {record.term}, "
+                        f"lower than the previous term {last_term}",
+                    )
+                entries.append(LogEntry(record.index, record.term, record.payload))
+                segment.offsets.append(record.offset)
+                next_index += 1
+                last_term = record.term
+            stop = reader.stop_offset
+            reason = reader.stop_reason
+            assert reason is not None
+            if reason is StopReason.CLEAN_END:
+                segment.size = len(data)
+            else:
+                if not is_last:
+                    raise CorruptLogError(
+                        path, stop, f"{reason.value} in a segment that is not the last"
+                    )
+                later = find_record_with_index(
+                    data, stop, range(next_index, next_index + _LOOKAHEAD_INDEXES)
+                )
+                if later is not None:
+                    raise CorruptLogError(
+                        path,
+                        stop,
+                        f"{reason.value}; an intact record with index {later.index} "
+                        f"follows at offset {later.offset}, so this is not a torn tail",
+                    )
+                cls.log.warn(
+                    "Truncating torn tail of write-ahead log segment {path} at byte "
+                    "offset {offset} ({reason}; {discarded} bytes discarded, "
+                    "last recovered index {last_index})",
+                    path=path,
+                    offset=stop,
+                    reason=reason.value,
+                    discarded=len(data) - stop,
+                    last_index=next_index - 1,
+                )
+                ops.append(_Truncate(path, stop))
+                segment.size = stop
+            segments.append(segment)
+            expected = next_index
+        return segments, entries, ops
+
+    # ------------------------------------------------------------------
+    # Read-only view
+
+    @property
+    def directory(self) -> str:
+        """The absolute path of the log directory."""
+        return self._directory
+
+    @property
+    def entries(self) -> list[LogEntry]:
+        """
+        All entries, in index order.  This is the log's own list (returned
+        without copying, so reading it is O(1)): do not mutate it.
+        """
+        return self._entries
+
+    @property
+    def first_index(self) -> int:
+        """Index of the first entry (or of the next entry, when empty)."""
+        return self._segments[0].first_index
+
+    @property
+    def last_index(self) -> int:
+        """Index of the last entry; C{first_index - 1} (0 when fresh) when empty."""
+        return self._segments[0].first_index + len(self._entries) - 1
+
+    @property
+    def last_term(self) -> int:
+        """Term of the last entry, or 0 when the log is empty."""
+        return self._entries[-1].term if self._entries else 0
+
+    @property
+    def durable_index(self) -> int:
+        """Highest index known written and fsynced (with its current content)."""
+        return self._durable_index
+
+    @property
+    def fsync_count(self) -> int:
+        """Number of fsync calls (files and directory) made by flushes since open."""
+        return self._fsync_count
+
+    def entry(self, index: int) -> LogEntry:
+        """
+        The entry at C{index}.
+
+        @raise IndexError: if C{index} is outside C{first_index..last_index}.
+        """
+        position = index - self.first_index
+        if position < 0 or index > self.last_index:
+            raise IndexError(f"index {index} not in log [{self.first_index}, {self.last_index}]")
+        return self._entries[position]
+
+    # ------------------------------------------------------------------
+    # Mutations (non-blocking: update memory, queue file work)
+
+    def _check_writable(self) -> None:
+        if self._failure is not None:
+            raise StorageFailedError(
+                f"write-ahead log in {self._directory} failed earlier; refusing writes"
+            ) from self._failure
+        if self._closed:
+            raise StorageFailedError(f"write-ahead log in {self._directory} is closed")
+
+    def append(self, entries: Sequence[LogEntry]) -> None:
+        """
+        Append C{entries} after C{last_index}, updating C{entries} at once.
+
+        Nothing is durable until a later L{sync} fires.  The call either
+        accepts every entry or changes nothing.
+
+        @raise ValueError: if the entries do not continue the log contiguously
+            (the first must have index C{last_index + 1}) or their terms
+            decrease.
+        @raise TypeError: if an entry's payload is not C{bytes}.
+        @raise StorageFailedError: after a failed flush, or once closed.
+        """
+        self._check_writable()
+        if not entries:
+            return
+        expected = self.last_index + 1
+        term = self.last_term
+        encoded: list[bytes] = []
+        for entry in entries:
+            if entry.index != expected:
+                raise ValueError(
+                    f"non-contiguous append: got index {entry.index}, expected {expected}"
+                )
+            if entry.term < term:
+                raise ValueError(
+                    f"entry {entry.index} has term {entry.term}, lower than previous term {term}"
+                )
+            encoded.append(encode_record(entry.index, entry.term, entry.payload))
+            expected += 1
+            term = entry.term
+
+        segment = self._segments[-1]
+        for entry, record in zip(entries, encoded):
+            if segment.offsets and segment.size >= self._segment_bytes:
+                segment = _Segment(
+                    entry.index, os.path.join(self._directory, segment_name(entry.index))
+                )
+                self._segments.append(segment)
+                self._pending_ops.append(_Create(segment.path, entry.index))
+            self._queue_write(segment, record)
+            segment.offsets.append(segment.size)
+            segment.size += len(record)
+        self._entries.extend(entries)
+
+    def _queue_write(self, segment: _Segment, record: bytes) -> None:
+        last = self._pending_ops[-1] if self._pending_ops else None
+        if isinstance(last, _Write) and last.path == segment.path and last.end == segment.size:
+            last.chunks.append(record)
+            last.end += len(record)
+        else:
+            self._pending_ops.append(
+                _Write(segment.path, segment.size, [record], segment.size + len(record))
+            )
+
+    def truncate_suffix(self, from_index: int) -> None:
+        """
+        Remove every entry with index C{>= from_index} (a Raft log conflict).
+
+        Takes effect in memory at once; on disk it is ordered with appends,
+        so entries appended afterwards at C{from_index} are written only after
+        the truncation is durable.  A no-op if C{from_index > last_index}.
+
+        @raise ValueError: if C{from_index < first_index} (those entries were
+            dropped into a snapshot and cannot be replaced here).
+        @raise StorageFailedError: after a failed flush, or once closed.
+        """
+        self._check_writable()
+        if from_index > self.last_index:
+            return
+        if from_index < self.first_index:
+            raise ValueError(
+                f"cannot truncate from {from_index}: the log starts at {self.first_index}"
+            )
+        while self._segments[-1].first_index > from_index:
+            doomed = self._segments.pop()
+            self._pending_ops.append(_Unlink(doomed.path))
+        segment = self._segments[-1]
+        position = from_index - segment.first_index
+        length = segment.offsets[position] if position < len(segment.offsets) else segment.size
+        self._pending_ops.append(_Truncate(segment.path, length))
+        del segment.offsets[position:]
+        segment.size = length
+        del self._entries[from_index - self.first_index :]
+        # Entries >= from_index are no longer the ones on disk (or soon won't
+        # be), so neither the current durable index nor a flush already
+        # running may claim them.
+        self._durable_index = min(self._durable_index, from_index - 1)
+        self._durable_cap = min(self._durable_cap, from_index - 1)
+
+    def drop_prefix(self, upto_index: int) -> None:
+        """
+        Delete whole segments whose entries all have index C{<= upto_index}.
+
+        For log compaction after a snapshot covering C{upto_index}.  The last
+        segment is never deleted, and a segment holding any entry above
+        C{upto_index} is kept whole, so C{first_index} may stay below
+        C{upto_index + 1}.  Deletion happens oldest-first at the next flush.
+
+        @raise StorageFailedError: after a failed flush, or once closed.
+        """
+        self._check_writable()
+        while len(self._segments) > 1 and self._segments[1].first_index - 1 <= upto_index:
+            doomed = self._segments.pop(0)
+            count = self._segments[0].first_index - doomed.first_index
+            del self._entries[:count]
+            self._pending_ops.append(_Unlink(doomed.path))
+
+    # ------------------------------------------------------------------
+    # Group commit
+
+    def sync(self) -> "Deferred[int]":
+        """
+        Make everything appended or truncated so far durable.
+
+        @return: a Deferred firing with C{durable_index} once all file work
+            queued before this call is written and fsynced.  If a flush is
+            running, this request joins the next one, together with every
+            other request made meanwhile.  Deferreds fire in the order of the
+            calls.  On a write or fsync error the Deferreds errback (with the
+            C{OSError} for the flush that failed, L{StorageFailedError} for
+            those queued behind it) and the log refuses all later writes.
+        """
+        if self._failure is not None:
+            return fail(
+                StorageFailedError(f"write-ahead log in {self._directory} failed earlier")
+            )
+        if self._closed:
+            return fail(StorageFailedError(f"write-ahead log in {self._directory} is closed"))
+        return self._sync()
+
+    def _sync(self) -> "Deferred[int]":
+        if not self._pending_ops and not self._flushing and not self._next_waiters:
+            return succeed(self._durable_index)
+        waiter: Deferred[int] = Deferred()
+        self._next_waiters.append(waiter)
+        self._kick()
+        return waiter
+
+    def _kick(self) -> None:
+        """Start flushes while requests wait and none is running."""
+        if self._kicking:
+            return  # an outer _kick on the stack will loop
+        self._kicking = True
+        try:
+            while not self._flushing and self._next_waiters and self._failure is None:
+                waiters, self._next_waiters = self._next_waiters, []
+                ops, self._pending_ops = self._pending_ops, []
+                self._flushing = True
+                self._durable_cap = self.last_index
+                if not ops:
+                    self._flush_succeeded(0, waiters)
+                    continue
+                try:
+                    d = self._run_in_thread(partial(self._writer.execute, ops))
+                except BaseException:
+                    d = fail()
+                d.addCallbacks(
+                    self._flush_succeeded,
+                    self._flush_failed,
+                    callbackArgs=(waiters,),
+                    errbackArgs=(waiters,),
+                )
+        finally:
+            self._kicking = False
+
+    def _flush_succeeded(self, fsyncs: int, waiters: list["Deferred[int]"]) -> None:
+        self._fsync_count += fsyncs
+        self._durable_index = max(self._durable_index, self._durable_cap)
+        # _flushing stays True while the waiters run, so a sync() issued from
+        # one of their callbacks queues behind them instead of overtaking.
+        for waiter in waiters:
+            waiter.callback(self._durable_index)
+        self._flushing = False
+        self._kick()
+
+    def _flush_failed(self, failure: Failure, waiters: list["Deferred[int]"]) -> None:
+        self._failure = failure.value
+        self.log.failure(
+            "Write-ahead log flush failed in {directory}; refusing all further writes",
+            failure,
+            directory=self._directory,
+        )
+        behind, self._next_waiters = self._next_waiters, []
+        self._pending_ops = []
+        self._flushing = False
+        for waiter in waiters:
+            waiter.errback(failure)
+        for waiter in behind:
+            waiter.errback(
+                StorageFailedError(f"write-ahead log in {self._directory} failed earlier")
+            )
+
+    def close(self) -> "Deferred[None]":
+        """
+        Flush pending work, then close the segment files.
+
+        Later writes raise L{StorageFailedError}.  The Deferred fails if the
+        final flush fails.
+        """
+        if self._closed:
+            return succeed(None)
+        self._closed = True
+        d: Deferred[int] = succeed(0) if self._failure is not None else self._sync()
+
+        def closed(_: int) -> None:
+            self._writer.close_all()
+
+        def close_and_fail(failure: Failure) -> Failure:
+            self._writer.close_all()
+            return failure
+
+        return d.addCallbacks(closed, close_and_fail)

@@ -1,0 +1,52 @@
+"""
+Packaging for kvstore.
+
+``twisted.plugins`` is listed explicitly because it has no ``__init__.py``
+(it must not: it is a namespace shared with Twisted and every other plugin),
+so ``find_packages`` cannot find it.
+"""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+_HERE = Path(__file__).resolve().parent
+
+
+def _version() -> str:
+    text = (_HERE / "kvstore" / "__init__.py").read_text(encoding="utf-8")
+    match = re.search(r'^__version__\s*=\s*["\']([^"\']+)["\']', text, re.MULTILINE)
+    if match is None:
+        raise RuntimeError("kvstore/__init__.py defines no __version__")
+    return match.group(1)
+
+
+setup(
+    name="kvstore",
+    version=_version(),
+    description="A Raft-replicated key-value store on Twisted",
+    python_requires=">=3.10",
+    packages=find_packages(include=["kvstore", "kvstore.*"]) + ["twisted.plugins"],
+    install_requires=[
+        "twisted[tls]>=24.7",
+        "service-identity",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=7",
+            "pytest-twisted",
+            "hypothesis",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "kvstore-cluster=kvstore.cluster:main",
+        ],
+    },
+    zip_safe=False,
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+    ],
+)

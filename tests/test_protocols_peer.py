@@ -1,0 +1,150 @@
+"""
+Tests for L{kvstore.protocols.peer}: the hello handshake, message decoding
+and the rejection of anything a non-member or a broken peer sends.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, capturedLogs
+
+from kvstore.protocols.peer import (
+    MAX_MESSAGE_BYTES,
+    Membership,
+    PeerServerFactory,
+    decode_hello,
+    decode_message,
+    encode_hello,
+    encode_message,
+)
+from kvstore.raft.messages import AppendEntries, Entry, MalformedMessage, Message, RequestVote
+
+MEMBERSHIP = Membership(node_id=0, cluster_id="c1", peer_ids=frozenset({1, 2}))
+
+
+def netstring(payload: bytes) -> bytes:
+    return b"%d:%s," % (len(payload), payload)
+
+
+def connect() -> tuple[list[Message], object, StringTransport]:
+    delivered: list[Message] = []
+    factory = PeerServerFactory(MEMBERSHIP, delivered.append)
+    protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return delivered, protocol, transport
+
+
+def append_from(sender: int) -> Message:
+    return Message(sender, 0, AppendEntries(3, 1, 1, (Entry(2, 3, b"Pk v"),), 1, round=4))
+
+
+def test_hello_then_messages_are_delivered() -> None:
+    """After a valid hello, each netstring becomes one delivered message."""
+    delivered, protocol, transport = connect()
+    message = append_from(1)
+    protocol.dataReceived(netstring(encode_hello(1, "c1")) + netstring(encode_message(message)) * 2)
+    assert delivered == [message, message]
+    assert not transport.disconnecting
+
+
+def test_message_split_across_chunks() -> None:
+    """A message arriving a byte at a time is delivered once, intact."""
+    delivered, protocol, _ = connect()
+    data = netstring(encode_hello(2, "c1")) + netstring(encode_message(append_from(2)))
+    for i in range(len(data)):
+        protocol.dataReceived(data[i : i + 1])
+    assert delivered == [append_from(2)]
+
+
+@pytest.mark.parametrize(
+    "hello",
+    [
+        encode_hello(1, "other-cluster"),
+        encode_hello(7, "c1"),
+        encode_hello(0, "c1"),
+        b'{"type":"hello","version":99,"cluster":"c1","from":1}',
+        b'{"type":"vote","from":1}',
+        b"not json",
+        b"[1,2,3]",
+    ],
+)
+def test_bad_hello_is_rejected_and_logged(hello: bytes) -> None:
+    """A hello from another cluster, a non-member, a wrong version or garbage
+    closes the connection with a logged warning and delivers nothing."""
+    delivered, protocol, transport = connect()
+    with capturedLogs() as events:
+        protocol.dataReceived(netstring(hello) + netstring(encode_message(append_from(1))))
+    assert transport.disconnecting
+    assert delivered == []
+    assert any(e["log_level"] == LogLevel.warn and "rejected peer" in e["log_format"] for e in events)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\xff\xfe invalid utf-8",
+        b"{not json",
+        b'{"type":"append"}',
+        b'{"type":"nonsense","from":1,"to":0,"term":1}',
+        b'{"type":"append","from":1,"to":0,"term":1,"prev_index":0,"prev_term":0,"commit":0,"round":0,"entries":[[5,1,"x"]]}',
+        b'{"type":"vote","from":1,"to":0,"term":true,"last_index":0,"last_term":0,"pre_vote":false}',
+        b'{"type":"vote","from":1,"to":0,"term":-1,"last_index":0,"last_term":0,"pre_vote":false}',
+        b"[" * 100000 + b"]" * 100000,
+    ],
+)
+def test_malformed_messages_close_the_connection(payload: bytes) -> None:
+    """Invalid JSON, wrong shapes, unknown types and absurd nesting are
+    refused: nothing is delivered and the connection closes."""
+    delivered, protocol, transport = connect()
+    protocol.dataReceived(netstring(encode_hello(1, "c1")) + netstring(payload))
+    assert delivered == []
+    assert transport.disconnecting
+
+
+def test_message_claiming_another_sender_is_refused() -> None:
+    """A message whose sender differs from the connection's hello is refused."""
+    delivered, protocol, transport = connect()
+    protocol.dataReceived(netstring(encode_hello(1, "c1")) + netstring(encode_message(append_from(2))))
+    assert delivered == [] and transport.disconnecting
+
+
+def test_message_for_another_node_is_refused() -> None:
+    """A message addressed to another node id is refused."""
+    delivered, protocol, transport = connect()
+    wrong = Message(1, 2, RequestVote(1, 0, 0))
+    protocol.dataReceived(netstring(encode_hello(1, "c1")) + netstring(encode_message(wrong)))
+    assert delivered == [] and transport.disconnecting
+
+
+def test_absurd_length_is_refused_without_buffering() -> None:
+    """A netstring announcing more than the limit is refused at once, before
+    any of its payload is buffered."""
+    delivered, protocol, transport = connect()
+    with capturedLogs() as events:
+        protocol.dataReceived(b"%d:" % (MAX_MESSAGE_BYTES * 1000) + b"x" * 100)
+    assert transport.disconnecting
+    assert delivered == []
+    assert len(protocol._remainingData) < 1000  # type: ignore[attr-defined]
+    assert any("rejected peer" in e["log_format"] for e in events)
+
+
+def test_truncated_netstring_delivers_nothing() -> None:
+    """A connection that ends mid-netstring delivers nothing of it."""
+    delivered, protocol, transport = connect()
+    data = netstring(encode_hello(1, "c1")) + netstring(encode_message(append_from(1)))
+    protocol.dataReceived(data[:-5])
+    protocol.connectionLost(None)  # type: ignore[arg-type]
+    assert delivered == []
+
+
+def test_decode_helpers() -> None:
+    """The pure decoders accept valid input and raise MalformedMessage otherwise."""
+    assert decode_hello(encode_hello(2, "c1"), MEMBERSHIP) == 2
+    assert decode_message(encode_message(append_from(2)), 2, MEMBERSHIP) == append_from(2)
+    with pytest.raises(MalformedMessage):
+        decode_message(json.dumps({"type": "append"}).encode(), 2, MEMBERSHIP)

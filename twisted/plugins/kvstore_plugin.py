@@ -1,0 +1,17 @@
+# -*- test-case-name: tests.test_plugin -*-
+"""
+The twistd plugin for kvstore: ``twistd kvstore --help``.
+
+Deliberately nothing but a L{ServiceMaker}: it names ``kvstore.service`` as a
+string, so scanning the plugin directory imports no kvstore code and never the
+reactor.  This directory must never contain an ``__init__.py``.
+"""
+
+from twisted.application.service import ServiceMaker
+
+kvstore = ServiceMaker(
+    "kvstore",
+    "kvstore.service",
+    "A Raft-replicated key-value store node.",
+    "kvstore",
+)
