@@ -26,6 +26,8 @@ from typing import Sequence
 
 from twisted.python import usage
 
+from kvstore.protocols.commands import PUT_OVERHEAD_BYTES
+
 __all__ = [
     "NodeConfig",
     "Options",
@@ -592,10 +594,11 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
             max_line = max_key + max_value + _LINE_OVERHEAD_BYTES
         else:
             max_line = _parse_size("max-line-bytes", self["max-line-bytes"], 1)
-            if not max_line > max_key + max_value:
+            needed = max_key + max_value + PUT_OVERHEAD_BYTES
+            if max_line < needed:
                 raise usage.UsageError(
-                    f"--max-line-bytes ({max_line}) must be more than "
-                    f"--max-key-bytes + --max-value-bytes ({max_key + max_value}), "
+                    f"--max-line-bytes ({max_line}) must be at least "
+                    f"--max-key-bytes + --max-value-bytes + {PUT_OVERHEAD_BYTES} ({needed}), "
                     f"or the largest allowed write cannot be sent"
                 )
 

@@ -474,16 +474,50 @@ def test_unrenderable_result_is_internal_error() -> None:
 def test_out_of_order_completion_replies_in_order() -> None:
     """Replies follow request order even when later requests finish first."""
     proto, transport, service = connect()
-    proto.dataReceived(b"PUT a 1\nGET b\nDELETE c\n")
+    proto.dataReceived(b"PUT a 1\nPUT b 2\nDELETE c\n")
     service.fire(2)
-    service.fire(1, "2")
+    service.fire(1)
     assert transport.value() == b""
     service.fire(0)
     assert lines(transport) == [
         "a added successfully.",
-        "value of b: 2",
+        "b added successfully.",
         "c deleted successfully.",
     ]
+
+
+def test_read_waits_for_earlier_writes_on_the_connection() -> None:
+    """A pipelined GET starts only after the connection's earlier writes
+    finish (so it sees them), while consecutive writes start at once."""
+    proto, transport, service = connect()
+    proto.dataReceived(b"PUT a 1\nDELETE b\nGET a\nGET b\nPUT a 2\n")
+    assert [call[0] for call in service.calls] == ["put", "delete"]
+    service.fire(0)
+    assert len(service.calls) == 2
+    service.fire(1, KeyNotFound("b"))
+    assert [call[0] for call in service.calls] == ["put", "delete", "get", "get"]
+    service.fire(3, "x")
+    assert len(service.calls) == 4  # the PUT waits for both earlier reads
+    service.fire(2, "1")
+    assert [call[0] for call in service.calls][-1] == "put"
+    service.fire(4)
+    assert lines(transport) == [
+        "a added successfully.",
+        "Error: Key b not found",
+        "value of a: 1",
+        "value of b: x",
+        "a added successfully.",
+    ]
+
+
+def test_status_waits_for_earlier_writes() -> None:
+    """STATUS reflects the connection's earlier writes: it waits for them."""
+    proto, transport, service = connect()
+    proto.dataReceived(b"PUT a 1\nSTATUS\n")
+    assert transport.value() == b""
+    service.fire(0)
+    assert lines(transport)[0] == "a added successfully."
+    assert len(lines(transport)) == 2
 
 
 def test_immediate_reply_waits_behind_pending() -> None:
@@ -616,11 +650,15 @@ def test_disconnect_mid_line() -> None:
 def test_late_results_after_disconnect() -> None:
     """Results and failures arriving after a disconnect are dropped and consumed, with nothing written."""
     proto, transport, service = connect()
-    proto.dataReceived(b"PUT a 1\nGET b\nDELETE c\n")
+    proto.dataReceived(b"GET b\nPUT a 1\nDELETE c\n")
     proto.connectionLost(Failure(ConnectionError()))
-    service.fire(1, "x")
+    service.fire(0, "x")
+    assert len(service.calls) == 1  # nothing held starts after a disconnect
+    proto, transport, service = connect()
+    proto.dataReceived(b"PUT a 1\nDELETE c\nGET b\n")
+    proto.connectionLost(Failure(ConnectionError()))
     service.fire(0, OutcomeUnknown("lost"))
-    service.fire(2, ZeroDivisionError())
+    service.fire(1, ZeroDivisionError())
     assert transport.value() == b""
     for _, _, d in service.calls:
         assert d.result is None  # consumed: no "Unhandled error in Deferred"

@@ -8,8 +8,10 @@ L{KeyValueService} (the node), and results or failures into exactly one reply
 line per request.  It owns the three things a pure parser cannot:
 
   - B{ordering}: clients may pipeline; the node may finish requests out of
-    order (a stale GET before an earlier PUT commits).  Each request takes a
-    slot in a per-connection FIFO and replies leave strictly in request order.
+    order.  Each request takes a slot in a per-connection FIFO and replies
+    leave strictly in request order, and a read never starts before the
+    connection's earlier writes finish (nor a write before its earlier
+    reads), so a connection sees its own requests take effect in order.
   - B{flow control}: reading stops while more than C{max_pending} replies are
     outstanding, or while the transport's send buffer is full (we register as
     its streaming producer), so one client cannot grow server memory without
@@ -232,6 +234,10 @@ class ClientProtocol(LineReceiver):
         self._close_requested = False  # loseConnection() has been called
         self._lost = False
         self._producing_for_transport = False
+        self._reads_in_flight = 0
+        self._writes_in_flight = 0
+        # Requests waiting for the ordering rule, with their reply slots.
+        self._held: deque[tuple[Any, _Slot, bool]] = deque()
 
     # -- connection lifecycle ---------------------------------------------
 
@@ -251,6 +257,7 @@ class ClientProtocol(LineReceiver):
         self._producing_for_transport = False
         self.paused = True
         self._queue.clear()
+        self._held.clear()
         self._batch = None
         self.clearLineBuffer()
 
@@ -334,6 +341,41 @@ class ClientProtocol(LineReceiver):
             self._reply(f"Error: {e}\n".encode("utf-8"))
             return
 
+        cls = type(command)
+        if cls is Ping:
+            self._reply(_PONG)
+            return
+        if cls is Exit:
+            self._reply(_GOODBYE)
+            self._start_closing()
+            return
+        # GET and STATUS read; PUT and DELETE write.  Reserve the reply's
+        # place now; start the operation when the connection's ordering rule
+        # allows it (see _may_start).
+        is_write = cls is Put or cls is Delete
+        slot = _Slot()
+        self._queue.append(slot)
+        if self._held or not self._may_start(is_write):
+            self._held.append((command, slot, is_write))
+        else:
+            self._start(command, slot, is_write)
+        if len(self._queue) > self._max_pending:
+            self._pause("backlog")
+
+    def _may_start(self, is_write: bool) -> bool:
+        """
+        Per-connection sequential consistency: a read waits for this
+        connection's earlier writes to finish, and a write for its earlier
+        reads, so a pipelining client observes its own requests in order
+        (C{PUT k v} then C{GET k} sees C{v}; C{GET k} then C{PUT k w} does
+        not see C{w}).  Consecutive reads, and consecutive writes, still run
+        concurrently: the log orders writes anyway.
+        """
+        if is_write:
+            return self._reads_in_flight == 0
+        return self._writes_in_flight == 0
+
+    def _start(self, command: Any, slot: _Slot, is_write: bool) -> None:
         service = self._service
         d: Deferred[Any]
         render: Callable[[str, object], bytes]
@@ -348,38 +390,44 @@ class ClientProtocol(LineReceiver):
                 case Delete(key):
                     d = service.delete(key)
                     render = _delete_reply
-                case Ping():
-                    self._reply(_PONG)
-                    return
                 case Status():
-                    text = format_status(service.status())
-                    self._reply(text.encode("utf-8") + b"\n")
-                    return
-                case Exit():
-                    self._reply(_GOODBYE)
-                    self._start_closing()
+                    slot.reply = format_status(service.status()).encode("utf-8") + b"\n"
+                    self._flush()
                     return
                 case _:  # pragma: no cover - parse_command returns no others
                     raise TypeError(f"unhandled command {command!r}")
         except KeyValueError as e:
             # A node that refuses synchronously instead of via the Deferred.
-            self._reply(format_error(e).encode("utf-8") + b"\n")
+            slot.reply = format_error(e).encode("utf-8") + b"\n"
+            self._flush()
             return
         except Exception:
             self.log.failure("Unexpected error handling {command!r}", command=command)
-            self._reply(_INTERNAL_ERROR)
+            slot.reply = _INTERNAL_ERROR
+            self._flush()
             return
-
-        slot = _Slot()
-        self._queue.append(slot)
+        if is_write:
+            self._writes_in_flight += 1
+        else:
+            self._reads_in_flight += 1
         d.addCallbacks(
             self._succeeded,
             self._failed,
             callbackArgs=(slot, render, key),
             errbackArgs=(slot, command),
         )
-        if len(self._queue) > self._max_pending:
-            self._pause("backlog")
+        d.addBoth(self._finished, is_write)
+
+    def _finished(self, result: object, is_write: bool) -> None:
+        if is_write:
+            self._writes_in_flight -= 1
+        else:
+            self._reads_in_flight -= 1
+        held = self._held
+        while held and not self._lost and self._may_start(held[0][2]):
+            command, slot, held_is_write = held.popleft()
+            self._start(command, slot, held_is_write)
+        return None
 
     # -- results ----------------------------------------------------------
 

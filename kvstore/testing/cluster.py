@@ -37,6 +37,12 @@ class SimulatedNetwork:
     earlier one on the same link), unless told to drop them.
 
     @ivar blocked: directed links C{(sender, receiver)} that drop everything.
+    @ivar filters: callables C{filter(message) -> bool}; a message for which
+        any returns true is dropped when sent (to lose only some message
+        types, for example).
+    @ivar observers: callables C{observer(event, message)} told of every
+        message as it is C{"sent"}, C{"dropped"} or C{"delivered"}; tests
+        use them to count messages in flight.
     """
 
     def __init__(self, clock: Clock, rng: random.Random, latency: tuple[float, float] = (0.0005, 0.002)) -> None:
@@ -46,8 +52,14 @@ class SimulatedNetwork:
         self.blocked: set[tuple[int, int]] = set()
         self._deliver: dict[int, Callable[[Message], None]] = {}
         self._last_arrival: dict[tuple[int, int], float] = {}
+        self.filters: list[Callable[[Message], bool]] = []
+        self.observers: list[Callable[[str, Message], None]] = []
         self.sent = 0
         self.dropped = 0
+
+    def _notify(self, event: str, message: Message) -> None:
+        for observer in self.observers:
+            observer(event, message)
 
     def attach(self, node_id: int, deliver: Callable[[Message], None]) -> None:
         self._deliver[node_id] = deliver
@@ -58,8 +70,10 @@ class SimulatedNetwork:
     def send(self, message: Message) -> None:
         link = (message.sender, message.receiver)
         self.sent += 1
-        if link in self.blocked:
+        self._notify("sent", message)
+        if link in self.blocked or any(f(message) for f in self.filters):
             self.dropped += 1
+            self._notify("dropped", message)
             return
         now = self._clock.seconds()
         arrival = max(now + self._rng.uniform(*self._latency), self._last_arrival.get(link, 0.0))
@@ -69,10 +83,14 @@ class SimulatedNetwork:
     def _arrive(self, message: Message) -> None:
         if (message.sender, message.receiver) in self.blocked:
             self.dropped += 1
+            self._notify("dropped", message)
             return
         deliver = self._deliver.get(message.receiver)
-        if deliver is not None:
-            deliver(message)
+        if deliver is None:
+            self._notify("dropped", message)
+            return
+        self._notify("delivered", message)
+        deliver(message)
 
     def isolate(self, node_id: int, members: Iterable[int]) -> None:
         """Cut every link to and from C{node_id}."""
@@ -206,19 +224,31 @@ class SimulatedCluster:
 
     # -- driving time --------------------------------------------------
 
-    def run(self, seconds: float, step: float = 0.001) -> None:
-        """Advance simulated time by C{seconds}, firing due calls."""
+    def run(self, seconds: float, step: float = 0.001, check: Callable[[], None] | None = None) -> None:
+        """Advance simulated time by C{seconds}, firing due calls, and call
+        C{check()} (an invariant assertion) after every step."""
         end = self.clock.seconds() + seconds
         while self.clock.seconds() < end:
             self.clock.advance(min(step, end - self.clock.seconds()))
+            if check is not None:
+                check()
 
-    def run_until(self, condition: Callable[[], bool], timeout: float = 10.0, step: float = 0.001) -> bool:
-        """Advance time until C{condition()} holds; False on timeout."""
+    def run_until(
+        self,
+        condition: Callable[[], bool],
+        timeout: float = 10.0,
+        step: float = 0.001,
+        check: Callable[[], None] | None = None,
+    ) -> bool:
+        """Advance time until C{condition()} holds; False on timeout.
+        C{check()}, if given, runs after every step."""
         end = self.clock.seconds() + timeout
         while not condition():
             if self.clock.seconds() >= end:
                 return False
             self.clock.advance(step)
+            if check is not None:
+                check()
         return True
 
     def resolve(self, d: Deferred[Any], timeout: float = 10.0) -> Any:
@@ -248,6 +278,15 @@ class SimulatedCluster:
         """The leader with the highest term, if any."""
         leaders = self.leaders()
         return leaders[0] if leaders else None
+
+    def log_of(self, node_id: int) -> list[Entry]:
+        """The running member's whole in-memory Raft log."""
+        core = self.node(node_id).core
+        return core.entries(1, core.last_index)
+
+    def data_of(self, node_id: int) -> dict[str, str]:
+        """The running member's state machine contents."""
+        return dict(self.node(node_id).state_machine._data)
 
     def wait_for_leader(self, timeout: float = 10.0, among: Iterable[int] | None = None) -> int:
         allowed = set(among) if among is not None else set(self.ids)

@@ -1,0 +1,509 @@
+# -*- test-case-name: tests.test_bench -*-
+"""
+C{kvstore-bench}: load generator and latency report for kvstore clusters,
+in the spirit of C{redis-benchmark} and etcd's C{benchmark}.
+
+It speaks the client text protocol over plain asyncio sockets (no Twisted,
+so the tool and the server never share an event loop implementation's
+quirks), keeps C{--pipeline} requests in flight on each of C{--connections}
+connections, sends writes to the leader (following C{Not leader} replies)
+and reads to every node, and prints a live rate line, then a table of
+throughput, latency percentiles and errors by kind (or JSON with C{--json}).
+
+Without C{--nodes} it starts its own local cluster of real node processes
+in a temporary directory and removes it afterwards.  C{--target trivial}
+instead starts a server that answers every line at once without doing
+anything: the rate against it is the tool's own ceiling on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+
+@dataclass
+class Results:
+    """Everything measured in one run."""
+
+    started: float = 0.0
+    finished: float = 0.0
+    ok: int = 0
+    writes: int = 0
+    reads: int = 0
+    latencies: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def record_error(self, reply: str) -> None:
+        kind = reply[len("Error: ") :].split(".")[0].split(":")[0][:60] if reply.startswith("Error: ") else reply[:60]
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """The value at C{fraction} (0..1) of C{sorted_values} (nearest rank)."""
+    if not sorted_values:
+        return float("nan")
+    rank = min(len(sorted_values) - 1, max(0, int(round(fraction * len(sorted_values) + 0.5)) - 1))
+    return sorted_values[rank]
+
+
+def summarize(results: Results, settings: dict[str, Any]) -> dict[str, Any]:
+    """The report as a JSON-compatible dictionary (latencies in ms)."""
+    elapsed = max(1e-9, results.finished - results.started)
+    lat = sorted(results.latencies)
+    ms = 1000.0
+    return {
+        "settings": settings,
+        "elapsed_s": round(elapsed, 3),
+        "requests_ok": results.ok,
+        "writes_ok": results.writes,
+        "reads_ok": results.reads,
+        "throughput_per_s": round(results.ok / elapsed, 1),
+        "latency_ms": {
+            "p50": round(percentile(lat, 0.50) * ms, 3),
+            "p90": round(percentile(lat, 0.90) * ms, 3),
+            "p99": round(percentile(lat, 0.99) * ms, 3),
+            "p99.9": round(percentile(lat, 0.999) * ms, 3),
+            "max": round((lat[-1] if lat else float("nan")) * ms, 3),
+        },
+        "errors": dict(sorted(results.errors.items())),
+    }
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A human-readable table of L{summarize}'s report."""
+    s = report["settings"]
+    lines = [
+        f"target       {s['target']}",
+        f"workload     {s['connections']} connections x {s['pipeline']} pipelined, "
+        f"{int(s['writes'] * 100)}% writes, {s['keys']} keys, {s['value_size']}-byte values, "
+        f"{s['consistency']} reads",
+        f"fsync        {s['fsync']}",
+        f"elapsed      {report['elapsed_s']:.2f} s",
+        f"throughput   {report['throughput_per_s']:.0f} requests/s "
+        f"({report['writes_ok']} writes, {report['reads_ok']} reads ok)",
+        "latency ms   " + "  ".join(f"{k} {v:.3f}" for k, v in report["latency_ms"].items()),
+        "errors       " + (", ".join(f"{k}: {v}" for k, v in report["errors"].items()) or "none"),
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------
+# The load
+
+
+class Cluster:
+    """What the tool knows of the target: node addresses and the leader."""
+
+    def __init__(self, addresses: list[tuple[str, int]]) -> None:
+        self.addresses = addresses
+        self.leader: tuple[str, int] | None = None
+
+    async def find_leader(self, deadline: float) -> tuple[str, int]:
+        """Ask every node's STATUS until one says it leads."""
+        while time.monotonic() < deadline:
+            for host, port in self.addresses:
+                try:
+                    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+                    writer.write(b"STATUS\n")
+                    line = (await asyncio.wait_for(reader.readline(), 1.0)).decode()
+                    writer.close()
+                except (OSError, asyncio.TimeoutError):
+                    continue
+                if " role=leader " in f" {line} ":
+                    self.leader = (host, port)
+                    return self.leader
+            await asyncio.sleep(0.05)
+        raise RuntimeError("no leader found before the deadline")
+
+
+class Worker:
+    """One connection with C{pipeline} requests in flight."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        target: tuple[str, int] | None,
+        writes: bool,
+        args: argparse.Namespace,
+        results: Results,
+        rng: random.Random,
+        stop_at: list[float],
+        budget: list[int],
+    ) -> None:
+        self.cluster = cluster
+        self.target = target  # None: follow the leader
+        self.writes = writes
+        self.args = args
+        self.results = results
+        self.rng = rng
+        self.stop_at = stop_at
+        self.budget = budget
+        self.value = "v" * args.value_size
+        self.read_suffix = " STALE" if args.consistency == "stale" else ""
+
+    def _next_request(self) -> tuple[bytes, bool]:
+        key = f"key{self.rng.randrange(self.args.keys)}"
+        if self.writes:
+            return f"PUT {key} {self.value}\n".encode(), True
+        return f"GET {key}{self.read_suffix}\n".encode(), False
+
+    def _may_send(self) -> bool:
+        if time.monotonic() >= self.stop_at[0]:
+            return False
+        if self.budget[0] <= 0:
+            return False
+        self.budget[0] -= 1
+        return True
+
+    async def run(self) -> None:
+        while time.monotonic() < self.stop_at[0] and self.budget[0] > 0:
+            address = self.target or self.cluster.leader
+            if address is None:
+                address = await self.cluster.find_leader(time.monotonic() + 10)
+            try:
+                redirect = await self._run_connection(address)
+            except (OSError, asyncio.IncompleteReadError, ConnectionError):
+                self.results.record_error("connection lost")
+                redirect = None
+                await asyncio.sleep(0.1)
+            if redirect is not None and self.target is None:
+                self.cluster.leader = redirect
+            elif self.target is None:
+                self.cluster.leader = None
+
+    async def _run_connection(self, address: tuple[str, int]) -> tuple[str, int] | None:
+        reader, writer = await asyncio.open_connection(*address)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        in_flight: list[tuple[float, bool]] = []
+        redirect: tuple[str, int] | None = None
+        results = self.results
+        try:
+            batch = []
+            for _ in range(self.args.pipeline):
+                if not self._may_send():
+                    break
+                line, is_write = self._next_request()
+                batch.append(line)
+                in_flight.append((time.perf_counter(), is_write))
+            writer.write(b"".join(batch))
+            position = 0
+            while position < len(in_flight):
+                reply = await reader.readline()
+                if not reply:
+                    raise ConnectionError("server closed the connection")
+                sent, is_write = in_flight[position]
+                position += 1
+                now = time.perf_counter()
+                text = reply.decode("utf-8", "replace").rstrip("\n")
+                if text.startswith("Error: "):
+                    results.record_error(text)
+                    if "Not leader" in text and redirect is None:
+                        redirect = _parse_leader(text) or ("", 0)
+                else:
+                    results.ok += 1
+                    results.latencies.append(now - sent)
+                    if is_write:
+                        results.writes += 1
+                    else:
+                        results.reads += 1
+                if redirect is None and self._may_send():
+                    line, is_write = self._next_request()
+                    in_flight.append((time.perf_counter(), is_write))
+                    writer.write(line)
+                if position > 4096:
+                    del in_flight[:position]
+                    position = 0
+        finally:
+            writer.close()
+        if redirect == ("", 0):
+            await asyncio.sleep(0.05)
+            return None
+        return redirect
+
+
+def _parse_leader(text: str) -> tuple[str, int] | None:
+    marker = " at "
+    if marker not in text:
+        return None
+    host, _, port = text.rsplit(marker, 1)[1].strip().rpartition(":")
+    try:
+        return host, int(port)
+    except ValueError:
+        return None
+
+
+async def run_load(cluster: Cluster, args: argparse.Namespace, quiet: bool) -> Results:
+    """Run the workload against C{cluster} and collect results."""
+    results = Results()
+    rng = random.Random(args.seed)
+    await cluster.find_leader(time.monotonic() + 30)
+    write_conns = round(args.connections * args.writes)
+    if args.writes > 0 and write_conns == 0:
+        write_conns = 1
+    workers = []
+    stop_at = [float("inf")]
+    budget = [args.requests if args.requests else 1 << 62]
+    for i in range(args.connections):
+        writes = i < write_conns
+        target = None if writes else cluster.addresses[i % len(cluster.addresses)]
+        workers.append(Worker(cluster, target, writes, args, results, random.Random(rng.random()), stop_at, budget))
+    if args.warmup > 0:
+        stop_at[0] = time.monotonic() + args.warmup
+        await asyncio.gather(*(w.run() for w in workers))
+        results.__init__()  # type: ignore[misc]
+        budget[0] = args.requests if args.requests else 1 << 62
+    results.started = time.monotonic()
+    stop_at[0] = results.started + args.duration if not args.requests else float("inf")
+    progress = None if quiet else asyncio.ensure_future(_progress(results))
+    await asyncio.gather(*(w.run() for w in workers))
+    results.finished = time.monotonic()
+    if progress is not None:
+        progress.cancel()
+        sys.stderr.write("\n")
+    return results
+
+
+async def _progress(results: Results) -> None:
+    last_ok, last_t = 0, time.monotonic()
+    while True:
+        await asyncio.sleep(1.0)
+        now = time.monotonic()
+        rate = (results.ok - last_ok) / (now - last_t)
+        last_ok, last_t = results.ok, now
+        errors = sum(results.errors.values())
+        sys.stderr.write(f"\r{now - results.started:6.1f} s  {rate:10.0f} req/s  {results.ok} ok  {errors} errors   ")
+        sys.stderr.flush()
+
+
+# ----------------------------------------------------------------------
+# Servers the tool starts itself
+
+
+def _free_port_block(count: int, start: int = 21000) -> int:
+    """A base port such that C{count} consecutive ports are free, below the
+    kernel's ephemeral range."""
+    for base in range(start, 30000 - count, count + 7):
+        ok = True
+        for port in range(base, base + count):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free port block")
+
+
+def twistd_command() -> list[str]:
+    """How to run twistd with this interpreter."""
+    return [sys.executable, "-c", "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"]
+
+
+class LocalCluster:
+    """Node processes the tool starts in a temporary directory."""
+
+    def __init__(self, size: int, fsync: bool, extra: Sequence[str] = ()) -> None:
+        self.size = size
+        self.directory = tempfile.mkdtemp(prefix="kvstore-bench-")
+        self.base = _free_port_block(size)
+        self.addresses = [("127.0.0.1", self.base + i) for i in range(size)]
+        self.processes: list[subprocess.Popen[bytes]] = []
+        env = dict(os.environ)
+        checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = checkout + os.pathsep + env.get("PYTHONPATH", "")
+        for i in range(size):
+            peers = ",".join(str(self.base + j) for j in range(size) if j != i)
+            argv = twistd_command() + [
+                "-n",
+                "--pidfile=",
+                f"--logfile={self.directory}/node-{i}.log",
+                "kvstore",
+                f"--node-id={i}",
+                f"--port={self.base + i}",
+                f"--data-dir={self.directory}/node-{i}",
+                *([f"--peers={peers}"] if peers else []),
+                *([] if fsync else ["--unsafe-no-fsync"]),
+                *extra,
+            ]
+            self.processes.append(subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL))
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
+
+    def stop(self) -> None:
+        for p in self.processes:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for p in self.processes:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class TrivialServer:
+    """A subprocess answering every line at once: the tool's ceiling."""
+
+    def __init__(self) -> None:
+        self.port = _free_port_block(1, start=21500)
+        self.addresses = [("127.0.0.1", self.port)]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "kvstore.bench", "--serve-trivial", str(self.port)], stdin=subprocess.DEVNULL
+        )
+
+    def pids(self) -> list[int]:
+        return [self.process.pid]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+async def serve_trivial(port: int) -> None:
+    """Answer each line with a fixed reply; STATUS claims leadership."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            lines = data.count(b"\n")
+            if data.startswith(b"STATUS"):
+                writer.write(b"node=0 role=leader term=1 leader=0\n")
+                lines -= 1
+            writer.write(b"k added successfully.\n" * lines)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+
+def _rss_kib(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+# ----------------------------------------------------------------------
+# Command line
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="kvstore-bench",
+        description="Load-test a kvstore cluster and report throughput and latency.",
+    )
+    p.add_argument("--nodes", help="existing nodes, e.g. 127.0.0.1:5000,127.0.0.1:5001 (default: start a cluster)")
+    p.add_argument("--cluster-size", type=int, default=3, help="nodes in the cluster the tool starts (default 3)")
+    p.add_argument(
+        "--target",
+        choices=("kvstore", "trivial"),
+        default="kvstore",
+        help="'trivial' measures the tool's own ceiling against a do-nothing server",
+    )
+    p.add_argument("--connections", "-c", type=int, default=50, help="client connections (default 50)")
+    p.add_argument("--pipeline", "-P", type=int, default=10, help="requests in flight per connection (default 10)")
+    p.add_argument("--writes", type=float, default=1.0, help="fraction of connections that write (0..1, default 1)")
+    p.add_argument("--keys", type=int, default=10000, help="key space size (default 10000)")
+    p.add_argument("--value-size", type=int, default=100, help="value size in bytes (default 100)")
+    p.add_argument("--duration", "-d", type=float, default=10.0, help="seconds to run (default 10)")
+    p.add_argument("--requests", "-n", type=int, default=0, help="stop after this many requests instead")
+    p.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load first (default 1)")
+    p.add_argument("--consistency", choices=("linearizable", "stale"), default="linearizable")
+    p.add_argument(
+        "--no-fsync",
+        action="store_true",
+        help="start the cluster with --unsafe-no-fsync (for comparison only; labelled in the report)",
+    )
+    p.add_argument("--node-option", action="append", default=[], help="extra option for started nodes (repeatable)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--serve-trivial", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if not 0 <= args.writes <= 1:
+        p.error("--writes must be between 0 and 1")
+    if args.connections < 1 or args.pipeline < 1:
+        p.error("--connections and --pipeline must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.serve_trivial:
+        asyncio.run(serve_trivial(args.serve_trivial))
+        return 0
+    started: LocalCluster | TrivialServer | None = None
+    if args.target == "trivial":
+        started = TrivialServer()
+        addresses = started.addresses
+        target = "trivial do-nothing server"
+        fsync = "n/a"
+    elif args.nodes:
+        addresses = []
+        for item in args.nodes.split(","):
+            host, _, port = item.strip().rpartition(":")
+            addresses.append((host or "127.0.0.1", int(port)))
+        target = f"existing nodes {args.nodes}"
+        fsync = "as configured on the nodes"
+    else:
+        started = LocalCluster(args.cluster_size, fsync=not args.no_fsync, extra=args.node_option)
+        addresses = started.addresses
+        target = f"local {args.cluster_size}-node cluster started by the tool"
+        fsync = "OFF (--unsafe-no-fsync, comparison only)" if args.no_fsync else "on"
+    settings = {
+        "target": target,
+        "fsync": fsync,
+        "connections": args.connections,
+        "pipeline": args.pipeline,
+        "writes": args.writes,
+        "keys": args.keys,
+        "value_size": args.value_size,
+        "duration_s": args.duration,
+        "requests": args.requests,
+        "consistency": args.consistency,
+    }
+    try:
+        results = asyncio.run(run_load(Cluster(addresses), args, quiet=args.json))
+        report = summarize(results, settings)
+        if started is not None:
+            report["server_rss_kib"] = [_rss_kib(pid) for pid in started.pids()]
+    finally:
+        if started is not None:
+            started.stop()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_table(report))
+        if "server_rss_kib" in report:
+            print("server RSS   " + ", ".join(f"{(r or 0) / 1024:.1f} MiB" for r in report["server_rss_kib"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+# -*- test-case-name: tests.integration.test_cluster_launcher -*-
+"""
+C{kvstore-cluster}: run a whole kvstore cluster on this machine, in the
+foreground, for development and demonstrations.
+
+Starts N real node processes (C{twistd -n kvstore ...}) on consecutive ports
+of one host, prints where each listens and logs, and waits.  Ctrl-C (SIGINT)
+or SIGTERM stops them all in order: SIGTERM to every node, a grace period,
+then SIGKILL for any that remain; the launcher then exits 0.  A node that
+exits on its own is reported and the others keep running (killing one node
+is a good way to watch a failover); when none is left the launcher exits 1.
+
+Each node runs in its own session, so a Ctrl-C at the terminal reaches only
+the launcher, which stops the nodes itself.  On Linux each node also asks
+the kernel for SIGTERM should the launcher die without stopping it (even by
+SIGKILL), so no node outlives its launcher.
+
+This is a plain blocking program (subprocess and signals), not a reactor
+program: it only supervises; the nodes are ordinary twistd processes.
+
+Example::
+
+    kvstore-cluster                                  # nodes on 5000-5002
+    kvstore-cluster --nodes 5 --base-port 7000 -- --heartbeat-interval 50 \\
+        --election-timeout 300-600
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["main", "node_argv", "run_twistd_child"]
+
+#: Seconds the nodes get to stop after SIGTERM before they are killed.
+STOP_GRACE = 10.0
+
+_PARENT_ENV = "KVSTORE_CLUSTER_PARENT_PID"
+
+#: The directory that contains the C{kvstore} package; first on the nodes'
+#: C{PYTHONPATH} so they run this kvstore and twistd finds its plugin.
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_twistd_child() -> None:  # pragma: no cover - runs in the node process
+    """
+    The node processes' entry point: tie this process's life to its
+    launcher's, then run twistd with C{sys.argv[1:]}.
+
+    On Linux, C{prctl(PR_SET_PDEATHSIG, SIGTERM)} makes the kernel send
+    SIGTERM when the launcher dies; if it died before that call, stop now.
+    Done here, after C{exec}, rather than in a C{preexec_fn}, which is unsafe
+    in a threaded parent.
+    """
+    parent = os.environ.pop(_PARENT_ENV, None)
+    if parent is not None and sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+        except Exception:
+            pass
+        if os.getppid() != int(parent):
+            sys.exit("kvstore-cluster: the launcher exited before this node started")
+    sys.argv[0] = "twistd"
+    from twisted.scripts.twistd import run
+
+    run()
+
+
+def twistd_command() -> list[str]:
+    """The command that runs L{run_twistd_child} (twistd) with this Python."""
+    return [sys.executable, "-c", "from kvstore.cluster import run_twistd_child; run_twistd_child()"]
+
+
+def child_environment() -> dict[str, str]:
+    """Our environment, with the kvstore checkout or install first on
+    C{PYTHONPATH} and our pid for L{run_twistd_child}."""
+    env = dict(os.environ)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(_ROOT) not in paths:
+        paths.insert(0, str(_ROOT))
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env[_PARENT_ENV] = str(os.getpid())
+    return env
+
+
+def spawn(argv: Sequence[str], *, stdout: object, stderr: object) -> subprocess.Popen[bytes]:
+    """Start a node process in its own session; see L{run_twistd_child}."""
+    return subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        env=child_environment(),
+        start_new_session=True,
+    )
+
+
+def node_argv(
+    node_id: int,
+    ports: Sequence[int],
+    host: str,
+    data_dir: str,
+    log_file: str,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The command line of node C{node_id} of a cluster on C{ports}."""
+    peers = ",".join(f"{host}:{p}" for i, p in enumerate(ports) if i != node_id)
+    argv = [
+        *twistd_command(),
+        "-n",
+        "--pidfile=",
+        f"--logfile={log_file}",
+        "kvstore",
+        f"--node-id={node_id}",
+        f"--host={host}",
+        f"--port={ports[node_id]}",
+        f"--data-dir={data_dir}",
+    ]
+    if peers:
+        argv.append(f"--peers={peers}")
+    return argv + list(extra)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kvstore-cluster",
+        description=(
+            "Run a kvstore cluster of N node processes on consecutive ports of "
+            "one host, in the foreground, until Ctrl-C or SIGTERM. Arguments "
+            "after '--' are passed to every node (see 'twistd kvstore --help')."
+        ),
+    )
+    parser.add_argument("--nodes", type=int, default=3, help="number of nodes (default: 3)")
+    parser.add_argument("--base-port", type=int, default=5000,
+                        help="port of node 0; node i listens on base-port + i (default: 5000)")
+    parser.add_argument("--host", default="127.0.0.1", help="address every node binds to and advertises "
+                        "(default: 127.0.0.1)")
+    parser.add_argument("--data-dir", default="./kvstore-cluster-data",
+                        help="root of the data directories, one node-<id> per node "
+                        "(default: ./kvstore-cluster-data)")
+    parser.add_argument("--log-dir", default=None,
+                        help="directory for the node-<id>.log files (default: the data root)")
+    parser.add_argument("--node-option", action="append", default=[], metavar="OPTION",
+                        help="an option for every node, e.g. --node-option=--heartbeat-interval=50; "
+                        "may be repeated")
+    return parser
+
+
+def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    argv = list(argv)
+    extra: list[str] = []
+    if "--" in argv:
+        at = argv.index("--")
+        argv, extra = argv[:at], argv[at + 1:]
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.nodes < 1:
+        parser.error("--nodes must be at least 1")
+    if not 1 <= args.base_port <= 65536 - args.nodes:
+        parser.error(f"--base-port must leave room for {args.nodes} ports below 65536")
+    return args, list(args.node_option) + extra
+
+
+class _Node:
+    def __init__(self, node_id: int, address: str, log_file: Path, out_file: Path, data_dir: Path) -> None:
+        self.node_id = node_id
+        self.address = address
+        self.log_file = log_file
+        self.out_file = out_file
+        self.data_dir = data_dir
+        self.process: subprocess.Popen[bytes] | None = None
+        self.reported = False
+
+
+def _say(text: str) -> None:
+    print(f"kvstore-cluster: {text}", flush=True)
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+def _stop_all(nodes: list[_Node], grace: float) -> None:
+    """SIGTERM every running node, wait up to C{grace}, then SIGKILL."""
+    live = [n for n in nodes if n.process is not None and n.process.poll() is None]
+    for node in live:
+        try:
+            node.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    for node in live:
+        assert node.process is not None
+        try:
+            node.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _say(f"node {node.node_id} (pid {node.process.pid}) did not stop in {grace:g}s; killing it")
+            node.process.kill()
+            node.process.wait()
+        except KeyboardInterrupt:  # pragma: no cover - handlers are installed
+            node.process.kill()
+            node.process.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The C{kvstore-cluster} console script."""
+    args, extra = _parse(sys.argv[1:] if argv is None else argv)
+    root = Path(args.data_dir)
+    log_dir = Path(args.log_dir) if args.log_dir is not None else root
+    root.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    ports = [args.base_port + i for i in range(args.nodes)]
+
+    # Signals only set a flag and wake the loop below through the pipe.
+    stop_signal: list[int] = []
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+
+    def on_stop(signum: int, frame: object) -> None:
+        stop_signal.append(signum)
+
+    previous = {s: signal.signal(s, on_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, lambda s, f: None)
+    old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+
+    nodes: list[_Node] = []
+    try:
+        for i, port in enumerate(ports):
+            host = f"[{args.host}]" if ":" in args.host else args.host
+            node = _Node(i, f"{host}:{port}", log_dir / f"node-{i}.log", log_dir / f"node-{i}.out",
+                         root / f"node-{i}")
+            nodes.append(node)
+            with open(node.out_file, "ab") as out:
+                node.process = spawn(
+                    node_argv(i, ports, args.host, str(node.data_dir), str(node.log_file), extra),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            _say(f"node {i} (pid {node.process.pid}) listening on {node.address}, "
+                 f"log {node.log_file}, data {node.data_dir}")
+        _say(f"{len(nodes)} nodes started; press Ctrl-C to stop them")
+
+        while not stop_signal:
+            for node in nodes:
+                assert node.process is not None
+                code = node.process.poll()
+                if code is not None and not node.reported:
+                    node.reported = True
+                    _say(f"node {node.node_id} (pid {node.process.pid}) exited unexpectedly "
+                         f"({_describe_exit(code)}); see {node.log_file} and {node.out_file}")
+                    tail = _tail(node.out_file)
+                    if tail:
+                        print(tail, flush=True)
+            if all(n.reported for n in nodes):
+                _say("every node has exited; stopping")
+                return 1
+            select.select([wake_r], [], [], 1.0)
+            try:
+                while os.read(wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+        name = signal.Signals(stop_signal[0]).name
+        _say(f"received {name}; stopping {sum(1 for n in nodes if not n.reported)} nodes")
+        # A second Ctrl-C during the grace period means "now".
+        signal.signal(signal.SIGINT, lambda s, f: _stop_all(nodes, 0.0))
+        _stop_all(nodes, STOP_GRACE)
+        for node in nodes:
+            if not node.reported and node.process is not None:
+                _say(f"node {node.node_id} stopped ({_describe_exit(node.process.returncode)})")
+        _say("stopped")
+        return 0
+    finally:
+        # Whatever happened (an exception, a failed start), leave no node behind.
+        _stop_all(nodes, STOP_GRACE)
+        signal.set_wakeup_fd(old_wakeup)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        os.close(wake_r)
+        os.close(wake_w)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,547 @@
+# -*- test-case-name: tests.integration -*-
+"""
+Real node processes for integration tests: start, kill, restart and talk to
+C{twistd kvstore} processes on loopback.
+
+This is test support only.  It uses blocking sockets and polls with
+deadlines, which is fine in a test process and never acceptable in a node.
+
+The building blocks:
+
+  - L{wait_until}: poll a condition until it holds or a deadline passes.
+  - L{allocate_port} / L{allocate_port_range}: free TCP ports in a range
+    outside the ephemeral range (checked by binding).
+  - L{Client}: a blocking line client; L{Client.pipeline} sends many
+    requests before reading any reply.
+  - L{NodeProcess}: one node process with a fixed id, port and data
+    directory, which can be killed (C{SIGKILL} by default) and restarted on
+    the same data.
+  - L{ProcessCluster}: N such nodes forming one cluster, with helpers to
+    wait for a stable leader.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Sequence, TypeVar
+
+__all__ = [
+    "ROOT",
+    "Client",
+    "NodeProcess",
+    "ProcessCluster",
+    "Timeout",
+    "allocate_port",
+    "allocate_port_range",
+    "child_environment",
+    "command",
+    "parse_status",
+    "twistd_command",
+    "wait_until",
+]
+
+T = TypeVar("T")
+
+#: The directory that contains the C{kvstore} package (the checkout root
+#: when run from a checkout); put first on the children's C{PYTHONPATH} so
+#: that they import this kvstore and twistd finds its plugin.
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Options that make elections quick, so tests spend little time waiting.
+FAST_ELECTIONS = ("--heartbeat-interval", "50", "--election-timeout", "300-600")
+
+#: Ports handed out by this process, never handed out twice.
+_allocated: set[int] = set()
+_allocation_lock = threading.Lock()
+_rng = random.Random(os.getpid() ^ time.monotonic_ns())
+
+
+class Timeout(AssertionError):
+    """A condition did not hold before its deadline."""
+
+
+def wait_until(
+    condition: Callable[[], T],
+    timeout: float,
+    interval: float = 0.05,
+    message: str | Callable[[], str] = "condition",
+) -> T:
+    """
+    Call C{condition} until it returns a true value, and return that value.
+
+    Exceptions of type C{OSError} raised by C{condition} (a node that is not
+    listening yet, a reset connection) count as "not yet".
+
+    @raise Timeout: if C{timeout} seconds pass first; the message includes
+        the last exception, if any.
+    """
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    last_error: BaseException | None = None
+    while True:
+        try:
+            result = condition()
+        except OSError as e:
+            last_error = e
+        else:
+            if result:
+                return result
+        if time.monotonic() >= deadline:
+            text = message() if callable(message) else message
+            suffix = f" (last error: {last_error!r})" if last_error is not None else ""
+            raise Timeout(f"timed out after {timeout:g}s waiting for {text}{suffix}")
+        pause.wait(interval)
+
+
+# ---------------------------------------------------------------------------
+# Ports
+
+
+def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    # Without SO_REUSEADDR: stricter than the node (Twisted sets it), so a
+    # port in TIME_WAIT is skipped rather than handed out.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def allocate_port_range(count: int = 1, low: int = 20000, high: int = 29999) -> int:
+    """
+    Find C{count} consecutive free TCP ports on 127.0.0.1 in C{[low, high]}
+    and return the first.
+
+    The default range lies below Linux's usual ephemeral range (32768-60999),
+    so outgoing connections never take a port a test is about to listen on.
+    Ports are chosen at random (seeded per process, so concurrent test runs
+    rarely try the same ones) and never handed out twice by one process.
+    """
+    for _ in range(1000):
+        base = _rng.randint(low, high - count + 1)
+        ports = range(base, base + count)
+        with _allocation_lock:
+            if any(p in _allocated for p in ports):
+                continue
+            if all(_port_is_free(p) for p in ports):
+                _allocated.update(ports)
+                return base
+    raise RuntimeError(f"no {count} consecutive free ports in {low}-{high}")
+
+
+def allocate_port(low: int = 20000, high: int = 29999) -> int:
+    """One free TCP port on 127.0.0.1; see L{allocate_port_range}."""
+    return allocate_port_range(1, low, high)
+
+
+# ---------------------------------------------------------------------------
+# Client
+
+
+class Client:
+    """
+    A blocking client of the text protocol: one request line, one reply
+    line.
+
+    @ivar timeout: seconds any single socket operation may block.
+    """
+
+    def __init__(self, host: str, port: int, timeout: float = 10.0) -> None:
+        self.address = (host, port)
+        self.timeout = timeout
+        self._sock = socket.create_connection(self.address, timeout=timeout)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._buffer = b""
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def send_lines(self, lines: Iterable[str]) -> None:
+        """Send request lines without reading any reply."""
+        data = b"".join(line.encode("utf-8") + b"\n" for line in lines)
+        self._sock.sendall(data)
+
+    def read_reply(self) -> str:
+        """
+        Read one reply line (without its LF).
+
+        @raise ConnectionError: if the connection closes first.
+        """
+        while b"\n" not in self._buffer:
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                raise ConnectionResetError(f"connection to {self.address} closed")
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode("utf-8")
+
+    def request(self, line: str) -> str:
+        """Send one request and return its reply."""
+        self.send_lines([line])
+        return self.read_reply()
+
+    def pipeline(self, lines: Sequence[str]) -> list[str]:
+        """
+        Send every request, then read one reply per request.  The requests
+        are written from a helper thread so that a long pipeline cannot
+        deadlock with the server's flow control (it stops reading while its
+        replies are not being read).
+        """
+        error: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                self.send_lines(lines)
+            except BaseException as e:  # reported below
+                error.append(e)
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        try:
+            replies = [self.read_reply() for _ in lines]
+        finally:
+            writer.join(self.timeout)
+        if error:
+            raise error[0]
+        return replies
+
+
+def command(port: int, line: str, host: str = "127.0.0.1", timeout: float = 10.0) -> str:
+    """Send one request on a new connection and return the reply."""
+    with Client(host, port, timeout) as client:
+        return client.request(line)
+
+
+def parse_status(reply: str) -> dict[str, str]:
+    """Parse a C{STATUS} reply, C{name=value ...}, into a dict."""
+    if reply.startswith("Error"):
+        raise ValueError(f"STATUS failed: {reply}")
+    return dict(item.split("=", 1) for item in reply.split())
+
+
+# ---------------------------------------------------------------------------
+# Processes
+
+
+def twistd_command() -> list[str]:
+    """
+    How to run twistd with this interpreter.  (C{python -m twisted} is the
+    C{twist} runner, not twistd.)
+    """
+    return [
+        sys.executable,
+        "-c",
+        "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()",
+    ]
+
+
+def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """
+    The environment for a node process: C{base} (default: ours) with
+    L{ROOT} first on C{PYTHONPATH}.
+    """
+    env = dict(os.environ if base is None else base)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(ROOT) not in paths:
+        paths.insert(0, str(ROOT))
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """
+    C{preexec_fn}: ask Linux to send this child SIGTERM when its parent dies,
+    so that a crashed test run or launcher leaves no orphan nodes.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except Exception:
+        return
+
+
+def spawn(argv: Sequence[str], *, stdout: object, stderr: object, cwd: str | os.PathLike[str] | None = None,
+          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """
+    Start a child in its own session (a Ctrl-C at the terminal reaches only
+    its parent, which stops it in order) that dies with its parent.
+    """
+    parent = os.getpid()
+
+    def preexec() -> None:  # pragma: no cover - runs in the child
+        _die_with_parent()
+        if os.getppid() != parent:  # the parent died before prctl
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+        preexec_fn=preexec if sys.platform.startswith("linux") else None,
+    )
+
+
+class NodeProcess:
+    """
+    One C{twistd -n kvstore} process with a fixed id, port and data
+    directory.  L{start} may be called again after the process has exited;
+    the node then recovers from the same data directory.
+
+    twistd's own log goes to C{<log_dir>/node-<id>.log} (appended to across
+    restarts); stdout and stderr, where start-up errors appear, go to
+    C{<log_dir>/node-<id>.out}.
+    """
+
+    def __init__(
+        self,
+        node_id: int,
+        port: int,
+        data_dir: Path,
+        log_dir: Path,
+        peers: Sequence[int] = (),
+        extra_args: Sequence[str] = FAST_ELECTIONS,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.node_id = node_id
+        self.port = port
+        self.host = host
+        self.data_dir = Path(data_dir)
+        self.log_dir = Path(log_dir)
+        self.peers = tuple(peers)
+        self.extra_args = tuple(extra_args)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = self.log_dir / f"node-{node_id}.log"
+        self.out_path = self.log_dir / f"node-{node_id}.out"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    def argv(self) -> list[str]:
+        args = [
+            *twistd_command(),
+            "-n",
+            "--pidfile=",
+            f"--logfile={self.log_path}",
+            "kvstore",
+            "--node-id",
+            str(self.node_id),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            *self.extra_args,
+        ]
+        if self.peers:
+            args += ["--peers", ",".join(f"{self.host}:{p}" for p in self.peers)]
+        return args
+
+    def start(self) -> "NodeProcess":
+        """Start the process (it must not be running)."""
+        assert not self.running, f"node {self.node_id} is already running"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_path, "ab") as out:
+            self.process = spawn(self.argv(), stdout=out, stderr=subprocess.STDOUT, env=child_environment())
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL, timeout: float = 10.0) -> int:
+        """Send C{sig} (default SIGKILL) and wait for the exit; return the
+        exit status (negative for a signal, as in L{subprocess})."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            try:
+                self.process.send_signal(sig)
+            except ProcessLookupError:
+                pass
+        return self.process.wait(timeout)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """
+        Stop gracefully (SIGTERM), or with SIGKILL after C{timeout}.  Safe to
+        call at any time, including when never started.
+        """
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            try:
+                return self.kill(signal.SIGTERM, timeout)
+            except subprocess.TimeoutExpired:
+                return self.kill(signal.SIGKILL, timeout)
+        return self.process.returncode
+
+    def restart(self) -> "NodeProcess":
+        """SIGKILL if running, then start again on the same data."""
+        if self.running:
+            self.kill()
+        return self.start()
+
+    def output(self) -> str:
+        """What the process wrote to stdout and stderr (all runs)."""
+        try:
+            return self.out_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log(self) -> str:
+        """twistd's log (all runs)."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def describe(self) -> str:
+        """A diagnostic: state and the tail of the output and log."""
+        state = "not started" if self.process is None else (
+            "running" if self.running else f"exited {self.process.returncode}")
+        return (
+            f"node {self.node_id} at {self.address} ({state})\n"
+            f"--- output ---\n{self.output()[-2000:]}\n"
+            f"--- log ---\n{self.log()[-4000:]}"
+        )
+
+    def client(self, timeout: float = 10.0) -> Client:
+        return Client(self.host, self.port, timeout)
+
+    def request(self, line: str, timeout: float = 10.0) -> str:
+        """One request on a new connection."""
+        if not self.running:
+            raise ConnectionRefusedError(f"node {self.node_id} is not running")
+        return command(self.port, line, self.host, timeout)
+
+    def status(self, timeout: float = 5.0) -> dict[str, str]:
+        return parse_status(self.request("STATUS", timeout))
+
+    def wait_ready(self, timeout: float = 15.0) -> dict[str, str]:
+        """Wait until the node answers STATUS; fail at once if it exits."""
+
+        def ready() -> dict[str, str] | None:
+            if not self.running:
+                raise Timeout(f"node exited during start-up\n{self.describe()}")
+            return self.status()
+
+        return wait_until(ready, timeout, message=lambda: f"node {self.node_id} to listen\n{self.describe()}")
+
+
+class ProcessCluster:
+    """
+    C{size} nodes on consecutive free ports, data in C{root/node-<id>},
+    logs in C{root/logs}.
+    """
+
+    def __init__(self, root: Path, size: int = 3, extra_args: Sequence[str] = FAST_ELECTIONS) -> None:
+        self.root = Path(root)
+        base = allocate_port_range(size)
+        ports = [base + i for i in range(size)]
+        # Ids follow the sorted-address convention: node i listens on ports[i].
+        self.nodes = [
+            NodeProcess(
+                i,
+                ports[i],
+                self.root / f"node-{i}",
+                self.root / "logs",
+                peers=[p for p in ports if p != ports[i]],
+                extra_args=extra_args,
+            )
+            for i in range(size)
+        ]
+
+    def __getitem__(self, node_id: int) -> NodeProcess:
+        return self.nodes[node_id]
+
+    def start(self) -> "ProcessCluster":
+        for node in self.nodes:
+            node.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop every node; SIGKILL whatever does not stop in time."""
+        for node in self.nodes:
+            if node.running:
+                node.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        for node in self.nodes:
+            node.stop()
+
+    def kill_all(self) -> None:
+        for node in self.nodes:
+            if node.running:
+                node.process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+        for node in self.nodes:
+            if node.process is not None:
+                node.process.wait(10)
+
+    @property
+    def running(self) -> list[NodeProcess]:
+        return [n for n in self.nodes if n.running]
+
+    def statuses(self) -> dict[int, dict[str, str]]:
+        """STATUS of every running node that answers."""
+        result = {}
+        for node in self.running:
+            try:
+                result[node.node_id] = node.status(timeout=2.0)
+            except (OSError, ValueError):
+                pass
+        return result
+
+    def stable_leader(self) -> NodeProcess | None:
+        """
+        The leader, if every running node answers STATUS, exactly one says
+        it is the leader, and every running node names it as leader in the
+        same term; otherwise None.
+        """
+        running = self.running
+        statuses = self.statuses()
+        if not running or len(statuses) != len(running):
+            return None
+        leaders = [i for i, s in statuses.items() if s["role"] == "leader"]
+        if len(leaders) != 1:
+            return None
+        leader = leaders[0]
+        term = statuses[leader]["term"]
+        if all(s["leader"] == str(leader) and s["term"] == term for s in statuses.values()):
+            return self.nodes[leader]
+        return None
+
+    def wait_for_leader(self, timeout: float = 15.0) -> NodeProcess:
+        """Wait for L{stable_leader}."""
+        return wait_until(
+            self.stable_leader,
+            timeout,
+            message=lambda: "a stable leader\n" + "\n".join(n.describe() for n in self.nodes),
+        )
+
+    def followers(self, leader: NodeProcess) -> list[NodeProcess]:
+        return [n for n in self.running if n is not leader]
