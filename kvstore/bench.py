@@ -45,6 +45,7 @@ class Results:
     reads: int = 0
     latencies: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+    nodes: list[dict[str, Any]] = field(default_factory=list)
 
     def record_error(self, reply: str) -> None:
         kind = reply[len("Error: ") :].split(".")[0].split(":")[0][:60] if reply.startswith("Error: ") else reply[:60]
@@ -79,6 +80,7 @@ def summarize(results: Results, settings: dict[str, Any]) -> dict[str, Any]:
             "max": round((lat[-1] if lat else float("nan")) * ms, 3),
         },
         "errors": dict(sorted(results.errors.items())),
+        "nodes": results.nodes,
     }
 
 
@@ -97,6 +99,14 @@ def format_table(report: dict[str, Any]) -> str:
         "latency ms   " + "  ".join(f"{k} {v:.3f}" for k, v in report["latency_ms"].items()),
         "errors       " + (", ".join(f"{k}: {v}" for k, v in report["errors"].items()) or "none"),
     ]
+    for node in report.get("nodes", []):
+        fsyncs = node.get("fsyncs_during_run")
+        per = f", {report['writes_ok'] / fsyncs:.1f} acknowledged writes per fsync" if fsyncs else ""
+        lines.append(
+            f"node         {node['address']} {node['role']}: "
+            f"{fsyncs if fsyncs is not None else '?'} fsyncs{per}, "
+            f"term changes {node.get('term_during_run', '?')}"
+        )
     return "\n".join(lines)
 
 
@@ -247,6 +257,18 @@ def _parse_leader(text: str) -> tuple[str, int] | None:
         return None
 
 
+async def read_status(address: tuple[str, int]) -> dict[str, str]:
+    """One node's STATUS as a dictionary (empty if it does not answer)."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), 2.0)
+        writer.write(b"STATUS\n")
+        line = (await asyncio.wait_for(reader.readline(), 2.0)).decode()
+        writer.close()
+    except (OSError, asyncio.TimeoutError):
+        return {}
+    return dict(token.partition("=")[::2] for token in line.split())
+
+
 async def run_load(cluster: Cluster, args: argparse.Namespace, quiet: bool) -> Results:
     """Run the workload against C{cluster} and collect results."""
     results = Results()
@@ -267,6 +289,7 @@ async def run_load(cluster: Cluster, args: argparse.Namespace, quiet: bool) -> R
         await asyncio.gather(*(w.run() for w in workers))
         results.__init__()  # type: ignore[misc]
         budget[0] = args.requests if args.requests else 1 << 62
+    before = await asyncio.gather(*(read_status(a) for a in cluster.addresses))
     results.started = time.monotonic()
     stop_at[0] = results.started + args.duration if not args.requests else float("inf")
     progress = None if quiet else asyncio.ensure_future(_progress(results))
@@ -275,6 +298,13 @@ async def run_load(cluster: Cluster, args: argparse.Namespace, quiet: bool) -> R
     if progress is not None:
         progress.cancel()
         sys.stderr.write("\n")
+    after = await asyncio.gather(*(read_status(a) for a in cluster.addresses))
+    for address, b, a in zip(cluster.addresses, before, after):
+        node = {"address": f"{address[0]}:{address[1]}", "role": a.get("role", "?")}
+        for name in ("fsyncs", "term"):
+            if name in a and name in b:
+                node[f"{name}_during_run"] = int(a[name]) - int(b[name])
+        results.nodes.append(node)
     return results
 
 

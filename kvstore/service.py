@@ -214,7 +214,11 @@ def build_service(config: NodeConfig, reactor: Any = None) -> KVStoreService:
 
     def link_status() -> dict[str, object]:
         connected = [str(i) for i, link in sorted(peer_links.links.items()) if link.protocol is not None]
-        return {"connected": ",".join(connected) or "none", "cluster": config.cluster_id}
+        return {
+            "connected": ",".join(connected) or "none",
+            "cluster": config.cluster_id,
+            "fsyncs": wal.fsync_count,
+        }
 
     cluster_id = config.cluster_id
     node = Node(
