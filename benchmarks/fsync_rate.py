@@ -31,6 +31,7 @@ if __package__ in (None, ""):
 
 from twisted.internet.defer import Deferred, succeed  # noqa: E402
 
+from kvstore.bench import measure_fsync_rate  # noqa: E402
 from kvstore.storage import LogEntry, WriteAheadLog  # noqa: E402
 
 T = TypeVar("T")
@@ -40,31 +41,6 @@ RECORD = b"r" * 100
 
 def _sync_runner(f: Callable[[], T]) -> "Deferred[T]":
     return succeed(f())
-
-
-def measure_fsync_rate(directory: str, seconds: float) -> float:
-    """
-    Append a 100-byte record and fsync it, in a loop, for C{seconds}.
-
-    @return: fsyncs per second.
-    """
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, "fsync-rate.bin")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
-    try:
-        count = 0
-        start = time.monotonic()
-        deadline = start + seconds
-        now = start
-        while now < deadline:
-            os.write(fd, RECORD)
-            os.fsync(fd)
-            count += 1
-            now = time.monotonic()
-        return count / (now - start)
-    finally:
-        os.close(fd)
-        os.unlink(path)
 
 
 def measure_wal_rate(directory: str, seconds: float, batch: int) -> tuple[float, float]:

@@ -429,6 +429,31 @@ async def serve_trivial(port: int) -> None:
         await server.serve_forever()
 
 
+def measure_fsync_rate(directory: str, seconds: float) -> float:
+    """
+    Append a 100-byte record and fsync it, in a loop, for C{seconds}.
+
+    @return: fsyncs per second.
+    """
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "fsync-rate.bin")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+    try:
+        count = 0
+        start = time.monotonic()
+        deadline = start + seconds
+        now = start
+        while now < deadline:
+            os.write(fd, b"r" * 100)
+            os.fsync(fd)
+            count += 1
+            now = time.monotonic()
+        return count / (now - start)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
 def _rss_kib(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -472,6 +497,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="start the cluster with --unsafe-no-fsync (for comparison only; labelled in the report)",
     )
     p.add_argument("--node-option", action="append", default=[], help="extra option for started nodes (repeatable)")
+    p.add_argument(
+        "--fsync-probe",
+        type=float,
+        default=1.0,
+        help="seconds spent measuring the raw fsync rate in the started cluster's directory first (0: skip)",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--serve-trivial", type=int, help=argparse.SUPPRESS)
@@ -489,6 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(serve_trivial(args.serve_trivial))
         return 0
     started: LocalCluster | TrivialServer | None = None
+    raw_fsync_rate: float | None = None
     if args.target == "trivial":
         started = TrivialServer()
         addresses = started.addresses
@@ -504,6 +536,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         started = LocalCluster(args.cluster_size, fsync=not args.no_fsync, extra=args.node_option)
         addresses = started.addresses
+        if args.fsync_probe > 0:
+            raw_fsync_rate = measure_fsync_rate(started.directory, args.fsync_probe)
         target = f"local {args.cluster_size}-node cluster started by the tool"
         fsync = "OFF (--unsafe-no-fsync, comparison only)" if args.no_fsync else "on"
     settings = {
@@ -523,6 +557,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = summarize(results, settings)
         if started is not None:
             report["server_rss_kib"] = [_rss_kib(pid) for pid in started.pids()]
+        if raw_fsync_rate is not None:
+            report["raw_fsyncs_per_s"] = round(raw_fsync_rate, 1)
     finally:
         if started is not None:
             started.stop()
@@ -530,6 +566,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(format_table(report))
+        if "raw_fsyncs_per_s" in report:
+            print(f"disk         {report['raw_fsyncs_per_s']:.0f} raw fsyncs/s (100-byte write + fsync, same directory)")
         if "server_rss_kib" in report:
             print("server RSS   " + ", ".join(f"{(r or 0) / 1024:.1f} MiB" for r in report["server_rss_kib"]))
     return 0
