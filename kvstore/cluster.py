@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import IO, Any, Sequence
 
 __all__ = ["main", "node_argv", "run_twistd_child"]
 
@@ -92,7 +92,7 @@ def child_environment() -> dict[str, str]:
     return env
 
 
-def spawn(argv: Sequence[str], *, stdout: object, stderr: object) -> subprocess.Popen[bytes]:
+def spawn(argv: Sequence[str], *, stdout: int | IO[Any] | None, stderr: int | IO[Any] | None) -> subprocess.Popen[bytes]:
     """Start a node process in its own session; see L{run_twistd_child}."""
     return subprocess.Popen(
         list(argv),
@@ -202,6 +202,16 @@ def _describe_exit(code: int) -> str:
     return f"exit status {code}"
 
 
+def _kill_all(nodes: list[_Node]) -> None:
+    """SIGKILL every running node without waiting (safe in a signal handler)."""
+    for node in nodes:
+        if node.process is not None and node.process.returncode is None:
+            try:
+                os.kill(node.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def _stop_all(nodes: list[_Node], grace: float) -> None:
     """SIGTERM every running node, wait up to C{grace}, then SIGKILL."""
     live = [n for n in nodes if n.process is not None and n.process.poll() is None]
@@ -217,9 +227,6 @@ def _stop_all(nodes: list[_Node], grace: float) -> None:
             node.process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             _say(f"node {node.node_id} (pid {node.process.pid}) did not stop in {grace:g}s; killing it")
-            node.process.kill()
-            node.process.wait()
-        except KeyboardInterrupt:  # pragma: no cover - handlers are installed
             node.process.kill()
             node.process.wait()
 
@@ -287,11 +294,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = signal.Signals(stop_signal[0]).name
         _say(f"received {name}; stopping {sum(1 for n in nodes if not n.reported)} nodes")
         # A second Ctrl-C during the grace period means "now".
-        signal.signal(signal.SIGINT, lambda s, f: _stop_all(nodes, 0.0))
+        signal.signal(signal.SIGINT, lambda s, f: _kill_all(nodes))
         _stop_all(nodes, STOP_GRACE)
         for node in nodes:
             if not node.reported and node.process is not None:
-                _say(f"node {node.node_id} stopped ({_describe_exit(node.process.returncode)})")
+                code = node.process.returncode
+                # twistd re-raises the signal that stopped it, so a clean
+                # stop on SIGTERM shows as "killed by SIGTERM".
+                how = "cleanly" if code in (0, -signal.SIGTERM) else f"({_describe_exit(code)})"
+                _say(f"node {node.node_id} stopped {how}")
         _say("stopped")
         return 0
     finally:

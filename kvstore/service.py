@@ -256,5 +256,14 @@ def build_service(config: NodeConfig, reactor: Any = None) -> KVStoreService:
 
 
 def makeService(options: Options) -> KVStoreService:
-    """The twistd entry point (see C{twisted/plugins/kvstore_plugin.py})."""
-    return build_service(options.config)
+    """
+    The twistd entry point (see C{twisted/plugins/kvstore_plugin.py}).
+
+    A node that must not start (its data directory is in use, corrupt, or of
+    another cluster) exits with a one-line message and status 1 rather than
+    a traceback: the message is what an operator needs.
+    """
+    try:
+        return build_service(options.config)
+    except UsageError as e:
+        raise SystemExit(f"twistd kvstore: {e}") from None

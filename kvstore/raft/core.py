@@ -210,8 +210,10 @@ class RaftCore:
         self._read_round_in_flight: int | None = None
         self._pending_reads: list[_PendingRead] = []
         self._reads_awaiting_commit: list[_PendingRead] = []
-        self._forwarded_reads: set[int] = set()
+        # Reads forwarded to the leader: request id -> when last sent.
+        self._forwarded_reads: dict[int, float] = {}
         self._needs_broadcast = False
+        self._commit_to_broadcast = False
 
         self._last_heard_from_leader: float | None = None
         self._election_deadline = 0.0
@@ -300,8 +302,11 @@ class RaftCore:
         if self.role is Role.LEADER:
             if self._needs_broadcast:
                 self._needs_broadcast = False
+                # Send even without new entries if the commit index moved,
+                # so followers learn it now rather than a heartbeat later.
+                commit_moved, self._commit_to_broadcast = self._commit_to_broadcast, False
                 for peer in self.config.peers:
-                    self._send_append(peer)
+                    self._send_append(peer, heartbeat=commit_moved)
             self._maybe_start_read_round()
         rd = Ready()
         if self._hard_state_dirty:
@@ -496,7 +501,7 @@ class RaftCore:
         if self.role is Role.LEADER:
             self._leader_read(_PendingRead(self.node_id, request_id, 0))
         elif self.leader_id is not None and self.role is Role.FOLLOWER:
-            self._forwarded_reads.add(request_id)
+            self._forwarded_reads[request_id] = self._clock.seconds()
             self._send(self.leader_id, ReadIndexRequest(self.term, request_id))
         else:
             self._failed_reads.append((request_id, "no leader elected yet"))
@@ -534,6 +539,20 @@ class RaftCore:
         self._reads_awaiting_commit = []
         self._pending_reads = []
         self._read_round_in_flight = None
+
+    def _resend_forwarded_reads(self, leader: int) -> None:
+        """
+        Ask again for read indexes that got no answer within a few heartbeat
+        intervals: the request or its answer may have been lost (a peer
+        connection that was not up yet, or that dropped).  A duplicate
+        answer is ignored.
+        """
+        now = self._clock.seconds()
+        patience = 3 * self.config.heartbeat_interval
+        for request_id, sent in self._forwarded_reads.items():
+            if now - sent >= patience:
+                self._forwarded_reads[request_id] = now
+                self._send(leader, ReadIndexRequest(self.term, request_id))
 
     def _fail_forwarded_reads(self, reason: str) -> None:
         for request_id in sorted(self._forwarded_reads):
@@ -635,6 +654,7 @@ class RaftCore:
             # Followers learn the new commit index promptly, not only with
             # the next heartbeat, so their reads and applies do not lag.
             self._needs_broadcast = True
+            self._commit_to_broadcast = True
 
     def _handle_append_response(self, sender: int, response: AppendEntriesResponse) -> None:
         progress = self._progress.get(sender)
@@ -734,8 +754,7 @@ class RaftCore:
             else:
                 self._send(sender, ReadIndexResponse(self.term, body.request_id, None))
         elif isinstance(body, ReadIndexResponse):
-            if body.request_id in self._forwarded_reads:
-                self._forwarded_reads.discard(body.request_id)
+            if self._forwarded_reads.pop(body.request_id, None) is not None:
                 if body.index is None:
                     self._failed_reads.append((body.request_id, "the leader could not confirm its leadership"))
                 else:
@@ -755,6 +774,8 @@ class RaftCore:
             self._become_follower(self.term, sender)
         self._last_heard_from_leader = self._clock.seconds()
         self._reset_election_deadline()
+        if self._forwarded_reads:
+            self._resend_forwarded_reads(sender)
 
         prev = append.prev_log_index
         if prev > self.last_index:

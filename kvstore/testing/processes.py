@@ -27,11 +27,12 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypeVar
+
+from kvstore.cluster import child_environment, spawn, twistd_command
 
 __all__ = [
     "ROOT",
@@ -50,9 +51,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: The directory that contains the C{kvstore} package (the checkout root
-#: when run from a checkout); put first on the children's C{PYTHONPATH} so
-#: that they import this kvstore and twistd finds its plugin.
+#: The directory that contains the C{kvstore} package: the checkout root
+#: when running from a checkout.
 ROOT = Path(__file__).resolve().parents[2]
 
 #: Options that make elections quick, so tests spend little time waiting.
@@ -69,7 +69,7 @@ class Timeout(AssertionError):
 
 
 def wait_until(
-    condition: Callable[[], T],
+    condition: Callable[[], T | None],
     timeout: float,
     interval: float = 0.05,
     message: str | Callable[[], str] = "condition",
@@ -238,72 +238,6 @@ def parse_status(reply: str) -> dict[str, str]:
 # Processes
 
 
-def twistd_command() -> list[str]:
-    """
-    How to run twistd with this interpreter.  (C{python -m twisted} is the
-    C{twist} runner, not twistd.)
-    """
-    return [
-        sys.executable,
-        "-c",
-        "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()",
-    ]
-
-
-def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:
-    """
-    The environment for a node process: C{base} (default: ours) with
-    L{ROOT} first on C{PYTHONPATH}.
-    """
-    env = dict(os.environ if base is None else base)
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if str(ROOT) not in paths:
-        paths.insert(0, str(ROOT))
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """
-    C{preexec_fn}: ask Linux to send this child SIGTERM when its parent dies,
-    so that a crashed test run or launcher leaves no orphan nodes.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except Exception:
-        return
-
-
-def spawn(argv: Sequence[str], *, stdout: object, stderr: object, cwd: str | os.PathLike[str] | None = None,
-          env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """
-    Start a child in its own session (a Ctrl-C at the terminal reaches only
-    its parent, which stops it in order) that dies with its parent.
-    """
-    parent = os.getpid()
-
-    def preexec() -> None:  # pragma: no cover - runs in the child
-        _die_with_parent()
-        if os.getppid() != parent:  # the parent died before prctl
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return subprocess.Popen(
-        list(argv),
-        stdin=subprocess.DEVNULL,
-        stdout=stdout,
-        stderr=stderr,
-        cwd=cwd,
-        env=env,
-        start_new_session=True,
-        preexec_fn=preexec if sys.platform.startswith("linux") else None,
-    )
-
-
 class NodeProcess:
     """
     One C{twistd -n kvstore} process with a fixed id, port and data
@@ -370,7 +304,7 @@ class NodeProcess:
         assert not self.running, f"node {self.node_id} is already running"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.out_path, "ab") as out:
-            self.process = spawn(self.argv(), stdout=out, stderr=subprocess.STDOUT, env=child_environment())
+            self.process = spawn(self.argv(), stdout=out, stderr=subprocess.STDOUT)
         return self
 
     @property
@@ -541,6 +475,34 @@ class ProcessCluster:
             self.stable_leader,
             timeout,
             message=lambda: "a stable leader\n" + "\n".join(n.describe() for n in self.nodes),
+        )
+
+    def fully_connected(self) -> bool:
+        """
+        Whether every running node reports (STATUS C{connected}) an outgoing
+        link to every other running node.  A node sends only over its own
+        outgoing links and drops what it cannot send; a follower's forwarded
+        read index request is not retried, so a linearizable GET on a
+        follower whose link to the leader is still down waits for the whole
+        read timeout and fails.
+        """
+        running = self.running
+        statuses = self.statuses()
+        if len(statuses) != len(running):
+            return False
+        ids = {n.node_id for n in running}
+        for node_id, status in statuses.items():
+            connected = {int(i) for i in status.get("connected", "none").split(",") if i.isdigit()}
+            if not (ids - {node_id}) <= connected:
+                return False
+        return True
+
+    def wait_connected(self, timeout: float = 15.0) -> None:
+        """Wait for L{fully_connected}."""
+        wait_until(
+            self.fully_connected,
+            timeout,
+            message=lambda: "every link to connect\n" + "\n".join(n.describe() for n in self.nodes),
         )
 
     def followers(self, leader: NodeProcess) -> list[NodeProcess]:

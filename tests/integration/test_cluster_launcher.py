@@ -1,0 +1,185 @@
+"""
+The C{kvstore-cluster} launcher (L{kvstore.cluster}), run as a real process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from kvstore.testing.processes import (
+    ROOT,
+    allocate_port_range,
+    command,
+    parse_status,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+_STARTED = re.compile(r"node (\d+) \(pid (\d+)\) listening on 127\.0\.0\.1:(\d+), log (\S+),")
+
+
+def _alive(pid: int) -> bool:
+    """Whether C{pid} exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+class Launcher:
+    """A running C{python -m kvstore.cluster} and what it has printed."""
+
+    def __init__(self, tmp_path: Path, nodes: int = 3) -> None:
+        self.base_port = allocate_port_range(nodes)
+        self.data_dir = tmp_path / "cluster-data"
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "kvstore.cluster",
+                "--nodes", str(nodes),
+                "--base-port", str(self.base_port),
+                "--data-dir", str(self.data_dir),
+                "--node-option=--heartbeat-interval=50",
+                "--", "--election-timeout", "300-600",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
+            # Its own session: a signal sent to the launcher reaches only it.
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.nodes: dict[int, tuple[int, int]] = {}  # id -> (pid, port)
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_started(self, count: int = 3, timeout: float = 15.0) -> None:
+        wait_until(lambda: any("nodes started" in line for line in self.lines) or self.process.poll() is not None,
+                   timeout, message=lambda: f"the launcher to start its nodes:\n{self.output}")
+        for line in self.lines:
+            match = _STARTED.search(line)
+            if match:
+                self.nodes[int(match[1])] = (int(match[2]), int(match[3]))
+        assert sorted(self.nodes) == list(range(count)), self.output
+        assert [port for _, port in sorted(self.nodes.values(), key=lambda v: v[1])] == [
+            self.base_port + i for i in range(count)
+        ]
+
+    def leader_port(self) -> int | None:
+        statuses = [parse_status(command(port, "STATUS", timeout=2)) for _, port in self.nodes.values()]
+        leaders = [s for s in statuses if s["role"] == "leader"]
+        if len(leaders) == 1 and all(s["leader"] == leaders[0]["node"] for s in statuses):
+            return self.nodes[int(leaders[0]["node"])][1]
+        return None
+
+    def kill_everything(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        for pid, _ in self.nodes.values():
+            if _alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self._reader.join(10)
+
+
+@pytest.fixture
+def launcher(tmp_path: Path) -> Iterator[Launcher]:
+    running = Launcher(tmp_path)
+    try:
+        yield running
+    finally:
+        running.kill_everything()
+
+
+def test_launcher_runs_a_cluster_and_stops_it_on_sigint(launcher: Launcher) -> None:
+    """
+    The launcher starts three nodes that elect a leader and serve requests,
+    logs each to <data-dir>/node-<id>.log, and on SIGINT stops them all and
+    exits 0.
+    """
+    launcher.wait_started()
+    leader = wait_until(launcher.leader_port, 15, message=lambda: f"a leader\n{launcher.output}")
+    assert command(leader, "PUT planet mars") == "planet added successfully."
+    for _, port in launcher.nodes.values():
+        wait_until(lambda: command(port, "GET planet STALE") == "value of planet: mars", 10)
+    for node_id in launcher.nodes:
+        assert (launcher.data_dir / f"node-{node_id}").is_dir()
+    leader_log = launcher.data_dir / f"node-{leader - launcher.base_port}.log"
+    assert "became leader" in leader_log.read_text()
+
+    launcher.process.send_signal(signal.SIGINT)
+    assert launcher.process.wait(30) == 0, launcher.output
+    for pid, _ in launcher.nodes.values():
+        assert not _alive(pid), f"node pid {pid} outlived the launcher\n{launcher.output}"
+    launcher._reader.join(10)
+    assert "received SIGINT" in launcher.output
+    assert all(f"node {i} stopped cleanly" in launcher.output for i in launcher.nodes), launcher.output
+
+
+def test_launcher_reports_a_node_that_dies(launcher: Launcher) -> None:
+    """A node killed behind the launcher's back is reported; SIGTERM then
+    stops the rest and the launcher exits 0."""
+    launcher.wait_started()
+    wait_until(launcher.leader_port, 15, message=lambda: f"a leader\n{launcher.output}")
+    pid, _ = launcher.nodes[1]
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: "node 1" in launcher.output and "exited unexpectedly (killed by SIGKILL)" in launcher.output,
+               10, message=lambda: f"the report of node 1's death\n{launcher.output}")
+    launcher.process.send_signal(signal.SIGTERM)
+    assert launcher.process.wait(30) == 0, launcher.output
+    assert not any(_alive(p) for p, _ in launcher.nodes.values())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="relies on PR_SET_PDEATHSIG")
+def test_nodes_die_with_a_killed_launcher(launcher: Launcher) -> None:
+    """Even SIGKILL of the launcher leaves no orphan node."""
+    launcher.wait_started()
+    wait_until(launcher.leader_port, 15, message=lambda: f"a leader\n{launcher.output}")
+    launcher.process.kill()
+    launcher.process.wait(10)
+    wait_until(lambda: not any(_alive(p) for p, _ in launcher.nodes.values()), 15,
+               message=lambda: f"the nodes to exit\n{launcher.output}")
+
+
+def test_entry_point_and_help(tmp_path: Path) -> None:
+    """setup.py declares the console script, and --help works."""
+    assert "kvstore-cluster=kvstore.cluster:main" in (ROOT / "setup.py").read_text()
+    result = subprocess.run(
+        [sys.executable, "-m", "kvstore.cluster", "--help"],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--base-port" in result.stdout and "--node-option" in result.stdout

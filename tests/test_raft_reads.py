@@ -1,0 +1,41 @@
+"""
+ReadIndex reads on followers survive lost messages: a read forwarded to the
+leader is asked again if no answer comes, instead of waiting for the read
+timeout.
+"""
+
+from __future__ import annotations
+
+from twisted.python.failure import Failure
+
+from kvstore.testing.cluster import SimulatedCluster
+
+
+def test_forwarded_read_is_retried_after_a_lost_request() -> None:
+    """A follower whose read request to the leader was dropped asks again at
+    a later heartbeat and answers well before the read timeout."""
+    cluster = SimulatedCluster(3, seed=3, read_timeout=5.0)
+    leader = cluster.wait_for_leader()
+    assert cluster.resolve(cluster.node(leader).put("k", "v")) is None
+    follower = next(i for i in cluster.ids if i != leader)
+    cluster.network.blocked.add((follower, leader))
+    started = cluster.clock.seconds()
+    read = cluster.node(follower).get("k")
+    cluster.run(0.05)
+    cluster.network.blocked.clear()
+    result = cluster.resolve(read, timeout=5.0)
+    assert result == "v", result
+    assert cluster.clock.seconds() - started < 1.0
+
+
+def test_follower_read_fails_cleanly_when_leader_unreachable() -> None:
+    """A read on a follower that cannot reach the leader fails with
+    Unavailable (no stale value) once the read timeout passes or an election
+    starts."""
+    cluster = SimulatedCluster(3, seed=4, read_timeout=1.0)
+    leader = cluster.wait_for_leader()
+    follower = next(i for i in cluster.ids if i != leader)
+    cluster.network.isolate(follower, cluster.ids)
+    result = cluster.resolve(cluster.node(follower).get("k"), timeout=5.0)
+    assert isinstance(result, Failure)
+    assert type(result.value).__name__ == "Unavailable"
