@@ -93,7 +93,6 @@ class Node:
         clock: IReactorTime,
         *,
         member_addresses: dict[int, str],
-        make_log_entry: Callable[[int, int, bytes], Any],
         make_hard_state: Callable[[HardState], Any],
         commit_timeout: float = 5.0,
         read_timeout: float = 5.0,
@@ -107,7 +106,6 @@ class Node:
         self._peers = peers
         self._clock = clock
         self._member_addresses = member_addresses
-        self._make_log_entry = make_log_entry
         self._make_hard_state = make_hard_state
         self._commit_timeout = commit_timeout
         self._read_timeout = read_timeout
@@ -263,8 +261,8 @@ class Node:
         if ready.truncate_from is not None:
             self._wal.truncate_suffix(ready.truncate_from)
         if ready.entries:
-            make = self._make_log_entry
-            self._wal.append([make(e.index, e.term, e.data) for e in ready.entries])
+            # Core entries have the log's fields; no conversion needed.
+            self._wal.append(ready.entries)
         for message in ready.messages:
             self._peers.send(message)
         if ready.needs_persist() or ready.messages_after_persist:
@@ -338,7 +336,7 @@ class Node:
         state_machine = self.state_machine
         pending = self._pending_writes
         for entry in ready.committed:
-            result = state_machine.apply(entry.index, entry.data)
+            result = state_machine.apply(entry.index, entry.payload)
             write = pending.pop(entry.index, None) if pending else None
             if write is None:
                 continue

@@ -40,7 +40,6 @@ from kvstore.protocols.peer import Membership, PeerServerFactory
 from kvstore.raft.config import RaftConfig
 from kvstore.raft.core import HardState as RaftHardState
 from kvstore.raft.core import RaftCore
-from kvstore.raft.messages import Entry
 from kvstore.statemachine import KeyValueStateMachine
 from kvstore.storage import (
     CorruptLogError,
@@ -198,7 +197,9 @@ def build_service(config: NodeConfig, reactor: Any = None) -> KVStoreService:
         reactor,
         random.Random(),
         hard_state=RaftHardState(stored.term, stored.voted_for),
-        entries=[Entry(e.index, e.term, e.payload) for e in wal.entries],
+        # The log's LogEntry tuples have the core's Entry fields: share them
+        # rather than holding every entry twice.
+        entries=wal.entries,  # type: ignore[arg-type]
         wake=lambda: node_ref[0].wake() if node_ref else None,
     )
     peer_links = PeerLinks(
@@ -229,7 +230,6 @@ def build_service(config: NodeConfig, reactor: Any = None) -> KVStoreService:
         peer_links,
         reactor,
         member_addresses={m.node_id: m.address for m in config.members},
-        make_log_entry=LogEntry,
         make_hard_state=lambda hs: HardState(hs.term, hs.voted_for, cluster_id),
         commit_timeout=config.commit_timeout,
         read_timeout=config.read_timeout,

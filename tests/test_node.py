@@ -84,7 +84,6 @@ class SingleNode:
             NoPeers(),
             self.clock,
             member_addresses={0: "127.0.0.1:5000"},
-            make_log_entry=LogEntry,
             make_hard_state=lambda hs: HardState(hs.term, hs.voted_for, "test"),
             commit_timeout=commit_timeout,
             on_fatal=self.fatal.append,
@@ -242,7 +241,6 @@ def test_follower_refuses_writes_with_leader_address() -> None:
         NoPeers(),
         clock,
         member_addresses={0: "127.0.0.1:5000", 1: "127.0.0.1:5001", 2: "127.0.0.1:5002"},
-        make_log_entry=LogEntry,
         make_hard_state=lambda hs: HardState(hs.term, hs.voted_for, "c"),
     )
     ref.append(node)

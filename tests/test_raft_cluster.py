@@ -214,7 +214,7 @@ def test_isolated_leader_steps_down_and_cannot_commit():
     assert_converged(cluster, check)
     for i in cluster.ids:
         assert cluster.data_of(i) == {"kept": "y"}
-    assert all(e.data != b"Plost x" for e in cluster.log_of(old))
+    assert all(e.payload != b"Plost x" for e in cluster.log_of(old))
 
 
 def test_partitioned_minority_cannot_commit_and_logs_converge_after_heal():
@@ -242,7 +242,7 @@ def test_partitioned_minority_cannot_commit_and_logs_converge_after_heal():
     assert cluster.leader() == new and cluster.node(old).core.leader_id == new
     for i in cluster.ids:
         assert cluster.data_of(i) == {"k": "majority"}
-        assert not any(e.data.startswith(b"Pk minority") for e in cluster.log_of(i))
+        assert not any(e.payload.startswith(b"Pk minority") for e in cluster.log_of(i))
 
 
 def test_prevote_rejoining_node_does_not_disrupt_leader():

@@ -451,7 +451,7 @@ def test_proposal_replicated_and_committed_through_majority():
                 cores[m.receiver].step(m)
         clock.advance(HEARTBEAT)
     for i in cores:
-        assert [(e.index, e.data) for e in applied[i]][-1] == (2, b"hello")
+        assert [(e.index, e.payload) for e in applied[i]][-1] == (2, b"hello")
 
 
 def test_proposal_on_follower_raises_not_leader_with_leader_id():

@@ -631,7 +631,7 @@ class RaftCore:
         end = min(self.last_index, start + self.config.max_append_entries - 1)
         result = []
         for entry in self._log[start - 1 : end]:
-            budget -= len(entry.data) + 32
+            budget -= len(entry.payload) + 32
             if budget < 0 and result:
                 break
             result.append(entry)

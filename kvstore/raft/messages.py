@@ -20,14 +20,15 @@ from typing import Any, NamedTuple, Union
 
 class Entry(NamedTuple):
     """
-    One Raft log entry.  An empty C{data} is the leader's no-op entry that
-    starts each term (thesis section 6.4); any other data is a state machine
-    command, opaque to Raft.
+    One Raft log entry.  An empty C{payload} is the leader's no-op entry that
+    starts each term (thesis section 6.4); any other payload is a state
+    machine command, opaque to Raft.  It has the same fields as the storage
+    layer's C{LogEntry}, so entries pass between the two unconverted.
     """
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, deliberately
     term: int
-    data: bytes
+    payload: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +148,7 @@ _TYPE_NAMES: dict[type, str] = {
 
 def to_dict(message: Message) -> dict[str, Any]:
     """
-    Return the JSON-compatible dictionary form of C{message}.  Entry data
+    Return the JSON-compatible dictionary form of C{message}.  Entry payloads
     must be UTF-8 text (kvstore's commands are); it travels as a string.
     """
     body = message.body
@@ -162,7 +163,7 @@ def to_dict(message: Message) -> dict[str, Any]:
         out["prev_term"] = body.prev_log_term
         out["commit"] = body.leader_commit
         out["round"] = body.round
-        out["entries"] = [[e.index, e.term, e.data.decode("utf-8")] for e in body.entries]
+        out["entries"] = [[e.index, e.term, e.payload.decode("utf-8")] for e in body.entries]
     elif isinstance(body, AppendEntriesResponse):
         out["success"] = body.success
         out["index"] = body.index
@@ -217,7 +218,11 @@ def _entries(d: dict[str, Any], prev_index: int) -> tuple[Entry, ...]:
         if item[0] != expected or item[1] < 0:
             raise MalformedMessage(f"entry index {item[0]} out of sequence (expected {expected})")
         expected += 1
-        result.append(Entry(item[0], item[1], item[2].encode("utf-8")))
+        try:
+            payload = item[2].encode("utf-8")
+        except UnicodeEncodeError:
+            raise MalformedMessage(f"entry {item[0]} is not valid Unicode text") from None
+        result.append(Entry(item[0], item[1], payload))
     return tuple(result)
 
 

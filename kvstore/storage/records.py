@@ -85,10 +85,15 @@ MAX_PAYLOAD_BYTES = 2**32 - 1
 MAX_U64 = 2**64 - 1
 
 
-@dataclass(frozen=True, slots=True)
-class LogEntry:
+class LogEntry(NamedTuple):
     """
     One entry of the replicated log, as the Raft core sees it.
+
+    A named tuple, not a dataclass: a node holds every entry of its log in
+    memory, and tuples of plain values are untracked by Python's cyclic
+    garbage collector, so a long log does not make every collection walk it.
+    The Raft core's C{Entry} has the same fields, so the node hands its
+    entries to the log without converting them.
 
     @ivar index: position in the log, starting at 1, contiguous.
     @ivar term: the leader term in which the entry was created (non-decreasing
@@ -97,7 +102,7 @@ class LogEntry:
         inside.
     """
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, deliberately
     term: int
     payload: bytes
 

@@ -197,7 +197,6 @@ class SimulatedCluster:
             _Sender(self.network),
             self.clock,
             member_addresses={i: f"127.0.0.1:{5000 + i}" for i in self.ids},
-            make_log_entry=LogEntry,
             make_hard_state=lambda hs: HardState(hs.term, hs.voted_for, CLUSTER_ID),
             commit_timeout=self._commit_timeout,
             read_timeout=self._read_timeout,
