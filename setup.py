@@ -38,6 +38,7 @@ setup(
             "pytest-twisted",
             "hypothesis",
         ],
+        "fuzz": ["atheris"],
     },
     entry_points={
         "console_scripts": [

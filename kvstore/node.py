@@ -98,6 +98,7 @@ class Node:
         read_timeout: float = 5.0,
         on_fatal: Callable[[Failure], None] = lambda f: None,
         extra_status: Callable[[], dict[str, object]] = dict,
+        plants: frozenset[str] = frozenset(),
     ) -> None:
         self.core = core
         self._wal = wal
@@ -111,6 +112,7 @@ class Node:
         self._read_timeout = read_timeout
         self._on_fatal = on_fatal
         self._extra_status = extra_status
+        self._plants = plants  # planted bugs, for the simulator's tests only (kvstore.sim.plants)
 
         self._process_call: IDelayedCall | None = None
         self._pending_writes: OrderedDict[int, _PendingWrite] = OrderedDict()
@@ -263,6 +265,8 @@ class Node:
         if ready.entries:
             # Core entries have the log's fields; no conversion needed.
             self._wal.append(ready.entries)
+        if "ack-before-fsync" in self._plants:
+            ready.messages, ready.messages_after_persist = ready.messages + ready.messages_after_persist, []
         for message in ready.messages:
             self._peers.send(message)
         if ready.needs_persist() or ready.messages_after_persist:

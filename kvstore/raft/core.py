@@ -174,6 +174,7 @@ class RaftCore:
         hard_state: HardState = HardState(),
         entries: Sequence[Entry] = (),
         wake: Callable[[], None] = lambda: None,
+        plants: frozenset[str] = frozenset(),
     ) -> None:
         config.validate()
         self.config = config
@@ -181,9 +182,10 @@ class RaftCore:
         self._clock = clock
         self._rng = rng
         self._wake = wake
+        self._plants = plants  # planted bugs, for the simulator's tests only (kvstore.sim.plants)
 
         self.term = hard_state.term
-        self.voted_for = hard_state.voted_for
+        self.voted_for = None if "forget-vote-on-restart" in plants else hard_state.voted_for
         self.role = Role.FOLLOWER
         self.leader_id: int | None = None
 
@@ -516,7 +518,7 @@ class RaftCore:
             self._reads_awaiting_commit.append(read)
             return
         read.index = self.commit_index
-        if self.config.quorum == 1:
+        if self.config.quorum == 1 or "read-without-leadership-check" in self._plants:
             self._finish_read(read)
         else:
             self._pending_reads.append(read)
@@ -645,7 +647,7 @@ class RaftCore:
         """
         matches = sorted([self.durable_index] + [p.match_index for p in self._progress.values()], reverse=True)
         candidate = matches[self.config.quorum - 1]
-        if candidate > self.commit_index and self.term_at(candidate) == self.term:
+        if candidate > self.commit_index and (self.term_at(candidate) == self.term or "commit-old-term" in self._plants):
             self.commit_index = candidate
             if self._reads_awaiting_commit:
                 waiting, self._reads_awaiting_commit = self._reads_awaiting_commit, []
@@ -823,7 +825,7 @@ class RaftCore:
         return (last_term, last_index) >= (self.last_term, self.last_index)
 
     def _handle_vote_request(self, sender: int, request: RequestVote) -> None:
-        up_to_date = self._log_is_up_to_date(request.last_log_index, request.last_log_term)
+        up_to_date = self._log_is_up_to_date(request.last_log_index, request.last_log_term) or "vote-without-log-check" in self._plants
         if request.pre_vote:
             granted = up_to_date and request.term > self.term
             # A granted pre-vote answers in the asked-about term so the

@@ -185,11 +185,17 @@ def to_dict(message: Message) -> dict[str, Any]:
     return out
 
 
+#: Exclusive bound on every integer field: the WAL stores terms and indexes
+#: as u64, so a larger term from a peer would be adopted and then crash the
+#: first log append (this bound leaves 2**63 elections of headroom).
+MAX_FIELD_VALUE = 2**63
+
+
 def _int(d: dict[str, Any], name: str) -> int:
     value = d.get(name)
     # bool is a subclass of int; a peer sending true for an index is wrong.
-    if type(value) is not int or value < 0:
-        raise MalformedMessage(f"field {name!r} must be a non-negative integer, got {value!r}")
+    if type(value) is not int or not 0 <= value < MAX_FIELD_VALUE:
+        raise MalformedMessage(f"field {name!r} must be a non-negative integer below 2**63, got {value!r}")
     return value
 
 
@@ -215,7 +221,7 @@ def _entries(d: dict[str, Any], prev_index: int) -> tuple[Entry, ...]:
             or not isinstance(item[2], str)
         ):
             raise MalformedMessage("each entry must be [index, term, data]")
-        if item[0] != expected or item[1] < 0:
+        if item[0] != expected or not 0 <= item[1] < MAX_FIELD_VALUE:
             raise MalformedMessage(f"entry index {item[0]} out of sequence (expected {expected})")
         expected += 1
         try:

@@ -1,0 +1,327 @@
+# -*- test-case-name: tests.test_sim_fs -*-
+"""
+An in-memory L{FileSystem} that remembers what is durable, and a disk that
+makes fsyncs take simulated time.
+
+The production L{WriteAheadLog} and L{MetadataStore} run unchanged on top of
+it, so the simulator exercises their real fsync ordering.  The model:
+
+  - Every file (an inode) has the bytes I{written} (what reads return, the
+    page cache) and the bytes I{durable} (what survives a crash).  C{fsync}
+    makes the written bytes durable.
+  - Directory entries (create, rename, unlink) are likewise only I{written}
+    until C{fsync_dir} of their directory makes that directory's entries
+    durable.  Directories created by C{makedirs} become durable with an
+    C{fsync_dir} of their parent.  The root C{/} always exists.
+  - L{SimulatedFileSystem.crash} keeps only durable directory entries and
+    durable file content.  With C{tear}, a file whose durable content is a
+    prefix of its written content keeps a random prefix of the unsynced
+    tail: the last unsynced write was torn (or fully reached the disk).
+    Simplification: unsynced writes reach the disk in order, as a prefix; a
+    real disk may persist unsynced pages in any order, which the WAL's
+    checksums would also catch but this model does not generate.
+  - While a L{SimulatedDisk} job runs, fsyncs do not take effect at once:
+    each is queued and takes effect after a simulated latency, in order, so
+    a crash can land between a write and its fsync, or between two fsyncs
+    of one job.  Outside jobs (recovery at start-up) they are immediate.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import random
+from typing import Any, Callable, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
+
+from kvstore.storage.fs import FileSystem
+
+__all__ = ["SimulatedFileSystem", "SimulatedDisk"]
+
+T = TypeVar("T")
+
+
+class _Inode:
+    __slots__ = ("data", "durable")
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.durable = b""
+
+
+def _parent(path: str) -> str:
+    return posixpath.dirname(path) or "/"
+
+
+class SimulatedFileSystem(FileSystem):
+    """
+    The L{FileSystem} API over memory, with crash semantics (module
+    docstring).  Paths are POSIX paths; missing files raise
+    L{FileNotFoundError} like C{os} would.
+
+    @ivar durability_sink: when set (by L{SimulatedDisk} during a job),
+        fsync and fsync_dir hand it a callable that applies their effect,
+        instead of applying it at once.
+    """
+
+    def __init__(self) -> None:
+        self._names: dict[str, _Inode] = {}  # written directory entries
+        self._durable_names: dict[str, _Inode] = {}
+        self._dirs: set[str] = {"/"}
+        self._durable_dirs: set[str] = {"/"}
+        self._fds: dict[int, _Inode] = {}
+        self._next_fd = 3
+        self.durability_sink: Callable[[Callable[[], None]], None] | None = None
+        self.fsyncs = 0
+
+    # -- helpers -------------------------------------------------------
+
+    def _norm(self, path: str) -> str:
+        return posixpath.normpath(path)
+
+    def _check_dir(self, path: str) -> None:
+        if _parent(path) not in self._dirs:
+            raise FileNotFoundError(2, "No such file or directory", path)
+
+    def _inode(self, path: str) -> _Inode:
+        inode = self._names.get(self._norm(path))
+        if inode is None:
+            raise FileNotFoundError(2, "No such file or directory", path)
+        return inode
+
+    def _fd(self, fd: int) -> _Inode:
+        inode = self._fds.get(fd)
+        if inode is None:
+            raise OSError(9, "Bad file descriptor")
+        return inode
+
+    def _durably(self, effect: Callable[[], None]) -> None:
+        self.fsyncs += 1
+        if self.durability_sink is None:
+            effect()
+        else:
+            self.durability_sink(effect)
+
+    # -- FileSystem API ------------------------------------------------
+
+    def makedirs(self, path: str) -> bool:
+        path = self._norm(path)
+        if path in self._dirs:
+            return False
+        while path not in self._dirs:
+            self._dirs.add(path)
+            path = _parent(path)
+        return True
+
+    def listdir(self, path: str) -> list[str]:
+        path = self._norm(path)
+        if path not in self._dirs:
+            raise FileNotFoundError(2, "No such file or directory", path)
+        names = [posixpath.basename(p) for p in self._names if _parent(p) == path]
+        names += [posixpath.basename(d) for d in self._dirs if d != "/" and _parent(d) == path]
+        return sorted(names)
+
+    def exists(self, path: str) -> bool:
+        path = self._norm(path)
+        return path in self._names or path in self._dirs
+
+    def read_file(self, path: str) -> bytes:
+        return bytes(self._inode(path).data)
+
+    def _open(self, inode: _Inode) -> int:
+        fd = self._next_fd
+        self._next_fd += 1
+        self._fds[fd] = inode
+        return fd
+
+    def open_rw(self, path: str) -> int:
+        return self._open(self._inode(path))
+
+    def create_truncate(self, path: str) -> int:
+        path = self._norm(path)
+        self._check_dir(path)
+        inode = self._names.get(path)
+        if inode is None:
+            inode = self._names[path] = _Inode()
+        else:
+            del inode.data[:]
+        return self._open(inode)
+
+    def pwrite_all(self, fd: int, data: bytes, offset: int) -> None:
+        inode = self._fd(fd)
+        if offset > len(inode.data):
+            inode.data.extend(bytes(offset - len(inode.data)))
+        inode.data[offset : offset + len(data)] = data
+
+    def fsync(self, fd: int) -> None:
+        inode = self._fd(fd)
+        snapshot = bytes(inode.data)
+
+        def effect() -> None:
+            inode.durable = snapshot
+
+        self._durably(effect)
+
+    def ftruncate(self, fd: int, length: int) -> None:
+        inode = self._fd(fd)
+        if length < len(inode.data):
+            del inode.data[length:]
+        else:
+            inode.data.extend(bytes(length - len(inode.data)))
+
+    def close(self, fd: int) -> None:
+        self._fd(fd)
+        del self._fds[fd]
+
+    def replace(self, src: str, dst: str) -> None:
+        src, dst = self._norm(src), self._norm(dst)
+        inode = self._inode(src)
+        self._check_dir(dst)
+        del self._names[src]
+        self._names[dst] = inode
+
+    def unlink(self, path: str) -> None:
+        path = self._norm(path)
+        self._inode(path)
+        del self._names[path]
+
+    def fsync_dir(self, path: str) -> None:
+        path = self._norm(path)
+        if path not in self._dirs:
+            raise FileNotFoundError(2, "No such file or directory", path)
+        entries = {p: i for p, i in self._names.items() if _parent(p) == path}
+        subdirs = {d for d in self._dirs if d != "/" and _parent(d) == path}
+
+        def effect() -> None:
+            for p in [p for p in self._durable_names if _parent(p) == path]:
+                del self._durable_names[p]
+            self._durable_names.update(entries)
+            self._durable_dirs.difference_update({d for d in self._durable_dirs if d != "/" and _parent(d) == path})
+            self._durable_dirs.update(subdirs)
+
+        self._durably(effect)
+
+    # -- simulation ----------------------------------------------------
+
+    def makedirs_durable(self, path: str) -> None:
+        """Create C{path} and its parents, durably (as an installer that
+        prepared the data directory would have)."""
+        self.makedirs(path)
+        path = self._norm(path)
+        self._durable_dirs.add(path)
+        self._durable_dirs.update(_ancestors(path))
+
+    def crash(self, rng: random.Random | None = None, tear: bool = False) -> list[str]:
+        """
+        Lose everything not durable, as a power cut would; close every file
+        descriptor.  With C{tear} (and C{rng}), each file whose unsynced
+        content merely extends its durable content keeps a random prefix of
+        that extension.  Returns a description of what was torn.
+        """
+        torn = []
+        # A directory survives only if it and all its ancestors are durable.
+        dirs = {d for d in self._durable_dirs if all(a in self._durable_dirs for a in _ancestors(d))}
+        names = {p: i for p, i in self._durable_names.items() if _parent(p) in dirs}
+        for path in sorted(names):
+            inode = names[path]
+            written = bytes(inode.data)
+            durable = inode.durable
+            content = durable
+            if (
+                tear
+                and rng is not None
+                and len(written) > len(durable)
+                and written.startswith(durable)
+            ):
+                cut = rng.randint(len(durable), len(written))
+                content = written[:cut]
+                if cut > len(durable):
+                    torn.append(f"{path}+{cut - len(durable)}/{len(written) - len(durable)}")
+            inode.data = bytearray(content)
+            inode.durable = content
+        self._names = dict(names)
+        self._durable_names = dict(names)
+        self._dirs = set(dirs)
+        self._durable_dirs = set(dirs)
+        self._fds.clear()
+        self.durability_sink = None
+        return torn
+
+    def durable_content(self, path: str) -> bytes | None:
+        """What C{path} would hold after a crash without tearing (for tests)."""
+        inode = self._durable_names.get(self._norm(path))
+        return None if inode is None else inode.durable
+
+
+def _ancestors(path: str) -> list[str]:
+    result = []
+    while path != "/":
+        path = _parent(path)
+        result.append(path)
+    return result
+
+
+class SimulatedDisk:
+    """
+    The thread runner for one incarnation of a node: runs the blocking job at
+    once against the L{SimulatedFileSystem} (its writes land in the page
+    cache), applies each of its fsyncs after a simulated latency on a
+    single-queue disk, and fires the Deferred when the last one is done.
+    After L{kill} (the process crashed) nothing more takes effect and no
+    Deferred fires.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        rng: random.Random,
+        fs: SimulatedFileSystem,
+        latency: Callable[[random.Random], float] = lambda rng: rng.uniform(0.0002, 0.003),
+    ) -> None:
+        self._clock = clock
+        self._rng = rng
+        self._fs = fs
+        self._latency = latency
+        self._busy_until = 0.0
+        self.alive = True
+        self.jobs = 0
+
+    def kill(self) -> None:
+        self.alive = False
+
+    def __call__(self, f: Callable[[], T]) -> "Deferred[T]":
+        self.jobs += 1
+        d: Deferred[T] = Deferred()
+        effects: list[Callable[[], None]] = []
+        fs = self._fs
+        fs.durability_sink = effects.append
+        outcome: Any
+        try:
+            outcome = f()
+        except BaseException:
+            outcome = Failure()
+        finally:
+            fs.durability_sink = None
+        now = self._clock.seconds()
+        at = max(now, self._busy_until)
+        for effect in effects:
+            at += self._latency(self._rng)
+            self._clock.callLater(at - now, self._apply, effect)
+        at += 0.00001
+        self._busy_until = at
+        self._clock.callLater(at - now, self._finish, d, outcome)
+        return d
+
+    def _apply(self, effect: Callable[[], None]) -> None:
+        if self.alive:
+            effect()
+
+    def _finish(self, d: "Deferred[Any]", outcome: Any) -> None:
+        if not self.alive:
+            return
+        if isinstance(outcome, Failure):
+            d.errback(outcome)
+        else:
+            d.callback(outcome)

@@ -1,0 +1,190 @@
+# -*- test-case-name: tests.test_sim_linearizability -*-
+"""
+A linearizability checker for key-value histories (Wing and Gong's search,
+with Lowe's memoization of visited states, as in Porcupine and Knossos).
+
+A history is a list of L{Operation}s, each with the time it was invoked and
+the time it completed, or C{complete=None} when its outcome is unknown (a
+timeout, C{OutcomeUnknown}, the serving node crashed).  The history is
+linearizable if every operation can be given a point in time between its
+invocation and completion such that the results are those of a single
+register per key executed in that order.  An operation with an unknown
+outcome may take effect at any time after its invocation, or never; an
+unknown read constrains nothing and is ignored.
+
+Keys are independent (P-compositionality): each key's sub-history is
+checked alone, which keeps the search small.  The search is bounded by
+C{max_states} per key; when the bound is hit the result is I{inconclusive}
+(C{ok} is True, C{inconclusive} names the key) rather than a wrong answer or
+a hang.
+
+The API is deliberately small so that the real-process fault tests can use
+it too::
+
+    result = check_history([Operation(...), ...])
+    assert result.ok, result.details
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Sequence
+
+__all__ = ["Operation", "Result", "check_history", "check_key", "PUT", "GET", "DELETE", "OK", "NOT_FOUND"]
+
+PUT = "put"
+GET = "get"
+DELETE = "delete"
+
+#: The result of a successful put, or of a delete that removed a value.
+OK = "ok"
+#: The result of a delete of a missing key; a get of a missing key has
+#: result L{None}.
+NOT_FOUND = "not-found"
+
+
+@dataclass(frozen=True)
+class Operation:
+    """
+    One client operation.
+
+    @ivar client: who issued it (for messages only).
+    @ivar kind: L{PUT}, L{GET} or L{DELETE}.
+    @ivar value: the value a put writes (None otherwise).
+    @ivar result: for a get, the value read (None: the key was missing); for
+        a put, L{OK}; for a delete, L{OK} or L{NOT_FOUND}.  Ignored when the
+        outcome is unknown.
+    @ivar invoke: when the client sent it.
+    @ivar complete: when the client got the result; None if unknown.
+    """
+
+    client: object
+    kind: str
+    key: str
+    value: Optional[str]
+    result: Optional[str]
+    invoke: float
+    complete: Optional[float]
+
+    def __str__(self) -> str:
+        end = "?" if self.complete is None else f"{self.complete:.6f}"
+        arg = f"({self.value!r})" if self.kind == PUT else ""
+        res = "unknown" if self.complete is None else repr(self.result)
+        return f"[{self.invoke:.6f}..{end}] client {self.client}: {self.kind} {self.key}{arg} -> {res}"
+
+
+@dataclass
+class Result:
+    """
+    @ivar ok: False only if a key's history is certainly not linearizable.
+    @ivar key: the first key found not linearizable (None if ok).
+    @ivar details: a human-readable explanation.
+    @ivar inconclusive: keys whose search hit the state bound.
+    """
+
+    ok: bool
+    key: Optional[str] = None
+    details: str = ""
+    inconclusive: list[str] = field(default_factory=list)
+    states: int = 0
+
+
+def _step(state: Optional[str], op: Operation, known: bool) -> tuple[bool, Optional[str]]:
+    """Apply C{op} to the register value C{state}: (allowed, new state)."""
+    if op.kind == PUT:
+        return (not known or op.result == OK), op.value
+    if op.kind == DELETE:
+        if known and op.result != (OK if state is not None else NOT_FOUND):
+            return False, state
+        return True, None
+    if op.kind == GET:
+        return op.result == state, state
+    raise ValueError(f"unknown operation kind {op.kind!r}")
+
+
+def check_key(
+    key: str, operations: Sequence[Operation], max_states: int = 200_000, initial: Optional[str] = None
+) -> Result:
+    """Check one key's operations; see L{check_history}."""
+    ops = [op for op in operations if op.complete is not None or op.kind != GET]
+    ops.sort(key=lambda op: (op.invoke, math.inf if op.complete is None else op.complete))
+    n = len(ops)
+    invokes = [op.invoke for op in ops]
+    completes = [math.inf if op.complete is None else op.complete for op in ops]
+    known = [op.complete is not None for op in ops]
+    required = 0
+    for i in range(n):
+        if known[i]:
+            required |= 1 << i
+    seen: set[tuple[int, Optional[str]]] = set()
+    # Depth-first search; the stack holds (linearized mask, state, order so far).
+    stack: list[tuple[int, Optional[str], tuple[int, ...]]] = [(0, initial, ())]
+    states = 0
+    best: tuple[int, tuple[int, ...]] = (-1, ())
+    while stack:
+        mask, state, order = stack.pop()
+        if mask & required == required:
+            return Result(True, states=states)
+        states += 1
+        if states > max_states:
+            return Result(True, inconclusive=[key], states=states, details=f"key {key!r}: gave up after {max_states} states")
+        done = bin(mask & required).count("1")
+        if done > best[0]:
+            best = (done, order)
+        # Only an operation invoked before every pending operation's
+        # completion can be linearized next.
+        horizon = math.inf
+        for i in range(n):
+            if not mask >> i & 1 and completes[i] < horizon:
+                horizon = completes[i]
+        for i in range(n):
+            if mask >> i & 1:
+                continue
+            if invokes[i] > horizon:
+                break  # sorted by invocation: no later one qualifies
+            allowed, new_state = _step(state, ops[i], known[i])
+            if not allowed:
+                continue
+            new_mask = mask | (1 << i)
+            if (new_mask, new_state) in seen:
+                continue
+            seen.add((new_mask, new_state))
+            stack.append((new_mask, new_state, order + (i,)))
+    done, order = best
+    lines = [f"key {key!r}: no linearization of {sum(known)} completed operations; longest prefix found ({done}):"]
+    state = initial
+    for i in order[-8:]:
+        lines.append(f"  {ops[i]}")
+    linearized = set(order)
+    pending = [ops[i] for i in range(n) if i not in linearized and known[i]]
+    pending.sort(key=lambda op: op.complete or 0.0)
+    lines.append("  none of these can come next:")
+    lines.extend(f"    {op}" for op in pending[:8])
+    return Result(False, key=key, details="\n".join(lines), states=states)
+
+
+def check_history(operations: Iterable[Operation], max_states: int = 200_000) -> Result:
+    """
+    Check a whole history, key by key.
+
+    @param max_states: search bound per key; a key that hits it is reported
+        in C{inconclusive} and does not make the result fail.
+    @return: the first failing key's L{Result}, or an ok L{Result} listing
+        any inconclusive keys.
+    """
+    by_key: dict[str, list[Operation]] = defaultdict(list)
+    for op in operations:
+        by_key[op.key].append(op)
+    inconclusive: list[str] = []
+    states = 0
+    for key in sorted(by_key):
+        result = check_key(key, by_key[key], max_states)
+        states += result.states
+        if not result.ok:
+            result.inconclusive = inconclusive
+            result.states = states
+            return result
+        inconclusive.extend(result.inconclusive)
+    return Result(True, inconclusive=inconclusive, states=states)

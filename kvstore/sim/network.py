@@ -1,0 +1,102 @@
+# -*- test-case-name: tests.test_sim_run -*-
+"""
+The simulated network: every message's fate is drawn from a seeded RNG.
+
+Per message it may be dropped, delayed (occasionally by much more than
+usual, which reorders it behind later messages), or duplicated (the copy
+gets its own delay).  Directed links can be cut; the cut is checked both
+when a message is sent and when it arrives, so a partition that changes
+while messages are in flight affects them realistically.  A message for a
+node that is down when it arrives is lost.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from twisted.internet.interfaces import IReactorTime
+
+from kvstore.raft.messages import Message
+
+
+@dataclass
+class Weather:
+    """Per-message fault probabilities; changed by the fault schedule."""
+
+    drop: float = 0.0
+    duplicate: float = 0.0
+    slow: float = 0.0  # probability of a long delay (reordering)
+    latency: tuple[float, float] = (0.0003, 0.002)
+    slow_latency: tuple[float, float] = (0.005, 0.08)
+
+
+class SimulatedNetwork:
+    """
+    @ivar blocked: directed links C{(sender, receiver)} that lose everything.
+    @ivar on_send: observers C{f(message)} called for each message sent.
+    @ivar on_deliver: observers C{f(message)} called before each delivery.
+    """
+
+    def __init__(self, clock: IReactorTime, rng: random.Random) -> None:
+        self._clock = clock
+        self._rng = rng
+        self.weather = Weather()
+        self.blocked: set[tuple[int, int]] = set()
+        self._receivers: dict[int, Callable[[Message], None]] = {}
+        self.on_send: list[Callable[[Message], None]] = []
+        self.on_deliver: list[Callable[[Message], None]] = []
+        self.stats = {"sent": 0, "delivered": 0, "dropped": 0, "duplicated": 0, "lost_to_crash": 0, "cut": 0}
+
+    def attach(self, node_id: int, receive: Callable[[Message], None]) -> None:
+        self._receivers[node_id] = receive
+
+    def detach(self, node_id: int) -> None:
+        self._receivers.pop(node_id, None)
+
+    def send(self, message: Message) -> None:
+        self.stats["sent"] += 1
+        for observer in self.on_send:
+            observer(message)
+        if (message.sender, message.receiver) in self.blocked:
+            self.stats["cut"] += 1
+            return
+        w, rng = self.weather, self._rng
+        if w.drop and rng.random() < w.drop:
+            self.stats["dropped"] += 1
+            return
+        copies = 2 if w.duplicate and rng.random() < w.duplicate else 1
+        if copies == 2:
+            self.stats["duplicated"] += 1
+        for _ in range(copies):
+            slow = w.slow and rng.random() < w.slow
+            delay = rng.uniform(*(w.slow_latency if slow else w.latency))
+            self._clock.callLater(delay, self._arrive, message)
+
+    def _arrive(self, message: Message) -> None:
+        if (message.sender, message.receiver) in self.blocked:
+            self.stats["cut"] += 1
+            return
+        receive = self._receivers.get(message.receiver)
+        if receive is None:
+            self.stats["lost_to_crash"] += 1
+            return
+        self.stats["delivered"] += 1
+        for observer in self.on_deliver:
+            observer(message)
+        receive(message)
+
+    # -- partitions ------------------------------------------------------
+
+    def heal(self) -> None:
+        self.blocked.clear()
+
+    def cut(self, a: Iterable[int], b: Iterable[int], both_ways: bool = True) -> None:
+        """Cut every link from group C{a} to group C{b} (and back)."""
+        for x in a:
+            for y in b:
+                if x != y:
+                    self.blocked.add((x, y))
+                    if both_ways:
+                        self.blocked.add((y, x))

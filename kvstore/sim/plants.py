@@ -1,0 +1,13 @@
+"""
+The planted bugs the simulator must catch (issue 4's proof that its
+checkers can fail).  Each is a switch passed as C{plants} to L{RaftCore} and
+L{Node}; they default to empty and no production option sets them.
+"""
+
+PLANTS: dict[str, str] = {
+    "commit-old-term": "the leader commits by counting replicas of an entry from an older term (Raft Figure 8)",
+    "ack-before-fsync": "a node sends acknowledgements and votes before its log and vote are durable",
+    "vote-without-log-check": "votes are granted without checking that the candidate's log is up to date",
+    "read-without-leadership-check": "the leader answers ReadIndex without a heartbeat round confirming leadership",
+    "forget-vote-on-restart": "a restarted node ignores the vote it had stored",
+}

@@ -1,0 +1,204 @@
+# -*- test-case-name: tests.test_sim_run -*-
+"""
+Raft's safety properties, checked continuously against a running
+simulation.
+
+L{SafetyMonitor} watches every incarnation of every node.  After each step
+of simulated time it checks the cheap properties (one leader per term, every
+newly committed entry agrees with what was committed before, a new leader
+holds every committed entry); every few dozen steps, at every crash and at
+the end it checks the expensive ones (log matching between all live logs,
+every committed entry durable on a quorum).  Applied entries are checked as
+they are applied.  Violations are collected, never raised inside Twisted
+callbacks, and named by the property they break (see L{PROPERTIES}).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from kvstore.node import Node
+from kvstore.raft.core import Role
+from kvstore.raft.messages import Message, RequestVoteResponse
+
+PROPERTIES = {
+    "election-safety": "at most one leader per term",
+    "double-vote": "a node granted its vote to two candidates in one term",
+    "log-matching": "two logs with an entry of the same index and term agree on everything up to it",
+    "leader-completeness": "every committed entry is in the log of every leader of a later term",
+    "state-machine-safety": "every node applies the same entry at each index (a prefix of one sequence)",
+    "committed-entry-lost": "every committed entry stays durable on a quorum of nodes",
+    "terms-and-votes-durable": "terms and votes never go backwards across crashes",
+    "linearizability": "the client history is linearizable per key",
+    "stale-read-value": "a stale read returns a value that was written at some point",
+    "liveness": "after faults stop, a leader is elected and every request completes",
+    "storage-recovery": "a crashed node's storage recovers without error",
+    "unexpected-error": "no exception escapes the code under test",
+}
+
+
+@dataclass(frozen=True)
+class Violation:
+    property: str
+    time: float
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.property} at t={self.time:.6f}: {self.detail}"
+
+
+class SafetyMonitor:
+    """
+    @param now: the simulated clock's C{seconds}.
+    @param quorum: how many members make a majority.
+    @param durable_log: C{durable_log(node_id)} gives the entries that node
+        would recover after a crash now (its WAL's durable prefix, or what a
+        crashed node recovered).
+    """
+
+    def __init__(
+        self, now: Callable[[], float], members: Sequence[int], quorum: int, durable_log: Callable[[int], Sequence[Any]]
+    ) -> None:
+        self._now = now
+        self._members = tuple(members)
+        self._quorum = quorum
+        self._durable_log = durable_log
+        self.violations: list[Violation] = []
+        self.nodes: dict[int, Node] = {}
+        self.leader_of_term: dict[int, int] = {}
+        self.votes: dict[tuple[int, int], int] = {}
+        # index -> (term, payload, term in which some node saw it committed)
+        self.committed: dict[int, tuple[int, bytes, int]] = {}
+        self.applied: dict[int, tuple[int, bytes]] = {}
+        self._commit_seen: dict[int, int] = {}
+        self._leaders_checked: set[tuple[int, int]] = set()
+        self.elections = 0
+        self.steps = 0
+
+    def violate(self, prop: str, detail: str) -> None:
+        assert prop in PROPERTIES, prop
+        self.violations.append(Violation(prop, self._now(), detail))
+
+    # -- node lifecycle ------------------------------------------------
+
+    def watch(self, node_id: int, node: Node) -> None:
+        """Start watching a new incarnation of C{node_id}."""
+        self.nodes[node_id] = node
+        self._commit_seen[node_id] = 0
+        sm, core = node.state_machine, node.core
+        original = sm.apply
+
+        def apply(index: int, data: bytes) -> Any:
+            if index > core.commit_index:
+                self.violate("state-machine-safety", f"node {node_id} applied {index} beyond its commit index {core.commit_index}")
+            record = (core.term_at(index), data)
+            seen = self.applied.setdefault(index, record)
+            if seen != record:
+                self.violate(
+                    "state-machine-safety",
+                    f"node {node_id} applied (term {record[0]}, {record[1]!r}) at index {index}; "
+                    f"another node applied (term {seen[0]}, {seen[1]!r})",
+                )
+            return original(index, data)
+
+        sm.apply = apply  # type: ignore[method-assign]
+
+    def unwatch(self, node_id: int) -> None:
+        self.nodes.pop(node_id, None)
+
+    def on_send(self, message: Message) -> None:
+        body = message.body
+        if isinstance(body, RequestVoteResponse) and body.granted and not body.pre_vote:
+            key = (message.sender, body.term)
+            previous = self.votes.setdefault(key, message.receiver)
+            if previous != message.receiver:
+                self.violate(
+                    "double-vote",
+                    f"node {message.sender} voted for {previous} and then for {message.receiver} in term {body.term}",
+                )
+
+    # -- checks ----------------------------------------------------------
+
+    def step(self) -> None:
+        """The cheap checks, after every step of simulated time."""
+        self.steps += 1
+        committed = self.committed
+        for node_id, node in self.nodes.items():
+            core = node.core
+            if core.role is Role.LEADER:
+                term = core.term
+                leader = self.leader_of_term.setdefault(term, node_id)
+                if leader != node_id:
+                    self.violate("election-safety", f"nodes {leader} and {node_id} both lead term {term}")
+                if (node_id, term) not in self._leaders_checked:
+                    self._leaders_checked.add((node_id, term))
+                    self.elections += 1
+                    self._check_leader(node_id)
+            commit = core.commit_index
+            seen = self._commit_seen[node_id]
+            if commit > seen:
+                for entry in core.entries(seen + 1, commit):
+                    prior = committed.get(entry.index)
+                    if prior is None:
+                        committed[entry.index] = (entry.term, entry.payload, core.term)
+                    elif prior[0] != entry.term or prior[1] != entry.payload:
+                        self.violate(
+                            "state-machine-safety",
+                            f"node {node_id} committed (term {entry.term}, {entry.payload!r}) at index "
+                            f"{entry.index}; (term {prior[0]}, {prior[1]!r}) was committed there before",
+                        )
+                self._commit_seen[node_id] = commit
+        if self.steps % 64 == 0:
+            self.full_check()
+
+    def _check_leader(self, node_id: int) -> None:
+        core = self.nodes[node_id].core
+        last = core.last_index
+        for index, (term, payload, seen_in) in self.committed.items():
+            if seen_in > core.term:
+                continue
+            if index > last or core.term_at(index) != term:
+                self.violate(
+                    "leader-completeness",
+                    f"leader {node_id} of term {core.term} lacks committed entry {index} (term {term}); "
+                    f"its log ends at {last} (term {core.last_term})",
+                )
+                return
+
+    def full_check(self) -> None:
+        """The expensive checks: log matching, committed entries durable on
+        a quorum, and completeness of the current leaders."""
+        logs = {i: n.core.entries(1, n.core.last_index) for i, n in self.nodes.items()}
+        ids = sorted(logs)
+        for x, a in enumerate(ids):
+            for b in ids[x + 1 :]:
+                la, lb = logs[a], logs[b]
+                k = min(len(la), len(lb))
+                while k > 0 and la[k - 1].term != lb[k - 1].term:
+                    k -= 1
+                if la[:k] != lb[:k]:
+                    first = next(i for i in range(k) if la[i] != lb[i])
+                    self.violate(
+                        "log-matching",
+                        f"nodes {a} and {b} agree on entry {k} (term {la[k - 1].term}) "
+                        f"but differ at {first + 1}: {la[first]} vs {lb[first]}",
+                    )
+        for i, node in self.nodes.items():
+            if node.core.role is Role.LEADER:
+                self._check_leader(i)
+        self.check_durable_quorum()
+
+    def check_durable_quorum(self) -> None:
+        if not self.committed:
+            return
+        views = [self._durable_log(i) for i in self._members]
+        for index in sorted(self.committed):
+            term = self.committed[index][0]
+            holders = sum(1 for log in views if len(log) >= index and log[index - 1].term == term)
+            if holders < self._quorum:
+                self.violate(
+                    "committed-entry-lost",
+                    f"committed entry {index} (term {term}) is durable on only {holders} node(s)",
+                )
+                return

@@ -1,0 +1,680 @@
+# -*- test-case-name: tests.test_sim_run -*-
+"""
+One simulated run: a whole cluster of production nodes on a C{task.Clock},
+over the production WAL and metadata store on L{SimulatedFileSystem}s, with
+a faulty L{SimulatedNetwork}, crashes, partitions and clients, all derived
+from one integer seed.
+
+A run has two phases.  During the I{fault phase} a seeded schedule crashes
+and restarts nodes (the leader too, several at once, right after a vote),
+cuts the network in various shapes and changes the per-message weather
+(drops, duplicates, long delays).  Then everything heals: partitions are
+removed, every node restarts, messages are no longer lost; in the
+I{liveness phase} each client must complete one more write and read within
+a bounded simulated time, and every node must converge to the same state.
+Safety is checked throughout (L{SafetyMonitor}), the client history at the
+end (L{check_history}).
+
+Everything random comes from C{random.Random(seed)} through sub-generators,
+and the clock only moves when the loop advances it to the next scheduled
+call, so a seed replays exactly; L{RunResult.trace_hash} proves it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
+
+from kvstore.errors import KeyNotFound, NotLeader, OutcomeUnknown, Unavailable
+from kvstore.node import Node
+from kvstore.raft.config import RaftConfig
+from kvstore.raft.core import HardState as RaftHardState
+from kvstore.raft.core import RaftCore, Role
+from kvstore.sim.fs import SimulatedDisk, SimulatedFileSystem
+from kvstore.sim.linearizability import DELETE, GET, NOT_FOUND, OK, PUT, Operation, check_history
+from kvstore.sim.network import SimulatedNetwork, Weather
+from kvstore.sim.safety import SafetyMonitor, Violation
+from kvstore.statemachine import KeyValueStateMachine
+from kvstore.storage import CorruptLogError, CorruptMetadataError, HardState, MetadataStore, WriteAheadLog
+
+DATA = "/var/lib/kvstore"
+CLUSTER_ID = "sim"
+KEYS = ("a", "b", "c")
+
+
+@dataclass
+class SimConfig:
+    seed: int
+    nodes: int = 3
+    plants: frozenset[str] = frozenset()
+    fault_time: float = 3.0  # simulated seconds of faults
+    liveness_timeout: float = 10.0  # after healing
+    clients: int = 4
+    trace: bool = False
+
+    def replay_command(self) -> str:
+        plants = "".join(f" --plant {p}" for p in sorted(self.plants))
+        return f"kvstore-sim --seed {self.seed} --nodes {self.nodes}{plants} --trace"
+
+
+@dataclass
+class RunResult:
+    config: SimConfig
+    violations: list[Violation]
+    stats: Counter[str]
+    faults: list[str]
+    trace_hash: str
+    trace: list[str] = field(default_factory=list)
+    inconclusive: list[str] = field(default_factory=list)
+    end_time: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def report(self) -> str:
+        lines = [f"seed {self.config.seed}: " + ("ok" if self.ok else "FAILED")]
+        for v in self.violations[:5]:
+            lines.append(f"  violated {v}")
+        kinds = Counter(f.split(" ", 2)[1] for f in self.faults)
+        lines.append("  faults: " + (", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())) or "none"))
+        if not self.ok:
+            for f in self.faults[-12:]:
+                lines.append(f"    {f}")
+            lines.append(f"  replay: {self.config.replay_command()}")
+        return "\n".join(lines)
+
+
+class _Member:
+    def __init__(self, node_id: int) -> None:
+        self.node_id = node_id
+        self.fs = SimulatedFileSystem()
+        self.fs.makedirs_durable(DATA)
+        self.disk: SimulatedDisk | None = None
+        self.node: Node | None = None
+        self.wal: WriteAheadLog | None = None
+        self.metadata: MetadataStore | None = None
+        self.recovered: list[Any] = []  # the log a crashed node will come back with
+        self.incarnation = 0
+
+
+@dataclass
+class _ClientOp:
+    kind: str
+    key: str
+    value: str | None
+    invoke: float
+    stale: bool = False
+    attempts: int = 0
+    token: int = 0
+    final: bool = False
+
+
+class _Client:
+    def __init__(self, client_id: int, rng: random.Random) -> None:
+        self.id = client_id
+        self.rng = rng
+        self.leader_hint: int | None = None
+        self.counter = 0
+        self.op: _ClientOp | None = None
+        self.final_stage = 0  # 0: normal, 1: final put pending, 2: final get pending, 3: done
+
+
+class _SimulationStopped(Exception):
+    pass
+
+
+class Simulation:
+    """See the module docstring.  Create, then L{run} once."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        root = random.Random(config.seed)
+        sub = lambda: random.Random(root.getrandbits(64))  # noqa: E731
+        self._fault_rng, self._net_rng, self._client_rng = sub(), sub(), sub()
+        self._disk_rng, self._raft_rng, self._crash_rng, self._param_rng = sub(), sub(), sub(), sub()
+        self.clock = Clock()
+        self.ids = tuple(range(config.nodes))
+        self.quorum = config.nodes // 2 + 1
+        self.network = SimulatedNetwork(self.clock, self._net_rng)
+        self.members = {i: _Member(i) for i in self.ids}
+        self.monitor = SafetyMonitor(self.clock.seconds, self.ids, self.quorum, self._durable_log)
+        self.network.on_send.append(self.monitor.on_send)
+        self.network.on_send.append(self._maybe_targeted_crash)
+        self.network.on_deliver.append(self._trace_delivery)
+        self.stats: Counter[str] = Counter()
+        self.faults: list[str] = []
+        self.history: list[Operation] = []
+        self.stale_reads: list[tuple[Operation, str]] = []
+        self.written: dict[str, set[str]] = {}
+        self._hash = hashlib.blake2b(digest_size=16)
+        self._trace: list[str] = []
+        self._healed = False
+        self._partition_generation = 0
+        self._token = 0
+
+        p = self._param_rng
+        self.raft_options = dict(
+            heartbeat_interval=0.03,
+            election_timeout_min=0.15,
+            election_timeout_max=p.choice((0.3, 0.45, 0.9)),
+            max_append_entries=p.choice((2, 8, 4096)),
+            max_inflight=p.choice((1, 4, 32)),
+        )
+        self.segment_bytes = p.choice((300, 2048, 1 << 20))
+        self.tear_probability = p.choice((0.0, 0.5, 1.0))
+        self.vote_crash_probability = p.choice((0.0, 0.05, 0.3))
+        self.ack_crash_probability = p.choice((0.0, 0.002, 0.01))
+        self.fault_gap = p.choice((0.1, 0.25, 0.5))
+        self.new_leader_crash_probability = p.choice((0.0, 0.0, 0.2, 0.5))
+        self._leaders_seen: set[tuple[int, int]] = set()
+        self.commit_timeout = 1.0
+        self.client_timeout = 1.5
+        self.clients = [_Client(c, random.Random(self._client_rng.getrandbits(64))) for c in range(config.clients)]
+
+    # -- tracing -----------------------------------------------------------
+
+    def event(self, text: str) -> None:
+        line = f"{self.clock.seconds():.6f} {text}"
+        self._hash.update(line.encode())
+        if self.config.trace:
+            self._trace.append(line)
+
+    def _trace_delivery(self, message: Any) -> None:
+        body = message.body
+        self._hash.update(
+            f"{self.clock.seconds():.6f}>{message.sender}{message.receiver}{type(body).__name__}{body.term}".encode()
+        )
+        if self.config.trace:
+            self._trace.append(f"{self.clock.seconds():.6f} deliver {message.sender}->{message.receiver} {body}")
+
+    def fault(self, text: str) -> None:
+        self.faults.append(f"t={self.clock.seconds():.3f} {text}")
+        self.event("fault " + text)
+
+    # -- nodes -------------------------------------------------------------
+
+    def _durable_log(self, node_id: int) -> list[Any]:
+        member = self.members[node_id]
+        if member.node is None or member.wal is None:
+            return member.recovered
+        return member.wal.entries[: member.wal.durable_index]
+
+    def boot(self, node_id: int) -> None:
+        member = self.members[node_id]
+        assert member.node is None
+        member.incarnation += 1
+        disk = SimulatedDisk(self.clock, random.Random(self._disk_rng.getrandbits(64)), member.fs, _disk_latency)
+        try:
+            metadata = MetadataStore.open(f"{DATA}/metadata.json", run_in_thread=disk, fs=member.fs)
+            wal = WriteAheadLog.open(f"{DATA}/wal", segment_bytes=self.segment_bytes, run_in_thread=disk, fs=member.fs)
+        except (CorruptLogError, CorruptMetadataError) as e:
+            self.monitor.violate("storage-recovery", f"node {node_id} cannot restart: {e}")
+            raise _SimulationStopped() from None
+        stored = metadata.state
+        config = RaftConfig(node_id=node_id, peers=tuple(i for i in self.ids if i != node_id), **self.raft_options)
+        ref: list[Node] = []
+        core = RaftCore(
+            config,
+            self.clock,
+            random.Random(self._raft_rng.getrandbits(64)),
+            hard_state=RaftHardState(stored.term, stored.voted_for),
+            entries=wal.entries,  # type: ignore[arg-type]
+            wake=lambda: ref[0].wake() if ref else None,
+            plants=self.config.plants,
+        )
+        if (core.term, core.voted_for) != (stored.term, stored.voted_for):
+            self.monitor.violate(
+                "terms-and-votes-durable",
+                f"node {node_id} restarted with term {core.term} vote {core.voted_for}; "
+                f"its storage holds term {stored.term} vote {stored.voted_for}",
+            )
+        node = Node(
+            core,
+            wal,
+            metadata,
+            KeyValueStateMachine(),
+            self.network,
+            self.clock,
+            member_addresses={i: f"sim-{i}:7000" for i in self.ids},
+            make_hard_state=lambda hs: HardState(hs.term, hs.voted_for, CLUSTER_ID),
+            commit_timeout=self.commit_timeout,
+            read_timeout=self.commit_timeout,
+            on_fatal=lambda f: self.monitor.violate("unexpected-error", f"node {node_id} storage failed: {f.value!r}"),
+            plants=self.config.plants,
+        )
+        ref.append(node)
+        member.node, member.wal, member.metadata, member.disk = node, wal, metadata, disk
+        self.monitor.watch(node_id, node)
+        self.network.attach(node_id, node.receive)
+        node.start()
+        self.event(f"boot {node_id} term={stored.term} vote={stored.voted_for} log={wal.last_index}")
+
+    def crash(self, node_id: int, why: str) -> bool:
+        member = self.members[node_id]
+        if member.node is None:
+            return False
+        assert member.metadata is not None and member.disk is not None
+        before = member.metadata.durable_state
+        self.network.detach(node_id)
+        self.monitor.unwatch(node_id)
+        member.disk.kill()
+        node, member.node = member.node, None
+        node.stop()
+        tear = self._crash_rng.random() < self.tear_probability
+        torn = member.fs.crash(self._crash_rng, tear=tear)
+        self.fault(f"crash {node_id} ({why})" + (f" torn {' '.join(torn)}" if torn else ""))
+        self.stats["crashes"] += 1
+        self.stats["torn_writes"] += bool(torn)
+        # What the node will recover: open its storage now, as a restart would.
+        try:
+            recovered_wal = WriteAheadLog.open(f"{DATA}/wal", segment_bytes=self.segment_bytes, run_in_thread=_no_runner, fs=member.fs)
+            after = MetadataStore.open(f"{DATA}/metadata.json", run_in_thread=_no_runner, fs=member.fs).state
+        except (CorruptLogError, CorruptMetadataError) as e:
+            self.monitor.violate("storage-recovery", f"node {node_id} cannot recover after a crash: {e}")
+            return True
+        member.recovered = list(recovered_wal.entries)
+        member.wal = None
+        if after.term < before.term or (after.term == before.term and before.voted_for is not None and after.voted_for != before.voted_for):
+            self.monitor.violate(
+                "terms-and-votes-durable",
+                f"node {node_id} had durably term {before.term} vote {before.voted_for}, "
+                f"recovered term {after.term} vote {after.voted_for}",
+            )
+        self.monitor.check_durable_quorum()
+        return True
+
+    def restart(self, node_id: int) -> None:
+        if self.members[node_id].node is None:
+            self.stats["restarts"] += 1
+            self.boot(node_id)
+
+    def running(self) -> list[int]:
+        return [i for i in self.ids if self.members[i].node is not None]
+
+    def leader(self) -> int | None:
+        best = None
+        for i in self.running():
+            core = self.members[i].node.core  # type: ignore[union-attr]
+            if core.role is Role.LEADER and (best is None or core.term > best[0]):
+                best = (core.term, i)
+        return None if best is None else best[1]
+
+    # -- faults ------------------------------------------------------------
+
+    def _schedule_faults(self) -> None:
+        rng = self._fault_rng
+        t = rng.expovariate(1 / self.fault_gap)
+        while t < self.config.fault_time:
+            kind = rng.choices(
+                ("crash", "crash-leader", "crash-two", "isolate", "isolate-leader", "split", "asymmetric", "bridge",
+                 "weather", "heal", "restart-all"),
+                weights=(3, 3, 1, 2, 3, 2, 2, 2, 3, 1, 1),
+            )[0]
+            self.clock.callLater(t, self._fault, kind, rng.random())
+            t += rng.expovariate(1 / self.fault_gap)
+        self.clock.callLater(self.config.fault_time, self._heal_all)
+
+    def _downtime(self) -> float:
+        return self._fault_rng.choice((0.01, 0.05, 0.2, 0.6, 1.2)) * (0.5 + self._fault_rng.random())
+
+    def _fault(self, kind: str, x: float) -> None:
+        if self._healed:
+            return
+        rng = self._fault_rng
+        ids = list(self.ids)
+        if kind in ("crash", "crash-leader", "crash-two"):
+            if kind == "crash-leader":
+                targets = [self.leader()] if self.leader() is not None else []
+            else:
+                targets = rng.sample(self.running(), min(len(self.running()), 2 if kind == "crash-two" else 1))
+            for target in targets:
+                if target is not None and self.crash(target, kind):
+                    self.clock.callLater(self._downtime(), self._restart_if_faulting, target)
+            return
+        if kind == "restart-all":
+            down = [i for i in ids if self.members[i].node is None]
+            if down:
+                self.fault(f"restart-all {down}")
+                for i in down:
+                    self.restart(i)
+            return
+        if kind == "weather":
+            w = Weather(
+                drop=rng.choice((0.0, 0.01, 0.05, 0.2)),
+                duplicate=rng.choice((0.0, 0.02, 0.1)),
+                slow=rng.choice((0.0, 0.05, 0.2)),
+            )
+            self.network.weather = w
+            self.fault(f"weather drop={w.drop} dup={w.duplicate} slow={w.slow}")
+            self.stats["weather_changes"] += 1
+            return
+        self.network.heal()
+        self._partition_generation += 1
+        if kind == "heal":
+            self.fault("heal")
+            return
+        rng.shuffle(ids)
+        if kind in ("isolate", "isolate-leader"):
+            target = self.leader() if kind == "isolate-leader" else ids[0]
+            if target is None:
+                target = ids[0]
+            self.network.cut([target], [i for i in self.ids if i != target])
+            self.fault(f"{kind} {target}")
+        elif kind == "split":
+            k = rng.randint(1, len(ids) - 1)
+            self.network.cut(ids[:k], ids[k:])
+            self.fault(f"split {sorted(ids[:k])}|{sorted(ids[k:])}")
+        elif kind == "asymmetric":
+            links = rng.sample([(a, b) for a in self.ids for b in self.ids if a != b], rng.randint(1, len(ids)))
+            for a, b in links:
+                self.network.blocked.add((a, b))
+            self.fault(f"asymmetric {' '.join(f'{a}->{b}' for a, b in sorted(links))}")
+        else:  # bridge: two halves that only one node can talk to
+            bridge, rest = ids[0], ids[1:]
+            k = len(rest) // 2
+            self.network.cut(rest[:k], rest[k:])
+            self.fault(f"bridge {bridge} between {sorted(rest[:k])}|{sorted(rest[k:])}")
+        self.stats["partitions"] += 1
+        generation = self._partition_generation
+        self.clock.callLater(rng.uniform(0.1, 1.5), self._end_partition, generation)
+
+    def _end_partition(self, generation: int) -> None:
+        if generation == self._partition_generation and not self._healed and self.network.blocked:
+            self.network.heal()
+            self.fault("partition ends")
+
+    def _restart_if_faulting(self, node_id: int) -> None:
+        if not self._healed and self.members[node_id].node is None:
+            self.event(f"restart {node_id}")
+            self.restart(node_id)
+
+    def _maybe_targeted_crash(self, message: Any) -> None:
+        """Crash a node just after it voted or acknowledged, the moments
+        when durability ordering matters most."""
+        if self._healed:
+            return
+        name = type(message.body).__name__
+        if name == "RequestVoteResponse" and message.body.granted and not message.body.pre_vote:
+            p = self.vote_crash_probability
+        elif name == "AppendEntriesResponse" and message.body.success:
+            p = self.ack_crash_probability
+        else:
+            return
+        if p and self._crash_rng.random() < p:
+            node_id = message.sender
+            self.clock.callLater(self._crash_rng.uniform(0, 0.002), self._targeted_crash, node_id, name)
+
+    def _targeted_crash(self, node_id: int, after: str) -> None:
+        if not self._healed and self.crash(node_id, f"just after {after}"):
+            self.clock.callLater(self._crash_rng.uniform(0.005, 0.05), self._restart_if_faulting, node_id)
+
+    def _maybe_crash_new_leader(self) -> None:
+        """Crash a leader soon after it is elected, while it is replicating
+        its predecessors' entries: the history of Raft's Figure 8."""
+        leader = self.leader()
+        if leader is None:
+            return
+        key = (leader, self.members[leader].node.core.term)  # type: ignore[union-attr]
+        if key in self._leaders_seen:
+            return
+        self._leaders_seen.add(key)
+        if self._crash_rng.random() < self.new_leader_crash_probability:
+            self.clock.callLater(self._crash_rng.uniform(0, 0.03), self._targeted_crash, leader, "becoming leader")
+
+    def _heal_all(self) -> None:
+        self._healed = True
+        self.network.heal()
+        self.network.weather = Weather()
+        self.fault("heal-all (faults stop)")
+        for i in self.ids:
+            self.restart(i)
+        self._heal_time = self.clock.seconds()
+        for client in self.clients:
+            if client.op is None and client.final_stage == 0:
+                self._client_next(client)
+
+    # -- clients -----------------------------------------------------------
+
+    def _start_clients(self) -> None:
+        for client in self.clients:
+            self.clock.callLater(client.rng.uniform(0.2, 0.4), self._client_next, client)
+
+    def _client_next(self, client: _Client) -> None:
+        if client.op is not None:
+            return
+        rng = client.rng
+        now = self.clock.seconds()
+        if self._healed:
+            if client.final_stage >= 2:
+                client.final_stage = 3
+                self.event(f"client {client.id} done")
+                return
+            client.final_stage += 1
+            kind = PUT if client.final_stage == 1 else GET
+            key = KEYS[client.id % len(KEYS)]
+            final = True
+        else:
+            kind = rng.choices((PUT, GET, DELETE), weights=(5, 4, 1))[0]
+            key = rng.choice(KEYS)
+            final = False
+        value = None
+        if kind == PUT:
+            client.counter += 1
+            value = f"{client.id}.{client.counter}"
+            self.written.setdefault(key, set()).add(value)
+        stale = kind == GET and not final and rng.random() < 0.1
+        client.op = _ClientOp(kind, key, value, now, stale=stale, final=final)
+        self._client_attempt(client)
+
+    def _client_attempt(self, client: _Client) -> None:
+        op = client.op
+        assert op is not None
+        rng = client.rng
+        op.attempts += 1
+        if op.attempts > 12:
+            # Every attempt was refused (NotLeader, unavailable, node down):
+            # the operation certainly did not happen.
+            self.event(f"client {client.id} gives up {op.kind} {op.key}")
+            self.stats["abandoned"] += 1
+            self._client_finish(client, None, record=False)
+            return
+        if client.leader_hint is not None and rng.random() < 0.8:
+            target = client.leader_hint
+        else:
+            target = rng.choice(self.ids)
+        node = self.members[target].node
+        if node is None:
+            client.leader_hint = None
+            self.clock.callLater(rng.uniform(0.005, 0.03), self._client_attempt, client)
+            return
+        self._token += 1
+        op.token = token = self._token
+        if op.kind == PUT:
+            d = node.put(op.key, op.value or "")
+        elif op.kind == DELETE:
+            d = node.delete(op.key)
+        else:
+            d = node.get(op.key, stale=op.stale)
+        self.clock.callLater(self.client_timeout, self._client_timeout, client, token)
+        d.addBoth(self._client_result, client, token, target)
+
+    def _client_timeout(self, client: _Client, token: int) -> None:
+        op = client.op
+        if op is None or op.token != token:
+            return
+        self.stats["client_timeouts"] += 1
+        self._client_finish(client, None, unknown=True)
+
+    def _client_result(self, result: Any, client: _Client, token: int, target: int) -> None:
+        op = client.op
+        if op is None or op.token != token:
+            return None
+        op.token = 0
+        rng = client.rng
+        if isinstance(result, Failure):
+            error = result.value
+            if isinstance(error, KeyNotFound):
+                self._client_finish(client, NOT_FOUND if op.kind == DELETE else None)
+            elif isinstance(error, NotLeader):
+                client.leader_hint = error.leader_id
+                self.stats["not_leader"] += 1
+                self.clock.callLater(rng.uniform(0.001, 0.01), self._client_attempt, client)
+            elif isinstance(error, Unavailable):
+                client.leader_hint = None
+                self.stats["unavailable"] += 1
+                self.clock.callLater(rng.uniform(0.01, 0.05), self._client_attempt, client)
+            elif isinstance(error, OutcomeUnknown):
+                self._client_finish(client, None, unknown=True)
+            else:
+                self.monitor.violate("unexpected-error", f"client {client.id} got {result.getTraceback()}")
+                self._client_finish(client, None, unknown=True)
+            return None
+        client.leader_hint = target if not op.stale else client.leader_hint
+        self._client_finish(client, OK if op.kind != GET else result)
+        return None
+
+    def _client_finish(self, client: _Client, result: Any, unknown: bool = False, record: bool = True) -> None:
+        op = client.op
+        assert op is not None
+        client.op = None
+        now = self.clock.seconds()
+        if record:
+            operation = Operation(client.id, op.kind, op.key, op.value, result, op.invoke, None if unknown else now)
+            self.event(f"op {operation}")
+            if op.stale:
+                if not unknown:
+                    self.stale_reads.append((operation, ""))
+                    self.stats["stale_reads"] += 1
+            else:
+                self.history.append(operation)
+                self.stats[f"{op.kind}s"] += 1
+                if unknown:
+                    self.stats["unknown_outcomes"] += 1
+            if op.final and unknown:
+                client.final_stage -= 1  # the final operation must succeed: try again
+        elif op.final:
+            client.final_stage -= 1
+        if self._healed:
+            self.clock.callLater(0.001, self._client_next, client)
+        else:
+            self.clock.callLater(client.rng.uniform(0.0, 0.05), self._client_next, client)
+
+    # -- the run -----------------------------------------------------------
+
+    def _converged(self) -> bool:
+        if any(c.final_stage != 3 for c in self.clients):
+            return False
+        leader = self.leader()
+        if leader is None:
+            return False
+        nodes = [self.members[i].node for i in self.ids]
+        if any(n is None for n in nodes):
+            return False
+        commit = nodes[leader].core.commit_index  # type: ignore[union-attr]
+        if any(n.state_machine.applied_index != commit or n.core.last_index != commit for n in nodes):  # type: ignore[union-attr]
+            return False
+        data = [n.state_machine._data for n in nodes]  # type: ignore[union-attr]
+        if any(d != data[0] for d in data):
+            self.monitor.violate("state-machine-safety", f"nodes converged on different data: {data}")
+        return True
+
+    def run(self) -> RunResult:
+        errors: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if event.get("log_failure") is not None:
+                errors.append(f"{event.get('log_namespace')}: {event['log_failure'].getTraceback()}")
+
+        globalLogPublisher.addObserver(observe)
+        try:
+            self._run(errors)
+        finally:
+            globalLogPublisher.removeObserver(observe)
+        inconclusive: list[str] = []
+        if not self.monitor.violations:
+            result = check_history(self.history, max_states=100_000)
+            inconclusive = result.inconclusive
+            if not result.ok:
+                self.monitor.violate("linearizability", result.details)
+            for op, _ in self.stale_reads:
+                if op.result is not None and op.result not in self.written.get(op.key, ()):
+                    self.monitor.violate("stale-read-value", f"{op} read a value never written")
+        self.stats["elections"] = self.monitor.elections
+        self.stats["inconclusive_keys"] += len(inconclusive)
+        for name, count in self.network.stats.items():
+            self.stats[f"messages_{name}"] += count
+        self.event("end " + ",".join(str(v) for v in self.monitor.violations))
+        return RunResult(
+            self.config,
+            list(self.monitor.violations),
+            self.stats,
+            self.faults,
+            self._hash.hexdigest(),
+            self._trace,
+            inconclusive,
+            self.clock.seconds(),
+        )
+
+    def _run(self, errors: list[str]) -> None:
+        self.event(f"start seed={self.config.seed} nodes={self.config.nodes} options={self.raft_options} "
+                   f"segment={self.segment_bytes} tear={self.tear_probability}")
+        clock, monitor = self.clock, self.monitor
+        try:
+            for i in self.ids:
+                self.boot(i)
+            self._schedule_faults()
+            self._start_clients()
+            deadline = self.config.fault_time + self.config.liveness_timeout
+            while True:
+                calls = clock.calls
+                if not calls:
+                    break
+                at = calls[0].getTime()
+                if at > deadline:
+                    break
+                clock.advance(at - clock.seconds())
+                monitor.step()
+                if self.new_leader_crash_probability and not self._healed:
+                    self._maybe_crash_new_leader()
+                if errors:
+                    monitor.violate("unexpected-error", errors[0])
+                if monitor.violations:
+                    return
+                if self._healed and monitor.steps % 16 == 0 and self._converged():
+                    monitor.full_check()
+                    self.stats["liveness_time_ms"] = int(1000 * (clock.seconds() - self._heal_time))
+                    return
+            pending = [c.id for c in self.clients if c.final_stage != 3]
+            monitor.violate(
+                "liveness",
+                f"{self.config.liveness_timeout}s after the faults stopped: leader={self.leader()}, "
+                f"clients not done={pending}, "
+                + "; ".join(f"node {i}: {n.status()}" for i in self.ids if (n := self.members[i].node) is not None),
+            )
+        except _SimulationStopped:
+            return
+        except Exception:
+            monitor.violate("unexpected-error", traceback.format_exc())
+
+
+def _disk_latency(rng: random.Random) -> float:
+    return rng.uniform(0.0002, 0.003) if rng.random() > 0.02 else rng.uniform(0.01, 0.05)
+
+
+def _no_runner(f: Callable[[], Any]) -> Any:
+    raise AssertionError("a recovery view never writes")
+
+
+def run_seed(seed: int, nodes: int = 3, plants: frozenset[str] = frozenset(), trace: bool = False, **options: Any) -> RunResult:
+    """Run one seed and return its result."""
+    return Simulation(SimConfig(seed, nodes, plants, trace=trace, **options)).run()

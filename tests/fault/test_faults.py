@@ -1,0 +1,404 @@
+"""
+Fault scenarios against real node processes: kill -9 (of the leader, of a
+random node, of every node), SIGSTOP of the leader, and network partitions
+made with a fault-injecting TCP proxy between every pair of peers
+(L{kvstore.testing.faults.PeerProxy}).
+
+During each scenario 24 client connections send pipelined PUT, GET and
+DELETE requests on 64 shared keys and record every operation.  Afterwards
+the faults are healed, every key is read linearizably, and the history
+(final reads included) is checked for linearizability with
+L{kvstore.sim.linearizability.check_history}, and separately for lost
+acknowledged writes.  Each scenario prints one line of figures (run with
+``-s``): operations ok/failed/unknown, elections, and the longest window
+with no acknowledged write.
+
+C{KVSTORE_FAULT_SECONDS} (default 6) is roughly how long each scenario keeps
+injecting faults; raise it for a soak, e.g. C{KVSTORE_FAULT_SECONDS=120}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import pytest
+
+from kvstore.testing.faults import (
+    OK_STATUS,
+    History,
+    ProxiedCluster,
+    Record,
+    TermMonitor,
+    Workload,
+    check_no_lost_writes,
+    classify,
+    summarize,
+)
+from kvstore.testing.processes import FAST_ELECTIONS, NodeProcess, Timeout, wait_until
+
+pytestmark = pytest.mark.integration
+
+FAULT_SECONDS = float(os.environ.get("KVSTORE_FAULT_SECONDS", "6"))
+NODE_ARGS = (*FAST_ELECTIONS, "--commit-timeout", "2", "--read-timeout", "2")
+#: Longer than the longest election timeout (600 ms), with room to spare.
+PAUSE_SECONDS = 1.5
+
+try:
+    from kvstore.sim.linearizability import check_history
+except ImportError:  # pragma: no cover - the checker is another issue's work
+    check_history = None
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[ProxiedCluster]:
+    c = ProxiedCluster(tmp_path, 3, NODE_ARGS)
+    try:
+        c.start()
+        c.wait_for_leader(timeout=20)
+        c.wait_connected()
+        yield c
+    finally:
+        c.close()
+
+
+class Scenario:
+    """Runs the workload and the term monitor around a scenario's faults,
+    then heals, reads back and checks everything."""
+
+    def __init__(self, name: str, cluster: ProxiedCluster, seed: int = 0) -> None:
+        self.name = name
+        self.cluster = cluster
+        self.history = History()
+        self.workload = Workload(cluster, self.history, seed=seed)
+        self.monitor = TermMonitor(cluster)
+        self.rng = random.Random(seed)
+        self.notes: list[str] = []
+
+    def __enter__(self) -> "Scenario":
+        self.workload.leader_guess = self.cluster.wait_for_leader().node_id
+        self.monitor.start()
+        self.workload.start()
+        self.workload.wait_progress(self.workload.started)
+        self.started = time.monotonic()
+        return self
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        if kind is not None:
+            self.workload.stop()
+            self.monitor.stop()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def finish(self) -> dict:
+        """Heal, restart, read back, check and print the figures."""
+        workload, cluster = self.workload, self.cluster
+        end = time.monotonic()
+        workload.stop()
+        cluster.proxy.heal()
+        for node in cluster.nodes:
+            if node.running:
+                node.process.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+            else:
+                node.start()
+        leader = cluster.wait_for_leader(timeout=30)
+        cluster.wait_connected(timeout=30)
+        self.monitor.stop()
+        records = self.history.snapshot()
+        final = self._final_reads(leader, workload.keys)
+        records = self.history.snapshot()
+        figures = summarize(self.name, [r for r in records if r.client != "final"], self.monitor, self.started, end)
+        lost = check_no_lost_writes(records, final)
+        figures["lost_writes"] = len(lost)
+        if check_history is not None:
+            result = check_history(self.history.operations())
+            figures["linearizable"] = result.ok
+            figures["inconclusive_keys"] = len(result.inconclusive)
+        else:
+            result = None
+            figures["linearizable"] = "not checked (no kvstore.sim.linearizability)"
+        print(f"\n[fault] {json.dumps(figures)}" + "".join(f"\n[fault]   {n}" for n in self.notes))
+        assert not lost, "acknowledged writes lost:\n" + "\n".join(lost[:20])
+        if result is not None:
+            assert result.ok, f"not linearizable: key {result.key}\n{result.details}"
+        # Every replica ends up with the same data.
+        target = int(leader.status()["applied"])
+        for node in cluster.nodes:
+            wait_until(lambda: int(node.status()["applied"]) >= target, 20,
+                       message=lambda: f"node {node.node_id} to catch up\n{node.describe()}")
+        keys = {n.node_id: n.status()["keys"] for n in cluster.nodes}
+        assert len(set(keys.values())) == 1, keys
+        return figures
+
+    def _final_reads(self, leader: NodeProcess, keys: Sequence[str]) -> dict[str, str | None]:
+        """Read every key linearizably on the leader, into the history."""
+        final: dict[str, str | None] = {}
+
+        def read_all() -> bool:
+            with leader.client(timeout=10) as client:
+                invoke = time.monotonic()
+                replies = client.pipeline([f"GET {k}" for k in keys])
+                complete = time.monotonic()
+            records = []
+            for key, reply in zip(keys, replies):
+                r = Record("final", "get", key, None, invoke, leader.node_id)
+                classify(r, reply, complete)
+                if r.status != OK_STATUS:
+                    return False
+                records.append(r)
+            for r in records:
+                self.history.add(r)
+                final[r.key] = r.result
+            return True
+
+        wait_until(read_all, 20, message="the final reads to succeed")
+        return final
+
+    # -- fault helpers ----------------------------------------------------
+
+    def wait_new_leader(self, among: Sequence[NodeProcess], above_term: int, timeout: float = 15.0) -> NodeProcess:
+        """Wait until a majority of C{among} agree on a leader in a term above
+        C{above_term}; return it."""
+        majority = len(self.cluster.nodes) // 2 + 1
+
+        def agreed() -> NodeProcess | None:
+            statuses = {}
+            for node in among:
+                try:
+                    statuses[node.node_id] = node.status(timeout=1.0)
+                except (OSError, ValueError):
+                    pass
+            for node_id, s in statuses.items():
+                if s["role"] == "leader" and int(s["term"]) > above_term:
+                    agreeing = [t for t in statuses.values() if t["leader"] == str(node_id) and t["term"] == s["term"]]
+                    if len(agreeing) >= majority:
+                        return self.cluster.nodes[node_id]
+            return None
+
+        return wait_until(agreed, timeout, message=lambda: "a new leader\n"
+                          + "\n".join(n.describe() for n in self.cluster.nodes))
+
+
+def _term(node: NodeProcess) -> int:
+    return int(node.status()["term"])
+
+
+# ---------------------------------------------------------------------------
+# Crashes
+
+
+def test_kill9_leader_repeatedly(cluster: ProxiedCluster) -> None:
+    """SIGKILL of the leader, again and again, each time restarting it once
+    a new leader has taken over and writes go through again."""
+    with Scenario("kill -9 leader, repeatedly", cluster, seed=1) as s:
+        rounds = 0
+        while rounds < 3 or s.elapsed() < FAULT_SECONDS:
+            leader = cluster.wait_for_leader(timeout=20)
+            term = _term(leader)
+            leader.kill()
+            killed = time.monotonic()
+            new = s.wait_new_leader(cluster.running, term)
+            took = s.workload.wait_progress(killed)
+            s.notes.append(f"round {rounds}: killed node {leader.node_id} (term {term}); node {new.node_id} leads, "
+                           f"writes resumed after {took:.2f}s")
+            leader.start()
+            leader.wait_ready()
+            rounds += 1
+        s.finish()
+
+
+def test_kill9_random_node(cluster: ProxiedCluster) -> None:
+    """SIGKILL of a random node (leader or follower), restarted each time."""
+    with Scenario("kill -9 random node", cluster, seed=2) as s:
+        rounds = 0
+        while rounds < 4 or s.elapsed() < FAULT_SECONDS:
+            cluster.wait_for_leader(timeout=20)
+            victim = s.rng.choice(cluster.nodes)
+            victim.kill()
+            killed = time.monotonic()
+            took = s.workload.wait_progress(killed)
+            s.notes.append(f"round {rounds}: killed node {victim.node_id}; writes after {took:.2f}s")
+            victim.start()
+            victim.wait_ready()
+            rounds += 1
+        s.finish()
+
+
+def test_kill9_all_nodes_then_restart(cluster: ProxiedCluster) -> None:
+    """SIGKILL of every node at once, then a full restart, repeatedly: no
+    acknowledged write may be lost."""
+    with Scenario("kill -9 all nodes, full restart", cluster, seed=3) as s:
+        rounds = 0
+        while rounds < 2 or s.elapsed() < FAULT_SECONDS:
+            cluster.wait_for_leader(timeout=20)
+            s.workload.wait_progress(time.monotonic(), writes=50)
+            cluster.kill_all()
+            killed = time.monotonic()
+            cluster.start()
+            took = s.workload.wait_progress(killed)
+            s.notes.append(f"round {rounds}: writes resumed {took:.2f}s after the kill")
+            rounds += 1
+        s.finish()
+
+
+# ---------------------------------------------------------------------------
+# A paused leader
+
+
+def test_sigstop_leader(cluster: ProxiedCluster) -> None:
+    """
+    SIGSTOP of the leader for longer than the election timeout, then
+    SIGCONT.  Requests that reached the paused old leader's socket (a
+    linearizable read of a key the new leader has since changed, and a
+    write) must not be answered from its stale state: the read returns the
+    new value or an error, and the write is acknowledged only if it really
+    committed.
+    """
+    with Scenario("SIGSTOP leader", cluster, seed=4) as s:
+        rounds = 0
+        while rounds < 2 or s.elapsed() < FAULT_SECONDS:
+            leader = cluster.wait_for_leader(timeout=20)
+            cluster.wait_connected()
+            term = _term(leader)
+            key = f"probe{rounds}"
+            probe = socket.create_connection((leader.host, leader.port), timeout=10)
+            assert _request(probe, f"PUT {key} old") == f"{key} added successfully."
+            s.history.add(_record("probe", "put", key, "old", "ok", 0.0, time.monotonic()))
+            leader.process.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+            stopped = time.monotonic()
+            others = [n for n in cluster.nodes if n is not leader]
+            new = s.wait_new_leader(others, term)
+            # Make the old leader's state stale, then queue requests for it.
+            with new.client() as client:
+                invoke = time.monotonic()
+                assert client.request(f"PUT {key} new") == f"{key} added successfully."
+                s.history.add(_record("probe", "put", key, "new", "ok", invoke, time.monotonic()))
+            s.workload.wait_progress(stopped)
+            invoke = time.monotonic()
+            probe.sendall(f"GET {key}\nPUT {key} from-paused-leader\nGET {key}\n".encode())
+            wait_until(lambda: time.monotonic() - stopped >= PAUSE_SECONDS, PAUSE_SECONDS + 1)
+            leader.process.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+            replies = []
+            try:
+                for _ in range(3):
+                    replies.append(_read_line(probe))
+            except OSError:
+                pass
+            probe.close()
+            complete = time.monotonic()
+            kinds = [("get", None), ("put", "from-paused-leader"), ("get", None)]
+            for (kind, value), reply in zip(kinds, replies + [None] * (3 - len(replies))):
+                r = Record("probe-paused", kind, key, value, invoke, leader.node_id)
+                if reply is not None:
+                    classify(r, reply, complete)
+                s.history.add(r)
+            assert f"value of {key}: old" not in replies, f"the resumed old leader served a stale read: {replies}"
+            s.notes.append(f"round {rounds}: paused node {leader.node_id} {time.monotonic() - stopped:.1f}s; "
+                           f"node {new.node_id} led; its replies after resuming: {replies}")
+            rounds += 1
+        s.finish()
+
+
+def _record(client: str, kind: str, key: str, value: str | None, result: str | None, invoke: float,
+            complete: float) -> Record:
+    return Record(client, kind, key, value, invoke, -1, OK_STATUS, result, complete)
+
+
+def _read_line(sock: socket.socket) -> str:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            raise ConnectionResetError("closed")
+        data += chunk
+    return data[:-1].decode()
+
+
+def _request(sock: socket.socket, line: str) -> str:
+    sock.sendall(line.encode() + b"\n")
+    return _read_line(sock)
+
+
+# ---------------------------------------------------------------------------
+# Partitions
+
+
+@pytest.mark.parametrize("mode", ["drop", "stall"])
+def test_partition_isolate_leader(cluster: ProxiedCluster, mode: str) -> None:
+    """
+    The leader is cut off from both followers (connections reset, or
+    silently stalled): the majority elects a new leader and serves writes;
+    the old leader acknowledges nothing it cannot commit and serves no stale
+    reads; after healing, everyone agrees.
+    """
+    with Scenario(f"partition: isolate leader ({mode})", cluster, seed=5) as s:
+        rounds = 0
+        while rounds < 1 or s.elapsed() < FAULT_SECONDS:
+            leader = cluster.wait_for_leader(timeout=20)
+            cluster.wait_connected()
+            term = _term(leader)
+            cluster.proxy.isolate(leader.node_id, mode)
+            cut = time.monotonic()
+            new = s.wait_new_leader([n for n in cluster.nodes if n is not leader], term)
+            took = s.workload.wait_progress(cut)
+            wait_until(lambda: time.monotonic() - cut >= max(FAULT_SECONDS / 2, 3.0), FAULT_SECONDS + 5)
+            old_role = leader.status()["role"]
+            cluster.proxy.heal()
+            s.notes.append(f"round {rounds}: isolated node {leader.node_id}; node {new.node_id} led, writes after "
+                           f"{took:.2f}s; old leader's role before healing: {old_role}")
+            rounds += 1
+        s.finish()
+
+
+def test_partition_isolate_follower(cluster: ProxiedCluster) -> None:
+    """A follower cut off from the others: writes continue throughout, and
+    the follower catches up after healing without disrupting the leader."""
+    with Scenario("partition: isolate follower", cluster, seed=6) as s:
+        rounds = 0
+        while rounds < 1 or s.elapsed() < FAULT_SECONDS:
+            leader = cluster.wait_for_leader(timeout=20)
+            cluster.wait_connected()
+            follower = s.rng.choice(cluster.followers(leader))
+            cluster.proxy.isolate(follower.node_id, "stall" if rounds % 2 else "drop")
+            cut = time.monotonic()
+            took = s.workload.wait_progress(cut)
+            wait_until(lambda: time.monotonic() - cut >= 3.0, 10)
+            cluster.proxy.heal()
+            s.notes.append(f"round {rounds}: isolated follower {follower.node_id}; writes after {took:.2f}s")
+            rounds += 1
+        figures = s.finish()
+    assert figures["longest_no_write_s"] < 5.0
+
+
+def test_partition_no_majority(cluster: ProxiedCluster) -> None:
+    """
+    Every node cut off from every other: no write invoked after the cut is
+    acknowledged and no linearizable read succeeds until the partition
+    heals; then the cluster recovers.
+    """
+    with Scenario("partition: no majority", cluster, seed=7) as s:
+        rounds = 0
+        while rounds < 1 or s.elapsed() < FAULT_SECONDS:
+            cluster.wait_for_leader(timeout=20)
+            cluster.wait_connected()
+            cluster.proxy.split([[n.node_id] for n in cluster.nodes], "drop" if rounds % 2 == 0 else "stall")
+            cut = time.monotonic()
+            wait_until(lambda: time.monotonic() - cut >= max(FAULT_SECONDS / 2, 3.0), FAULT_SECONDS + 5)
+            healed = time.monotonic()
+            cluster.proxy.heal()
+            during = [r for r in s.history.snapshot()
+                      if r.status == OK_STATUS and r.invoke > cut and r.complete is not None
+                      and r.complete < healed]
+            assert not during, f"operations succeeded without a majority: {during[:5]}"
+            took = s.workload.wait_progress(healed)
+            s.notes.append(f"round {rounds}: split for {healed - cut:.1f}s, 0 operations succeeded; "
+                           f"writes {took:.2f}s after healing")
+            rounds += 1
+        s.finish()
