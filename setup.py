@@ -43,6 +43,7 @@ setup(
     entry_points={
         "console_scripts": [
             "kvstore-cluster=kvstore.cluster:main",
+            "kvstore-sim=kvstore.sim.cli:main",
         ],
     },
     zip_safe=False,

@@ -180,8 +180,14 @@ def _rmdir(directory: str) -> None:
         _DIRECTORIES.remove(directory)
 
 
+def _default_sigint() -> None:
+    # A shell starts background jobs with SIGINT ignored, and children inherit
+    # that: restore it so that SIGINT stops them (and runs their clean-up).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _popen(argv: list[str], **kwargs: Any) -> subprocess.Popen:
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, **kwargs)
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, preexec_fn=_default_sigint, **kwargs)
     _PROCESSES.append(process)
     return process
 
@@ -720,6 +726,7 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     rows: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     started = datetime.datetime.now(datetime.timezone.utc)

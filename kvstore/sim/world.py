@@ -178,8 +178,9 @@ class Simulation:
         self.new_leader_crash_probability = p.choice((0.0, 0.0, 0.2, 0.5))
         self._leaders_seen: set[tuple[int, int]] = set()
         self.commit_timeout = 1.0
-        self.client_timeout = 1.5
-        self.clients = [_Client(c, random.Random(self._client_rng.getrandbits(64))) for c in range(config.clients)]
+        self.client_timeout = p.choice((0.3, 1.5))
+        n_clients = p.choice((config.clients, 2 * config.clients))
+        self.clients = [_Client(c, random.Random(self._client_rng.getrandbits(64))) for c in range(n_clients)]
 
     # -- tracing -----------------------------------------------------------
 

@@ -232,7 +232,7 @@ def test_thousands_of_idle_connections(state: _State) -> None:
     try:
         opening = time.monotonic()
         for i in range(count):
-            if i % 100 == 0:
+            if i % 40 == 0:
                 # Stay within the node's listen backlog: a SYN it drops is
                 # retried only after a second.
                 wait_until(lambda: fd_count(leader.pid) >= fds_before + i - 10, 10,
