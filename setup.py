@@ -44,6 +44,8 @@ setup(
         "console_scripts": [
             "kvstore-cluster=kvstore.cluster:main",
             "kvstore-sim=kvstore.sim.cli:main",
+            "kvstore-bench=kvstore.bench:main",
+            "kvstore-inspect=kvstore.inspect:main",
         ],
     },
     zip_safe=False,

@@ -193,6 +193,7 @@ class Node:
             "commit": core.commit_index,
             "applied": self.state_machine.applied_index,
             "last_index": core.last_index,
+            "last_term": core.last_term,
             "keys": len(self.state_machine),
             "members": ",".join(str(m) for m in core.config.members),
         }

@@ -1,0 +1,50 @@
+"""Tests for C{kvstore-inspect}: describing stopped nodes' data directories."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from twisted.internet.defer import succeed
+
+from kvstore.inspect import describe, main
+from kvstore.service import DataDirectoryLock
+from kvstore.storage import HardState, LogEntry, MetadataStore, WriteAheadLog
+
+
+def make_node_dir(path: Path, entries: list[tuple[int, int]], term: int) -> None:
+    run_now = lambda f: succeed(f())  # noqa: E731
+    wal = WriteAheadLog.open(str(path / "wal"), run_in_thread=run_now)
+    wal.append([LogEntry(i, t, b"") for i, t in entries])
+    wal.sync()
+    wal.close()
+    MetadataStore.open(str(path / "metadata.json"), run_in_thread=run_now).save(HardState(term, 1, "c"))
+
+
+def test_describe_reports_log_extent_and_metadata(tmp_path: Path) -> None:
+    """The description names cluster, term, vote and the log's last index and term."""
+    make_node_dir(tmp_path, [(1, 1), (2, 1), (3, 2)], term=3)
+    info = describe(str(tmp_path))
+    assert (info["cluster"], info["term"], info["voted_for"]) == ("c", 3, 1)
+    assert (info["first_index"], info["last_index"], info["last_term"]) == (1, 3, 2)
+
+
+def test_most_up_to_date_log_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Given several directories, the one with the highest (last term, last
+    index) is named: a longer log of an older term loses."""
+    make_node_dir(tmp_path / "a", [(1, 1), (2, 1), (3, 1), (4, 1)], term=2)
+    make_node_dir(tmp_path / "b", [(1, 1), (2, 2)], term=2)
+    assert main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    assert f"most up-to-date log: {tmp_path / 'b'}" in capsys.readouterr().out
+
+
+def test_running_node_directory_is_refused(tmp_path: Path) -> None:
+    """A data directory locked by a running node is not opened."""
+    os.makedirs(tmp_path, exist_ok=True)
+    lock = DataDirectoryLock(str(tmp_path))
+    lock.acquire()
+    try:
+        assert main([str(tmp_path)]) == 1
+    finally:
+        lock.release()
