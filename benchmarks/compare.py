@@ -260,6 +260,9 @@ def _run_bench(extra: list[str], shape: str, args: argparse.Namespace, timeout: 
         *extra,
     ]  # fmt: skip
     out_dir = _mkdtemp("compare-bench-")
+    # The bench's own cluster directory goes inside ours, so it is removed
+    # with ours even if the bench is stopped before it cleans up.
+    env["TMPDIR"] = out_dir
     out_path = os.path.join(out_dir, "out.json")
     err_path = os.path.join(out_dir, "err.txt")
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
