@@ -48,6 +48,10 @@ class PeerClientProtocol(NetstringReceiver):
         self.buffered_while_paused = 0
 
     def connectionMade(self) -> None:
+        # AppendEntries batches are latency-bound: never wait for Nagle.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
         self.transport.registerProducer(self, True)
         self.sendString(self._link.hello)
         self._link.connected(self)

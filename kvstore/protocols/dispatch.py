@@ -26,6 +26,13 @@ class FirstByteDispatcher(Protocol):
         self._addr = addr
         self.chosen: Protocol | None = None
 
+    def connectionMade(self) -> None:
+        # Replies and acknowledgements are small and latency-bound; Nagle's
+        # algorithm would hold them back behind unacknowledged data.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
+
     def dataReceived(self, data: bytes) -> None:  # type: ignore[override]
         if not data:
             return
