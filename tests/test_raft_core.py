@@ -497,6 +497,22 @@ def test_max_inflight_bounds_unacknowledged_appends():
     assert len(sent) == 6
 
 
+def test_deposed_leader_has_nothing_left_to_do():
+    """A leader deposed after a proposal but before its next Ready has no
+    broadcast left pending: has_ready() becomes false after one Ready (a
+    stale flag would keep the node's processing loop spinning)."""
+    clock = Clock()
+    core = make_core(clock=clock)
+    elect(core, clock, [2])
+    drain(core)
+    core.propose(b"x")
+    core.step(msg(3, 1, AppendEntriesResponse(core.term + 1, False, 0)))
+    assert core.role is Role.FOLLOWER
+    rd = drain(core)
+    assert bodies(rd.messages, AppendEntries) == []
+    assert not core.has_ready()
+
+
 # ----------------------------------------------------------------------
 # Check-quorum and ReadIndex
 

@@ -421,6 +421,9 @@ class RaftCore:
         self.role = Role.FOLLOWER
         self.leader_id = leader_id
         self._votes.clear()
+        # Only a leader broadcasts; a stale flag would make has_ready() true
+        # forever and spin the node's processing loop.
+        self._needs_broadcast = self._commit_to_broadcast = False
         if was_leader:
             self._progress.clear()
             if self._heartbeat_timer is not None and self._heartbeat_timer.active():
