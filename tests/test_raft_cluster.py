@@ -138,7 +138,7 @@ def test_single_leader_elected(seed):
     assert all(cluster.node(i).core.leader_id == leader for i in cluster.ids)
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(8))
 def test_election_safety_under_chaos(seed):
     """Through random partitions, crashes and restarts with writes flowing,
     no term has two leaders, every node applies the same command at each
@@ -147,7 +147,7 @@ def test_election_safety_under_chaos(seed):
     rng = random.Random(seed)
     acknowledged: dict[str, str] = {}
     results: list[Any] = []
-    for round_number in range(12):
+    for round_number in range(30):
         action = rng.choice(["partition", "isolate", "crash", "heal", "heal"])
         running = cluster.running()
         if action == "partition":
@@ -175,7 +175,7 @@ def test_election_safety_under_chaos(seed):
             cluster.start(i)
     wait_leader(cluster, check)
     assert_converged(cluster, check)
-    assert len(check.leader_of_term) >= 2  # the chaos really caused elections
+    assert len(check.leader_of_term) >= 3  # the chaos really caused elections
     assert any(r is None for _, _, r in results)  # and some writes succeeded
 
 
