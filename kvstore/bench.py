@@ -269,11 +269,43 @@ async def read_status(address: tuple[str, int]) -> dict[str, str]:
     return dict(token.partition("=")[::2] for token in line.split())
 
 
+async def preload(cluster: Cluster, keys: int, value_size: int, quiet: bool) -> None:
+    """
+    Write every key of the key space once, so that reads find values.  Uses
+    16 pipelining connections to the leader; fails loudly if a write fails.
+    """
+    value = "v" * value_size
+    connections = 16
+    window = 100
+    started = time.monotonic()
+
+    async def one(first: int) -> None:
+        leader = cluster.leader or await cluster.find_leader(time.monotonic() + 30)
+        reader, writer = await asyncio.open_connection(*leader)
+        try:
+            indexes = list(range(first, keys, connections))
+            for start in range(0, len(indexes), window):
+                chunk = indexes[start : start + window]
+                writer.write(b"".join(f"PUT key{i} {value}\n".encode() for i in chunk))
+                for _ in chunk:
+                    reply = (await reader.readline()).decode()
+                    if reply.startswith("Error"):
+                        raise RuntimeError(f"preload failed: {reply.strip()}")
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(one(i) for i in range(connections)))
+    if not quiet:
+        sys.stderr.write(f"preloaded {keys} keys in {time.monotonic() - started:.1f} s\n")
+
+
 async def run_load(cluster: Cluster, args: argparse.Namespace, quiet: bool) -> Results:
     """Run the workload against C{cluster} and collect results."""
     results = Results()
     rng = random.Random(args.seed)
     await cluster.find_leader(time.monotonic() + 30)
+    if args.preload:
+        await preload(cluster, args.keys, args.value_size, quiet)
     write_conns = round(args.connections * args.writes)
     if args.writes > 0 and write_conns == 0:
         write_conns = 1
@@ -492,6 +524,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load first (default 1)")
     p.add_argument("--consistency", choices=("linearizable", "stale"), default="linearizable")
     p.add_argument(
+        "--preload",
+        action="store_true",
+        help="write every key once before measuring (implied when --writes is below 1, so reads find values)",
+    )
+    p.add_argument(
         "--no-fsync",
         action="store_true",
         help="start the cluster with --unsafe-no-fsync (for comparison only; labelled in the report)",
@@ -511,6 +548,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--writes must be between 0 and 1")
     if args.connections < 1 or args.pipeline < 1:
         p.error("--connections and --pipeline must be at least 1")
+    if args.writes < 1 and args.target == "kvstore":
+        args.preload = True
     return args
 
 

@@ -210,6 +210,8 @@ class RaftCore:
         self._progress: dict[int, _Progress] = {}
         self._round = 0
         self._read_round_in_flight: int | None = None
+        # Some pending read has no round yet: the next ready() starts one.
+        self._read_round_wanted = False
         self._pending_reads: list[_PendingRead] = []
         self._reads_awaiting_commit: list[_PendingRead] = []
         # Reads forwarded to the leader: request id -> when last sent.
@@ -293,6 +295,7 @@ class RaftCore:
             or self._reads
             or self._failed_reads
             or self._needs_broadcast
+            or (self._read_round_wanted and self._read_round_in_flight is None)
         )
 
     def ready(self) -> Ready:
@@ -466,6 +469,7 @@ class RaftCore:
         self._votes.clear()
         self._round = 0
         self._read_round_in_flight = None
+        self._read_round_wanted = False
         self._progress = {peer: _Progress(self.last_index + 1) for peer in self.config.peers}
         # The no-op entry lets this term commit something promptly, which
         # both commits older entries (Figure 8 rule) and enables reads.
@@ -525,6 +529,7 @@ class RaftCore:
             self._finish_read(read)
         else:
             self._pending_reads.append(read)
+            self._read_round_wanted = True
 
     def _finish_read(self, read: _PendingRead) -> None:
         if read.origin == self.node_id:
@@ -544,6 +549,7 @@ class RaftCore:
         self._reads_awaiting_commit = []
         self._pending_reads = []
         self._read_round_in_flight = None
+        self._read_round_wanted = False
 
     def _resend_forwarded_reads(self, leader: int) -> None:
         """
@@ -570,8 +576,9 @@ class RaftCore:
         that has arrived since the last round began.  Only one read round is
         in flight at a time, so reads arriving meanwhile share the next one.
         """
-        if self._read_round_in_flight is not None:
+        if self._read_round_in_flight is not None or not self._read_round_wanted:
             return
+        self._read_round_wanted = False
         waiting = [r for r in self._pending_reads if r.round is None]
         if not waiting:
             return
