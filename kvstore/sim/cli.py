@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Sequence
 
 from kvstore.sim.plants import PLANTS
@@ -61,15 +62,18 @@ def _work(args: tuple[int, int, frozenset[str], float]) -> dict[str, Any]:
     return _summary(run_seed(seed, nodes, plants, fault_time=fault_time))
 
 
-def soak(seeds: Sequence[int], nodes: int, plants: frozenset[str], jobs: int, fault_time: float, out: Any = sys.stdout) -> int:
+def soak(seeds: Sequence[int], nodes: int, plants: frozenset[str], jobs: int, fault_time: float, out: Any = None) -> int:
     """Run C{seeds}; print coverage and failures; return the exit status."""
+    out = out if out is not None else sys.stdout
     started = time.monotonic()
     totals: Counter[str] = Counter()
     failures: list[dict[str, Any]] = []
     work = [(seed, nodes, plants, fault_time) for seed in seeds]
     if jobs > 1 and len(work) > 1:
-        with multiprocessing.get_context("fork").Pool(jobs) as pool:
-            results = list(pool.imap_unordered(_work, work, chunksize=4))
+        # spawn, not fork: a forked worker inherits whatever locks the parent
+        # held (test runners, loggers), and a pool whose worker died hangs.
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(_work, work, chunksize=4))
     else:
         results = [_work(w) for w in work]
     for summary in sorted(results, key=lambda s: s["seed"]):
