@@ -147,8 +147,28 @@ class KVStoreService(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
 
+def _make_directory_durably(path: str) -> None:
+    """
+    Create C{path} and any missing parents, fsyncing each new directory's
+    parent, so that a power cut right after a node's first start cannot
+    lose the data directory (and a vote already cast in it).
+    """
+    path = os.path.abspath(path)
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for directory in reversed(missing):
+        os.mkdir(directory)
+        fd = os.open(os.path.dirname(directory), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def _open_storage(config: NodeConfig) -> tuple[DataDirectoryLock, WriteAheadLog, MetadataStore]:
-    os.makedirs(config.data_dir, exist_ok=True)
+    _make_directory_durably(config.data_dir)
     lock = DataDirectoryLock(config.data_dir)
     lock.acquire()
     try:
