@@ -340,12 +340,12 @@ class Node:
     def _apply(self, ready: Ready) -> None:
         state_machine = self.state_machine
         pending = self._pending_writes
-        for entry in ready.committed:
-            result = state_machine.apply(entry.index, entry.payload)
-            write = pending.pop(entry.index, None) if pending else None
+        for index, term, payload in ready.committed:
+            result = state_machine.apply(index, payload)
+            write = pending.pop(index, None) if pending else None
             if write is None:
                 continue
-            if write.term != entry.term:
+            if write.term != term:
                 # Another leader's entry took this index: ours was dropped.
                 write.deferred.errback(OutcomeUnknown("leadership changed before the write committed"))
             elif result.found:

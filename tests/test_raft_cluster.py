@@ -453,7 +453,7 @@ def test_max_inflight_limits_unacknowledged_appends_per_follower():
     def observe(event: str, message: Message) -> None:
         body = message.body
         if event == "sent" and message.sender == leader and isinstance(body, AppendEntries) and body.entries:
-            outstanding[message.receiver].append(body.entries[-1].index)
+            outstanding[message.receiver].append(body.entries[-1][0])
             peak[message.receiver] = max(peak[message.receiver], len(outstanding[message.receiver]))
         elif event == "delivered" and message.receiver == leader and isinstance(body, AppendEntriesResponse):
             assert body.success

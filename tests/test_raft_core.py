@@ -268,7 +268,7 @@ def test_figure8_old_term_entry_not_committed_by_counting_replicas():
     # A majority stores the term-4 entry: it and everything before commit.
     core.step(msg(3, 1, AppendEntriesResponse(4, True, 3)))
     assert core.commit_index == 3
-    assert [e.index for e in drain(core).committed] == [1, 2, 3]
+    assert [e[0] for e in drain(core).committed] == [1, 2, 3]
 
 
 def test_leader_counts_itself_only_once_durable():
@@ -307,7 +307,7 @@ def test_follower_commit_bounded_by_verified_entries():
     # The heartbeat only verifies index 1; indexes 2-3 might be stale.
     core.step(msg(2, 1, AppendEntries(2, 1, 1, (), leader_commit=3)))
     assert core.commit_index == 1
-    assert [e.index for e in drain(core).committed] == [1]
+    assert [e[0] for e in drain(core).committed] == [1]
 
 
 # ----------------------------------------------------------------------
@@ -326,7 +326,7 @@ def test_conflicting_uncommitted_entries_are_replaced():
     assert core.entries(1, core.last_index) == [log_of([1])[0], *new]
     assert bodies(rd.messages_after_persist, AppendEntriesResponse) == [AppendEntriesResponse(3, True, 4)]
     assert core.commit_index == 4
-    assert [e.index for e in rd.committed] == [1, 2, 3, 4]
+    assert [e[0] for e in rd.committed] == [1, 2, 3, 4]
 
 
 def test_matching_entries_are_not_truncated():
@@ -451,7 +451,7 @@ def test_proposal_replicated_and_committed_through_majority():
                 cores[m.receiver].step(m)
         clock.advance(HEARTBEAT)
     for i in cores:
-        assert [(e.index, e.payload) for e in applied[i]][-1] == (2, b"hello")
+        assert [(e[0], e[2]) for e in applied[i]][-1] == (2, b"hello")
 
 
 def test_proposal_on_follower_raises_not_leader_with_leader_id():
@@ -490,7 +490,7 @@ def test_max_inflight_bounds_unacknowledged_appends():
     clock.advance(HEARTBEAT * 3)  # heartbeats must not overfill the window
     assert entry_appends_to_2(drain(core)) == []
     # An acknowledgement through the second message frees two slots.
-    core.step(msg(2, 1, AppendEntriesResponse(core.term, True, sent[1].entries[-1].index)))
+    core.step(msg(2, 1, AppendEntriesResponse(core.term, True, sent[1].entries[-1][0])))
     for _ in range(5):
         core.propose(b"more")
         sent += entry_appends_to_2(drain(core))
@@ -610,6 +610,6 @@ def test_applied_never_exceeds_commit_and_batches_are_bounded():
     while core.has_ready():
         rd = drain(core)
         assert len(rd.committed) <= 3
-        seen += [e.index for e in rd.committed]
+        seen += [e[0] for e in rd.committed]
         assert core.applied <= core.commit_index
     assert seen == list(range(1, 8))

@@ -42,6 +42,7 @@ from kvstore.raft.messages import (
     AppendEntriesResponse,
     Body,
     Entry,
+    EntryTuple,
     Message,
     ReadIndexRequest,
     ReadIndexResponse,
@@ -92,24 +93,26 @@ class Ready:
     @ivar hard_state: the new term/vote to persist, or L{None} if unchanged.
     @ivar truncate_from: drop every stored entry with an index at or above
         this before appending C{entries}; L{None} if nothing is dropped.
-    @ivar entries: entries to append to stable storage.
+    @ivar entries: entries to append to stable storage, as plain
+        C{(index, term, payload)} tuples (see L{EntryTuple}).
     @ivar persist_through: C{(index, term)} of the last entry in the log
         after this batch; report it to L{RaftCore.persisted} once durable.
     @ivar messages: messages that may be sent immediately.
     @ivar messages_after_persist: messages that may be sent only after
         C{hard_state} and C{entries} are durable (votes, acknowledgements).
-    @ivar committed: committed entries to apply, in order, exactly once.
+    @ivar committed: committed C{(index, term, payload)} tuples to apply, in
+        order, exactly once.
     @ivar reads: reads whose index is now known.
     @ivar failed_reads: reads that cannot be served, with a reason.
     """
 
     hard_state: HardState | None = None
     truncate_from: int | None = None
-    entries: list[Entry] = field(default_factory=list)
+    entries: list[EntryTuple] = field(default_factory=list)
     persist_through: tuple[int, int] = (0, 0)
     messages: list[Message] = field(default_factory=list)
     messages_after_persist: list[Message] = field(default_factory=list)
-    committed: list[Entry] = field(default_factory=list)
+    committed: list[EntryTuple] = field(default_factory=list)
     reads: list[ReadState] = field(default_factory=list)
     failed_reads: list[tuple[int, str]] = field(default_factory=list)
 
@@ -189,10 +192,12 @@ class RaftCore:
         self.role = Role.FOLLOWER
         self.leader_id: int | None = None
 
-        self._log: list[Entry] = list(entries)
+        # Plain tuples, never named ones: see EntryTuple.  tuple() of a plain
+        # tuple is the same object, so a list from storage is shared, not copied.
+        self._log: list[EntryTuple] = [tuple(e) for e in entries]  # type: ignore[misc]
         for position, entry in enumerate(self._log, start=1):
-            if entry.index != position:
-                raise ValueError(f"log entries must be contiguous from index 1, found {entry.index} at {position}")
+            if entry[0] != position:
+                raise ValueError(f"log entries must be contiguous from index 1, found {entry[0]} at {position}")
         self.commit_index = 0
         self.applied = 0  # highest index handed out in Ready.committed
         # Everything recovered from storage is durable already.
@@ -255,17 +260,18 @@ class RaftCore:
 
     @property
     def last_term(self) -> int:
-        return self._log[-1].term if self._log else 0
+        return self._log[-1][1] if self._log else 0
 
     def term_at(self, index: int) -> int:
         """The term of the entry at C{index} (0 for index 0)."""
         if index == 0:
             return 0
-        return self._log[index - 1].term
+        return self._log[index - 1][1]
 
     def entries(self, low: int, high: int) -> list[Entry]:
-        """Entries with C{low <= index <= high}."""
-        return self._log[low - 1 : high]
+        """Entries with C{low <= index <= high}, as named L{Entry}s (a copy;
+        for inspection, not the hot path)."""
+        return [Entry._make(t) for t in self._log[low - 1 : high]]
 
     def _truncate(self, from_index: int) -> None:
         if from_index <= self.commit_index:
@@ -277,8 +283,8 @@ class RaftCore:
         self._unstable_from = min(self._unstable_from, from_index)
         self.durable_index = min(self.durable_index, from_index - 1)
 
-    def _append(self, entries: Sequence[Entry]) -> None:
-        self._log.extend(entries)
+    def _append(self, entries: Sequence[EntryTuple]) -> None:
+        self._log.extend(map(tuple, entries))  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------
     # Output
@@ -473,7 +479,7 @@ class RaftCore:
         self._progress = {peer: _Progress(self.last_index + 1) for peer in self.config.peers}
         # The no-op entry lets this term commit something promptly, which
         # both commits older entries (Figure 8 rule) and enables reads.
-        self._append([Entry(self.last_index + 1, self.term, b"")])
+        self._append([(self.last_index + 1, self.term, b"")])
         self._needs_broadcast = True
         self._quorum_check_at = self._clock.seconds() + self.config.election_timeout_max
         if self._heartbeat_timer is None and self.config.peers:
@@ -494,11 +500,11 @@ class RaftCore:
         """
         if self.role is not Role.LEADER:
             raise NotLeaderError(self.leader_id)
-        entry = Entry(self.last_index + 1, self.term, data)
-        self._append([entry])
+        index = self.last_index + 1
+        self._log.append((index, self.term, data))
         self._needs_broadcast = True
         self._maybe_commit()
-        return entry.index, entry.term
+        return index, self.term
 
     def request_read(self, request_id: int) -> None:
         """
@@ -633,17 +639,17 @@ class RaftCore:
         )
         if entries:
             if progress.state is _ProgressState.REPLICATE:
-                progress.next_index = entries[-1].index + 1
-                progress.inflight.append(entries[-1].index)
+                progress.next_index = entries[-1][0] + 1
+                progress.inflight.append(entries[-1][0])
             else:
                 progress.probe_sent = True
 
-    def _slice_for_message(self, start: int) -> list[Entry]:
+    def _slice_for_message(self, start: int) -> list[EntryTuple]:
         budget = self.config.max_append_bytes
         end = min(self.last_index, start + self.config.max_append_entries - 1)
         result = []
         for entry in self._log[start - 1 : end]:
-            budget -= len(entry.payload) + 32
+            budget -= len(entry[2]) + 32
             if budget < 0 and result:
                 break
             result.append(entry)
@@ -809,13 +815,13 @@ class RaftCore:
             )
             return
 
-        new_entries: Sequence[Entry] = ()
-        for offset, entry in enumerate(append.entries):
-            if entry.index > self.last_index:
+        new_entries: Sequence[EntryTuple] = ()
+        for offset, (index, term, _) in enumerate(append.entries):
+            if index > self.last_index:
                 new_entries = append.entries[offset:]
                 break
-            if self.term_at(entry.index) != entry.term:
-                self._truncate(entry.index)
+            if self.term_at(index) != term:
+                self._truncate(index)
                 new_entries = append.entries[offset:]
                 break
         if new_entries:

@@ -41,6 +41,10 @@ class MemoryLog:
         self._durable_index = self.last_index
         self._dirty = False
 
+    def entry_tuples(self) -> list[tuple[int, int, bytes]]:
+        """Same contract as L{WriteAheadLog.entry_tuples} (here a copy)."""
+        return [tuple(e) for e in self._entries]
+
     @property
     def entries(self) -> list[LogEntry]:
         """All entries in index order; the log's own list, do not mutate."""
@@ -56,7 +60,7 @@ class MemoryLog:
 
     @property
     def last_term(self) -> int:
-        return self._entries[-1].term if self._entries else 0
+        return self._entries[-1][1] if self._entries else 0
 
     @property
     def durable_index(self) -> int:
@@ -78,6 +82,7 @@ class MemoryLog:
         """Same contract as L{WriteAheadLog.append}."""
         self._check_writable()
         expected, term = self.last_index + 1, self.last_term
+        entries = [LogEntry._make(e) for e in entries]
         for entry in entries:
             if entry.index != expected:
                 raise ValueError(

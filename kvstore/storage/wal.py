@@ -418,7 +418,7 @@ class WriteAheadLog:
                         f"record {record.index} has term {record.term}, "
                         f"lower than the previous term {last_term}",
                     )
-                entries.append(LogEntry(record.index, record.term, record.payload))
+                entries.append((record.index, record.term, record.payload))
                 segment.offsets.append(record.offset)
                 next_index += 1
                 last_term = record.term
@@ -468,9 +468,16 @@ class WriteAheadLog:
 
     @property
     def entries(self) -> list[LogEntry]:
+        """All entries, in index order, as a new list of L{LogEntry}s (O(n))."""
+        return [LogEntry._make(t) for t in self._entries]
+
+    def entry_tuples(self) -> list[tuple[int, int, bytes]]:
         """
-        All entries, in index order.  This is the log's own list (returned
-        without copying, so reading it is O(1)): do not mutate it.
+        All entries as the log's own list of plain C{(index, term, payload)}
+        tuples, without copying: do not mutate it.  Plain tuples (unlike
+        named tuples) are untracked by Python's cyclic garbage collector, so
+        a long log costs collections nothing; the node hands this list to the
+        Raft core at start-up so that both share the same tuples.
         """
         return self._entries
 
@@ -487,7 +494,7 @@ class WriteAheadLog:
     @property
     def last_term(self) -> int:
         """Term of the last entry, or 0 when the log is empty."""
-        return self._entries[-1].term if self._entries else 0
+        return self._entries[-1][1] if self._entries else 0
 
     @property
     def durable_index(self) -> int:
@@ -508,7 +515,7 @@ class WriteAheadLog:
         position = index - self.first_index
         if position < 0 or index > self.last_index:
             raise IndexError(f"index {index} not in log [{self.first_index}, {self.last_index}]")
-        return self._entries[position]
+        return LogEntry._make(self._entries[position])
 
     # ------------------------------------------------------------------
     # Mutations (non-blocking: update memory, queue file work)
@@ -540,31 +547,27 @@ class WriteAheadLog:
         expected = self.last_index + 1
         term = self.last_term
         encoded: list[bytes] = []
-        for entry in entries:
-            if entry.index != expected:
-                raise ValueError(
-                    f"non-contiguous append: got index {entry.index}, expected {expected}"
-                )
-            if entry.term < term:
-                raise ValueError(
-                    f"entry {entry.index} has term {entry.term}, lower than previous term {term}"
-                )
-            encoded.append(encode_record(entry.index, entry.term, entry.payload))
+        for index, entry_term, payload in entries:
+            if index != expected:
+                raise ValueError(f"non-contiguous append: got index {index}, expected {expected}")
+            if entry_term < term:
+                raise ValueError(f"entry {index} has term {entry_term}, lower than previous term {term}")
+            encoded.append(encode_record(index, entry_term, payload))
             expected += 1
-            term = entry.term
+            term = entry_term
 
         segment = self._segments[-1]
         for entry, record in zip(entries, encoded):
             if segment.offsets and segment.size >= self._segment_bytes:
-                segment = _Segment(
-                    entry.index, os.path.join(self._directory, segment_name(entry.index))
-                )
+                first = entry[0]
+                segment = _Segment(first, os.path.join(self._directory, segment_name(first)))
                 self._segments.append(segment)
-                self._pending_ops.append(_Create(segment.path, entry.index))
+                self._pending_ops.append(_Create(segment.path, first))
             self._queue_write(segment, record)
             segment.offsets.append(segment.size)
             segment.size += len(record)
-        self._entries.extend(entries)
+        # Plain (index, term, payload) tuples: untracked by the cyclic GC.
+        self._entries.extend(map(tuple, entries))
 
     def _queue_write(self, segment: _Segment, record: bytes) -> None:
         last = self._pending_ops[-1] if self._pending_ops else None
