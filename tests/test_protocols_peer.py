@@ -148,3 +148,28 @@ def test_decode_helpers() -> None:
     assert decode_message(encode_message(append_from(2)), 2, MEMBERSHIP) == append_from(2)
     with pytest.raises(MalformedMessage):
         decode_message(json.dumps({"type": "append"}).encode(), 2, MEMBERSHIP)
+
+
+def test_entries_are_encoded_once_for_all_followers() -> None:
+    """The same batch sent to two followers is encoded once, and each
+    message still decodes to exactly what was sent."""
+    from kvstore.protocols import peer as peer_module
+
+    entries = ((5, 2, b"Pa 1"), (6, 2, b"Pb \xc3\xa9"))
+    to_1 = Message(0, 1, AppendEntries(2, 4, 2, entries, 3, round=1))
+    to_2 = Message(0, 2, AppendEntries(2, 4, 2, entries, 3, round=1))
+    calls: list[object] = []
+    real = peer_module._encoder.encode
+    peer_module._encoder.encode = lambda value: (calls.append(value), real(value))[1]  # type: ignore[method-assign]
+    try:
+        one, two = encode_message(to_1), encode_message(to_2)
+    finally:
+        peer_module._encoder.encode = real  # type: ignore[method-assign]
+    entry_lists = [c for c in calls if isinstance(c, list)]
+    assert len(entry_lists) == 1  # encoded on its own, once
+    for payload, original, receiver in ((one, to_1, 1), (two, to_2, 2)):
+        membership = Membership(receiver, "c1", frozenset({0}))
+        decoded = decode_message(payload, 0, membership)
+        assert decoded == Message(0, receiver, original.body) or (
+            decoded.body.entries == entries and decoded.receiver == receiver
+        )

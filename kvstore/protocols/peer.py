@@ -20,7 +20,7 @@ buffering any of it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from twisted.internet.interfaces import IAddress
@@ -28,7 +28,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import NetstringReceiver
 
-from kvstore.raft.messages import MalformedMessage, Message, from_dict, to_dict
+from kvstore.raft.messages import AppendEntries, MalformedMessage, Message, from_dict, to_dict
 
 PROTOCOL_VERSION = 1
 
@@ -49,8 +49,52 @@ class Membership:
     peer_ids: frozenset[int]
 
 
+class _EntriesEncoder:
+    """
+    Encode each batch of entries once, however many followers it goes to.
+
+    A leader sends the same new entries to every follower.  The Raft core
+    hands out slices of its own log list, so the slices for different
+    followers hold the very same entry objects: the JSON text of a batch is
+    remembered for the last few batches, keyed by the identity of its first
+    and last entry objects and its length.  Equal keys mean the same run of
+    the same list (a truncation would have replaced the last object), and
+    holding the objects in the cache keeps their identities from being
+    reused.
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self._size = size
+        self._cache: dict[tuple[int, int, int], tuple[object, object, bytes]] = {}
+
+    def encode(self, entries: tuple[tuple[int, int, bytes], ...]) -> bytes:
+        if not entries:
+            return b"[]"
+        first, last = entries[0], entries[-1]
+        key = (id(first), id(last), len(entries))
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] is first and cached[1] is last:
+            return cached[2]
+        text = _encoder.encode(
+            [[index, term, payload.decode("utf-8")] for index, term, payload in entries]
+        ).encode("utf-8")
+        if len(self._cache) >= self._size:
+            del self._cache[next(iter(self._cache))]
+        self._cache[key] = (first, last, text)
+        return text
+
+
+_entries_encoder = _EntriesEncoder()
+
+
 def encode_message(message: Message) -> bytes:
     """The netstring payload for C{message}."""
+    body = message.body
+    if isinstance(body, AppendEntries) and body.entries:
+        head = to_dict(Message(message.sender, message.receiver, replace(body, entries=())))
+        del head["entries"]
+        # Splice the shared entries text into the object's JSON.
+        return _encoder.encode(head).encode("utf-8")[:-1] + b',"entries":' + _entries_encoder.encode(body.entries) + b"}"
     return _encoder.encode(to_dict(message)).encode("utf-8")
 
 
