@@ -39,3 +39,14 @@ def test_soak_with_a_plant_fails_and_prints_replay(capsys):
     assert main(["--seeds", "2", "--jobs", "2", "--plant", "forget-vote-on-restart"]) == 1
     out = capsys.readouterr().out
     assert "FAILING" in out and "kvstore-sim --seed 0 --nodes 3 --plant forget-vote-on-restart --trace" in out
+
+
+def test_profile_option(capsys):
+    """--profile forces a fault profile on every seed, shows in the soak
+    summary, and is part of the replay command of a failing seed."""
+    assert main(["--seeds", "1", "--jobs", "1", "--profile", "figure8"]) == 0
+    assert "profile figure8" in capsys.readouterr().out
+    assert main(["--seed", "7", "--plant", "commit-old-term", "--profile", "figure8"]) == 1
+    out = capsys.readouterr().out
+    assert "seed 7 (figure8): FAILED" in out
+    assert "kvstore-sim --seed 7 --nodes 3 --plant commit-old-term --profile figure8 --trace" in out

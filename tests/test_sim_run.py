@@ -11,6 +11,7 @@ from collections import Counter
 
 import pytest
 
+from kvstore.sim.figure8 import profile_for_seed
 from kvstore.sim.plants import PLANTS
 from kvstore.sim.safety import PROPERTIES
 from kvstore.sim.world import run_seed
@@ -20,7 +21,7 @@ FIVE_NODE_SEEDS = range(0, 10)
 
 FAULT_KINDS = {
     "crash", "crash-leader", "crash-two", "isolate", "isolate-leader", "split", "asymmetric", "bridge",
-    "weather", "heal", "restart-all", "heal-all",
+    "weather", "heal", "restart-all", "heal-all", "fig8-isolate", "fig8-crash", "fig8-rejoin",
 }
 
 
@@ -47,7 +48,7 @@ def test_representative_seeds_cover_every_fault_kind(representative_runs):
     assert any("just after" in f for r in representative_runs for f in r.faults)  # targeted crashes
     for stat in ("crashes", "torn_writes", "partitions", "elections", "puts", "gets", "deletes", "stale_reads",
                  "unknown_outcomes", "messages_dropped", "messages_duplicated", "messages_lost_to_crash",
-                 "not_leader"):
+                 "not_leader", "figure8_cutoffs", "old_term_quorums"):
         assert totals[stat] > 0, stat
 
 
@@ -70,9 +71,26 @@ def test_replay_is_deterministic_with_a_plant():
     assert [str(v) for v in a.violations] == [str(v) for v in b.violations]
 
 
+def test_figure8_profile_is_part_of_the_seed_space(representative_runs):
+    """One seed in four (seed = 3 mod 4) runs the figure8 profile, so every
+    soak exercises Figure 8 histories against the real code; the profile
+    can also be forced, and a forced profile is part of the replay command."""
+    assert [profile_for_seed(s) for s in range(8)] == ["mixed"] * 3 + ["figure8"] + ["mixed"] * 3 + ["figure8"]
+    figure8 = [r for r in representative_runs if r.config.fault_profile == "figure8"]
+    assert len(figure8) == 10 + 2  # seeds 3, 7, ..., 39 with 3 nodes; 3 and 7 with 5
+    assert all(r.ok for r in figure8)
+    assert sum(r.stats["old_term_quorums"] for r in figure8) > 0
+    forced = run_seed(0, 3, profile="figure8")
+    assert forced.config.fault_profile == "figure8" and forced.stats["figure8_cutoffs"] > 0
+    assert "--profile figure8" in forced.config.replay_command()
+    assert run_seed(3, 3, profile="mixed").stats["figure8_cutoffs"] == 0
+
+
 # plant -> (nodes, first seed, seeds to try, properties that may be named)
 PLANT_CASES = {
-    "commit-old-term": (3, 0, 20, {"leader-completeness", "state-machine-safety", "log-matching"}),
+    # Caught by the figure8 profile (seeds = 3 mod 4); the first is seed 7.
+    "commit-old-term": (3, 0, 40, {"leader-completeness", "state-machine-safety", "log-matching",
+                                   "committed-entry-lost"}),
     "ack-before-fsync": (3, 0, 5, {"committed-entry-lost", "double-vote", "election-safety"}),
     "vote-without-log-check": (3, 0, 10, {"leader-completeness", "state-machine-safety", "committed-entry-lost"}),
     "read-without-leadership-check": (3, 0, 20, {"linearizability"}),
@@ -87,21 +105,7 @@ def test_every_plant_has_a_case():
         assert props <= set(PROPERTIES)
 
 
-KNOWN_GAPS = {
-    # The bug fires in about one seed in five, but its consequence needs
-    # Raft's Figure 8 history (a leader commits an old entry, dies before its
-    # own no-op replicates, and a node holding a newer conflicting suffix
-    # wins); no seed among more than 1,000 reached it.  Strict: if the
-    # simulator starts catching it, this test says so.
-    "commit-old-term": "Figure 8 history not reached by the random fault schedule",
-}
-
-
-@pytest.mark.parametrize(
-    "plant",
-    [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[p])) if p in KNOWN_GAPS else p
-     for p in sorted(PLANT_CASES)],
-)
+@pytest.mark.parametrize("plant", sorted(PLANT_CASES))
 def test_plant_is_caught(plant):
     """With the planted bug switched on, one of a bounded number of seeds
     fails, naming a property the bug breaks, and prints a replay command."""

@@ -2,8 +2,8 @@
 """
 C{kvstore-sim}: run the deterministic simulator.
 
-    kvstore-sim --seeds N [--start S] [--nodes 3|5] [--jobs J] [--plant NAME]
-    kvstore-sim --seed N [--nodes 3|5] [--plant NAME] [--trace]
+    kvstore-sim --seeds N [--start S] [--nodes 3|5] [--jobs J] [--plant NAME] [--profile P]
+    kvstore-sim --seed N [--nodes 3|5] [--plant NAME] [--profile P] [--trace]
     kvstore-sim --list-plants
 
 A soak (C{--seeds}) spreads seeds over all cores, prints seeds per second,
@@ -24,11 +24,13 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Sequence
 
+from kvstore.sim.figure8 import PROFILES
 from kvstore.sim.plants import PLANTS
 from kvstore.sim.world import RunResult, run_seed
 
 COVERAGE = ("crashes", "torn_writes", "partitions", "weather_changes", "elections", "puts", "gets", "deletes",
-            "stale_reads", "unknown_outcomes", "client_timeouts", "inconclusive_keys")
+            "stale_reads", "unknown_outcomes", "client_timeouts", "inconclusive_keys", "figure8_cutoffs",
+            "old_term_quorums")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--plant", action="append", default=[], choices=sorted(PLANTS), help="switch on a planted bug")
     p.add_argument("--fault-time", type=float, default=3.0, help="simulated seconds of faults per seed")
     p.add_argument("--trace", action="store_true", help="print the event trace of --seed")
+    p.add_argument("--profile", choices=PROFILES, default=None,
+                   help="fault profile for every seed (default: by seed, seeds = 3 mod 4 run figure8)")
     return p
 
 
@@ -57,18 +61,19 @@ def _summary(result: RunResult) -> dict[str, Any]:
     }
 
 
-def _work(args: tuple[int, int, frozenset[str], float]) -> dict[str, Any]:
-    seed, nodes, plants, fault_time = args
-    return _summary(run_seed(seed, nodes, plants, fault_time=fault_time))
+def _work(args: tuple[int, int, frozenset[str], float, str | None]) -> dict[str, Any]:
+    seed, nodes, plants, fault_time, profile = args
+    return _summary(run_seed(seed, nodes, plants, fault_time=fault_time, profile=profile))
 
 
-def soak(seeds: Sequence[int], nodes: int, plants: frozenset[str], jobs: int, fault_time: float, out: Any = None) -> int:
+def soak(seeds: Sequence[int], nodes: int, plants: frozenset[str], jobs: int, fault_time: float, out: Any = None,
+         profile: str | None = None) -> int:
     """Run C{seeds}; print coverage and failures; return the exit status."""
     out = out if out is not None else sys.stdout
     started = time.monotonic()
     totals: Counter[str] = Counter()
     failures: list[dict[str, Any]] = []
-    work = [(seed, nodes, plants, fault_time) for seed in seeds]
+    work = [(seed, nodes, plants, fault_time, profile) for seed in seeds]
     if jobs > 1 and len(work) > 1:
         # spawn, not fork: a forked worker inherits whatever locks the parent
         # held (test runners, loggers), and a pool whose worker died hangs.
@@ -82,7 +87,8 @@ def soak(seeds: Sequence[int], nodes: int, plants: frozenset[str], jobs: int, fa
             failures.append(summary)
     elapsed = time.monotonic() - started
     n = len(results)
-    print(f"{n} seeds ({nodes} nodes{', plants ' + ','.join(sorted(plants)) if plants else ''}) "
+    print(f"{n} seeds ({nodes} nodes{', plants ' + ','.join(sorted(plants)) if plants else ''}"
+          f"{', profile ' + profile if profile else ''}) "
           f"in {elapsed:.1f}s with {jobs} job(s): {n / elapsed:.1f} seeds/s, {60 * n / elapsed:.0f} seeds/min", file=out)
     print("coverage: " + ", ".join(f"{k}={totals[k]}" for k in COVERAGE), file=out)
     violated = Counter(p for f in failures for p in f["properties"])
@@ -104,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name}: {what}")
         return 0
     if args.seed is not None:
-        result = run_seed(args.seed, args.nodes, plants, trace=args.trace, fault_time=args.fault_time)
+        result = run_seed(args.seed, args.nodes, plants, trace=args.trace, fault_time=args.fault_time,
+                          profile=args.profile)
         if args.trace:
             for line in result.trace:
                 print(line)
@@ -113,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if result.ok else 1
     if args.jobs < 1:
         _parser().error("--jobs must be at least 1")
-    return soak(range(args.start, args.start + args.seeds), args.nodes, plants, args.jobs, args.fault_time)
+    return soak(range(args.start, args.start + args.seeds), args.nodes, plants, args.jobs, args.fault_time,
+                profile=args.profile)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ class SimulatedNetwork:
     @ivar blocked: directed links C{(sender, receiver)} that lose everything.
     @ivar on_send: observers C{f(message)} called for each message sent.
     @ivar on_deliver: observers C{f(message)} called before each delivery.
+    @ivar after_deliver: observers C{f(message)} called after the receiver
+        processed a delivered message.
     """
 
     def __init__(self, clock: IReactorTime, rng: random.Random) -> None:
@@ -47,6 +49,7 @@ class SimulatedNetwork:
         self._receivers: dict[int, Callable[[Message], None]] = {}
         self.on_send: list[Callable[[Message], None]] = []
         self.on_deliver: list[Callable[[Message], None]] = []
+        self.after_deliver: list[Callable[[Message], None]] = []
         self.stats = {"sent": 0, "delivered": 0, "dropped": 0, "duplicated": 0, "lost_to_crash": 0, "cut": 0}
 
     def attach(self, node_id: int, receive: Callable[[Message], None]) -> None:
@@ -86,6 +89,8 @@ class SimulatedNetwork:
         for observer in self.on_deliver:
             observer(message)
         receive(message)
+        for observer in self.after_deliver:
+            observer(message)
 
     # -- partitions ------------------------------------------------------
 

@@ -39,6 +39,7 @@ from kvstore.node import Node
 from kvstore.raft.config import RaftConfig
 from kvstore.raft.core import HardState as RaftHardState
 from kvstore.raft.core import RaftCore, Role
+from kvstore.sim.figure8 import PROFILES, Figure8Faults, profile_for_seed
 from kvstore.sim.fs import SimulatedDisk, SimulatedFileSystem
 from kvstore.sim.linearizability import DELETE, GET, NOT_FOUND, OK, PUT, Operation, check_history
 from kvstore.sim.network import SimulatedNetwork, Weather
@@ -60,10 +61,16 @@ class SimConfig:
     liveness_timeout: float = 10.0  # after healing
     clients: int = 4
     trace: bool = False
+    profile: str | None = None  # fault profile; None: chosen by the seed (profile_for_seed)
+
+    @property
+    def fault_profile(self) -> str:
+        return self.profile if self.profile is not None else profile_for_seed(self.seed)
 
     def replay_command(self) -> str:
         plants = "".join(f" --plant {p}" for p in sorted(self.plants))
-        return f"kvstore-sim --seed {self.seed} --nodes {self.nodes}{plants} --trace"
+        profile = f" --profile {self.profile}" if self.profile is not None else ""
+        return f"kvstore-sim --seed {self.seed} --nodes {self.nodes}{plants}{profile} --trace"
 
 
 @dataclass
@@ -82,7 +89,7 @@ class RunResult:
         return not self.violations
 
     def report(self) -> str:
-        lines = [f"seed {self.config.seed}: " + ("ok" if self.ok else "FAILED")]
+        lines = [f"seed {self.config.seed} ({self.config.fault_profile}): " + ("ok" if self.ok else "FAILED")]
         for v in self.violations[:5]:
             lines.append(f"  violated {v}")
         kinds = Counter(f.split(" ", 2)[1] for f in self.faults)
@@ -142,6 +149,8 @@ class Simulation:
         sub = lambda: random.Random(root.getrandbits(64))  # noqa: E731
         self._fault_rng, self._net_rng, self._client_rng = sub(), sub(), sub()
         self._disk_rng, self._raft_rng, self._crash_rng, self._param_rng = sub(), sub(), sub(), sub()
+        # Drawn last, so that adding it changed no other generator's stream.
+        self._profile_rng = sub()
         self.clock = Clock()
         self.ids = tuple(range(config.nodes))
         self.quorum = config.nodes // 2 + 1
@@ -181,6 +190,28 @@ class Simulation:
         self.client_timeout = p.choice((0.3, 1.5))
         n_clients = p.choice((config.clients, 2 * config.clients))
         self.clients = [_Client(c, random.Random(self._client_rng.getrandbits(64))) for c in range(n_clients)]
+
+        profile = config.fault_profile
+        if profile not in PROFILES:
+            raise ValueError(f"unknown fault profile {profile!r}")
+        self.figure8: Figure8Faults | None = None
+        if profile == "figure8":
+            q = self._profile_rng
+            # Catching a follower up takes several round trips, so a leader
+            # spends a while holding old-term entries acknowledged by some
+            # followers but not yet its own term's entry.
+            self.raft_options["max_append_entries"] = q.choice((1, 2, 2, 4))
+            self.raft_options["max_inflight"] = q.choice((1, 1, 4))
+            # More elections in the fault phase: more rotations.
+            self.raft_options["election_timeout_max"] = q.choice((0.2, 0.3, 0.45))
+            self.new_leader_crash_probability = 0.0  # the rotation does this
+            # A quieter background, so that the rotation's histories play out:
+            # the uniform schedule at a lower rate, fewer targeted crashes.
+            self.fault_gap = q.choice((0.75, 1.5, math.inf))
+            self.vote_crash_probability = q.choice((0.0, 0.05))
+            self.ack_crash_probability = q.choice((0.0, 0.002))
+            self.figure8 = Figure8Faults(self, q)
+            self.network.after_deliver.append(self.figure8.on_delivered)
 
     # -- tracing -----------------------------------------------------------
 
@@ -314,7 +345,7 @@ class Simulation:
 
     def _schedule_faults(self) -> None:
         rng = self._fault_rng
-        t = rng.expovariate(1 / self.fault_gap)
+        t = rng.expovariate(1 / self.fault_gap) if self.fault_gap != math.inf else math.inf
         while t < self.config.fault_time:
             kind = rng.choices(
                 ("crash", "crash-leader", "crash-two", "isolate", "isolate-leader", "split", "asymmetric", "bridge",
@@ -628,12 +659,15 @@ class Simulation:
 
     def _run(self, errors: list[str]) -> None:
         self.event(f"start seed={self.config.seed} nodes={self.config.nodes} options={self.raft_options} "
-                   f"segment={self.segment_bytes} tear={self.tear_probability}")
+                   f"segment={self.segment_bytes} tear={self.tear_probability}"
+                   + (f" profile={self.figure8.describe()}" if self.figure8 is not None else ""))
         clock, monitor = self.clock, self.monitor
         try:
             for i in self.ids:
                 self.boot(i)
             self._schedule_faults()
+            if self.figure8 is not None:
+                self.figure8.schedule(self.config.fault_time)
             self._start_clients()
             deadline = self.config.fault_time + self.config.liveness_timeout
             while True:
@@ -647,6 +681,8 @@ class Simulation:
                 monitor.step()
                 if self.new_leader_crash_probability and not self._healed:
                     self._maybe_crash_new_leader()
+                if self.figure8 is not None:
+                    self.figure8.after_step()
                 if errors:
                     monitor.violate("unexpected-error", errors[0])
                 if monitor.violations:
