@@ -25,7 +25,7 @@ import random
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService, Service
+from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -46,7 +46,6 @@ from kvstore.storage import (
     CorruptLogError,
     CorruptMetadataError,
     HardState,
-    LogEntry,
     MetadataStore,
     WriteAheadLog,
 )

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
+from kvstore.testing.runners import ManualRunner
 from kvstore.errors import KeyNotFound, NotLeader, OutcomeUnknown, Unavailable
 from kvstore.node import Node
 from kvstore.raft.config import RaftConfig
@@ -22,34 +23,9 @@ from kvstore.raft.core import HardState as RaftHardState
 from kvstore.raft.core import RaftCore
 from kvstore.raft.messages import Entry, Message
 from kvstore.statemachine import KeyValueStateMachine
-from kvstore.storage import HardState, LogEntry, MetadataStore, WriteAheadLog
+from kvstore.storage import HardState, MetadataStore, WriteAheadLog
 
 T = TypeVar("T")
-
-
-class ManualRunner:
-    """Holds each file job until the test releases it."""
-
-    def __init__(self) -> None:
-        self.jobs: list[tuple[Callable[[], Any], Deferred[Any]]] = []
-        self.immediate = False
-
-    def __call__(self, f: Callable[[], T]) -> "Deferred[T]":
-        if self.immediate:
-            return succeed(f())
-        d: Deferred[T] = Deferred()
-        self.jobs.append((f, d))
-        return d
-
-    def release_all(self) -> None:
-        while self.jobs:
-            f, d = self.jobs.pop(0)
-            try:
-                result = f()
-            except BaseException:
-                d.errback(Failure())
-            else:
-                d.callback(result)
 
 
 class NoPeers:

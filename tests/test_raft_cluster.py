@@ -142,10 +142,10 @@ def test_single_leader_elected(seed):
 def test_election_safety_under_chaos(seed):
     """Through random partitions, crashes and restarts with writes flowing,
     no term has two leaders, every node applies the same command at each
-    index, in order and only once committed."""
+    index, in order and only once committed, and every acknowledged write is
+    in the converged cluster's committed log."""
     cluster, check = new_cluster(5, seed)
     rng = random.Random(seed)
-    acknowledged: dict[str, str] = {}
     results: list[Any] = []
     for round_number in range(30):
         action = rng.choice(["partition", "isolate", "crash", "heal", "heal"])
@@ -177,6 +177,11 @@ def test_election_safety_under_chaos(seed):
     assert_converged(cluster, check)
     assert len(check.leader_of_term) >= 3  # the chaos really caused elections
     assert any(r is None for _, _, r in results)  # and some writes succeeded
+    leader = cluster.node(cluster.leader())
+    committed = {e.payload for e in leader.core.entries(1, leader.core.commit_index)}
+    for key, value, result in results:
+        if result is None:
+            assert f"P{key} {value}".encode() in committed, (key, value)
 
 
 def test_reelection_after_leader_crash():

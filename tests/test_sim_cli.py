@@ -36,9 +36,9 @@ def test_soak_passes_and_reports_coverage(capsys):
 def test_soak_with_a_plant_fails_and_prints_replay(capsys):
     """With a planted bug the soak exits non-zero and prints each failing
     seed's replay command."""
-    assert main(["--seeds", "2", "--jobs", "2", "--plant", "forget-vote-on-restart"]) == 1
+    assert main(["--seeds", "2", "--start", "1", "--jobs", "2", "--plant", "forget-vote-on-restart"]) == 1
     out = capsys.readouterr().out
-    assert "FAILING" in out and "kvstore-sim --seed 0 --nodes 3 --plant forget-vote-on-restart --trace" in out
+    assert "FAILING" in out and "kvstore-sim --seed 1 --nodes 3 --plant forget-vote-on-restart --trace" in out
 
 
 def test_profile_option(capsys):

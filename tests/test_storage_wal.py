@@ -21,6 +21,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 
+from kvstore.testing.runners import ManualRunner
 from kvstore.storage import (
     CorruptLogError,
     LogEntry,
@@ -37,31 +38,6 @@ T = TypeVar("T")
 def sync_runner(f: Callable[[], T]) -> "Deferred[T]":
     """Run the file work at once, on the calling thread."""
     return succeed(f())
-
-
-class ManualRunner:
-    """A thread runner that holds each job until the test calls L{release}."""
-
-    def __init__(self) -> None:
-        self.jobs: list[tuple[Callable[[], Any], Deferred[Any]]] = []
-        #: When set, new jobs run at once, as with a synchronous runner.
-        self.immediate = False
-
-    def __call__(self, f: Callable[[], T]) -> "Deferred[T]":
-        if self.immediate:
-            return succeed(f())
-        d: Deferred[T] = Deferred()
-        self.jobs.append((f, d))
-        return d
-
-    def release(self) -> None:
-        f, d = self.jobs.pop(0)
-        try:
-            result = f()
-        except BaseException:
-            d.errback(Failure())
-        else:
-            d.callback(result)
 
 
 class FailingFileSystem(FileSystem):

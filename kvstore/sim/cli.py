@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fault-time", type=float, default=3.0, help="simulated seconds of faults per seed")
     p.add_argument("--trace", action="store_true", help="print the event trace of --seed")
     p.add_argument("--profile", choices=PROFILES, default=None,
-                   help="fault profile for every seed (default: by seed, seeds = 3 mod 4 run figure8)")
+                   help="fault profile for every seed (default: by seed, seeds that are multiples of 4 run figure8)")
     return p
 
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 import enum
 import struct
 import zlib
-from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
 __all__ = [

@@ -67,7 +67,6 @@ from kvstore.storage.errors import CorruptLogError, StorageFailedError
 from kvstore.storage.fs import FileSystem
 from kvstore.storage.records import (
     FORMAT_VERSION,
-    MAX_U64,
     SEGMENT_HEADER_SIZE,
     LogEntry,
     RecordReader,

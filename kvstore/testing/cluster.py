@@ -25,7 +25,7 @@ from kvstore.raft.core import HardState as RaftHardState
 from kvstore.raft.core import RaftCore, Role
 from kvstore.raft.messages import Entry, Message
 from kvstore.statemachine import KeyValueStateMachine
-from kvstore.storage import HardState, LogEntry, MemoryLog, MemoryMetadata
+from kvstore.storage import HardState, MemoryLog, MemoryMetadata
 
 CLUSTER_ID = "simulated"
 

@@ -40,7 +40,7 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -48,9 +48,7 @@ from kvstore.testing.processes import (
     FAST_ELECTIONS,
     NodeProcess,
     ProcessCluster,
-    Timeout,
     allocate_port_range,
-    parse_status,
     wait_until,
 )
 

@@ -41,7 +41,7 @@ from kvstore.testing.faults import (
     classify,
     summarize,
 )
-from kvstore.testing.processes import FAST_ELECTIONS, NodeProcess, Timeout, wait_until
+from kvstore.testing.processes import FAST_ELECTIONS, NodeProcess, wait_until
 
 pytestmark = pytest.mark.integration
 

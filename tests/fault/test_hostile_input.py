@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 import pytest
 
 from kvstore.testing.faults import fd_count, rss_kib
-from kvstore.testing.processes import Client, NodeProcess, ProcessCluster, wait_until
+from kvstore.testing.processes import NodeProcess, ProcessCluster, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,6 @@ The test suite runs it briefly (tests/test_fuzz_peer_decoder.py).
 
 from __future__ import annotations
 
-import json
 import sys
 
 import atheris
