@@ -617,7 +617,7 @@ class RaftCore:
 
     def _send_append(self, peer: int, heartbeat: bool = False) -> None:
         progress = self._progress[peer]
-        entries: tuple[Entry, ...] = ()
+        entries: tuple[EntryTuple, ...] = ()
         can_send_entries = (
             progress.state is _ProgressState.PROBE and not progress.probe_sent
         ) or (progress.state is _ProgressState.REPLICATE and len(progress.inflight) < self.config.max_inflight)
@@ -647,7 +647,7 @@ class RaftCore:
     def _slice_for_message(self, start: int) -> list[EntryTuple]:
         budget = self.config.max_append_bytes
         end = min(self.last_index, start + self.config.max_append_entries - 1)
-        result = []
+        result: list[EntryTuple] = []
         for entry in self._log[start - 1 : end]:
             budget -= len(entry[2]) + 32
             if budget < 0 and result:

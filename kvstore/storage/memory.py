@@ -43,7 +43,7 @@ class MemoryLog:
 
     def entry_tuples(self) -> list[tuple[int, int, bytes]]:
         """Same contract as L{WriteAheadLog.entry_tuples} (here a copy)."""
-        return [tuple(e) for e in self._entries]
+        return [(e.index, e.term, e.payload) for e in self._entries]
 
     @property
     def entries(self) -> list[LogEntry]:

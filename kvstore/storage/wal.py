@@ -270,7 +270,7 @@ class WriteAheadLog:
         self,
         directory: str,
         segments: list[_Segment],
-        entries: list[LogEntry],
+        entries: list[tuple[int, int, bytes]],
         *,
         segment_bytes: int,
         run_in_thread: ThreadRunner,
@@ -345,7 +345,7 @@ class WriteAheadLog:
     @classmethod
     def _recover(
         cls, directory: str, fs: FileSystem
-    ) -> tuple[list[_Segment], list[LogEntry], list[_Op]]:
+    ) -> tuple[list[_Segment], list[tuple[int, int, bytes]], list[_Op]]:
         names = sorted(fs.listdir(directory))
         removed_tmp = False
         numbered: list[tuple[int, str]] = []
@@ -369,7 +369,7 @@ class WriteAheadLog:
             return [_Segment(1, path)], [], [_Create(path, 1)]
 
         segments: list[_Segment] = []
-        entries: list[LogEntry] = []
+        entries: list[tuple[int, int, bytes]] = []
         ops: list[_Op] = []
         expected: int | None = None
         last_term = 0
@@ -566,7 +566,7 @@ class WriteAheadLog:
             segment.offsets.append(segment.size)
             segment.size += len(record)
         # Plain (index, term, payload) tuples: untracked by the cyclic GC.
-        self._entries.extend(map(tuple, entries))
+        self._entries.extend(map(tuple, entries))  # type: ignore[arg-type]  # same objects if already plain
 
     def _queue_write(self, segment: _Segment, record: bytes) -> None:
         last = self._pending_ops[-1] if self._pending_ops else None
