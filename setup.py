@@ -37,6 +37,9 @@ setup(
             "pytest>=7",
             "pytest-twisted",
             "hypothesis",
+            # The suite runs the peer-decoder fuzz target briefly; atheris
+            # ships wheels for Linux x86_64 (elsewhere that test skips).
+            "atheris; platform_system == 'Linux' and platform_machine == 'x86_64'",
         ],
         "fuzz": ["atheris"],
     },
