@@ -39,6 +39,8 @@ class FakeService:
 
     def __init__(self, auto: bool = False) -> None:
         self.auto = auto
+        #: When set, every PUT fails at once with this error.
+        self.fail_writes_with: Exception | None = None
         self.data: dict[str, str] = {}
         self.calls: list[tuple[str, tuple[Any, ...], Deferred[Any]]] = []
         self.status_result: dict[str, object] = {
@@ -56,6 +58,8 @@ class FakeService:
         return d
 
     def put(self, key: str, value: str) -> Deferred[None]:
+        if self.fail_writes_with is not None:
+            return self._record("put", (key, value), fail(self.fail_writes_with))
         if self.auto:
             self.data[key] = value
             return self._record("put", (key, value), succeed(None))
@@ -877,3 +881,18 @@ def test_factory_defaults() -> None:
     proto = factory.buildProtocol(None)
     assert proto.MAX_LENGTH == DEFAULT_LIMITS.max_line_bytes
     assert factory.max_pending == DEFAULT_MAX_PENDING == 1000
+
+
+def test_thousands_of_immediately_finished_requests_behind_a_pending_one() -> None:
+    """A pending GET followed by thousands of pipelined writes that fail at
+    once (a follower's NotLeader) does not overflow the stack: every request
+    gets its reply and the connection stays usable."""
+    proto, transport, service = connect()
+    service.fail_writes_with = NotLeader(None, None)
+    proto.dataReceived(b"GET k\n" + b"PUT k v\n" * 3000)
+    service.fire(0, "x")
+    proto.dataReceived(b"PING\n")
+    replies = lines(transport)
+    assert replies[0] == "value of k: x"
+    assert replies[1:-1] == ["Error: Not leader. No leader elected yet"] * 3000
+    assert replies[-1] == "PONG"

@@ -238,6 +238,7 @@ class ClientProtocol(LineReceiver):
         self._writes_in_flight = 0
         # Requests waiting for the ordering rule, with their reply slots.
         self._held: deque[tuple[Any, _Slot, bool]] = deque()
+        self._draining = False
 
     # -- connection lifecycle ---------------------------------------------
 
@@ -423,10 +424,19 @@ class ClientProtocol(LineReceiver):
             self._writes_in_flight -= 1
         else:
             self._reads_in_flight -= 1
-        held = self._held
-        while held and not self._lost and self._may_start(held[0][2]):
-            command, slot, held_is_write = held.popleft()
-            self._start(command, slot, held_is_write)
+        if self._draining:
+            # A held request finished at once inside the loop below: the
+            # outermost call keeps draining, so the stack stays flat however
+            # many requests in a row complete immediately.
+            return None
+        self._draining = True
+        try:
+            held = self._held
+            while held and not self._lost and self._may_start(held[0][2]):
+                command, slot, held_is_write = held.popleft()
+                self._start(command, slot, held_is_write)
+        finally:
+            self._draining = False
         return None
 
     # -- results ----------------------------------------------------------
