@@ -29,7 +29,11 @@ from twisted.python.failure import Failure
 from kvstore.errors import KeyNotFound, NotLeader, OutcomeUnknown, Unavailable
 from kvstore.raft.core import HardState, NotLeaderError, RaftCore, Ready, Role
 from kvstore.raft.messages import Message
-from kvstore.statemachine import KeyValueStateMachine, encode_delete, encode_put
+from kvstore.statemachine import ApplyResult, InvalidCommand, KeyValueStateMachine, encode_delete, encode_put
+
+
+# Marks a committed entry that was not a valid command (see Node._apply).
+_INVALID = ApplyResult(False)
 
 
 class LogStorage(Protocol):
@@ -171,6 +175,8 @@ class Node:
         """
         if stale:
             return self._read_now(key)
+        if self._stopped:
+            return fail(Unavailable("the node is shutting down"))
         if self._failed:
             return fail(Unavailable("the node has stopped after a storage failure"))
         read_id = self._next_read_id
@@ -212,6 +218,8 @@ class Node:
         return NotLeader(leader, self._member_addresses.get(leader))
 
     def _propose(self, key: str, data: bytes) -> Deferred[Any]:
+        if self._stopped:
+            return fail(Unavailable("the node is shutting down"))
         if self._failed:
             return fail(Unavailable("the node has stopped after a storage failure"))
         try:
@@ -252,7 +260,14 @@ class Node:
             if not self.core.has_ready():
                 break
             ready = self.core.ready()
-            self._handle_ready(ready)
+            try:
+                self._handle_ready(ready)
+            except Exception:
+                # The core has handed this batch over; a half-handled batch
+                # would leave core, log and state machine out of step (for
+                # example acknowledging entries the log refused).  Stop.
+                self._fatal(Failure())
+                return
         else:
             if self.core.has_ready():
                 self.wake()
@@ -341,13 +356,21 @@ class Node:
         state_machine = self.state_machine
         pending = self._pending_writes
         for index, term, payload in ready.committed:
-            result = state_machine.apply(index, payload)
+            try:
+                result = state_machine.apply(index, payload)
+            except InvalidCommand as e:
+                # Committed everywhere, so every node skips it alike; it
+                # counts as applied (the state machine moved past it).
+                self.log.error("skipping committed entry {index}: {error}", index=index, error=str(e))
+                result = _INVALID
             write = pending.pop(index, None) if pending else None
             if write is None:
                 continue
             if write.term != term:
                 # Another leader's entry took this index: ours was dropped.
                 write.deferred.errback(OutcomeUnknown("leadership changed before the write committed"))
+            elif result is _INVALID:
+                write.deferred.errback(OutcomeUnknown("the committed entry was not a valid command"))
             elif result.found:
                 write.deferred.callback(None)
             else:

@@ -226,3 +226,43 @@ def test_follower_refuses_writes_with_leader_address() -> None:
     out = results([node.delete("k")])
     assert out[0].value.leader_id == 0 and out[0].value.leader_address == "127.0.0.1:5000"
     assert core.last_index == 0
+
+
+def test_invalid_committed_entry_is_skipped_not_wedging(tmp_path: Path) -> None:
+    """A committed entry that is not a valid command is logged and skipped on
+    apply; entries after it are applied and the node keeps serving."""
+    n = SingleNode(tmp_path)
+    n.node.core.propose(b"Xnot a command")
+    out = results([n.node.put("a", "1")])
+    n.settle()
+    assert out == [None]
+    box = results([n.node.get("a")])
+    n.settle()
+    assert box == ["1"]
+    assert n.node.state_machine.applied_index == n.node.core.commit_index
+    n.close()
+
+
+def test_exception_while_handling_a_batch_stops_the_node(tmp_path: Path) -> None:
+    """If storage rejects a batch (here: an append that raises), the node
+    fail-stops instead of carrying on with core and log out of step."""
+    n = SingleNode(tmp_path)
+
+    def broken_append(entries: object) -> None:
+        raise ValueError("refused")
+
+    n.wal.append = broken_append  # type: ignore[method-assign]
+    out = results([n.node.put("a", "1")])
+    n.clock.advance(0)
+    assert len(n.fatal) == 1
+    assert out[0].check(OutcomeUnknown)
+    assert results([n.node.put("b", "2")])[0].check(Unavailable)
+
+
+def test_requests_after_stop_fail_at_once(tmp_path: Path) -> None:
+    """A request arriving after the node stopped gets an error instead of
+    waiting forever."""
+    n = SingleNode(tmp_path)
+    n.close()
+    assert results([n.node.put("a", "1")])[0].check(Unavailable)
+    assert results([n.node.get("a")])[0].check(Unavailable)

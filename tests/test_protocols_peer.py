@@ -173,3 +173,20 @@ def test_entries_are_encoded_once_for_all_followers() -> None:
         assert decoded == Message(0, receiver, original.body) or (
             decoded.body.entries == entries and decoded.receiver == receiver
         )
+
+
+@pytest.mark.parametrize(
+    "entries, prev_term, term",
+    [
+        ([[2, 3, "a"], [3, 2, "b"]], 1, 3),  # terms decrease
+        ([[2, 4, "a"]], 1, 3),  # entry term above the message term
+        ([[2, 1, "a"]], 2, 3),  # entry term below prev_term
+    ],
+)
+def test_entries_that_no_leader_could_send_are_malformed(entries: list, prev_term: int, term: int) -> None:
+    """AppendEntries whose entry terms are not a valid log (decreasing, above
+    the sender's term, below prev_term) is refused before it reaches storage."""
+    raw = {"type": "append", "from": 1, "to": 0, "term": term, "prev_index": 1, "prev_term": prev_term,
+           "commit": 0, "round": 0, "entries": entries}
+    with pytest.raises(MalformedMessage):
+        decode_message(json.dumps(raw).encode(), 1, MEMBERSHIP)

@@ -100,14 +100,28 @@ def test_line_limit_is_exactly_the_length(line: bytes, extra: int) -> None:
 # The peer decoder
 
 ints = st.integers(0, 2**40)
-entries = st.integers(0, 50).flatmap(
-    lambda prev: st.lists(st.tuples(ints, st.text(max_size=20)), max_size=4).map(
-        lambda items: (prev, tuple(Entry(prev + 1 + n, term, data.encode("utf-8", "surrogatepass"))
-                                   for n, (term, data) in enumerate(items)))
-    )
+def _append_entries(prev_index: int, prev_term: int, steps: list[tuple[int, str]], extra: int, commit: int,
+                    round_: int) -> AppendEntries:
+    """A well-formed AppendEntries: consecutive indexes after prev_index,
+    terms never decreasing from prev_term and never above the message's."""
+    term, items = prev_term, []
+    for n, (step, data) in enumerate(steps):
+        term += step
+        items.append(Entry(prev_index + 1 + n, term, data.encode("utf-8", "surrogatepass")))
+    return AppendEntries(term + extra, prev_index, prev_term, tuple(items), commit, round_)
+
+
+append_entries = st.builds(
+    _append_entries,
+    st.integers(0, 50),
+    ints,
+    st.lists(st.tuples(st.integers(0, 3), st.text(max_size=20)), max_size=4),
+    st.integers(0, 5),
+    ints,
+    ints,
 )
 bodies = st.one_of(
-    st.builds(lambda t, pe, pt, c, r: AppendEntries(t, pe[0], pt, pe[1], c, r), ints, entries, ints, ints, ints),
+    append_entries,
     st.builds(AppendEntriesResponse, ints, st.booleans(), ints, ints, ints, ints),
     st.builds(RequestVote, ints, ints, ints, st.booleans()),
     st.builds(RequestVoteResponse, ints, st.booleans(), st.booleans()),

@@ -215,7 +215,13 @@ def _bool(d: dict[str, Any], name: str) -> bool:
     return value
 
 
-def _entries(d: dict[str, Any], prev_index: int) -> tuple[Entry, ...]:
+def _entries(d: dict[str, Any], prev_index: int, prev_term: int, term: int) -> tuple[Entry, ...]:
+    """
+    The entries of an AppendEntries, checked for the shape of a log: indexes
+    consecutive after C{prev_index}, terms never decreasing from
+    C{prev_term} and never above the sender's C{term}.  A log that breaks
+    these cannot come from a correct leader, and storing it would fail.
+    """
     raw = d.get("entries")
     if not isinstance(raw, list):
         raise MalformedMessage("field 'entries' must be a list")
@@ -232,6 +238,11 @@ def _entries(d: dict[str, Any], prev_index: int) -> tuple[Entry, ...]:
             raise MalformedMessage("each entry must be [index, term, data]")
         if item[0] != expected or not 0 <= item[1] < MAX_FIELD_VALUE:
             raise MalformedMessage(f"entry index {item[0]} out of sequence (expected {expected})")
+        if not prev_term <= item[1] <= term:
+            raise MalformedMessage(
+                f"entry {item[0]} has term {item[1]}, outside [{prev_term}, {term}] for this message"
+            )
+        prev_term = item[1]
         expected += 1
         try:
             payload = item[2].encode("utf-8")
@@ -256,11 +267,12 @@ def from_dict(d: Any) -> Message:
     body: Body
     if kind == "append":
         prev_index = _int(d, "prev_index")
+        prev_term = _int(d, "prev_term")
         body = AppendEntries(
             term=term,
             prev_log_index=prev_index,
-            prev_log_term=_int(d, "prev_term"),
-            entries=_entries(d, prev_index),
+            prev_log_term=prev_term,
+            entries=_entries(d, prev_index, prev_term, term),
             leader_commit=_int(d, "commit"),
             round=_int(d, "round"),
         )
