@@ -190,3 +190,17 @@ def test_entries_that_no_leader_could_send_are_malformed(entries: list, prev_ter
            "commit": 0, "round": 0, "entries": entries}
     with pytest.raises(MalformedMessage):
         decode_message(json.dumps(raw).encode(), 1, MEMBERSHIP)
+
+
+def test_before_hello_only_small_netstrings_are_accepted() -> None:
+    """Before a valid hello, a netstring longer than a hello could be is
+    refused at its length prefix; after it, full-size messages are read."""
+    from kvstore.protocols.peer import MAX_HELLO_BYTES
+
+    delivered, protocol, transport = connect()
+    protocol.dataReceived(b"%d:" % (MAX_HELLO_BYTES + 1) + b"x" * 100)
+    assert transport.disconnecting and delivered == []
+    delivered, protocol, transport = connect()
+    big = Message(1, 0, AppendEntries(3, 1, 1, (Entry(2, 3, b"P" + b"v" * 100_000),), 1))
+    protocol.dataReceived(netstring(encode_hello(1, "c1")) + netstring(encode_message(big)))
+    assert delivered == [big] and not transport.disconnecting

@@ -36,6 +36,9 @@ PROTOCOL_VERSION = 1
 # data; JSON escaping can inflate that, so allow generous headroom.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
+# A hello is a small JSON object; nothing longer is read before one.
+MAX_HELLO_BYTES = 4096
+
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
 
 
@@ -152,9 +155,16 @@ def decode_message(payload: bytes, sender: int, membership: Membership) -> Messa
 
 
 class PeerServerProtocol(NetstringReceiver):
-    """Receives one member's messages and hands them to the node."""
+    """
+    Receives one member's messages and hands them to the node.
 
-    MAX_LENGTH = MAX_MESSAGE_BYTES
+    Until a valid hello arrives, the connection is anybody's, so a netstring
+    may be only L{MAX_HELLO_BYTES} long: an unauthenticated connection cannot
+    make the node buffer megabytes.  After the hello the limit rises to
+    L{MAX_MESSAGE_BYTES}.
+    """
+
+    MAX_LENGTH = MAX_HELLO_BYTES
     log = Logger()
 
     def __init__(self, membership: Membership, deliver: Callable[[Message], None]) -> None:
@@ -169,6 +179,7 @@ class PeerServerProtocol(NetstringReceiver):
         try:
             if self._sender is None:
                 self._sender = decode_hello(payload, self._membership)
+                self.MAX_LENGTH = MAX_MESSAGE_BYTES
                 self.log.info(
                     "peer node {peer} connected from {address}", peer=self._sender, address=self._peer_address()
                 )
