@@ -512,7 +512,7 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
             None,
             "Longest accepted client line, in bytes; a longer line closes the "
             "connection.  Default: max-key-bytes + max-value-bytes + "
-            f"{_LINE_OVERHEAD_BYTES}; must exceed max-key-bytes + max-value-bytes.",
+            f"{_LINE_OVERHEAD_BYTES}; must be at least max-key-bytes + max-value-bytes + 6 (the largest PUT).",
         ],
         [
             "segment-bytes",
