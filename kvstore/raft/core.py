@@ -28,8 +28,10 @@ and a conflict hint for fast log back-off (5.3).
 
 from __future__ import annotations
 
+import bisect
 import enum
 import random
+from operator import itemgetter
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -49,6 +51,9 @@ from kvstore.raft.messages import (
     RequestVote,
     RequestVoteResponse,
 )
+
+
+_term_of = itemgetter(1)  # the term of an (index, term, payload) entry
 
 
 class Role(enum.Enum):
@@ -712,9 +717,10 @@ class RaftCore:
         self._confirm_reads()
 
     def _last_index_of_term(self, term: int, at_or_below: int) -> int:
-        index = min(at_or_below, self.last_index)
-        while index > 0 and self.term_at(index) > term:
-            index -= 1
+        """The last index at or below C{at_or_below} holding C{term}, or 0.
+        Terms never decrease along the log, so this is a binary search: a
+        scan would stall the reactor on a log of millions of entries."""
+        index = bisect.bisect_right(self._log, term, hi=min(at_or_below, self.last_index), key=_term_of)
         if index > 0 and self.term_at(index) == term:
             return index
         return 0
@@ -805,9 +811,9 @@ class RaftCore:
             return
         if self.term_at(prev) != append.prev_log_term:
             conflict_term = self.term_at(prev)
-            first = prev
-            while first > 1 and self.term_at(first - 1) == conflict_term:
-                first -= 1
+            # The first index of the conflicting term (binary search: terms
+            # never decrease along the log).
+            first = bisect.bisect_left(self._log, conflict_term, hi=prev, key=_term_of) + 1
             self._send(
                 sender,
                 AppendEntriesResponse(self.term, False, prev, first, conflict_term, append.round),
