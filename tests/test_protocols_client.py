@@ -896,3 +896,16 @@ def test_thousands_of_immediately_finished_requests_behind_a_pending_one() -> No
     assert replies[0] == "value of k: x"
     assert replies[1:-1] == ["Error: Not leader. No leader elected yet"] * 3000
     assert replies[-1] == "PONG"
+
+
+def test_half_close_answers_pending_requests_then_closes() -> None:
+    """When the client shuts down its sending side, requests already read are
+    still answered, then the connection closes; a partial line is dropped."""
+    proto, transport, service = connect()
+    proto.dataReceived(b"PUT a 1\nPING\nGET b")
+    proto.readConnectionLost()
+    assert not transport.disconnecting
+    service.fire(0)
+    assert lines(transport) == ["a added successfully.", "PONG"]
+    assert transport.disconnecting
+    assert [call[0] for call in service.calls] == ["put"]

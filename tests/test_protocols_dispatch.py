@@ -72,3 +72,33 @@ def test_connection_lost_reaches_chosen_protocol() -> None:
     protocol.dataReceived(b"GET k\n")
     protocol.connectionLost(None)  # type: ignore[arg-type]
     assert protocol.chosen.lost  # type: ignore[attr-defined]
+
+
+def test_half_close_reaches_a_protocol_that_supports_it() -> None:
+    """A half-close is passed to a chosen protocol that supports half-closed
+    connections; otherwise the connection is closed."""
+    from twisted.internet.interfaces import IHalfCloseableProtocol
+    from zope.interface import implementer
+
+    @implementer(IHalfCloseableProtocol)
+    class HalfCloseable(Recorder):
+        read_lost = False
+
+        def readConnectionLost(self) -> None:
+            self.read_lost = True
+
+        def writeConnectionLost(self) -> None:
+            pass
+
+    log: list[tuple[str, bytes]] = []
+    factory = DispatchFactory(Factory.forProtocol(lambda: HalfCloseable("client", log)), make("peer", log))
+    protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"GET k\n")
+    protocol.readConnectionLost()  # type: ignore[attr-defined]
+    assert protocol.chosen.read_lost and not transport.disconnecting  # type: ignore[attr-defined]
+    log2, peer, peer_transport = connect()
+    peer.dataReceived(b"5:hello,")
+    peer.readConnectionLost()  # type: ignore[attr-defined]
+    assert peer_transport.disconnecting

@@ -27,7 +27,7 @@ from collections import deque
 from typing import Any, Callable, Protocol, runtime_checkable
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -192,7 +192,7 @@ class _Slot:
         self.reply = reply
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IHalfCloseableProtocol)
 class ClientProtocol(LineReceiver):
     """
     One client connection.
@@ -261,6 +261,22 @@ class ClientProtocol(LineReceiver):
         self._held.clear()
         self._batch = None
         self.clearLineBuffer()
+
+    # -- IHalfCloseableProtocol: the client stopped sending ------------------
+
+    def readConnectionLost(self) -> None:
+        """
+        The client shut down its sending side (C{nc -q1}, C{nc -N}, a
+        script's C{shutdown(SHUT_WR)}) after its last request: like C{EXIT},
+        answer every request already read, then close.  An unterminated
+        last line is not a request and is dropped.
+        """
+        self._start_closing()
+
+    def writeConnectionLost(self) -> None:
+        """The client can no longer read our replies: close."""
+        self._closing = True
+        self.transport.loseConnection()
 
     # -- IPushProducer: called by the transport about our writes -------------
 

@@ -13,13 +13,22 @@ is rebound to the chosen protocol's, so each later chunk costs one call.
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 
+@implementer(IHalfCloseableProtocol)
 class FirstByteDispatcher(Protocol):
-    """Chooses the peer or the client protocol from the first byte."""
+    """
+    Chooses the peer or the client protocol from the first byte.
+
+    It accepts half-closed connections (a client such as C{nc -q1} or
+    C{nc -N} that shuts down its sending side after its last request): the
+    chosen protocol is told with C{readConnectionLost} and may still write
+    its replies; a protocol that does not support that is disconnected.
+    """
 
     def __init__(self, factory: "DispatchFactory", addr: IAddress) -> None:
         self._dispatch_factory = factory
@@ -48,6 +57,20 @@ class FirstByteDispatcher(Protocol):
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         if self.chosen is not None:
             self.chosen.connectionLost(reason)
+
+    def readConnectionLost(self) -> None:
+        chosen = self.chosen
+        if chosen is not None and IHalfCloseableProtocol.providedBy(chosen):
+            chosen.readConnectionLost()
+        else:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        chosen = self.chosen
+        if chosen is not None and IHalfCloseableProtocol.providedBy(chosen):
+            chosen.writeConnectionLost()
+        else:
+            self.transport.loseConnection()
 
 
 class DispatchFactory(Factory):
