@@ -56,6 +56,10 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHECKOUT = os.path.dirname(HERE)
+if CHECKOUT not in sys.path:
+    sys.path.insert(0, CHECKOUT)
+
+from kvstore.bench import free_port_block  # noqa: E402
 
 SHAPES = {
     # name: (connections, pipelined requests per connection)
@@ -189,22 +193,6 @@ def _popen(argv: list[str], **kwargs: Any) -> subprocess.Popen:
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, preexec_fn=_default_sigint, **kwargs)
     _PROCESSES.append(process)
     return process
-
-
-def _free_block(start: int, count: int, avoid: tuple[int, ...] = ()) -> int:
-    """A base port below the ephemeral range with C{count} free ports."""
-    for base in range(start, 30000 - count, 50):
-        ok = True
-        for port in list(range(base, base + count)) + [base + a for a in avoid]:
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free port block")
 
 
 def _log(message: str) -> None:
@@ -366,7 +354,7 @@ def run_pysyncobj(shape: str, variant: str, args: argparse.Namespace) -> dict[st
     journal, batch = PYSYNCOBJ_VARIANTS[variant]
     row = _row("pysyncobj", variant, shape)
     directory = _mkdtemp("compare-pysyncobj-")
-    base = _free_block(22100, 3, avoid=(10, 11, 12))
+    base = free_port_block(3, start=22100, also=(10, 11, 12))
     raft_ports = ",".join(str(base + i) for i in range(3))
     client_ports = [base + 10 + i for i in range(3)]
     nodes = []
@@ -532,7 +520,7 @@ async def _etcd_load(port: int, connections: int, pipeline: int, duration: float
 def run_etcd(shape: str, args: argparse.Namespace) -> dict[str, Any]:
     row = _row("etcd", "fsync", shape)
     directory = _mkdtemp("compare-etcd-")
-    base = _free_block(22300, 3, avoid=(79, 89, 99))
+    base = free_port_block(3, start=22300, also=(79, 89, 99))
     peer_ports = [base + i for i in range(3)]
     client_ports = [base + 79 + 10 * i for i in range(3)]
     cluster = ",".join(f"e{i}=http://127.0.0.1:{peer_ports[i]}" for i in range(3))

@@ -356,12 +356,16 @@ async def _progress(results: Results) -> None:
 # Servers the tool starts itself
 
 
-def _free_port_block(count: int, start: int = 21000) -> int:
-    """A base port such that C{count} consecutive ports are free, below the
-    kernel's ephemeral range."""
-    for base in range(start, 30000 - count, count + 7):
+def free_port_block(count: int, start: int = 21000, also: tuple[int, ...] = ()) -> int:
+    """
+    A base port such that C{count} consecutive ports, and C{base + a} for
+    each offset C{a} in C{also}, are free, below the kernel's ephemeral
+    range (a client reconnecting to a dead node must never connect to
+    itself).
+    """
+    for base in range(start, 30000 - count - max(also, default=0), count + 7):
         ok = True
-        for port in range(base, base + count):
+        for port in [*range(base, base + count), *(base + a for a in also)]:
             with socket.socket() as s:
                 try:
                     s.bind(("127.0.0.1", port))
@@ -384,7 +388,7 @@ class LocalCluster:
     def __init__(self, size: int, fsync: bool, extra: Sequence[str] = ()) -> None:
         self.size = size
         self.directory = tempfile.mkdtemp(prefix="kvstore-bench-")
-        self.base = _free_port_block(size)
+        self.base = free_port_block(size)
         self.addresses = [("127.0.0.1", self.base + i) for i in range(size)]
         self.processes: list[subprocess.Popen[bytes]] = []
         env = dict(os.environ)
@@ -427,7 +431,7 @@ class TrivialServer:
     """A subprocess answering every line at once: the tool's ceiling."""
 
     def __init__(self) -> None:
-        self.port = _free_port_block(1, start=21500)
+        self.port = free_port_block(1, start=21500)
         self.addresses = [("127.0.0.1", self.port)]
         self.process = subprocess.Popen(
             [sys.executable, "-m", "kvstore.bench", "--serve-trivial", str(self.port)], stdin=subprocess.DEVNULL
