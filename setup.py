@@ -48,7 +48,7 @@ setup(
             "kvstore-cluster=kvstore.cluster:main",
             "kvstore-sim=kvstore.sim.cli:main",
             "kvstore-bench=kvstore.bench:main",
-            "kvstore-inspect=kvstore.inspect:main",
+            "kvstore-inspect=kvstore.datadir:main",
         ],
     },
     zip_safe=False,

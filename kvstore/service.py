@@ -8,17 +8,11 @@ that can fail because of the environment -- a data directory held by another
 process, a corrupt log, a data directory of another cluster -- fails here,
 before the reactor runs, with a clear message and a non-zero exit.
 
-Data directory layout::
-
-    <data-dir>/LOCK            held (flock) while a node runs on this directory
-    <data-dir>/metadata.json   term, vote and cluster id (atomic replace)
-    <data-dir>/wal/            write-ahead log segments (the Raft log)
+The data directory's layout is described in L{kvstore.datadir}.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import gc
 import os
 import random
@@ -31,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 
+from kvstore.datadir import DataDirectoryLock, make_directory_durably
 from kvstore.node import Node
 from kvstore.options import NodeConfig, Options
 from kvstore.peers import PeerLinks
@@ -63,33 +58,6 @@ class _NoFsyncFileSystem(FileSystem):
 
     def fsync_dir(self, path: str) -> None:
         pass
-
-
-class DataDirectoryLock:
-    """An exclusive C{flock} on C{<data-dir>/LOCK}, so that two processes can
-    never run on one data directory (they would corrupt each other's log)."""
-
-    def __init__(self, data_dir: str) -> None:
-        self.path = os.path.join(data_dir, "LOCK")
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise UsageError(f"data directory {os.path.dirname(self.path)} is in use by another process") from None
-            raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 def tune_garbage_collector() -> None:
@@ -166,28 +134,8 @@ class KVStoreService(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
 
-def _make_directory_durably(path: str) -> None:
-    """
-    Create C{path} and any missing parents, fsyncing each new directory's
-    parent, so that a power cut right after a node's first start cannot
-    lose the data directory (and a vote already cast in it).
-    """
-    path = os.path.abspath(path)
-    missing = []
-    while not os.path.isdir(path):
-        missing.append(path)
-        path = os.path.dirname(path)
-    for directory in reversed(missing):
-        os.mkdir(directory)
-        fd = os.open(os.path.dirname(directory), os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _open_storage(config: NodeConfig) -> tuple[DataDirectoryLock, WriteAheadLog, MetadataStore]:
-    _make_directory_durably(config.data_dir)
+    make_directory_durably(config.data_dir)
     lock = DataDirectoryLock(config.data_dir)
     lock.acquire()
     try:

@@ -80,12 +80,12 @@ def test_service_starts_and_recovers_log(tmp_path: Path) -> None:
 def test_new_data_directory_parents_are_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Creating a nested data directory fsyncs the parent of every directory
     it creates, so the directory survives a power cut after first start."""
-    import kvstore.service as service_module
+    import kvstore.datadir as service_module
 
     synced: list[int] = []
     real_fsync = service_module.os.fsync
     monkeypatch.setattr(service_module.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
     target = tmp_path / "a" / "b" / "c"
-    service_module._make_directory_durably(str(target))
+    service_module.make_directory_durably(str(target))
     assert target.is_dir()
     assert len(synced) == 3

@@ -1,9 +1,16 @@
-# -*- test-case-name: tests.test_inspect -*-
+# -*- test-case-name: tests.test_datadir -*-
 """
-C{kvstore-inspect DATA_DIR}: describe a stopped node's data directory.
+A node's data directory: creating it durably, locking it, and describing a
+stopped one (C{kvstore-inspect DATA_DIR...}).
+
+Layout::
+
+    <data-dir>/LOCK            held (flock) while a node runs on this directory
+    <data-dir>/metadata.json   term, vote and cluster id (atomic replace)
+    <data-dir>/wal/            write-ahead log segments (the Raft log)
 
 Operators need to compare nodes' logs without starting them (starting a
-node may append to its log): which node holds the most up-to-date log (the
+node may append to its log): the node holding the most up-to-date log (the
 highest last term, then the highest last index) is the one to copy when a
 node's data must be rebuilt (docs/operations.md).  Opening the log runs the
 same recovery a starting node would, so a torn tail is reported (and
@@ -13,15 +20,64 @@ truncated) and any other damage is reported with its file and offset.
 from __future__ import annotations
 
 import argparse
+import errno
+import fcntl
 import json
 import os
 import sys
 from typing import Sequence
 
 from twisted.internet.defer import succeed
+from twisted.python.usage import UsageError
 
-from kvstore.service import DataDirectoryLock
 from kvstore.storage import CorruptLogError, CorruptMetadataError, MetadataStore, WriteAheadLog
+
+
+def make_directory_durably(path: str) -> None:
+    """
+    Create C{path} and any missing parents, fsyncing each new directory's
+    parent, so that a power cut right after a node's first start cannot
+    lose the data directory (and a vote already cast in it).
+    """
+    path = os.path.abspath(path)
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for directory in reversed(missing):
+        os.mkdir(directory)
+        fd = os.open(os.path.dirname(directory), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class DataDirectoryLock:
+    """An exclusive C{flock} on C{<data-dir>/LOCK}, so that two processes can
+    never run on one data directory (they would corrupt each other's log)."""
+
+    def __init__(self, data_dir: str) -> None:
+        self.path = os.path.join(data_dir, "LOCK")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise UsageError(f"data directory {os.path.dirname(self.path)} is in use by another process") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def describe(data_dir: str) -> dict[str, object]:

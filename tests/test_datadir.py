@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from twisted.internet.defer import succeed
 
-from kvstore.inspect import describe, main
-from kvstore.service import DataDirectoryLock
+from kvstore.datadir import DataDirectoryLock, describe, main
 from kvstore.storage import HardState, LogEntry, MetadataStore, WriteAheadLog
 
 
