@@ -578,3 +578,47 @@ def test_importing_storage_does_not_install_a_reactor() -> None:
     root = str(Path(__file__).resolve().parent.parent)
     completed = subprocess.run([sys.executable, "-c", code], cwd=root, timeout=60)
     assert completed.returncode == 0
+
+
+def test_open_makes_recovered_records_durable(tmp_path: Path) -> None:
+    """Opening fsyncs every segment and the directory: records that a crashed
+    process wrote but never fsynced, read back from the page cache, must be
+    durable before the log reports them durable."""
+    from kvstore.storage.fs import FileSystem as RealFileSystem
+
+    class CountingFileSystem(RealFileSystem):
+        def __init__(self) -> None:
+            self.fsynced: list[int] = []
+            self.dir_fsyncs = 0
+
+        def fsync(self, fd: int) -> None:
+            self.fsynced.append(fd)
+            super().fsync(fd)
+
+        def fsync_dir(self, path: str) -> None:
+            self.dir_fsyncs += 1
+            super().fsync_dir(path)
+
+    log = WriteAheadLog.open(str(tmp_path), segment_bytes=4096, run_in_thread=lambda f: succeed(f()))
+    log.append([LogEntry(i, 1, b"x" * 500) for i in range(1, 30)])
+    log.sync()
+    log.close()
+    segments = [p for p in os.listdir(tmp_path) if p.endswith(".log")]
+    assert len(segments) > 2
+    fs = CountingFileSystem()
+    reopened = WriteAheadLog.open(str(tmp_path), run_in_thread=lambda f: succeed(f()), fs=fs)
+    assert len(fs.fsynced) >= len(segments) and fs.dir_fsyncs >= 1
+    assert reopened.durable_index == 29
+
+
+def test_segments_do_not_each_keep_a_file_descriptor(tmp_path: Path) -> None:
+    """Rolling over to a new segment closes the older ones' descriptors, so a
+    long log cannot exhaust the process's file descriptors."""
+    log = WriteAheadLog.open(str(tmp_path), segment_bytes=4096, run_in_thread=lambda f: succeed(f()))
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(1, 200):
+        log.append([LogEntry(i, 1, b"x" * 500)])
+        log.sync()
+    assert len([p for p in os.listdir(tmp_path) if p.endswith(".log")]) > 20
+    assert len(os.listdir("/proc/self/fd")) - before <= 2
+    log.close()

@@ -180,6 +180,14 @@ class MetadataStore:
             if len(data) > _MAX_FILE_BYTES:
                 raise CorruptMetadataError(path, f"file is too large ({len(data)} bytes)")
             state = decode_metadata(path, data)
+            # What was read may be a save whose fsync never ran (the process
+            # died): make it durable before the term and vote are relied on.
+            fd = fs.open_rw(path)
+            try:
+                fs.fsync(fd)
+            finally:
+                fs.close(fd)
+            fs.fsync_dir(directory)
         else:
             state = HardState()
         return cls(path, state, run_in_thread=runner, fs=fs)

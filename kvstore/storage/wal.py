@@ -178,6 +178,15 @@ class _Writer:
             fd = self._fds[path] = self._fs.open_rw(path)
         return fd
 
+    fd = _fd
+
+    def close_all_but(self, keep: str | None) -> None:
+        """Close every open segment except C{keep}: a log of many segments
+        must not hold a file descriptor for each (they reopen on demand)."""
+        for path in list(self._fds):
+            if path != keep:
+                self._close(path)
+
     def _close(self, path: str) -> None:
         fd = self._fds.pop(path, None)
         if fd is not None:
@@ -216,6 +225,7 @@ class _Writer:
                 fs.replace(tmp, op.path)
                 fs.fsync_dir(self._directory)
                 fsyncs += 1
+                self.close_all_but(op.path)
             elif isinstance(op, _Truncate):
                 # Durable before anything is written over the same bytes.
                 fd = self._fd(op.path)
@@ -312,7 +322,9 @@ class WriteAheadLog:
 
         Blocking: call it at start-up, before the reactor runs.  Reads every
         segment, validates it, truncates a torn tail of the last segment with
-        a warning, and leaves everything it recovered durable.
+        a warning, and fsyncs every segment and the directory, so that
+        everything it recovered is durable (it may have been read from the
+        page cache of a process that died before its fsync).
 
         @param segment_bytes: roll over to a new segment once the current one
             reaches this size (a single larger record gets a segment alone).
@@ -332,6 +344,14 @@ class WriteAheadLog:
         segments, entries, ops = cls._recover(directory, fs)
         if ops:
             writer.execute(ops)
+        # What recovery read may have come from the page cache of a process
+        # that died before its fsync: make it durable before anything counts
+        # it as durable (a follower would otherwise acknowledge entries that
+        # a power cut could still take away).
+        for segment in segments:
+            fs.fsync(writer.fd(segment.path))
+        fs.fsync_dir(directory)
+        writer.close_all_but(segments[-1].path if segments else None)
         return cls(
             directory,
             segments,
