@@ -46,7 +46,12 @@ from kvstore.storage import (
 )
 from kvstore.storage.fs import FileSystem
 
-__all__ = ["Options", "makeService", "KVStoreService"]
+__all__ = ["Options", "makeService", "KVStoreService", "EXIT_STORAGE_FAILURE"]
+
+#: The exit status of a node that stopped itself after a storage failure
+#: (EX_SOFTWARE would hide it among crashes; 70 is what etc/kvstore@.service
+#: lists in RestartPreventExitStatus).
+EXIT_STORAGE_FAILURE = 70
 
 
 class _NoFsyncFileSystem(FileSystem):
@@ -197,7 +202,13 @@ def build_service(config: NodeConfig, reactor: Any = None) -> KVStoreService:
     )
 
     def fatal(failure: Failure) -> None:
-        Logger().critical("stopping the node after a storage failure")
+        Logger().critical(
+            "stopping the node after a storage failure; exit status {status}", status=EXIT_STORAGE_FAILURE
+        )
+        # twistd would exit 0 after reactor.stop(); a distinct status lets
+        # systemd and monitoring see the failure (and not restart blindly:
+        # after a failed fsync the page cache may hold data the disk lacks).
+        reactor.addSystemEventTrigger("after", "shutdown", os._exit, EXIT_STORAGE_FAILURE)
         reactor.stop()
 
     def link_status() -> dict[str, object]:
