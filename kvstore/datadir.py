@@ -61,8 +61,14 @@ class DataDirectoryLock:
         self.path = os.path.join(data_dir, "LOCK")
         self._fd: int | None = None
 
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    def acquire(self, create: bool = True) -> None:
+        """
+        Take the lock, or raise L{UsageError} if another process holds it.
+        With C{create} false, the lock file must exist already and is not
+        written (for tools that only look at a stopped node's directory).
+        """
+        flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+        fd = os.open(self.path, flags, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -70,8 +76,9 @@ class DataDirectoryLock:
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise UsageError(f"data directory {os.path.dirname(self.path)} is in use by another process") from None
             raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        if create:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
     def release(self) -> None:
@@ -81,9 +88,16 @@ class DataDirectoryLock:
 
 
 def describe(data_dir: str) -> dict[str, object]:
-    """The data directory's metadata and log extent."""
+    """
+    The data directory's metadata and log extent.  Nothing is created: a
+    directory without a node's files is refused.  (Recovery may still
+    truncate a torn last record, as the node itself would at start-up.)
+    """
+    for name in ("LOCK", "metadata.json", "wal"):
+        if not os.path.exists(os.path.join(data_dir, name)):
+            raise UsageError(f"{data_dir} is not a kvstore data directory (no {name})")
     lock = DataDirectoryLock(data_dir)
-    lock.acquire()  # refuses if a node is running on it
+    lock.acquire(create=False)  # refuses if a node is running on it
     try:
         run_now = lambda f: succeed(f())  # noqa: E731 - blocking is fine in a command-line tool
         metadata = MetadataStore.open(os.path.join(data_dir, "metadata.json"), run_in_thread=run_now)

@@ -397,11 +397,11 @@ must list the same members with the same hosts (do not mix "localhost" and
 "127.0.0.1").
 
 Examples, a three-node cluster on one machine:
-  twistd -n kvstore --node-id 0 --port 5000 --peers 5001,5002
-  twistd -n kvstore --node-id 1 --port 5001 --peers 5000,5002
-  twistd -n kvstore --node-id 2 --port 5002 --peers 5000,5001
+  twistd -n --pidfile= kvstore --node-id 0 --port 5000 --peers 5001,5002
+  twistd -n --pidfile= kvstore --node-id 1 --port 5001 --peers 5000,5002
+  twistd -n --pidfile= kvstore --node-id 2 --port 5002 --peers 5000,5001
 and on three machines, with explicit ids:
-  twistd -n kvstore --node-id 1 --host 10.0.0.2 --port 5000 \\
+  twistd -n --pidfile= kvstore --node-id 1 --host 10.0.0.2 --port 5000 \\
          --peers 0@10.0.0.1:5000,2@10.0.0.3:5000
 
 Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.

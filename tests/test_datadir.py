@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ def make_node_dir(path: Path, entries: list[tuple[int, int]], term: int) -> None
     wal.sync()
     wal.close()
     MetadataStore.open(str(path / "metadata.json"), run_in_thread=run_now).save(HardState(term, 1, "c"))
+    (path / "LOCK").write_text("")  # a node that ran here left its lock file
 
 
 def test_describe_reports_log_extent_and_metadata(tmp_path: Path) -> None:
@@ -38,12 +38,21 @@ def test_most_up_to_date_log_is_named(tmp_path: Path, capsys: pytest.CaptureFixt
     assert f"most up-to-date log: {tmp_path / 'b'}" in capsys.readouterr().out
 
 
-def test_running_node_directory_is_refused(tmp_path: Path) -> None:
+def test_running_node_directory_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A data directory locked by a running node is not opened."""
-    os.makedirs(tmp_path, exist_ok=True)
+    make_node_dir(tmp_path, [(1, 1)], term=1)
+    assert main([str(tmp_path)]) == 0
     lock = DataDirectoryLock(str(tmp_path))
     lock.acquire()
     try:
         assert main([str(tmp_path)]) == 1
+        assert "in use by another process" in capsys.readouterr().err
     finally:
         lock.release()
+
+
+def test_inspect_creates_nothing_in_a_directory_that_is_not_a_node_s(tmp_path: Path) -> None:
+    """kvstore-inspect refuses a directory without a node's files and leaves
+    it as it was (no lock file, no log directory)."""
+    assert main([str(tmp_path)]) == 1
+    assert list(tmp_path.iterdir()) == []
