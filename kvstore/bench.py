@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from kvstore.cluster import spawn, twistd_command
+
 
 @dataclass
 class Results:
@@ -377,11 +379,6 @@ def free_port_block(count: int, start: int = 21000, also: tuple[int, ...] = ()) 
     raise RuntimeError("no free port block")
 
 
-def twistd_command() -> list[str]:
-    """How to run twistd with this interpreter."""
-    return [sys.executable, "-c", "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"]
-
-
 class LocalCluster:
     """Node processes the tool starts in a temporary directory."""
 
@@ -391,9 +388,6 @@ class LocalCluster:
         self.base = free_port_block(size)
         self.addresses = [("127.0.0.1", self.base + i) for i in range(size)]
         self.processes: list[subprocess.Popen[bytes]] = []
-        env = dict(os.environ)
-        checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env["PYTHONPATH"] = checkout + os.pathsep + env.get("PYTHONPATH", "")
         for i in range(size):
             peers = ",".join(str(self.base + j) for j in range(size) if j != i)
             argv = twistd_command() + [
@@ -408,7 +402,9 @@ class LocalCluster:
                 *([] if fsync else ["--unsafe-no-fsync"]),
                 *extra,
             ]
-            self.processes.append(subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL))
+            # Like kvstore-cluster's nodes: their own session, and (on Linux)
+            # terminated by the kernel if this tool dies without cleaning up.
+            self.processes.append(spawn(argv, stdout=None, stderr=None))
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes]
@@ -562,6 +558,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.serve_trivial:
         asyncio.run(serve_trivial(args.serve_trivial))
         return 0
+    # SIGTERM (a timeout, a CI runner) unwinds through the finally below,
+    # which stops the servers this tool started.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started: LocalCluster | TrivialServer | None = None
     raw_fsync_rate: float | None = None
     if args.target == "trivial":
@@ -579,8 +578,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         started = LocalCluster(args.cluster_size, fsync=not args.no_fsync, extra=args.node_option)
         addresses = started.addresses
-        if args.fsync_probe > 0:
-            raw_fsync_rate = measure_fsync_rate(started.directory, args.fsync_probe)
         target = f"local {args.cluster_size}-node cluster started by the tool"
         fsync = "OFF (--unsafe-no-fsync, comparison only)" if args.no_fsync else "on"
     settings = {
@@ -596,6 +593,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "consistency": args.consistency,
     }
     try:
+        if isinstance(started, LocalCluster) and args.fsync_probe > 0:
+            raw_fsync_rate = measure_fsync_rate(started.directory, args.fsync_probe)
         results = asyncio.run(run_load(Cluster(addresses), args, quiet=args.json))
         report = summarize(results, settings)
         if started is not None:
