@@ -622,3 +622,38 @@ def test_segments_do_not_each_keep_a_file_descriptor(tmp_path: Path) -> None:
     assert len([p for p in os.listdir(tmp_path) if p.endswith(".log")]) > 20
     assert len(os.listdir("/proc/self/fd")) - before <= 2
     log.close()
+
+
+def test_zeroed_page_in_an_unsynced_tail_is_a_torn_tail(tmp_path: Path) -> None:
+    """Writes of an unsynced flush may reach the disk out of order, leaving a
+    zero-filled page before intact later records: recovery truncates there
+    with a warning instead of refusing to start."""
+    log = WriteAheadLog.open(str(tmp_path), run_in_thread=lambda f: succeed(f()))
+    log.append([LogEntry(i, 1, b"v" * 1000) for i in range(1, 31)])
+    log.sync()
+    log.close()
+    segment = next(p for p in tmp_path.iterdir() if p.name.endswith(".log"))
+    data = bytearray(segment.read_bytes())
+    page = (len(data) // 2) // 4096 * 4096
+    data[page : page + 4096] = bytes(4096)
+    segment.write_bytes(bytes(data))
+    with capturedLogs() as events:
+        reopened = WriteAheadLog.open(str(tmp_path), run_in_thread=lambda f: succeed(f()))
+    assert 0 < reopened.last_index < 30
+    assert all(e.payload == b"v" * 1000 for e in reopened.entries)
+    assert any(e["log_level"] == LogLevel.warn for e in events)
+
+
+def test_flipped_bit_before_intact_records_still_refuses(tmp_path: Path) -> None:
+    """Damage that zeroes no whole sector, followed by intact records, is
+    corruption of durable data: recovery refuses, naming file and offset."""
+    log = WriteAheadLog.open(str(tmp_path), run_in_thread=lambda f: succeed(f()))
+    log.append([LogEntry(i, 1, b"v" * 1000) for i in range(1, 31)])
+    log.sync()
+    log.close()
+    segment = next(p for p in tmp_path.iterdir() if p.name.endswith(".log"))
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    segment.write_bytes(bytes(data))
+    with pytest.raises(CorruptLogError):
+        WriteAheadLog.open(str(tmp_path), run_in_thread=lambda f: succeed(f()))

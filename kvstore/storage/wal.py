@@ -37,7 +37,10 @@ Why it looks like this:
   - B{Recovery policy.}  On open, a bad record in the last segment is
     treated as a torn tail (the process died mid-write) and truncated with a
     warning, I{unless} an intact record that should follow it exists further
-    on, which proves the damage is in the middle of acknowledged data.  Any
+    on, which means the damage is in the middle of durable data -- except
+    when the damaged region holds a whole zeroed sector: the writes of a
+    flush whose fsync never finished may reach the disk out of order, and a
+    never-written hole proves nothing after it was fsynced.  Any
     damage elsewhere, a bad segment header, a gap between segments or an
     out-of-sequence record raises L{CorruptLogError} naming the file and byte
     offset, and the node must not start.  Note that a bit flip in the very
@@ -156,6 +159,26 @@ class _Unlink:
 
 
 _Op = Union[_Write, _Create, _Truncate, _Unlink]
+
+
+_SECTOR = 512
+
+
+def _has_zero_sector(data: bytes, start: int, end: int) -> bool:
+    """
+    Whether C{data[start:end]} contains a whole, aligned, all-zero sector.
+
+    An intact record after a damaged one usually means damage in the middle
+    of durable data.  But the writes of one flush that never completed its
+    fsync may reach the disk in any order, leaving a never-written (zero)
+    region before later records of the same unacknowledged flush.  Since an
+    fsync makes everything before it durable, a zero hole proves that
+    nothing after it was ever fsynced, so it is a torn tail (etcd's WAL uses
+    the same test), whereas a bit flip never zeroes a whole sector.
+    """
+    zero = bytes(_SECTOR)
+    first = -(-start // _SECTOR) * _SECTOR
+    return any(data[s : s + _SECTOR] == zero for s in range(first, end - _SECTOR + 1, _SECTOR))
 
 
 class _Writer:
@@ -454,7 +477,7 @@ class WriteAheadLog:
                 later = find_record_with_index(
                     data, stop, range(next_index, next_index + _LOOKAHEAD_INDEXES)
                 )
-                if later is not None:
+                if later is not None and not _has_zero_sector(data, stop, later.offset):
                     raise CorruptLogError(
                         path,
                         stop,
