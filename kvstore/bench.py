@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import random
 import shutil
@@ -58,8 +59,10 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float:
     """The value at C{fraction} (0..1) of C{sorted_values} (nearest rank)."""
     if not sorted_values:
         return float("nan")
-    rank = min(len(sorted_values) - 1, max(0, int(round(fraction * len(sorted_values) + 0.5)) - 1))
-    return sorted_values[rank]
+    # Nearest rank: the smallest value with at least this fraction of the
+    # samples at or below it.
+    rank = math.ceil(fraction * len(sorted_values))
+    return sorted_values[min(len(sorted_values), max(1, rank)) - 1]
 
 
 def summarize(results: Results, settings: dict[str, Any]) -> dict[str, Any]:
