@@ -128,7 +128,6 @@ class Node:
         self._sweep_call: IDelayedCall | None = None
         self._stopped = False
         self._failed = False
-        self.stats = {"elections_won": 0, "fsync_batches": 0}
 
     # ------------------------------------------------------------------
     # Lifecycle
@@ -324,7 +323,6 @@ class Node:
             follower: Deferred[None] = Deferred()
             barrier.addCallback(lambda r: (follower.callback(None), r)[1])
             waits.append(follower)
-        self.stats["fsync_batches"] += 1
 
         def durable(results: list[tuple[bool, Any]]) -> None:
             for ok, value in results:
@@ -397,7 +395,6 @@ class Node:
         if core.role is Role.LEADER:
             if self._leader_term != core.term:
                 self._leader_term = core.term
-                self.stats["elections_won"] += 1
                 self.log.info("node {node} became leader in term {term}", node=core.node_id, term=core.term)
         else:
             if self._leader_term is not None:

@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 
-from kvstore.testing.runners import ManualRunner
+from kvstore.testing.runners import ManualRunner, run_now
 from kvstore.storage import (
     CorruptLogError,
     LogEntry,
@@ -624,21 +624,26 @@ def test_segments_do_not_each_keep_a_file_descriptor(tmp_path: Path) -> None:
     log.close()
 
 
+def write_thirty_kilobyte_records(directory: Path) -> Path:
+    """Write 30 records of 1,000 bytes into one segment; return its path."""
+    log = WriteAheadLog.open(str(directory), run_in_thread=run_now)
+    log.append([LogEntry(i, 1, b"v" * 1000) for i in range(1, 31)])
+    log.sync()
+    log.close()
+    return next(p for p in directory.iterdir() if p.name.endswith(".log"))
+
+
 def test_zeroed_page_in_an_unsynced_tail_is_a_torn_tail(tmp_path: Path) -> None:
     """Writes of an unsynced flush may reach the disk out of order, leaving a
     zero-filled page before intact later records: recovery truncates there
     with a warning instead of refusing to start."""
-    log = WriteAheadLog.open(str(tmp_path), run_in_thread=lambda f: succeed(f()))
-    log.append([LogEntry(i, 1, b"v" * 1000) for i in range(1, 31)])
-    log.sync()
-    log.close()
-    segment = next(p for p in tmp_path.iterdir() if p.name.endswith(".log"))
+    segment = write_thirty_kilobyte_records(tmp_path)
     data = bytearray(segment.read_bytes())
     page = (len(data) // 2) // 4096 * 4096
     data[page : page + 4096] = bytes(4096)
     segment.write_bytes(bytes(data))
     with capturedLogs() as events:
-        reopened = WriteAheadLog.open(str(tmp_path), run_in_thread=lambda f: succeed(f()))
+        reopened = WriteAheadLog.open(str(tmp_path), run_in_thread=run_now)
     assert 0 < reopened.last_index < 30
     assert all(e.payload == b"v" * 1000 for e in reopened.entries)
     assert any(e["log_level"] == LogLevel.warn for e in events)
@@ -647,13 +652,9 @@ def test_zeroed_page_in_an_unsynced_tail_is_a_torn_tail(tmp_path: Path) -> None:
 def test_flipped_bit_before_intact_records_still_refuses(tmp_path: Path) -> None:
     """Damage that zeroes no whole sector, followed by intact records, is
     corruption of durable data: recovery refuses, naming file and offset."""
-    log = WriteAheadLog.open(str(tmp_path), run_in_thread=lambda f: succeed(f()))
-    log.append([LogEntry(i, 1, b"v" * 1000) for i in range(1, 31)])
-    log.sync()
-    log.close()
-    segment = next(p for p in tmp_path.iterdir() if p.name.endswith(".log"))
+    segment = write_thirty_kilobyte_records(tmp_path)
     data = bytearray(segment.read_bytes())
     data[len(data) // 2] ^= 0x10
     segment.write_bytes(bytes(data))
     with pytest.raises(CorruptLogError):
-        WriteAheadLog.open(str(tmp_path), run_in_thread=lambda f: succeed(f()))
+        WriteAheadLog.open(str(tmp_path), run_in_thread=run_now)

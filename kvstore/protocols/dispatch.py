@@ -59,16 +59,15 @@ class FirstByteDispatcher(Protocol):
             self.chosen.connectionLost(reason)
 
     def readConnectionLost(self) -> None:
-        chosen = self.chosen
-        if chosen is not None and IHalfCloseableProtocol.providedBy(chosen):
-            chosen.readConnectionLost()
-        else:
-            self.transport.loseConnection()
+        self._half_closed("readConnectionLost")
 
     def writeConnectionLost(self) -> None:
+        self._half_closed("writeConnectionLost")
+
+    def _half_closed(self, method: str) -> None:
         chosen = self.chosen
         if chosen is not None and IHalfCloseableProtocol.providedBy(chosen):
-            chosen.writeConnectionLost()
+            getattr(chosen, method)()
         else:
             self.transport.loseConnection()
 
