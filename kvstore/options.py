@@ -27,6 +27,12 @@ from typing import Sequence
 from twisted.python import usage
 
 from kvstore.protocols.commands import PUT_OVERHEAD_BYTES
+from kvstore.protocols.peer import (
+    CLIENT_TEXT_EXPANSION,
+    MAX_ENTRIES_BYTES,
+    MAX_MESSAGE_BYTES,
+    largest_put_entry_bytes,
+)
 
 __all__ = [
     "NodeConfig",
@@ -310,6 +316,29 @@ def derive_cluster_id(members: Sequence[PeerAddress]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
+def _check_entry_fits_a_message(max_key: int, max_value: int) -> None:
+    """
+    Refuse key and value limits that would accept a write too large to
+    replicate: its log entry, JSON-escaped (up to twice the size of the
+    text), must fit in one peer message, or every AppendEntries carrying it
+    is refused by the followers and the cluster stalls on that entry.
+    """
+    if largest_put_entry_bytes(max_key, max_value) <= MAX_ENTRIES_BYTES:
+        return
+    room = MAX_ENTRIES_BYTES - largest_put_entry_bytes(max_key, 0)
+    largest_value = room // CLIENT_TEXT_EXPANSION
+    advice = (
+        f"use --max-value-bytes {largest_value} or less"
+        if largest_value >= 1
+        else "use a smaller --max-key-bytes"
+    )
+    raise usage.UsageError(
+        f"--max-key-bytes {max_key} and --max-value-bytes {max_value} allow a write "
+        f"whose replicated entry, JSON-escaped, can exceed the peer message limit "
+        f"({MAX_MESSAGE_BYTES} bytes) and could never be replicated; {advice}"
+    )
+
+
 def _parse_election_timeout(text: str) -> tuple[float, float]:
     low, sep, high = str(text).partition("-")
     if not sep:
@@ -504,7 +533,9 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
             "max-value-bytes",
             None,
             str(_DEFAULT_VALUE_BYTES),
-            "Largest accepted value, in bytes.",
+            "Largest accepted value, in bytes.  A write must fit in one peer "
+            "message (16 MiB) even when every character is escaped (2 bytes "
+            "each), so key + value may total at most about 8 MiB.",
         ],
         [
             "max-line-bytes",
@@ -590,6 +621,7 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
 
         max_key = _parse_size("max-key-bytes", self["max-key-bytes"], 1)
         max_value = _parse_size("max-value-bytes", self["max-value-bytes"], 1)
+        _check_entry_fits_a_message(max_key, max_value)
         if self["max-line-bytes"] is None:
             max_line = max_key + max_value + _LINE_OVERHEAD_BYTES
         else:

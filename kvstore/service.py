@@ -32,7 +32,7 @@ from kvstore.peers import PeerLinks
 from kvstore.protocols.client import ClientFactory
 from kvstore.protocols.commands import Limits
 from kvstore.protocols.dispatch import DispatchFactory
-from kvstore.protocols.peer import Membership, PeerServerFactory
+from kvstore.protocols.peer import MAX_ENTRIES_BYTES, Membership, PeerServerFactory, encoded_entry_bytes
 from kvstore.raft.config import RaftConfig
 from kvstore.raft.core import HardState as RaftHardState
 from kvstore.raft.core import RaftCore
@@ -181,6 +181,7 @@ def build_service(config: NodeConfig, reactor: Any = None) -> KVStoreService:
         heartbeat_interval=config.heartbeat_interval,
         election_timeout_min=config.election_timeout_min,
         election_timeout_max=config.election_timeout_max,
+        max_entries_bytes=MAX_ENTRIES_BYTES,
     )
     stored = metadata.state
     node_ref: list[Node] = []
@@ -193,6 +194,9 @@ def build_service(config: NodeConfig, reactor: Any = None) -> KVStoreService:
         # holding every entry twice.
         entries=wal.entry_tuples(),
         wake=lambda: node_ref[0].wake() if node_ref else None,
+        # Count entries as the peer protocol encodes them, so that no
+        # AppendEntries exceeds the message limit a follower enforces.
+        entry_size=encoded_entry_bytes,
     )
     peer_links = PeerLinks(
         reactor,

@@ -32,14 +32,78 @@ from kvstore.raft.messages import AppendEntries, MalformedMessage, Message, from
 
 PROTOCOL_VERSION = 1
 
-# One AppendEntries carries at most RaftConfig.max_append_bytes of entry
-# data; JSON escaping can inflate that, so allow generous headroom.
+#: The longest message a receiver accepts (the netstring payload limit).  A
+#: sender must never exceed it: the receiver drops the connection, and a
+#: leader that resends the same message loses every connection it needs.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 # A hello is a small JSON object; nothing longer is read before one.
 MAX_HELLO_BYTES = 4096
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
+
+# Message sizes.  The encoder writes non-ASCII characters as their UTF-8
+# bytes (ensure_ascii=False), so a payload byte costs one byte on the wire,
+# except those JSON must escape: '"' and '\\' and the five control
+# characters with a short escape (\b \f \n \r \t) take two bytes, every
+# other control character below 0x20 takes six (\u00XX).  DEL and the C1
+# controls are not escaped.
+_SHORT_ESCAPES = b"\b\f\n\r\t"
+_CONTROLS = bytes(range(0x20))
+_LARGEST_FIELD = 2**63 - 1  # see kvstore.raft.messages.MAX_FIELD_VALUE
+
+#: The bytes of one entry in an AppendEntries besides its escaped payload,
+#: with index and term at their largest: C{[index,term,""]} and a comma.
+ENTRY_OVERHEAD_BYTES = len(_encoder.encode([_LARGEST_FIELD, _LARGEST_FIELD, ""])) + 1
+
+#: The largest AppendEntries with no entries: every integer field at its
+#: largest.
+APPEND_HEADER_BYTES = len(
+    _encoder.encode(
+        to_dict(
+            Message(
+                _LARGEST_FIELD,
+                _LARGEST_FIELD,
+                AppendEntries(_LARGEST_FIELD, _LARGEST_FIELD, _LARGEST_FIELD, (), _LARGEST_FIELD, _LARGEST_FIELD),
+            )
+        )
+    )
+)
+
+#: The hard limit on the encoded entries of one AppendEntries (measured by
+#: L{encoded_entry_bytes}): what is left of a message after the header.
+MAX_ENTRIES_BYTES = MAX_MESSAGE_BYTES - APPEND_HEADER_BYTES
+
+#: How many wire bytes one byte of a key or value the client protocol
+#: accepts can take at most: it refuses every control character but TAB, and
+#: TAB, '"' and '\\' escape to two bytes.
+CLIENT_TEXT_EXPANSION = 2
+
+
+def encoded_entry_bytes(payload: bytes) -> int:
+    """
+    The most bytes an entry with C{payload} takes in an AppendEntries, the
+    separating comma included: exact for the payload, with index and term
+    counted at their largest.  The Raft core counts entries with this so
+    that no message it builds exceeds L{MAX_MESSAGE_BYTES}.  Linear in the
+    payload, in C (counting, no encoding).
+    """
+    size = len(payload) + ENTRY_OVERHEAD_BYTES + payload.count(b'"') + payload.count(b"\\")
+    controls = len(payload) - len(payload.translate(None, _CONTROLS))
+    if controls:
+        short = len(payload) - len(payload.translate(None, _SHORT_ESCAPES))
+        size += short + 5 * (controls - short)
+    return size
+
+
+def largest_put_entry_bytes(max_key_bytes: int, max_value_bytes: int) -> int:
+    """
+    The most wire bytes (as L{encoded_entry_bytes} counts them) that the
+    entry of a PUT can take when its key and value are within these limits
+    and pass the client protocol's checks: the command is C{P key SP value}
+    (see L{kvstore.statemachine.encode_put}).
+    """
+    return ENTRY_OVERHEAD_BYTES + 2 + CLIENT_TEXT_EXPANSION * (max_key_bytes + max_value_bytes)
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,16 @@ class RaftConfig:
     @ivar election_timeout_max: upper bound of the election timeout; also
         the period after which a leader that has not heard from a majority
         steps down (check-quorum).
-    @ivar max_append_bytes: upper bound on entry payload bytes in one
-        AppendEntries message.
+    @ivar max_append_bytes: soft budget for the entries of one
+        AppendEntries message, in the units of the core's C{entry_size}
+        (the composition root passes the peer protocol's encoded size): a
+        message holds entries up to this budget, or a single entry if that
+        entry alone is larger.
+    @ivar max_entries_bytes: hard limit on the entries of one AppendEntries,
+        in the same units: the peer message limit minus the largest header.
+        No message ever exceeds it (a follower would have to refuse the
+        message and drop the connection, forever), and the core refuses to
+        propose an entry that could not fit in a message on its own.
     @ivar max_append_entries: upper bound on entries in one message.
     @ivar max_inflight: AppendEntries messages with entries that may be
         unacknowledged per follower (pipelining window); bounds the memory
@@ -43,6 +51,7 @@ class RaftConfig:
     election_timeout_min: float = 1.0
     election_timeout_max: float = 2.0
     max_append_bytes: int = 1024 * 1024
+    max_entries_bytes: int = 15 * 1024 * 1024
     max_append_entries: int = 4096
     max_inflight: int = 32
     max_apply_batch: int = 4096
@@ -66,6 +75,8 @@ class RaftConfig:
         for name in ("max_append_bytes", "max_append_entries", "max_inflight", "max_apply_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.max_append_bytes > self.max_entries_bytes:
+            raise ValueError("max_append_bytes must not exceed max_entries_bytes (the hard per-message limit)")
 
     @property
     def members(self) -> tuple[int, ...]:

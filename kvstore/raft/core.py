@@ -63,6 +63,19 @@ class Role(enum.Enum):
     LEADER = "leader"
 
 
+class EntryTooLarge(ValueError):
+    """A proposal was refused because its entry alone would exceed the hard
+    per-message limit (L{RaftConfig.max_entries_bytes}): it could never be
+    replicated.  Nothing was appended.  The node's option validation makes
+    this unreachable for client commands; it guards the core's contract."""
+
+
+def _default_entry_size(payload: bytes) -> int:
+    """The size an entry is counted at when the caller gives no measure:
+    its payload plus a fixed allowance for index, term and framing."""
+    return len(payload) + 32
+
+
 class NotLeaderError(Exception):
     """A proposal was refused because this node is not the leader; nothing
     was appended.  C{leader_id} is the leader this node knows of, if any."""
@@ -183,8 +196,13 @@ class RaftCore:
         entries: Sequence[Entry] = (),
         wake: Callable[[], None] = lambda: None,
         plants: frozenset[str] = frozenset(),
+        entry_size: Callable[[bytes], int] = _default_entry_size,
     ) -> None:
         config.validate()
+        # How many bytes an entry with this payload takes in an
+        # AppendEntries on the wire (the core knows no encoding; the
+        # composition root passes the peer protocol's measure).
+        self._entry_size = entry_size
         self.config = config
         self.node_id = config.node_id
         self._clock = clock
@@ -502,9 +520,16 @@ class RaftCore:
             if and when an entry with this index I{and this term} is applied.
         @raises NotLeaderError: if this node is not the leader; nothing was
             appended.
+        @raises EntryTooLarge: if the entry could never fit in a message.
         """
         if self.role is not Role.LEADER:
             raise NotLeaderError(self.leader_id)
+        size = self._entry_size(data)
+        if size > self.config.max_entries_bytes:
+            raise EntryTooLarge(
+                f"an entry of {size} bytes on the wire exceeds the per-message limit of "
+                f"{self.config.max_entries_bytes} bytes"
+            )
         index = self.last_index + 1
         self._log.append((index, self.term, data))
         self._needs_broadcast = True
@@ -650,12 +675,23 @@ class RaftCore:
                 progress.probe_sent = True
 
     def _slice_for_message(self, start: int) -> list[EntryTuple]:
+        """
+        The entries for one AppendEntries starting at C{start}, counted in
+        encoded bytes (C{entry_size}): up to the soft budget, but always at
+        least one entry so that a large entry still moves; and never over
+        the hard limit, so no follower ever has to refuse a message.  An
+        entry too large for any message (only possible in a log written
+        before the limit was enforced) is not sent at all.
+        """
         budget = self.config.max_append_bytes
+        hard_limit = self.config.max_entries_bytes
+        entry_size = self._entry_size
         end = min(self.last_index, start + self.config.max_append_entries - 1)
         result: list[EntryTuple] = []
+        total = 0
         for entry in self._log[start - 1 : end]:
-            budget -= len(entry[2]) + 32
-            if budget < 0 and result:
+            total += entry_size(entry[2])
+            if total > hard_limit or (total > budget and result):
                 break
             result.append(entry)
         return result
