@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 
+from kvstore.clock import install_monotonic_clock
 from kvstore.datadir import DataDirectoryLock, make_directory_durably
 from kvstore.node import Node
 from kvstore.options import NodeConfig, Options
@@ -169,6 +170,10 @@ def build_service(config: NodeConfig, reactor: Any = None) -> KVStoreService:
     @raises UsageError: if the data directory is locked, corrupt, or belongs
         to another cluster.
     """
+    # The production node (the global reactor) times Raft on a monotonic
+    # clock; see kvstore.clock.  Installed once the node is built, before
+    # anything is scheduled, and only if building succeeded.
+    monotonic = reactor is None
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
@@ -254,6 +259,8 @@ def build_service(config: NodeConfig, reactor: Any = None) -> KVStoreService:
     listener._raiseSynchronously = True
     listener.setServiceParent(service)
     peer_links.setServiceParent(service)
+    if monotonic:
+        install_monotonic_clock(reactor)
     return service
 
 
