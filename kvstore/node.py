@@ -17,9 +17,11 @@ append, one fsync and one AppendEntries per follower.
 
 from __future__ import annotations
 
+import enum
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -34,6 +36,64 @@ from kvstore.statemachine import ApplyResult, InvalidCommand, KeyValueStateMachi
 
 # Marks a committed entry that was not a valid command (see Node._apply).
 _INVALID = ApplyResult(False)
+
+
+class FailedPart(enum.Enum):
+    """
+    What failed when the node stopped itself.  Each has its own log line and
+    exit status (see L{kvstore.service} and docs/operations.md), because the
+    operator's next step differs: check the disk, find the entry the state
+    machine could not apply, or report a bug.
+    """
+
+    #: A write, truncate, fsync or metadata save of the WAL or metadata store.
+    STORAGE = "storage"
+    #: The state machine raised while applying a committed entry.
+    APPLY = "apply"
+    #: Anything else while handling a batch of the core's outputs: a bug.
+    INTERNAL = "internal"
+
+
+_FATAL_LOG_LINES = {
+    FailedPart.STORAGE: "storage failed; this node stops to protect acknowledged data",
+    FailedPart.APPLY: "apply failed: the state machine raised on a committed entry; this node stops",
+    FailedPart.INTERNAL: "internal error while handling the Raft core's outputs; this node stops",
+}
+
+
+class FatalError(Exception):
+    """
+    Why the node stopped itself: C{part} failed with C{failure} (the
+    original error, with its traceback).  L{Node}'s C{on_fatal} receives it
+    wrapped in a L{Failure}.
+    """
+
+    def __init__(self, part: FailedPart, failure: Failure) -> None:
+        super().__init__(f"{part.value} failed: {failure.getErrorMessage()}")
+        self.part = part
+        self.failure = failure
+
+
+class _PartFailed(Exception):
+    """Carries a failure, the part it came from and where (for the log
+    line) out of the Ready loop."""
+
+    def __init__(self, part: FailedPart, failure: Failure, where: str = "") -> None:
+        super().__init__(part, failure)
+        self.part = part
+        self.failure = failure
+        self.where = where
+
+
+@contextmanager
+def _failures_of(part: FailedPart) -> Iterator[None]:
+    """Attribute any exception raised in the block to C{part}."""
+    try:
+        yield
+    except _PartFailed:
+        raise
+    except Exception:
+        raise _PartFailed(part, Failure()) from None
 
 
 class LogStorage(Protocol):
@@ -81,8 +141,10 @@ class Node:
 
     @param make_hard_state: turns the core's L{HardState} into what the
         metadata store saves (it adds the cluster id).
-    @param on_fatal: called with a L{Failure} when storage fails; the node
-        cannot continue safely after a failed fsync, so the service stops.
+    @param on_fatal: called with a L{Failure} of a L{FatalError} naming the
+        L{FailedPart} when the node stops itself (fail-stop): after a failed
+        fsync, a failed apply or an internal error in the middle of a batch
+        it cannot continue safely, so the service stops.
     """
 
     log = Logger()
@@ -258,14 +320,17 @@ class Node:
         for _ in range(8):
             if not self.core.has_ready():
                 break
-            ready = self.core.ready()
             try:
+                ready = self.core.ready()
                 self._handle_ready(ready)
-            except Exception:
+            except _PartFailed as e:
                 # The core has handed this batch over; a half-handled batch
                 # would leave core, log and state machine out of step (for
                 # example acknowledging entries the log refused).  Stop.
-                self._fatal(Failure())
+                self._fatal(e.failure, e.part, e.where)
+                return
+            except Exception:
+                self._fatal(Failure(), FailedPart.INTERNAL)
                 return
         else:
             if self.core.has_ready():
@@ -273,13 +338,14 @@ class Node:
         self._check_leadership()
 
     def _handle_ready(self, ready: Ready) -> None:
-        if ready.hard_state is not None:
-            self._save_hard_state(ready.hard_state)
-        if ready.truncate_from is not None:
-            self._wal.truncate_suffix(ready.truncate_from)
-        if ready.entries:
-            # Core entries have the log's fields; no conversion needed.
-            self._wal.append(ready.entries)
+        with _failures_of(FailedPart.STORAGE):
+            if ready.hard_state is not None:
+                self._save_hard_state(ready.hard_state)
+            if ready.truncate_from is not None:
+                self._wal.truncate_suffix(ready.truncate_from)
+            if ready.entries:
+                # Core entries have the log's fields; no conversion needed.
+                self._wal.append(ready.entries)
         if "ack-before-fsync" in self._plants:
             ready.messages, ready.messages_after_persist = ready.messages + ready.messages_after_persist, []
         for message in ready.messages:
@@ -307,7 +373,7 @@ class Node:
 
         def done(result: object) -> object:
             if isinstance(result, Failure):
-                self._fatal(result)
+                self._fatal(result, FailedPart.STORAGE)
             barrier.callback(None)
             return None
 
@@ -317,7 +383,8 @@ class Node:
     def _after_durable(self, ready: Ready) -> None:
         """Send the batch's dependent messages and tell the core once the WAL
         (and any term/vote change) is durable."""
-        waits: list[Deferred[Any]] = [self._wal.sync()]
+        with _failures_of(FailedPart.STORAGE):
+            waits: list[Deferred[Any]] = [self._wal.sync()]
         barrier = self._metadata_barrier
         if barrier is not None and not barrier.called:
             follower: Deferred[None] = Deferred()
@@ -327,7 +394,7 @@ class Node:
         def durable(results: list[tuple[bool, Any]]) -> None:
             for ok, value in results:
                 if not ok:
-                    self._fatal(value)
+                    self._fatal(value, FailedPart.STORAGE)
                     return
             if self._stopped or self._failed:
                 return
@@ -341,14 +408,18 @@ class Node:
         else:
             DeferredList(waits, consumeErrors=True).addCallback(durable)
 
-    def _fatal(self, failure: Failure) -> None:
+    def _fatal(self, failure: Failure, part: FailedPart, where: str = "") -> None:
+        """Fail-stop: log what failed, fail every waiting client, and ask
+        the service to stop the process (with C{part}'s exit status)."""
         if self._failed:
             return
         self._failed = True
-        self.log.failure("storage failed; this node stops to protect acknowledged data", failure)
-        self._fail_writes("storage failed")
-        self._fail_reads("storage failed")
-        self._on_fatal(failure)
+        self.log.failure(
+            _FATAL_LOG_LINES[part] + (" ({where})" if where else ""), failure, part=part.value, where=where
+        )
+        self._fail_writes(f"{part.value} failed")
+        self._fail_reads(f"{part.value} failed")
+        self._on_fatal(Failure(FatalError(part, failure)))
 
     def _apply(self, ready: Ready) -> None:
         state_machine = self.state_machine
@@ -361,6 +432,8 @@ class Node:
                 # counts as applied (the state machine moved past it).
                 self.log.error("skipping committed entry {index}: {error}", index=index, error=str(e))
                 result = _INVALID
+            except Exception:
+                raise _PartFailed(FailedPart.APPLY, Failure(), f"log entry {index}") from None
             write = pending.pop(index, None) if pending else None
             if write is None:
                 continue

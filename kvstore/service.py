@@ -27,7 +27,7 @@ from twisted.python.usage import UsageError
 
 from kvstore.clock import install_monotonic_clock
 from kvstore.datadir import DataDirectoryLock, make_directory_durably
-from kvstore.node import Node
+from kvstore.node import FailedPart, FatalError, Node
 from kvstore.options import NodeConfig, Options
 from kvstore.peers import PeerLinks
 from kvstore.protocols.client import ClientFactory
@@ -47,12 +47,64 @@ from kvstore.storage import (
 )
 from kvstore.storage.fs import FileSystem
 
-__all__ = ["Options", "makeService", "KVStoreService", "EXIT_STORAGE_FAILURE"]
+__all__ = [
+    "Options",
+    "makeService",
+    "KVStoreService",
+    "EXIT_STORAGE_FAILURE",
+    "EXIT_APPLY_FAILURE",
+    "EXIT_INTERNAL_FAILURE",
+    "exit_status_for",
+]
 
-#: The exit status of a node that stopped itself after a storage failure
-#: (EX_SOFTWARE would hide it among crashes; 70 is what etc/kvstore@.service
-#: lists in RestartPreventExitStatus).
+#: Exit statuses of a node that stopped itself (fail-stop), one per
+#: L{FailedPart}, so that systemd and monitoring see what failed.  All three
+#: are in etc/kvstore@.service's RestartPreventExitStatus: each needs an
+#: operator.  See docs/operations.md.
+#:
+#: A WAL or metadata write, truncate or fsync failed.  70 since the first
+#: release (units and monitoring match on it), although sysexits calls 70
+#: EX_SOFTWARE.
 EXIT_STORAGE_FAILURE = 70
+#: The state machine raised on a committed entry: EX_DATAERR (65).
+EXIT_APPLY_FAILURE = 65
+#: Any other error while handling the core's outputs (a bug):
+#: EX_UNAVAILABLE (69), sysexits' catch-all for "something did not work".
+EXIT_INTERNAL_FAILURE = 69
+
+_EXIT_STATUSES = {
+    FailedPart.STORAGE: EXIT_STORAGE_FAILURE,
+    FailedPart.APPLY: EXIT_APPLY_FAILURE,
+    FailedPart.INTERNAL: EXIT_INTERNAL_FAILURE,
+}
+
+
+def exit_status_for(failure: Failure) -> tuple[FailedPart, int]:
+    """The failed part and exit status for a failure the node reported
+    through C{on_fatal} (anything but a L{FatalError} counts as internal)."""
+    error = failure.value
+    part = error.part if isinstance(error, FatalError) else FailedPart.INTERNAL
+    return part, _EXIT_STATUSES[part]
+
+
+def stop_after_fatal(reactor: Any, failure: Failure) -> None:
+    """
+    Stop the process after the node stopped itself, exiting with the status
+    of what failed.  twistd would exit 0 after C{reactor.stop()}; a distinct
+    status lets systemd and monitoring see the failure (and not restart
+    blindly: after a failed fsync the page cache may hold data the disk
+    lacks; a failed apply fails again on the same entry).
+    """
+    part, status = exit_status_for(failure)
+    article = "an" if part.value[0] in "aeiou" else "a"
+    Logger().critical(
+        "stopping the node after {article} {part} failure; exit status {status}",
+        article=article,
+        part=part.value,
+        status=status,
+    )
+    reactor.addSystemEventTrigger("after", "shutdown", os._exit, status)
+    reactor.stop()
 
 
 class _NoFsyncFileSystem(FileSystem):
@@ -211,14 +263,7 @@ def build_service(config: NodeConfig, reactor: Any = None) -> KVStoreService:
     )
 
     def fatal(failure: Failure) -> None:
-        Logger().critical(
-            "stopping the node after a storage failure; exit status {status}", status=EXIT_STORAGE_FAILURE
-        )
-        # twistd would exit 0 after reactor.stop(); a distinct status lets
-        # systemd and monitoring see the failure (and not restart blindly:
-        # after a failed fsync the page cache may hold data the disk lacks).
-        reactor.addSystemEventTrigger("after", "shutdown", os._exit, EXIT_STORAGE_FAILURE)
-        reactor.stop()
+        stop_after_fatal(reactor, failure)
 
     def link_status() -> dict[str, object]:
         connected = [str(i) for i, link in sorted(peer_links.links.items()) if link.protocol is not None]
