@@ -225,3 +225,17 @@ class LargestWriteEndToEndTests(SynchronousTestCase):
         self.assertGreater(len(payload), MAX_MESSAGE_BYTES)
         with self.assertRaises(AssertionError):
             _receive(payload)
+
+
+class DocumentationTests(SynchronousTestCase):
+    """docs/operations.md states the real bound."""
+
+    def test_operations_doc_gives_the_largest_value(self) -> None:
+        """The largest --max-value-bytes for the default key limit, as the
+        options compute it, is the figure in docs/operations.md."""
+        from pathlib import Path
+
+        text = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text(encoding="utf-8")
+        largest = (MAX_ENTRIES_BYTES - largest_put_entry_bytes(1024, 0)) // 2
+        parse_config(["--max-value-bytes", str(largest)])
+        self.assertIn(f"at most `{largest}` bytes", text)
