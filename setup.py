@@ -45,6 +45,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
+            "kvstore=kvstore.cluster:main",
             "kvstore-cluster=kvstore.cluster:main",
             "kvstore-sim=kvstore.sim.cli:main",
             "kvstore-bench=kvstore.bench:main",

@@ -1,10 +1,13 @@
 # -*- test-case-name: tests.integration.test_cluster_launcher -*-
 """
-C{kvstore-cluster}: run a whole kvstore cluster on this machine, in the
+C{kvstore-cluster} (also installed as plain C{kvstore}, the seed's
+C{./kvstore}): run a whole kvstore cluster on this machine, in the
 foreground, for development and demonstrations.
 
 Starts N real node processes (C{twistd -n kvstore ...}) on consecutive ports
-of one host, prints where each listens and logs, and waits.  Ctrl-C (SIGINT)
+of one host, prints where each listens and logs, and waits.  A node that
+cannot start (its port in use, say) writes why to its C{node-<id>.out},
+which the launcher prints.  Ctrl-C (SIGINT)
 or SIGTERM stops them all in order: SIGTERM to every node, a grace period,
 then SIGKILL for any that remain; the launcher then exits 0.  A node that
 exits on its own is reported and the others keep running (killing one node
@@ -117,7 +120,6 @@ def node_argv(
     argv = [
         *twistd_command(),
         "-n",
-        "--pidfile=",
         f"--logfile={log_file}",
         "kvstore",
         f"--node-id={node_id}",
@@ -130,9 +132,15 @@ def node_argv(
     return argv + list(extra)
 
 
+def _program_name() -> str:
+    """C{kvstore} or C{kvstore-cluster}, whichever name this was run by."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name in ("kvstore", "kvstore-cluster") else "kvstore-cluster"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="kvstore-cluster",
+        prog=_program_name(),
         description=(
             "Run a kvstore cluster of N node processes on consecutive ports of "
             "one host, in the foreground, until Ctrl-C or SIGTERM. Arguments "
@@ -182,7 +190,7 @@ class _Node:
 
 
 def _say(text: str) -> None:
-    print(f"kvstore-cluster: {text}", flush=True)
+    print(f"{_program_name()}: {text}", flush=True)
 
 
 def _tail(path: Path, lines: int = 5) -> str:

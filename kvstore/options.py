@@ -18,6 +18,7 @@ plus its peers) is sorted by ``(host, port)`` and the ids are the positions
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 import textwrap
@@ -426,11 +427,11 @@ must list the same members with the same hosts (do not mix "localhost" and
 "127.0.0.1").
 
 Examples, a three-node cluster on one machine:
-  twistd -n --pidfile= kvstore --node-id 0 --port 5000 --peers 5001,5002
-  twistd -n --pidfile= kvstore --node-id 1 --port 5001 --peers 5000,5002
-  twistd -n --pidfile= kvstore --node-id 2 --port 5002 --peers 5000,5001
+  twistd -n kvstore --node-id 0 --port 5000 --peers 5001,5002
+  twistd -n kvstore --node-id 1 --port 5001 --peers 5000,5002
+  twistd -n kvstore --node-id 2 --port 5002 --peers 5000,5001
 and on three machines, with explicit ids:
-  twistd -n --pidfile= kvstore --node-id 1 --host 10.0.0.2 --port 5000 \\
+  twistd -n kvstore --node-id 1 --host 10.0.0.2 --port 5000 \\
          --peers 0@10.0.0.1:5000,2@10.0.0.3:5000
 
 Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
@@ -556,6 +557,21 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
 
     config: NodeConfig
 
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse as L{usage.Options} does; but as twistd's subcommand, turn a
+        L{usage.UsageError} into L{SystemExit} with L{usage_error_message}:
+        twistd itself would print the whole help, about 75 lines, and the
+        reason after it, where nobody looks.  Parsed on their own (tests,
+        L{parse_config}) the options raise L{usage.UsageError} as usual.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if getattr(self, "parent", None) is None:
+                raise
+            raise SystemExit(usage_error_message(e, self)) from None
+
     def getUsage(self, width: int | None = None) -> str:
         """
         Render the help as L{usage.Options} does, but keep the paragraphs and
@@ -653,6 +669,24 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
             segment_bytes=_parse_size("segment-bytes", self["segment-bytes"], _MIN_SEGMENT_BYTES),
             fsync=not self["unsafe-no-fsync"],
         )
+
+
+def usage_error_message(error: usage.UsageError, options: usage.Options, command: str = "twistd kvstore") -> str:
+    """
+    What to print for a usage error: the reason on the first line, a close
+    match for a mistyped option name if there is one, then where the full
+    help is.
+    """
+    reason = str(error)
+    lines = [f"{command}: {reason}"]
+    unknown = re.match(r"option (--[\w-]+) not recognized", reason)
+    if unknown is not None:
+        names = [f"--{name.rstrip('=')}" for name in options.longOpt]
+        close = difflib.get_close_matches(unknown.group(1), names, n=1)
+        if close:
+            lines.append(f"Did you mean {close[0]}?")
+    lines.append(f"Run '{command} --help' for the options.")
+    return "\n".join(lines)
 
 
 def parse_config(argv: Sequence[str]) -> NodeConfig:

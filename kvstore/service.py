@@ -3,10 +3,15 @@
 The composition root: turns validated options into a running node.
 
 C{twistd kvstore} finds this module through the plugin in
-C{twisted/plugins/kvstore_plugin.py} and calls L{makeService}.  Everything
-that can fail because of the environment -- a data directory held by another
-process, a corrupt log, a data directory of another cluster -- fails here,
-before the reactor runs, with a clear message and a non-zero exit.
+C{twisted/plugins/kvstore_plugin.py}, parses the command line with its
+L{Options} and calls L{makeService}.  Everything that can fail because of
+the environment -- a data directory held by another process, a corrupt log,
+a data directory of another cluster, a port already in use -- fails here,
+before the reactor runs, with a one-line message and exit status 1.
+
+By default a node writes its pid to C{<data-dir>/twistd.pid} rather than
+twistd's C{twistd.pid} in the working directory, so that the three nodes of
+a cluster can be started from one directory (see L{Options}).
 
 The data directory's layout is described in L{kvstore.datadir}.
 """
@@ -19,8 +24,9 @@ import random
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
@@ -28,7 +34,8 @@ from twisted.python.usage import UsageError
 from kvstore.clock import install_monotonic_clock
 from kvstore.datadir import DataDirectoryLock, make_directory_durably
 from kvstore.node import FailedPart, FatalError, Node
-from kvstore.options import NodeConfig, Options
+from kvstore.options import NodeConfig, format_address
+from kvstore.options import Options as NodeOptions
 from kvstore.peers import PeerLinks
 from kvstore.protocols.client import ClientFactory
 from kvstore.protocols.commands import Limits
@@ -55,6 +62,7 @@ __all__ = [
     "EXIT_APPLY_FAILURE",
     "EXIT_INTERNAL_FAILURE",
     "exit_status_for",
+    "PIDFILE_NAME",
 ]
 
 #: Exit statuses of a node that stopped itself (fail-stop), one per
@@ -106,6 +114,47 @@ def stop_after_fatal(reactor: Any, failure: Failure) -> None:
     reactor.addSystemEventTrigger("after", "shutdown", os._exit, status)
     reactor.stop()
 
+#: The pid file's name inside the data directory, when twistd's C{--pidfile}
+#: is left at its default.
+PIDFILE_NAME = "twistd.pid"
+
+
+class Options(NodeOptions):
+    """
+    C{twistd kvstore}'s options: L{kvstore.options.Options}, plus where the
+    pid file goes.
+
+    twistd's default pid file is C{twistd.pid} in the working directory, so
+    the second node started from the same directory (the design card's three
+    command lines, one per terminal) finds the first one's and refuses to
+    start.  When C{--pidfile} is left at twistd's default, this clears it
+    (twistd then neither checks nor writes one) and the node writes its pid
+    to C{<data-dir>/twistd.pid} itself once it holds the data directory's
+    lock (L{KVStoreService}).  That file is never checked: the lock is what
+    keeps two nodes off one data directory, so a file left by a crash, even
+    naming a pid reused since, cannot stop a node from starting.  Any other
+    C{--pidfile} (C{--pidfile=} for none) is left to twistd.  twistd records
+    values, not which options were given, so an explicit C{--pidfile
+    twistd.pid} is taken for the default; write C{--pidfile ./twistd.pid}.
+
+    @ivar pidfile: the absolute path this node writes its pid to, or L{None}
+        when twistd handles the pid file (or there is no twistd parent).
+    """
+
+    pidfile: str | None = None
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        # Set by usage.Options when parsed as twistd's subcommand; twistd's
+        # own postOptions (which makes its pidfile absolute) runs after this.
+        parent = getattr(self, "parent", None)
+        if parent is None or "pidfile" not in getattr(parent, "defaults", {}):
+            return  # not under twistd, or a twistd without pid files (Windows)
+        if parent["pidfile"] == parent.defaults["pidfile"]:
+            parent["pidfile"] = ""
+            # Absolute now: twistd may chdir (--rundir) before the node starts.
+            self.pidfile = os.path.abspath(os.path.join(self.config.data_dir, PIDFILE_NAME))
+
 
 class _NoFsyncFileSystem(FileSystem):
     """For C{--unsafe-no-fsync} benchmarks only: writes reach the OS page
@@ -145,6 +194,9 @@ class KVStoreService(MultiService):
 
     log = Logger()
 
+    #: The service that listens for clients and peers (set by build_service).
+    listener: "_EarlyListener"
+
     def __init__(
         self,
         config: NodeConfig,
@@ -152,12 +204,14 @@ class KVStoreService(MultiService):
         wal: WriteAheadLog,
         lock: DataDirectoryLock,
         peer_links: PeerLinks,
+        pidfile: str | None = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.node = node
         self.wal = wal
         self.peer_links = peer_links
+        self.pidfile = pidfile
         self._lock = lock
 
     def startService(self) -> None:
@@ -175,6 +229,11 @@ class KVStoreService(MultiService):
         if not config.fsync:
             self.log.warn("fsync is DISABLED (--unsafe-no-fsync): acknowledged writes can be lost on a crash")
         tune_garbage_collector()
+        # Here, not in makeService: twistd has daemonized by now (if it
+        # does), so this is the pid of the process that serves.
+        if self.pidfile is not None:
+            with open(self.pidfile, "w") as f:
+                f.write(f"{os.getpid()}\n")
         super().startService()
         self.node.start()
 
@@ -184,6 +243,11 @@ class KVStoreService(MultiService):
         try:
             await self.wal.close()
         finally:
+            if self.pidfile is not None:
+                try:
+                    os.unlink(self.pidfile)
+                except FileNotFoundError:
+                    pass
             self._lock.release()
 
     def stopService(self) -> Any:
@@ -215,9 +279,37 @@ def _open_storage(config: NodeConfig) -> tuple[DataDirectoryLock, WriteAheadLog,
     return lock, wal, metadata
 
 
-def build_service(config: NodeConfig, reactor: Any = None) -> KVStoreService:
+class _EarlyListener(StreamServerEndpointService):
     """
-    Open storage and wire a node for C{config}.
+    A L{StreamServerEndpointService} that can be made to listen before the
+    service starts (L{makeService} does, so that a port in use is refused
+    like the other start-up problems) and then does not listen again.
+    """
+
+    def listen_now(self) -> None:
+        """
+        Listen on the endpoint at once.
+
+        @raise Exception: whatever the endpoint's C{listen} fails with,
+            C{CannotListenError} for a port in use.
+        """
+        self._raiseSynchronously = True
+        super().privilegedStartService()
+
+    def privilegedStartService(self) -> None:
+        if self._waitingForPort is None:
+            super().privilegedStartService()
+        else:
+            # Already listening: only mark the service started-privileged.
+            Service.privilegedStartService(self)
+
+
+def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None = None) -> KVStoreService:
+    """
+    Open storage and wire a node for C{config}; its listener (the
+    C{listener} attribute) listens when the service starts, or at once with
+    C{listener.listen_now()}.  C{pidfile}, if given, is written with this
+    process's pid while the service runs.
 
     @raises UsageError: if the data directory is locked, corrupt, or belongs
         to another cluster.
@@ -297,27 +389,47 @@ def build_service(config: NodeConfig, reactor: Any = None) -> KVStoreService:
     )
     membership = Membership(config.node_id, config.cluster_id, frozenset(peer_ids))
     factory = DispatchFactory(ClientFactory(node, limits), PeerServerFactory(membership, node.receive))
-    service = KVStoreService(config, node, wal, lock, peer_links)
-    listener = StreamServerEndpointService(serverFromString(reactor, config.listen), factory)
+    service = KVStoreService(config, node, wal, lock, peer_links, pidfile)
+    listener = _EarlyListener(serverFromString(reactor, config.listen), factory)
     # A port that cannot be bound must stop twistd, not leave a node that
     # nobody can reach.
     listener._raiseSynchronously = True
     listener.setServiceParent(service)
+    service.listener = listener
     peer_links.setServiceParent(service)
     if monotonic:
         install_monotonic_clock(reactor)
     return service
 
 
-def makeService(options: Options) -> KVStoreService:
+def _cannot_listen(config: NodeConfig, error: Exception) -> str:
+    """The one-line reason a node could not listen."""
+    if isinstance(error, CannotListenError):
+        where = format_address(error.interface or "0.0.0.0", error.port)
+        reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+        return f"cannot listen on {where}: {reason} (is another node or program using port {error.port}?)"
+    return f"cannot listen on {config.listen!r}: {error}"
+
+
+def makeService(options: NodeOptions) -> KVStoreService:
     """
     The twistd entry point (see C{twisted/plugins/kvstore_plugin.py}).
 
     A node that must not start (its data directory is in use, corrupt, or of
-    another cluster) exits with a one-line message and status 1 rather than
-    a traceback: the message is what an operator needs.
+    another cluster; its port is in use) exits with a one-line message on
+    standard error and status 1 rather than a traceback: the message is
+    what an operator needs.  That is why it listens here, while twistd has
+    not yet sent standard error to its log, rather than when the service
+    starts.
     """
+    config = options.config
     try:
-        return build_service(options.config)
+        service = build_service(config, pidfile=getattr(options, "pidfile", None))
     except UsageError as e:
         raise SystemExit(f"twistd kvstore: {e}") from None
+    try:
+        service.listener.listen_now()
+    except Exception as e:
+        service._lock.release()
+        raise SystemExit(f"twistd kvstore: {_cannot_listen(config, e)}") from None
+    return service

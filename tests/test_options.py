@@ -367,7 +367,7 @@ def test_every_option_is_documented() -> None:
         assert f"--{name}" in text, name
     flat = " ".join(text.split())
     assert "sorted by (host, port)" in flat
-    assert "twistd -n --pidfile= kvstore --node-id 0 --port 5000 --peers 5001,5002" in text
+    assert "twistd -n kvstore --node-id 0 --port 5000 --peers 5001,5002" in text
     assert "UNSAFE" in flat
 
 

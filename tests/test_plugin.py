@@ -158,12 +158,12 @@ def test_twistd_kvstore_rejects_bad_options(tmp_path: Path) -> None:
 
 def test_service_module_uses_options() -> None:
     """
-    kvstore.service exposes the validated Options and a makeService, as
-    ServiceMaker requires.
+    kvstore.service exposes the validated Options (extended with the pid
+    file default) and a makeService, as ServiceMaker requires.
     """
     from kvstore import service
 
-    assert service.Options is Options
+    assert issubclass(service.Options, Options)
     assert callable(service.makeService)
 
 

@@ -103,6 +103,21 @@ def soak(seeds: Sequence[int], nodes: int, plants: frozenset[str], jobs: int, fa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """
+    The C{kvstore-sim} console script.  Output cut short by its reader
+    (C{kvstore-sim --trace | head}) ends quietly with status 1, not with a
+    C{BrokenPipeError} traceback.
+    """
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # Point stdout at /dev/null so that the flush at exit cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     plants = frozenset(args.plant)
     if args.list_plants:
