@@ -561,6 +561,20 @@ class ClientPipeliningTests(SynchronousTestCase):
         assert writes == [50]
         assert lines(transport) == ["PONG"] * 50
 
+    def test_thousands_of_immediately_finished_requests_behind_a_pending_one(self) -> None:
+        """A pending GET followed by thousands of pipelined writes that fail at
+        once (a follower's NotLeader) does not overflow the stack: every request
+        gets its reply and the connection stays usable."""
+        proto, transport, service = connect()
+        service.fail_writes_with = NotLeader(None, None)
+        proto.dataReceived(b"GET k\n" + b"PUT k v\n" * 3000)
+        service.fire(0, "x")
+        proto.dataReceived(b"PING\n")
+        replies = lines(transport)
+        assert replies[0] == "value of k: x"
+        assert replies[1:-1] == ["Error: Not leader. No leader elected yet"] * 3000
+        assert replies[-1] == "PONG"
+
 
 class ClientExitTests(SynchronousTestCase):
     """EXIT closes the connection after the replies already owed."""
@@ -623,7 +637,8 @@ class ClientExitTests(SynchronousTestCase):
 
 
 class ClientDisconnectTests(SynchronousTestCase):
-    """A lost connection leaves the node and other connections unharmed."""
+    """A half-closed connection still gets its replies; a lost one leaves the node and other
+    connections unharmed."""
 
     def test_disconnect_mid_line(self) -> None:
         """A client that disconnects mid-line executes nothing."""
@@ -669,6 +684,18 @@ class ClientDisconnectTests(SynchronousTestCase):
         assert lines(good_transport) == ["k added successfully.", "value of k: v"]
         assert bad_transport.disconnecting
         assert service.data == {"k": "v"}
+
+    def test_half_close_answers_pending_requests_then_closes(self) -> None:
+        """When the client shuts down its sending side, requests already read are
+        still answered, then the connection closes; a partial line is dropped."""
+        proto, transport, service = connect()
+        proto.dataReceived(b"PUT a 1\nPING\nGET b")
+        proto.readConnectionLost()
+        assert not transport.disconnecting
+        service.fire(0)
+        assert lines(transport) == ["a added successfully.", "PONG"]
+        assert transport.disconnecting
+        assert [call[0] for call in service.calls] == ["put"]
 
 
 class ClientFlowControlTests(SynchronousTestCase):
@@ -833,29 +860,3 @@ class ClientFactoryTests(SynchronousTestCase):
         proto = factory.buildProtocol(None)
         assert proto.MAX_LENGTH == DEFAULT_LIMITS.max_line_bytes
         assert factory.max_pending == DEFAULT_MAX_PENDING == 1000
-
-    def test_thousands_of_immediately_finished_requests_behind_a_pending_one(self) -> None:
-        """A pending GET followed by thousands of pipelined writes that fail at
-        once (a follower's NotLeader) does not overflow the stack: every request
-        gets its reply and the connection stays usable."""
-        proto, transport, service = connect()
-        service.fail_writes_with = NotLeader(None, None)
-        proto.dataReceived(b"GET k\n" + b"PUT k v\n" * 3000)
-        service.fire(0, "x")
-        proto.dataReceived(b"PING\n")
-        replies = lines(transport)
-        assert replies[0] == "value of k: x"
-        assert replies[1:-1] == ["Error: Not leader. No leader elected yet"] * 3000
-        assert replies[-1] == "PONG"
-
-    def test_half_close_answers_pending_requests_then_closes(self) -> None:
-        """When the client shuts down its sending side, requests already read are
-        still answered, then the connection closes; a partial line is dropped."""
-        proto, transport, service = connect()
-        proto.dataReceived(b"PUT a 1\nPING\nGET b")
-        proto.readConnectionLost()
-        assert not transport.disconnecting
-        service.fire(0)
-        assert lines(transport) == ["a added successfully.", "PONG"]
-        assert transport.disconnecting
-        assert [call[0] for call in service.calls] == ["put"]

@@ -502,6 +502,10 @@ class ClusterFlowControlTests(SynchronousTestCase):
         assert_converged(cluster, check)
         assert len(rejections) <= 3, [m.body for m in rejections]
 
+
+class ClusterHarnessTests(SynchronousTestCase):
+    """The simulated cluster's own tools."""
+
     def test_message_filter_drops_only_matching_messages(self):
         """A network filter that drops every vote request prevents elections
         while other traffic still flows; removing it lets a leader emerge."""

@@ -314,6 +314,20 @@ class RaftCommitTests(SynchronousTestCase):
         assert core.commit_index == 1
         assert [e[0] for e in drain(core).committed] == [1]
 
+    def test_applied_never_exceeds_commit_and_batches_are_bounded(self):
+        """Committed entries are handed out in order, once, never beyond the
+        commit index, at most max_apply_batch per Ready."""
+        core = make_core(hard_state=HardState(1, None), max_apply_batch=3)
+        entries = tuple(Entry(i, 1, b"v%d" % i) for i in range(1, 9))
+        core.step(msg(2, 1, AppendEntries(1, 0, 0, entries, leader_commit=7)))
+        seen = []
+        while core.has_ready():
+            rd = drain(core)
+            assert len(rd.committed) <= 3
+            seen += [e[0] for e in rd.committed]
+            assert core.applied <= core.commit_index
+        assert seen == list(range(1, 8))
+
 
 class RaftFollowerReplicationTests(SynchronousTestCase):
     """How a follower accepts, rejects and reconciles AppendEntries."""
@@ -571,17 +585,3 @@ class RaftReadIndexTests(SynchronousTestCase):
         core.step(msg(2, 1, ReadIndexResponse(1, 5, 3)))  # late answer of the old leader
         rd = core.ready()
         assert rd.reads == [] and [rid for rid, _ in rd.failed_reads] == [5]
-
-    def test_applied_never_exceeds_commit_and_batches_are_bounded(self):
-        """Committed entries are handed out in order, once, never beyond the
-        commit index, at most max_apply_batch per Ready."""
-        core = make_core(hard_state=HardState(1, None), max_apply_batch=3)
-        entries = tuple(Entry(i, 1, b"v%d" % i) for i in range(1, 9))
-        core.step(msg(2, 1, AppendEntries(1, 0, 0, entries, leader_commit=7)))
-        seen = []
-        while core.has_ready():
-            rd = drain(core)
-            assert len(rd.committed) <= 3
-            seen += [e[0] for e in rd.committed]
-            assert core.applied <= core.commit_index
-        assert seen == list(range(1, 8))

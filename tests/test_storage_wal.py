@@ -453,6 +453,33 @@ class WriteAheadLogRecoveryTests(SynchronousTestCase):
         assert recovered.last_index == 2
         assert not leftover.exists()
 
+    def test_zeroed_page_in_an_unsynced_tail_is_a_torn_tail(self) -> None:
+        """Writes of an unsynced flush may reach the disk out of order, leaving a
+        zero-filled page before intact later records: recovery truncates there
+        with a warning instead of refusing to start."""
+        tmp_path = temporary_directory(self)
+        segment = write_thirty_kilobyte_records(tmp_path)
+        data = bytearray(segment.read_bytes())
+        page = (len(data) // 2) // 4096 * 4096
+        data[page : page + 4096] = bytes(4096)
+        segment.write_bytes(bytes(data))
+        with capturedLogs() as events:
+            reopened = WriteAheadLog.open(str(tmp_path), run_in_thread=run_now)
+        assert 0 < reopened.last_index < 30
+        assert all(e.payload == b"v" * 1000 for e in reopened.entries)
+        assert any(e["log_level"] == LogLevel.warn for e in events)
+
+    def test_flipped_bit_before_intact_records_still_refuses(self) -> None:
+        """Damage that zeroes no whole sector, followed by intact records, is
+        corruption of durable data: recovery refuses, naming file and offset."""
+        tmp_path = temporary_directory(self)
+        segment = write_thirty_kilobyte_records(tmp_path)
+        data = bytearray(segment.read_bytes())
+        data[len(data) // 2] ^= 0x10
+        segment.write_bytes(bytes(data))
+        with self.assertRaises(CorruptLogError):
+            WriteAheadLog.open(str(tmp_path), run_in_thread=run_now)
+
 
 class WriteAheadLogGroupCommitTests(SynchronousTestCase):
     """Concurrent syncs share fsyncs and fire in order; a failed fsync is fail-stop."""
@@ -633,30 +660,3 @@ class WriteAheadLogLifecycleTests(SynchronousTestCase):
         assert len([p for p in os.listdir(tmp_path) if p.endswith(".log")]) > 20
         assert len(os.listdir("/proc/self/fd")) - before <= 2
         log.close()
-
-    def test_zeroed_page_in_an_unsynced_tail_is_a_torn_tail(self) -> None:
-        """Writes of an unsynced flush may reach the disk out of order, leaving a
-        zero-filled page before intact later records: recovery truncates there
-        with a warning instead of refusing to start."""
-        tmp_path = temporary_directory(self)
-        segment = write_thirty_kilobyte_records(tmp_path)
-        data = bytearray(segment.read_bytes())
-        page = (len(data) // 2) // 4096 * 4096
-        data[page : page + 4096] = bytes(4096)
-        segment.write_bytes(bytes(data))
-        with capturedLogs() as events:
-            reopened = WriteAheadLog.open(str(tmp_path), run_in_thread=run_now)
-        assert 0 < reopened.last_index < 30
-        assert all(e.payload == b"v" * 1000 for e in reopened.entries)
-        assert any(e["log_level"] == LogLevel.warn for e in events)
-
-    def test_flipped_bit_before_intact_records_still_refuses(self) -> None:
-        """Damage that zeroes no whole sector, followed by intact records, is
-        corruption of durable data: recovery refuses, naming file and offset."""
-        tmp_path = temporary_directory(self)
-        segment = write_thirty_kilobyte_records(tmp_path)
-        data = bytearray(segment.read_bytes())
-        data[len(data) // 2] ^= 0x10
-        segment.write_bytes(bytes(data))
-        with self.assertRaises(CorruptLogError):
-            WriteAheadLog.open(str(tmp_path), run_in_thread=run_now)
