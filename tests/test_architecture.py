@@ -9,7 +9,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import parametrize
+
 
 PACKAGE = Path(__file__).resolve().parent.parent / "kvstore"
 
@@ -30,33 +33,34 @@ def modules_under(folder: str) -> list[Path]:
     return sorted((PACKAGE / folder).glob("*.py"))
 
 
-@pytest.mark.parametrize("path", modules_under("raft"), ids=lambda p: p.name)
-def test_raft_core_does_no_io(path: Path) -> None:
-    """Nothing in kvstore/raft imports sockets, files, JSON, time, the
-    reactor, storage or protocols."""
-    forbidden = ("os", "json", "socket", "time", "kvstore.storage", "kvstore.protocols", "kvstore.node",
-                 "twisted.internet.reactor")
-    for name in imported_modules(path):
-        for bad in forbidden:
-            assert not (name == bad or name.startswith(bad + ".")), f"{path.name} imports {name}"
+class ArchitectureTests(SynchronousTestCase):
+    """Import boundaries between the packages, read from the source with L{ast}."""
 
+    @parametrize("path", modules_under("raft"), ids=lambda p: p.name)
+    def test_raft_core_does_no_io(self, path: Path) -> None:
+        """Nothing in kvstore/raft imports sockets, files, JSON, time, the
+        reactor, storage or protocols."""
+        forbidden = ("os", "json", "socket", "time", "kvstore.storage", "kvstore.protocols", "kvstore.node",
+                     "twisted.internet.reactor")
+        for name in imported_modules(path):
+            for bad in forbidden:
+                assert not (name == bad or name.startswith(bad + ".")), f"{path.name} imports {name}"
 
-@pytest.mark.parametrize("path", modules_under("storage"), ids=lambda p: p.name)
-def test_storage_knows_no_raft(path: Path) -> None:
-    """Storage never imports the Raft core, the protocols or the node."""
-    for name in imported_modules(path):
-        assert not name.startswith(("kvstore.raft", "kvstore.protocols", "kvstore.node")), f"{path.name}: {name}"
+    @parametrize("path", modules_under("storage"), ids=lambda p: p.name)
+    def test_storage_knows_no_raft(self, path: Path) -> None:
+        """Storage never imports the Raft core, the protocols or the node."""
+        for name in imported_modules(path):
+            assert not name.startswith(("kvstore.raft", "kvstore.protocols", "kvstore.node")), f"{path.name}: {name}"
 
-
-def test_only_the_composition_root_imports_the_global_reactor() -> None:
-    """Only service.py (building the production node) and the WAL's default
-    thread runner import the global reactor, both inside a function;
-    everything else receives a reactor or clock."""
-    allowed = {"service.py", "storage/wal.py"}
-    offenders = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        relative = str(path.relative_to(PACKAGE))
-        names = imported_modules(path)
-        if ("twisted.internet.reactor" in names) and relative not in allowed:
-            offenders.append(relative)
-    assert offenders == []
+    def test_only_the_composition_root_imports_the_global_reactor(self) -> None:
+        """Only service.py (building the production node) and the WAL's default
+        thread runner import the global reactor, both inside a function;
+        everything else receives a reactor or clock."""
+        allowed = {"service.py", "storage/wal.py"}
+        offenders = []
+        for path in sorted(PACKAGE.rglob("*.py")):
+            relative = str(path.relative_to(PACKAGE))
+            names = imported_modules(path)
+            if ("twisted.internet.reactor" in names) and relative not in allowed:
+                offenders.append(relative)
+        assert offenders == []

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from twisted.internet.defer import succeed
+from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.datadir import DataDirectoryLock, describe, main
 from kvstore.storage import HardState, LogEntry, MetadataStore, WriteAheadLog
+
+from tests.support import captured_output, temporary_directory
 
 
 def make_node_dir(path: Path, entries: list[tuple[int, int]], term: int) -> None:
@@ -21,38 +23,47 @@ def make_node_dir(path: Path, entries: list[tuple[int, int]], term: int) -> None
     (path / "LOCK").write_text("")  # a node that ran here left its lock file
 
 
-def test_describe_reports_log_extent_and_metadata(tmp_path: Path) -> None:
-    """The description names cluster, term, vote and the log's last index and term."""
-    make_node_dir(tmp_path, [(1, 1), (2, 1), (3, 2)], term=3)
-    info = describe(str(tmp_path))
-    assert (info["cluster"], info["term"], info["voted_for"]) == ("c", 3, 1)
-    assert (info["first_index"], info["last_index"], info["last_term"]) == (1, 3, 2)
+class DataDirectoryToolTests(SynchronousTestCase):
+    """
+    C{kvstore-inspect} (L{kvstore.datadir}) on data directories written by the real WAL and metadata
+    store.
+    """
 
+    def test_describe_reports_log_extent_and_metadata(self) -> None:
+        """The description names cluster, term, vote and the log's last index and term."""
+        tmp_path = temporary_directory(self)
+        make_node_dir(tmp_path, [(1, 1), (2, 1), (3, 2)], term=3)
+        info = describe(str(tmp_path))
+        assert (info["cluster"], info["term"], info["voted_for"]) == ("c", 3, 1)
+        assert (info["first_index"], info["last_index"], info["last_term"]) == (1, 3, 2)
 
-def test_most_up_to_date_log_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Given several directories, the one with the highest (last term, last
-    index) is named: a longer log of an older term loses."""
-    make_node_dir(tmp_path / "a", [(1, 1), (2, 1), (3, 1), (4, 1)], term=2)
-    make_node_dir(tmp_path / "b", [(1, 1), (2, 2)], term=2)
-    assert main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
-    assert f"most up-to-date log: {tmp_path / 'b'}" in capsys.readouterr().out
+    def test_most_up_to_date_log_is_named(self) -> None:
+        """Given several directories, the one with the highest (last term, last
+        index) is named: a longer log of an older term loses."""
+        tmp_path = temporary_directory(self)
+        output = captured_output(self)
+        make_node_dir(tmp_path / "a", [(1, 1), (2, 1), (3, 1), (4, 1)], term=2)
+        make_node_dir(tmp_path / "b", [(1, 1), (2, 2)], term=2)
+        assert main([str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+        assert f"most up-to-date log: {tmp_path / 'b'}" in output.read().out
 
+    def test_running_node_directory_is_refused(self) -> None:
+        """A data directory locked by a running node is not opened."""
+        tmp_path = temporary_directory(self)
+        output = captured_output(self)
+        make_node_dir(tmp_path, [(1, 1)], term=1)
+        assert main([str(tmp_path)]) == 0
+        lock = DataDirectoryLock(str(tmp_path))
+        lock.acquire()
+        try:
+            assert main([str(tmp_path)]) == 1
+            assert "in use by another process" in output.read().err
+        finally:
+            lock.release()
 
-def test_running_node_directory_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A data directory locked by a running node is not opened."""
-    make_node_dir(tmp_path, [(1, 1)], term=1)
-    assert main([str(tmp_path)]) == 0
-    lock = DataDirectoryLock(str(tmp_path))
-    lock.acquire()
-    try:
+    def test_inspect_creates_nothing_in_a_directory_that_is_not_a_node_s(self) -> None:
+        """kvstore-inspect refuses a directory without a node's files and leaves
+        it as it was (no lock file, no log directory)."""
+        tmp_path = temporary_directory(self)
         assert main([str(tmp_path)]) == 1
-        assert "in use by another process" in capsys.readouterr().err
-    finally:
-        lock.release()
-
-
-def test_inspect_creates_nothing_in_a_directory_that_is_not_a_node_s(tmp_path: Path) -> None:
-    """kvstore-inspect refuses a directory without a node's files and leaves
-    it as it was (no lock file, no log directory)."""
-    assert main([str(tmp_path)]) == 1
-    assert list(tmp_path.iterdir()) == []
+        assert list(tmp_path.iterdir()) == []

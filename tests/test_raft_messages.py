@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.raft.messages import (
     AppendEntries,
@@ -28,6 +28,8 @@ from kvstore.raft.messages import (
     to_dict,
 )
 
+from tests.support import parametrize
+
 EXAMPLES = [
     RequestVote(3, 10, 2),
     RequestVote(4, 0, 0, pre_vote=True),
@@ -41,13 +43,6 @@ EXAMPLES = [
     ReadIndexResponse(6, 17, 42),
     ReadIndexResponse(6, 18, None),
 ]
-
-
-@pytest.mark.parametrize("body", EXAMPLES, ids=lambda b: type(b).__name__)
-def test_round_trip_through_json(body):
-    """to_dict then JSON then from_dict gives back an equal message."""
-    message = Message(1, 2, body)
-    assert from_dict(json.loads(json.dumps(to_dict(message)))) == message
 
 
 def valid(kind: type = AppendEntries) -> dict[str, Any]:
@@ -67,6 +62,7 @@ def mutated(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
 
 _MISSING = object()
 
+
 _INT_FIELDS = {
     RequestVote: ["from", "to", "term", "last_index", "last_term"],
     RequestVoteResponse: ["from", "to", "term"],
@@ -75,6 +71,8 @@ _INT_FIELDS = {
     ReadIndexRequest: ["from", "to", "term", "id"],
     ReadIndexResponse: ["from", "to", "term", "id", "index"],
 }
+
+
 _BOOL_FIELDS = {
     RequestVote: ["pre_vote"],
     RequestVoteResponse: ["granted", "pre_vote"],
@@ -120,50 +118,16 @@ def _cases() -> list[tuple[str, dict[str, Any]]]:
     return cases
 
 
-@pytest.mark.parametrize("raw", [c[1] for c in _cases()], ids=[c[0] for c in _cases()])
-def test_every_malformed_field_is_rejected(raw):
-    """A missing field, a wrong type (bools are not integers), a negative
-    number, a bad entry list or an unknown type raises MalformedMessage."""
-    with pytest.raises(MalformedMessage):
-        from_dict(raw)
-
-
-@pytest.mark.parametrize("raw", [None, 1, "append", [], [("type", "append")], 1.5, True])
-def test_non_object_is_rejected(raw):
-    """Anything but a JSON object is not a message."""
-    with pytest.raises(MalformedMessage):
-        from_dict(raw)
-
-
-def test_entry_data_with_lone_surrogate_is_rejected():
-    """JSON can carry a lone UTF-16 surrogate in a string, which is not
-    encodable UTF-8 entry data: it is a malformed message, not a crash."""
-    raw = json.loads('{"type": "append", "from": 1, "to": 2, "term": 1, "prev_index": 0, "prev_term": 0,'
-                     ' "commit": 0, "round": 0, "entries": [[1, 1, "\\ud800"]]}')
-    with pytest.raises(MalformedMessage):
-        from_dict(raw)
-
-
 json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True) | st.text(
     st.characters(exclude_categories=()), max_size=8
 )
+
+
 json_values = st.recursive(
     json_scalars,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=6),
     max_leaves=20,
 )
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(json_values)
-def test_arbitrary_json_raises_only_malformed_message(value):
-    """from_dict on any JSON-like value returns a Message or raises
-    MalformedMessage, never another exception."""
-    try:
-        result = from_dict(value)
-    except MalformedMessage:
-        return
-    assert isinstance(result, Message)
 
 
 field_names = st.sampled_from(
@@ -172,16 +136,60 @@ field_names = st.sampled_from(
 )
 
 
-@settings(max_examples=500, deadline=None)
-@given(st.sampled_from(EXAMPLES), st.dictionaries(field_names, json_values | st.lists(st.lists(json_scalars, max_size=4), max_size=3), max_size=3))
-def test_valid_message_with_arbitrary_fields_raises_only_malformed_message(body, replacements):
-    """Replacing fields of a valid message with arbitrary JSON values gives
-    either a valid Message or MalformedMessage, never another exception,
-    and a returned message round-trips."""
-    raw = to_dict(Message(1, 2, body))
-    raw.update(replacements)
-    try:
-        result = from_dict(raw)
-    except MalformedMessage:
-        return
-    assert from_dict(json.loads(json.dumps(to_dict(result)))) == result
+class RaftMessageTests(SynchronousTestCase):
+    """
+    Peer message validation: round trips, and L{MalformedMessage} (and nothing else) for every
+    malformed input.
+    """
+
+    @parametrize("body", EXAMPLES, ids=lambda b: type(b).__name__)
+    def test_round_trip_through_json(self, body):
+        """to_dict then JSON then from_dict gives back an equal message."""
+        message = Message(1, 2, body)
+        assert from_dict(json.loads(json.dumps(to_dict(message)))) == message
+
+    @parametrize("raw", [c[1] for c in _cases()], ids=[c[0] for c in _cases()])
+    def test_every_malformed_field_is_rejected(self, raw):
+        """A missing field, a wrong type (bools are not integers), a negative
+        number, a bad entry list or an unknown type raises MalformedMessage."""
+        with self.assertRaises(MalformedMessage):
+            from_dict(raw)
+
+    @parametrize("raw", [None, 1, "append", [], [("type", "append")], 1.5, True])
+    def test_non_object_is_rejected(self, raw):
+        """Anything but a JSON object is not a message."""
+        with self.assertRaises(MalformedMessage):
+            from_dict(raw)
+
+    def test_entry_data_with_lone_surrogate_is_rejected(self):
+        """JSON can carry a lone UTF-16 surrogate in a string, which is not
+        encodable UTF-8 entry data: it is a malformed message, not a crash."""
+        raw = json.loads('{"type": "append", "from": 1, "to": 2, "term": 1, "prev_index": 0, "prev_term": 0,'
+                         ' "commit": 0, "round": 0, "entries": [[1, 1, "\\ud800"]]}')
+        with self.assertRaises(MalformedMessage):
+            from_dict(raw)
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(json_values)
+    def test_arbitrary_json_raises_only_malformed_message(self, value):
+        """from_dict on any JSON-like value returns a Message or raises
+        MalformedMessage, never another exception."""
+        try:
+            result = from_dict(value)
+        except MalformedMessage:
+            return
+        assert isinstance(result, Message)
+
+    @settings(max_examples=500, deadline=None)
+    @given(st.sampled_from(EXAMPLES), st.dictionaries(field_names, json_values | st.lists(st.lists(json_scalars, max_size=4), max_size=3), max_size=3))
+    def test_valid_message_with_arbitrary_fields_raises_only_malformed_message(self, body, replacements):
+        """Replacing fields of a valid message with arbitrary JSON values gives
+        either a valid Message or MalformedMessage, never another exception,
+        and a returned message round-trips."""
+        raw = to_dict(Message(1, 2, body))
+        raw.update(replacements)
+        try:
+            result = from_dict(raw)
+        except MalformedMessage:
+            return
+        assert from_dict(json.loads(json.dumps(to_dict(result)))) == result
