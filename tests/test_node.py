@@ -103,7 +103,6 @@ class SingleNodeTests(SynchronousTestCase):
         self.tmp_path = Path(self.mktemp())
         self.tmp_path.mkdir()
 
-
     def test_write_is_acknowledged_only_after_fsync(self) -> None:
         """A PUT's Deferred does not fire until the WAL's fsync has run."""
         n = SingleNode(self.tmp_path)
@@ -114,7 +113,6 @@ class SingleNodeTests(SynchronousTestCase):
         assert out == [None]
         assert n.wal.durable_index >= 2
         n.close()
-
 
     def test_group_commit_many_writes_few_fsyncs(self) -> None:
         """200 concurrent writes complete with a handful of fsyncs, counted by the
@@ -127,7 +125,6 @@ class SingleNodeTests(SynchronousTestCase):
         fsyncs = n.wal.fsync_count - before
         assert 1 <= fsyncs <= 3, fsyncs
         n.close()
-
 
     def test_writes_arriving_during_a_flush_share_the_next_one(self) -> None:
         """Writes made while one fsync is in progress all go out in the next."""
@@ -142,7 +139,6 @@ class SingleNodeTests(SynchronousTestCase):
         assert first == [None] and later == [None] * 50
         assert n.wal.fsync_count - before == 2
         n.close()
-
 
     def test_get_delete_and_missing_keys(self) -> None:
         """GET sees acknowledged writes; DELETE of a missing key fails with KeyNotFound."""
@@ -162,7 +158,6 @@ class SingleNodeTests(SynchronousTestCase):
         assert run(n.node.get("a")).check(KeyNotFound)
         n.close()
 
-
     def test_restart_recovers_acknowledged_writes(self) -> None:
         """After a restart on the same files every acknowledged write is back."""
         n = SingleNode(self.tmp_path)
@@ -178,7 +173,6 @@ class SingleNodeTests(SynchronousTestCase):
         assert again.node.core.term == 2
         again.close()
 
-
     def test_commit_timeout_reports_outcome_unknown(self) -> None:
         """A write whose fsync never completes fails with OutcomeUnknown after the
         commit timeout, never with a claim that it failed."""
@@ -188,7 +182,6 @@ class SingleNodeTests(SynchronousTestCase):
         n.clock.advance(2.0)
         assert len(out) == 1 and out[0].check(OutcomeUnknown)
         n.close()
-
 
     def test_storage_failure_stops_the_node(self) -> None:
         """A failed fsync makes the node fail pending writes as unknown, refuse
@@ -206,7 +199,6 @@ class SingleNodeTests(SynchronousTestCase):
         # The node logs the storage failure; trial fails a test on logged errors it is not told of.
         self.flushLoggedErrors(OSError)
 
-
     def test_status_reports_role_and_indexes(self) -> None:
         """STATUS names node, role, term, leader, commit and applied indexes."""
         n = SingleNode(self.tmp_path)
@@ -214,7 +206,6 @@ class SingleNodeTests(SynchronousTestCase):
         assert status["node"] == 0 and status["role"] == "leader" and status["leader"] == 0
         assert status["commit"] == status["applied"] == 1
         n.close()
-
 
     def test_follower_refuses_writes_with_leader_address(self) -> None:
         """A follower refuses writes before appending, naming the leader's address."""
@@ -241,7 +232,6 @@ class SingleNodeTests(SynchronousTestCase):
         assert out[0].value.leader_id == 0 and out[0].value.leader_address == "127.0.0.1:5000"
         assert core.last_index == 0
 
-
     def test_invalid_committed_entry_is_skipped_not_wedging(self) -> None:
         """A committed entry that is not a valid command is logged and skipped on
         apply; entries after it are applied and the node keeps serving."""
@@ -255,7 +245,6 @@ class SingleNodeTests(SynchronousTestCase):
         assert box == ["1"]
         assert n.node.state_machine.applied_index == n.node.core.commit_index
         n.close()
-
 
     def test_exception_while_handling_a_batch_stops_the_node(self) -> None:
         """If storage rejects a batch (here: an append that raises), the node
@@ -272,7 +261,6 @@ class SingleNodeTests(SynchronousTestCase):
         assert out[0].check(OutcomeUnknown)
         assert results([n.node.put("b", "2")])[0].check(Unavailable)
         self.flushLoggedErrors(ValueError)
-
 
     def test_requests_after_stop_fail_at_once(self) -> None:
         """A request arriving after the node stopped gets an error instead of

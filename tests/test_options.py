@@ -45,9 +45,7 @@ class OptionsTests(SynchronousTestCase):
     ids, defaults, validation errors and documentation of every option.
     """
 
-
     # -- the seed's command lines and the id convention ---------------------------
-
 
     def test_seed_command_lines_give_ids_0_1_2_and_one_membership(self) -> None:
         """
@@ -62,7 +60,6 @@ class OptionsTests(SynchronousTestCase):
         for config in configs:
             assert config.me == expected[config.node_id]
             assert config.peers == tuple(m for m in expected if m.node_id != config.node_id)
-
 
     def test_implicit_ids_sort_by_host_then_port(self) -> None:
         """
@@ -79,7 +76,6 @@ class OptionsTests(SynchronousTestCase):
             PeerAddress(2, "10.0.0.3", 1000),
         )
 
-
     def test_implicit_id_mismatch_explains_the_fix(self) -> None:
         """
         A --node-id that differs from the node's sorted position is an error that
@@ -88,7 +84,6 @@ class OptionsTests(SynchronousTestCase):
         message = _error(["--node-id", "1", "--port", "5000", "--peers", "5001,5002"])
         assert "--node-id 0" in message
         assert "ID@HOST:PORT" in message
-
 
     def test_explicit_ids(self) -> None:
         """
@@ -104,7 +99,6 @@ class OptionsTests(SynchronousTestCase):
         )
         assert [m.node_id for m in config.members] == [3, 7, 9]
 
-
     def test_explicit_and_implicit_forms_of_one_cluster_share_a_cluster_id(self) -> None:
         """
         The cluster id depends only on the membership, so writing the seed's ids
@@ -117,7 +111,6 @@ class OptionsTests(SynchronousTestCase):
         assert explicit.members == implicit.members
         assert explicit.cluster_id == implicit.cluster_id
 
-
     def test_no_peers_is_a_single_node_cluster_with_any_id(self) -> None:
         """
         Without peers, the node is a one-member cluster and may have any id.
@@ -125,7 +118,6 @@ class OptionsTests(SynchronousTestCase):
         config = parse_config(["--node-id", "4"])
         assert config.peers == ()
         assert config.members == (PeerAddress(4, "127.0.0.1", 5000),)
-
 
     def test_ipv6_peers_and_host(self) -> None:
         """
@@ -139,9 +131,7 @@ class OptionsTests(SynchronousTestCase):
         assert config.peers == (PeerAddress(1, "::1", 5001),)
         assert config.peers[0].address == "[::1]:5001"
 
-
     # -- cluster id ----------------------------------------------------------------
-
 
     def test_cluster_id_differs_between_memberships(self) -> None:
         """
@@ -151,7 +141,6 @@ class OptionsTests(SynchronousTestCase):
         a = parse_config(["--port", "5000", "--peers", "5001,5002"])
         b = parse_config(["--port", "5000", "--peers", "5001,5003"])
         assert a.cluster_id != b.cluster_id
-
 
     def test_cluster_id_is_documented_hash(self) -> None:
         """
@@ -164,14 +153,12 @@ class OptionsTests(SynchronousTestCase):
         assert len(value) == 16
         int(value, 16)
 
-
     def test_explicit_cluster_id_overrides(self) -> None:
         """
         --cluster-id replaces the derived value.
         """
         config = parse_config(["--cluster-id", "prod-eu.1", "--peers", "5001"])
         assert config.cluster_id == "prod-eu.1"
-
 
     @cases("value", ["", "has space", "a/b", "x" * 65])
     def test_bad_cluster_id(self, value: str) -> None:
@@ -180,9 +167,7 @@ class OptionsTests(SynchronousTestCase):
         """
         assert "--cluster-id" in _error(["--cluster-id", value])
 
-
     # -- defaults and conversions --------------------------------------------------
-
 
     def test_defaults(self) -> None:
         """
@@ -211,7 +196,6 @@ class OptionsTests(SynchronousTestCase):
         )
         assert config.address == "127.0.0.1:5000"
 
-
     def test_config_is_frozen(self) -> None:
         """
         NodeConfig is immutable.
@@ -220,14 +204,12 @@ class OptionsTests(SynchronousTestCase):
         with self.assertRaises(dataclasses.FrozenInstanceError):
             config.port = 1  # type: ignore[misc]
 
-
     def test_data_dir_default_follows_node_id(self) -> None:
         """
         The default data directory is kvstore-data/node-<id>; --data-dir replaces it.
         """
         assert parse_config(["--node-id", "2"]).data_dir == "kvstore-data/node-2"
         assert parse_config(["--data-dir", "/srv/kv"]).data_dir == "/srv/kv"
-
 
     def test_timing_options_in_seconds(self) -> None:
         """
@@ -242,7 +224,6 @@ class OptionsTests(SynchronousTestCase):
         self.assertAlmostEqual(config.election_timeout_max, 0.3505)
         assert config.commit_timeout == 1.5
         assert config.read_timeout == 0.25
-
 
     def test_size_options(self) -> None:
         """
@@ -259,16 +240,13 @@ class OptionsTests(SynchronousTestCase):
         config = parse_config(["--max-line-bytes", "2G"])
         assert config.max_line_bytes == 2 * 1024**3
 
-
     def test_unsafe_no_fsync(self) -> None:
         """
         --unsafe-no-fsync turns fsync off.
         """
         assert parse_config(["--unsafe-no-fsync"]).fsync is False
 
-
     # -- --listen ------------------------------------------------------------------
-
 
     def test_listen_default_follows_host_and_port(self) -> None:
         """
@@ -276,7 +254,6 @@ class OptionsTests(SynchronousTestCase):
         """
         config = parse_config(["--host", "10.1.2.3", "--port", "7000"])
         assert config.listen == "tcp:7000:interface=10.1.2.3"
-
 
     @cases(
         "description",
@@ -292,7 +269,6 @@ class OptionsTests(SynchronousTestCase):
         assert config.listen == description
         assert config.address == "10.0.0.1:5000"
 
-
     @cases("description", ["", "bogus:5000", "tcp:notaport", "tcp:5000:nosuch=1"])
     def test_bad_listen(self, description: str) -> None:
         """
@@ -300,9 +276,7 @@ class OptionsTests(SynchronousTestCase):
         """
         assert "--listen" in _error(["--listen", description])
 
-
     # -- validation errors -----------------------------------------------------------
-
 
     @cases(
         "argv, fragment",
@@ -360,9 +334,7 @@ class OptionsTests(SynchronousTestCase):
         """
         assert fragment in _error(argv)
 
-
     # -- help ------------------------------------------------------------------------
-
 
     def test_every_option_is_documented(self) -> None:
         """
@@ -381,7 +353,6 @@ class OptionsTests(SynchronousTestCase):
         assert "sorted by (host, port)" in flat
         assert "twistd -n --pidfile= kvstore --node-id 0 --port 5000 --peers 5001,5002" in text
         assert "UNSAFE" in flat
-
 
     def test_options_module_does_not_import_reactor(self) -> None:
         """

@@ -72,9 +72,7 @@ class CommandParserTests(SynchronousTestCase):
     limits, and properties over arbitrary input.
     """
 
-
     # -- each command ------------------------------------------------------------
-
 
     @cases(
         "line, expected",
@@ -91,7 +89,6 @@ class CommandParserTests(SynchronousTestCase):
     def test_each_command(self, line: bytes, expected: Command) -> None:
         """Every command in the protocol parses to its dataclass."""
         assert parse_command(line) == expected
-
 
     @cases(
         "line, expected",
@@ -111,49 +108,39 @@ class CommandParserTests(SynchronousTestCase):
         """Command words and STALE are matched without regard to ASCII case."""
         assert parse_command(line) == expected
 
-
     def test_keys_and_values_keep_case(self) -> None:
         """Case folding applies to command words only, never to keys or values."""
         assert parse_command(b"put MyKey MyValue") == Put("MyKey", "MyValue")
-
 
     def test_non_ascii_lookalike_command_rejected(self) -> None:
         """A command word only matches in ASCII; Unicode case mappings such as long s do not."""
         assert error_of("ſtatus".encode()) == "Unknown command 'ſtatus'"
 
-
     # -- PUT values --------------------------------------------------------------
-
 
     def test_put_value_is_rest_of_line(self) -> None:
         """The PUT value is everything after the key and one space, spaces included."""
         assert parse_command(b"PUT k  hello  world ") == Put("k", " hello  world ")
 
-
     def test_put_trailing_space_is_empty_value(self) -> None:
         """A PUT with a key followed by one space stores the empty string."""
         assert parse_command(b"PUT k ") == Put("k", "")
 
-
     def test_put_without_value_is_usage_error(self) -> None:
         """A PUT with a key but no separating space for a value is a usage error."""
         assert error_of(b"PUT k") == "Usage: PUT <key> <value>"
-
 
     @cases("line", [b"PUT", b"PUT ", b"PUT  v", b"PUT  "])
     def test_put_without_key_is_usage_error(self, line: bytes) -> None:
         """A PUT without a key (including an empty key from doubled spaces) is a usage error."""
         assert error_of(line) == "Usage: PUT <key> <value>"
 
-
     def test_put_value_may_contain_tab_and_unicode(self) -> None:
         """Values may contain TAB and any non-control Unicode text."""
         line = "PUT k a\tb é 💾 \u200d".encode()
         assert parse_command(line) == Put("k", "a\tb é 💾 \u200d")
 
-
     # -- argument errors ---------------------------------------------------------
-
 
     @cases(
         "line, message",
@@ -176,50 +163,40 @@ class CommandParserTests(SynchronousTestCase):
         """Wrong arguments produce the command's usage message."""
         assert error_of(line) == message
 
-
     def test_unknown_command_named(self) -> None:
         """An unknown command word is named in the error."""
         assert error_of(b"FOO bar baz") == "Unknown command 'FOO'"
-
 
     def test_unknown_command_long_word_truncated(self) -> None:
         """A long unknown command word is shortened so the reply stays small."""
         assert error_of(b"X" * 1000) == "Unknown command '" + "X" * 32 + "...'"
 
-
     def test_unknown_command_tab_escaped(self) -> None:
         """A TAB in an unknown command word is shown escaped."""
         assert error_of(b"GET\tk") == "Unknown command 'GET\\tk'"
-
 
     @cases("line", [b"", b"\r", b"   ", b" \t "])
     def test_empty_command(self, line: bytes) -> None:
         """An empty or all-blank line is reported as an empty command."""
         assert error_of(line) == "Empty command"
 
-
     def test_leading_space_is_unknown_command(self) -> None:
         """Words are separated by exactly one space, so a leading space makes an empty command word."""
         assert error_of(b" GET k") == "Unknown command ''"
-
 
     def test_error_text_has_no_prefix(self) -> None:
         """CommandError text leaves the C{Error: } prefix to the protocol."""
         assert not error_of(b"FOO").startswith("Error")
 
-
     # -- line endings and bad bytes ----------------------------------------------
-
 
     def test_trailing_cr_ignored(self) -> None:
         """One CR before the (already removed) LF is ignored."""
         assert parse_command(b"PUT k v\r") == Put("k", "v")
 
-
     def test_second_cr_rejected(self) -> None:
         """Only one trailing CR is ignored; another one is a control character."""
         assert error_of(b"PUT k v\r\r") == "Control character 0x0d not allowed"
-
 
     @cases(
         "line, offset",
@@ -235,7 +212,6 @@ class CommandParserTests(SynchronousTestCase):
         """Bytes that are not strict UTF-8 are rejected, naming the offset."""
         assert error_of(line) == f"Invalid UTF-8 at byte {offset}"
 
-
     @cases(
         "line, code",
         [
@@ -250,23 +226,19 @@ class CommandParserTests(SynchronousTestCase):
         """ASCII control characters other than TAB are rejected anywhere in the line."""
         assert error_of(line) == f"Control character 0x{code:02x} not allowed"
 
-
     @cases("key", ["a\tb", "a\u00a0b", "a\u3000b", "a\u2028b"])
     def test_key_with_whitespace_rejected(self, key: str) -> None:
         """Keys may not contain TAB or Unicode whitespace."""
         assert error_of(f"PUT {key} v".encode()) == "Key must not contain whitespace"
         assert error_of(f"GET {key}".encode()) == "Key must not contain whitespace"
 
-
     # -- limits ------------------------------------------------------------------
-
 
     def test_default_limits(self) -> None:
         """The documented defaults are 1 KiB keys, 64 KiB values, and room for both."""
         assert DEFAULT_LIMITS.max_key_bytes == 1024
         assert DEFAULT_LIMITS.max_value_bytes == 65536
         assert DEFAULT_LIMITS.max_line_bytes == 1024 + 65536 + 16
-
 
     def test_largest_put_fits_default_line(self) -> None:
         """A PUT with a maximal key and value, sent with CRLF, parses under the defaults."""
@@ -275,33 +247,27 @@ class CommandParserTests(SynchronousTestCase):
         line = f"PUT {key} {value}\r".encode()
         assert parse_command(line) == Put(key, value)
 
-
     def test_key_at_limit_accepted(self) -> None:
         """A key of exactly max_key_bytes is accepted."""
         assert parse_command(b"GET " + b"k" * 8, SMALL) == Get("k" * 8)
-
 
     def test_key_over_limit_rejected(self) -> None:
         """A key one byte over max_key_bytes is rejected, for every keyed command."""
         for line in [b"GET kkkkkkkkk", b"PUT kkkkkkkkk v", b"DELETE kkkkkkkkk"]:
             assert error_of(line, SMALL) == "Key too long (maximum 8 bytes)"
 
-
     def test_key_limit_counts_utf8_bytes(self) -> None:
         """Key size is measured in UTF-8 bytes, not characters."""
         assert parse_command("GET éééé".encode(), SMALL) == Get("éééé")
         assert error_of("GET éééék".encode(), SMALL) == "Key too long (maximum 8 bytes)"
 
-
     def test_value_at_limit_accepted(self) -> None:
         """A value of exactly max_value_bytes is accepted."""
         assert parse_command(b"PUT k " + b"v" * 16, SMALL) == Put("k", "v" * 16)
 
-
     def test_value_over_limit_rejected(self) -> None:
         """A value one byte over max_value_bytes is rejected."""
         assert error_of(b"PUT k " + b"v" * 17, SMALL) == "Value too long (maximum 16 bytes)"
-
 
     def test_value_limit_counts_utf8_bytes(self) -> None:
         """Value size is measured in UTF-8 bytes, not characters."""
@@ -310,7 +276,6 @@ class CommandParserTests(SynchronousTestCase):
             error_of("PUT k ".encode() + "é".encode() * 8 + b"v", SMALL)
             == "Value too long (maximum 16 bytes)"
         )
-
 
     def test_line_at_limit_accepted(self) -> None:
         """A line of exactly max_line_bytes (CR included) is parsed, one more byte is not."""
@@ -321,7 +286,6 @@ class CommandParserTests(SynchronousTestCase):
         with self.assertRaises(LineTooLong):
             parse_command(b"PUT kkkkkkkk " + b"v" * 17 + b"\r", limits)
 
-
     def test_line_over_limit_raises_line_too_long(self) -> None:
         """A line over max_line_bytes raises LineTooLong, a CommandError."""
         with self.assertRaises(LineTooLong) as info:
@@ -329,13 +293,11 @@ class CommandParserTests(SynchronousTestCase):
         assert str(info.exception) == f"Line too long (maximum {SMALL.max_line_bytes} bytes)"
         assert isinstance(info.exception, CommandError)
 
-
     def test_limits_reject_line_too_small_for_put(self) -> None:
         """Limits refuse a line limit that could not carry the largest allowed PUT."""
         with self.assertRaises(ValueError):
             Limits(max_key_bytes=10, max_value_bytes=10, max_line_bytes=10 + 10 + PUT_OVERHEAD_BYTES - 1)
         Limits(max_key_bytes=10, max_value_bytes=10, max_line_bytes=10 + 10 + PUT_OVERHEAD_BYTES)
-
 
     def test_limits_reject_nonsense(self) -> None:
         """Limits refuse a zero key limit and a negative value limit."""
@@ -344,20 +306,16 @@ class CommandParserTests(SynchronousTestCase):
         with self.assertRaises(ValueError):
             Limits.for_sizes(10, -1)
 
-
     def test_limits_for_sizes(self) -> None:
         """Limits.for_sizes derives a line limit with 16 bytes of slack."""
         assert Limits.for_sizes(100, 1000) == Limits(100, 1000, 1116)
 
-
     # -- value objects and encoding ----------------------------------------------
-
 
     def test_commands_are_frozen(self) -> None:
         """Commands are immutable value objects."""
         with self.assertRaises(dataclasses.FrozenInstanceError):
             Put("k", "v").key = "x"  # type: ignore[misc]
-
 
     @cases(
         "command, line",
@@ -375,12 +333,10 @@ class CommandParserTests(SynchronousTestCase):
         """encode_command writes the canonical request line with its LF."""
         assert encode_command(command) == line
 
-
     def test_encode_rejects_non_command(self) -> None:
         """encode_command refuses objects that are not commands."""
         with self.assertRaises(TypeError):
             encode_command("PING")  # type: ignore[arg-type]
-
 
     @settings(max_examples=500)
     @given(st.binary(max_size=300), limit_sets)
@@ -393,7 +349,6 @@ class CommandParserTests(SynchronousTestCase):
             assert "\n" not in str(e) and "\r" not in str(e)
         else:
             assert isinstance(command, (Put, Get, Delete, Exit, Ping, Status))
-
 
     @settings(max_examples=300)
     @given(
@@ -412,13 +367,11 @@ class CommandParserTests(SynchronousTestCase):
         except CommandError:
             pass
 
-
     @given(keys, values, st.sampled_from([b"", b"\r"]))
     def test_put_round_trip(self, key: str, value: str, ending: bytes) -> None:
         """A PUT line built from any valid key and value parses back to exactly them."""
         line = b"PUT " + key.encode() + b" " + value.encode() + ending
         assert parse_command(line) == Put(key, value)
-
 
     @given(commands)
     def test_encode_parse_round_trip(self, command: Command) -> None:
