@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
+from twisted.trial.unittest import SynchronousTestCase
 
 import kvstore
 from kvstore.options import Options
@@ -68,13 +68,14 @@ def _kvstore_makers() -> list[Any]:
     return [m for m in getPlugins(IServiceMaker) if m.tapname == "kvstore"]
 
 
-class X(SynchronousTestCase):
-    """TODO"""
+class PluginTests(SynchronousTestCase):
+    """
+    The twistd plugin is found, cheap to scan, documents every option, and ships with the package.
+    """
 
     def setUp(self) -> None:
         self.tmp_path = Path(self.mktemp())
         self.tmp_path.mkdir()
-
 
     def test_get_plugins_finds_kvstore(self) -> None:
         """
@@ -87,7 +88,6 @@ class X(SynchronousTestCase):
             assert maker.module == "kvstore.service"
             assert maker.description
 
-
     def test_no_init_in_plugin_directory(self) -> None:
         """
         twisted/plugins has no __init__.py, which would shadow Twisted's own
@@ -96,7 +96,6 @@ class X(SynchronousTestCase):
         assert PLUGIN_FILE.exists()
         assert not (PLUGIN_FILE.parent / "__init__.py").exists()
         assert not (PLUGIN_FILE.parent.parent / "__init__.py").exists()
-
 
     def test_plugin_file_imports_only_service_maker(self) -> None:
         """
@@ -110,7 +109,6 @@ class X(SynchronousTestCase):
         assert isinstance(node, ast.ImportFrom)
         assert node.module == "twisted.application.service"
         assert [alias.name for alias in node.names] == ["ServiceMaker"]
-
 
     def test_scanning_plugins_imports_neither_reactor_nor_kvstore(self) -> None:
         """
@@ -132,7 +130,6 @@ class X(SynchronousTestCase):
         )
         assert result.returncode == 0, result.stderr
 
-
     def test_twistd_help_lists_kvstore(self) -> None:
         """
         `twistd --help` lists the kvstore subcommand.
@@ -140,7 +137,6 @@ class X(SynchronousTestCase):
         result = _twistd("--help", cwd=self.tmp_path)
         assert result.returncode == 0, result.stderr
         assert any(line.split()[:1] == ["kvstore"] for line in result.stdout.splitlines()), result.stdout
-
 
     def test_twistd_kvstore_help_documents_every_option(self) -> None:
         """
@@ -152,7 +148,6 @@ class X(SynchronousTestCase):
         for name in _option_names():
             assert f"--{name}" in result.stdout, name
 
-
     def test_twistd_kvstore_rejects_bad_options(self) -> None:
         """
         A usage error stops twistd with a non-zero status and the message, before
@@ -162,7 +157,6 @@ class X(SynchronousTestCase):
         assert result.returncode != 0
         assert "ID@HOST:PORT" in result.stdout + result.stderr
         assert not (self.tmp_path / "kvstore-data").exists()
-
 
     def test_service_module_uses_options(self) -> None:
         """
@@ -174,8 +168,7 @@ class X(SynchronousTestCase):
         assert service.Options is Options
         assert callable(service.makeService)
 
-
-    def test_setup_ships_plugin_and_packages(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_setup_ships_plugin_and_packages(self) -> None:
         """
         setup.py lists twisted.plugins explicitly (find_packages cannot find it),
         every kvstore package, the version of kvstore/__init__.py, and the
@@ -184,8 +177,9 @@ class X(SynchronousTestCase):
         import setuptools
 
         captured: dict[str, Any] = {}
-        monkeypatch.setattr(setuptools, "setup", lambda **kw: captured.update(kw))
-        monkeypatch.chdir(ROOT)
+        self.patch(setuptools, "setup", lambda **kw: captured.update(kw))
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(ROOT)
         runpy.run_path(str(ROOT / "setup.py"))
 
         packages = captured["packages"]
