@@ -12,10 +12,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from unittest import SkipTest
 
-import pytest
+from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.options import parse_config
+
+from tests.parametrize import cases, expand_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 ETC = ROOT / "etc"
@@ -65,24 +68,25 @@ def _exec_start_argv(instance: str, opts: list[str]) -> list[str]:
 
 
 @expand_cases
-class X(SynchronousTestCase):
-    """TODO"""
+class SystemdUnitTests(SynchronousTestCase):
+    """
+    The unit file, its example environment file and the sysusers entry, checked by systemd-analyze where present.
+    """
 
     def setUp(self) -> None:
         self.tmp_path = Path(self.mktemp())
         self.tmp_path.mkdir()
 
-
-    @pytest.mark.skipif(
-        shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed"
-    )
-    @pytest.mark.skipif(_twistd_path() is None, reason="no twistd executable found")
     @cases("name", ["kvstore@.service", "kvstore@1.service"])
     def test_systemd_analyze_verify(self, name: str) -> None:
         """
         `systemd-analyze verify` accepts the unit, as a template and as an
         instance, without warnings, once ExecStart names an existing twistd.
         """
+        if shutil.which("systemd-analyze") is None:
+            raise SkipTest("systemd-analyze is not installed")
+        if _twistd_path() is None:
+            raise SkipTest("no twistd executable found")
         twistd = _twistd_path()
         assert twistd is not None
         text = UNIT.read_text(encoding="utf-8")
@@ -101,7 +105,6 @@ class X(SynchronousTestCase):
         own = [line for line in output.splitlines() if "kvstore@" in line]
         assert not own, output
 
-
     def test_exec_start_twistd_flags(self) -> None:
         """
         The twistd options before `kvstore` keep twistd in the foreground, with
@@ -117,7 +120,6 @@ class X(SynchronousTestCase):
         assert options["nodaemon"]
         assert options["pidfile"] == ""
         assert options["logfile"] == "-"
-
 
     def test_unit_and_example_configure_a_three_node_cluster(self) -> None:
         """
@@ -140,7 +142,6 @@ class X(SynchronousTestCase):
         assert len({c.cluster_id for c in configs}) == 1
         assert len({c.members for c in configs}) == 1
         assert [m.node_id for m in configs[0].members] == [0, 1, 2]
-
 
     def test_sysusers_entry_matches_unit_user(self) -> None:
         """
