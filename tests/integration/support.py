@@ -26,7 +26,8 @@ class ProcessTestCase(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.tmp_path = Path(self.mktemp())
+        # Absolute, like pytest's tmp_path: processes run in other directories.
+        self.tmp_path = Path(self.mktemp()).resolve()
         self.tmp_path.mkdir(parents=True)
         self.started_nodes: list[NodeProcess] = []
         self._clusters = 0
