@@ -37,11 +37,12 @@ def cases(argnames: str, values: Iterable[Any], ids: Sequence[str] | None = None
     Mark a test method to be run once per value, with C{argnames} (a
     comma-separated string, as for C{pytest.mark.parametrize}) bound from
     each value: the value itself for one name, its items for several.
-    C{ids} name the cases; by default they are numbered from 0.
+    C{ids} name the cases; by default a case is named by its value when
+    every value is a distinct short word or number, else numbered from 0.
     """
     names = [name.strip() for name in argnames.split(",") if name.strip()]
     values = list(values)
-    case_ids = [str(i) for i in range(len(values))] if ids is None else list(ids)
+    case_ids = _default_ids(values) if ids is None else list(ids)
     if len(case_ids) != len(values):
         raise ValueError(f"{len(values)} cases but {len(case_ids)} ids")
 
@@ -58,6 +59,14 @@ def cases(argnames: str, values: Iterable[Any], ids: Sequence[str] | None = None
         return method
 
     return mark
+
+
+def _default_ids(values: list[Any]) -> list[str]:
+    """Each value itself when all are distinct short words or numbers; else 0, 1, ..."""
+    words = [str(v) for v in values if isinstance(v, (str, int)) and re.fullmatch(r"[\w-]{1,40}", str(v))]
+    if len(words) == len(values) and len({_identifier(w) for w in words}) == len(words):
+        return words
+    return [str(i) for i in range(len(values))]
 
 
 def _identifier(case_id: str) -> str:
