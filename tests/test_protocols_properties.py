@@ -211,6 +211,7 @@ class DecoderPropertyTests(SynchronousTestCase):
             assert from_dict(raw)
 
     def test_entry_terms_beyond_the_log_format_are_malformed(self) -> None:
+        """An entry whose term the WAL's u64 field could not store is malformed."""
         raw = to_dict(Message(1, 0, AppendEntries(1, 0, 0, (Entry(1, 1, b"x"),), 0)))
         raw["entries"][0][1] = 2**64
         with self.assertRaises(MalformedMessage):

@@ -111,7 +111,7 @@ class ProcessClusterTests(ProcessTestCase):
                     break
                 acked.append(key)
             else:
-                pytest.fail("the leader acknowledged every write although it was killed")
+                self.fail("the leader acknowledged every write although it was killed")
         except ConnectionError:
             pass
         finally:
