@@ -3,9 +3,10 @@ Hostile and malformed input against real node processes.
 
 One three-node cluster serves every test of L{HostileInputTests}.  Each
 test attacks it (the client side or the peer side of the one listening
-port), then checks that every node is still up, that a fresh client is still served, that every
-write acknowledged so far is still readable (linearizably, on every node),
-and that the attacked node's resident memory stayed bounded.  The memory
+port), then checks that every node is still up, that a fresh client is
+still served, that every write acknowledged so far is still readable
+(linearizably, on every node), and that the attacked node's resident
+memory stayed bounded.  The memory
 figures are printed (run with ``-s`` to see them).
 """
 
