@@ -8,9 +8,9 @@ from __future__ import annotations
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.protocols.dispatch import DispatchFactory
-from twisted.trial.unittest import SynchronousTestCase
 
 
 class Recorder(Protocol):
@@ -41,7 +41,8 @@ def connect() -> tuple[list[tuple[str, bytes]], Protocol, StringTransport]:
 
 class DispatchFactoryTests(SynchronousTestCase):
     """
-    L{DispatchFactory} picks the peer or client protocol from the first byte and then gets out of the way.
+    L{DispatchFactory} picks the peer or client protocol from the first byte
+    and then gets out of the way.
     """
 
     def test_digit_selects_peer(self) -> None:

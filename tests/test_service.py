@@ -31,7 +31,8 @@ def write_log(directory: Path, count: int) -> None:
 
 class ServiceStartupTests(SynchronousTestCase):
     """
-    L{build_service} and L{makeService}: start-up refusals, log recovery and durable creation of the data directory.
+    L{build_service} and L{makeService}: start-up refusals, log recovery and
+    durable creation of the data directory.
     """
 
     def setUp(self) -> None:

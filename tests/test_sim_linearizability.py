@@ -6,8 +6,9 @@ checked independently, and the search bound reported as inconclusive.
 
 from __future__ import annotations
 
-from kvstore.sim.linearizability import DELETE, GET, NOT_FOUND, OK, PUT, Operation, check_history
 from twisted.trial.unittest import SynchronousTestCase
+
+from kvstore.sim.linearizability import DELETE, GET, NOT_FOUND, OK, PUT, Operation, check_history
 
 
 def put(c, key, value, t0, t1, result=OK):

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.statemachine import ApplyResult, InvalidCommand, KeyValueStateMachine, encode_delete, encode_put
-from twisted.trial.unittest import SynchronousTestCase
 
 from tests.parametrize import cases, expand_cases
 

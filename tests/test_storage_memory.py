@@ -7,6 +7,7 @@ as the real log and metadata store.
 from __future__ import annotations
 
 from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.storage import (
     HardState,
@@ -15,7 +16,6 @@ from kvstore.storage import (
     MemoryMetadata,
     StorageFailedError,
 )
-from twisted.trial.unittest import SynchronousTestCase
 
 
 class MemoryStorageTests(SynchronousTestCase):

@@ -70,7 +70,8 @@ def _exec_start_argv(instance: str, opts: list[str]) -> list[str]:
 @expand_cases
 class SystemdUnitTests(SynchronousTestCase):
     """
-    The unit file, its example environment file and the sysusers entry, checked by systemd-analyze where present.
+    The unit file, its example environment file and the sysusers entry,
+    checked by systemd-analyze where present.
     """
 
     def setUp(self) -> None:
