@@ -3,8 +3,9 @@ Tests for the twistd plugin (twisted/plugins/kvstore_plugin.py) and for the
 packaging that ships it.
 
 The checkout root must be on sys.path for Twisted to find the plugin in the
-checkout; the [pytest] ``pythonpath`` setting in tox.ini does that, and the
-subprocess tests put it on PYTHONPATH.
+checkout; the [pytest] ``pythonpath`` setting in tox.ini does that under
+pytest, the editable install's path entry under trial, and the subprocess
+tests put it on PYTHONPATH.
 """
 
 import ast
