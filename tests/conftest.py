@@ -1,32 +1,29 @@
 """
-Run pytest sessions the way trial runs its own: in a scratch working
-directory.
+pytest only: run the suite in a scratch directory, as trial runs it in
+C{_trial_temp}.
 
-The tests are trial test cases (so that C{trial tests} and C{python -m
-pytest} run the same suite), and trial's C{TestCase.mktemp()} returns a path
-relative to the working directory.  trial runs in C{_trial_temp}; pytest
-would run in the checkout and leave a folder there per test class.  This
-moves pytest's working directory to a temporary directory for the session
-and deletes it afterwards.
+The tests make their temporary directories with trial's C{self.mktemp()},
+which returns a path relative to the working directory.  Under trial that
+is C{_trial_temp}; under pytest it would be the checkout, littered with a
+directory per test.  So pytest, too, runs every test from a directory of its
+own (under pytest's base temporary directory, kept for the last few runs
+like C{tmp_path}).  trial ignores this file.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from typing import Iterator
 
 import pytest
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _scratch_working_directory() -> Iterator[None]:
+@pytest.fixture(scope="session", autouse=True)
+def _run_in_scratch_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Change to a scratch directory for the whole session, and back after it."""
     previous = os.getcwd()
-    scratch = tempfile.mkdtemp(prefix="kvstore-tests-")
-    os.chdir(scratch)
+    os.chdir(tmp_path_factory.mktemp("trial_temp"))
     try:
         yield
     finally:
         os.chdir(previous)
-        shutil.rmtree(scratch, ignore_errors=True)

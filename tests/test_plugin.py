@@ -3,8 +3,9 @@ Tests for the twistd plugin (twisted/plugins/kvstore_plugin.py) and for the
 packaging that ships it.
 
 The checkout root must be on sys.path for Twisted to find the plugin in the
-checkout; the [pytest] ``pythonpath`` setting in tox.ini does that, and the
-subprocess tests put it on PYTHONPATH.
+checkout; the [pytest] ``pythonpath`` setting in tox.ini does that under
+pytest, the editable install's path entry under trial, and the subprocess
+tests put it on PYTHONPATH.
 """
 
 import ast
@@ -15,9 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
+from twisted.trial.unittest import SynchronousTestCase
 
 import kvstore
 from kvstore.options import Options
@@ -68,127 +69,130 @@ def _kvstore_makers() -> list[Any]:
     return [m for m in getPlugins(IServiceMaker) if m.tapname == "kvstore"]
 
 
-def test_get_plugins_finds_kvstore() -> None:
+class PluginTests(SynchronousTestCase):
     """
-    getPlugins(IServiceMaker) finds the kvstore service maker, which points
-    at kvstore.service and is described.
+    The twistd plugin is found, cheap to scan, documents every option, and ships with the package.
     """
-    makers = _kvstore_makers()
-    assert makers, "kvstore plugin not found; is the checkout root on sys.path?"
-    for maker in makers:
-        assert maker.module == "kvstore.service"
-        assert maker.description
 
+    def setUp(self) -> None:
+        self.tmp_path = Path(self.mktemp())
+        self.tmp_path.mkdir()
 
-def test_no_init_in_plugin_directory() -> None:
-    """
-    twisted/plugins has no __init__.py, which would shadow Twisted's own
-    twisted.plugins package.
-    """
-    assert PLUGIN_FILE.exists()
-    assert not (PLUGIN_FILE.parent / "__init__.py").exists()
-    assert not (PLUGIN_FILE.parent.parent / "__init__.py").exists()
+    def test_get_plugins_finds_kvstore(self) -> None:
+        """
+        getPlugins(IServiceMaker) finds the kvstore service maker, which points
+        at kvstore.service and is described.
+        """
+        makers = _kvstore_makers()
+        assert makers, "kvstore plugin not found; is the checkout root on sys.path?"
+        for maker in makers:
+            assert maker.module == "kvstore.service"
+            assert maker.description
 
+    def test_no_init_in_plugin_directory(self) -> None:
+        """
+        twisted/plugins has no __init__.py, which would shadow Twisted's own
+        twisted.plugins package.
+        """
+        assert PLUGIN_FILE.exists()
+        assert not (PLUGIN_FILE.parent / "__init__.py").exists()
+        assert not (PLUGIN_FILE.parent.parent / "__init__.py").exists()
 
-def test_plugin_file_imports_only_service_maker() -> None:
-    """
-    The plugin file imports nothing but ServiceMaker, so scanning plugins
-    stays cheap and never installs a reactor.
-    """
-    tree = ast.parse(PLUGIN_FILE.read_text(encoding="utf-8"))
-    imports = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
-    assert len(imports) == 1
-    (node,) = imports
-    assert isinstance(node, ast.ImportFrom)
-    assert node.module == "twisted.application.service"
-    assert [alias.name for alias in node.names] == ["ServiceMaker"]
+    def test_plugin_file_imports_only_service_maker(self) -> None:
+        """
+        The plugin file imports nothing but ServiceMaker, so scanning plugins
+        stays cheap and never installs a reactor.
+        """
+        tree = ast.parse(PLUGIN_FILE.read_text(encoding="utf-8"))
+        imports = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+        assert len(imports) == 1
+        (node,) = imports
+        assert isinstance(node, ast.ImportFrom)
+        assert node.module == "twisted.application.service"
+        assert [alias.name for alias in node.names] == ["ServiceMaker"]
 
+    def test_scanning_plugins_imports_neither_reactor_nor_kvstore(self) -> None:
+        """
+        Finding the plugin imports no kvstore module and not the reactor.
+        """
+        code = (
+            "import sys\n"
+            "from twisted.plugin import getPlugins\n"
+            "from twisted.application.service import IServiceMaker\n"
+            "assert any(m.tapname == 'kvstore' for m in getPlugins(IServiceMaker))\n"
+            "bad = [m for m in sys.modules if m == 'twisted.internet.reactor'"
+            " or m.split('.')[0] == 'kvstore']\n"
+            "assert not bad, bad\n"
+        )
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=self.tmp_path, env=env,
+            capture_output=True, text=True, timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
 
-def test_scanning_plugins_imports_neither_reactor_nor_kvstore(tmp_path: Path) -> None:
-    """
-    Finding the plugin imports no kvstore module and not the reactor.
-    """
-    code = (
-        "import sys\n"
-        "from twisted.plugin import getPlugins\n"
-        "from twisted.application.service import IServiceMaker\n"
-        "assert any(m.tapname == 'kvstore' for m in getPlugins(IServiceMaker))\n"
-        "bad = [m for m in sys.modules if m == 'twisted.internet.reactor'"
-        " or m.split('.')[0] == 'kvstore']\n"
-        "assert not bad, bad\n"
-    )
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env,
-        capture_output=True, text=True, timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
+    def test_twistd_help_lists_kvstore(self) -> None:
+        """
+        `twistd --help` lists the kvstore subcommand.
+        """
+        result = _twistd("--help", cwd=self.tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert any(line.split()[:1] == ["kvstore"] for line in result.stdout.splitlines()), result.stdout
 
+    def test_twistd_kvstore_help_documents_every_option(self) -> None:
+        """
+        `twistd kvstore --help` documents every option of kvstore.options.Options.
+        """
+        result = _twistd("kvstore", "--help", cwd=self.tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "twistd [options] kvstore [options]" in result.stdout
+        for name in _option_names():
+            assert f"--{name}" in result.stdout, name
 
-def test_twistd_help_lists_kvstore(tmp_path: Path) -> None:
-    """
-    `twistd --help` lists the kvstore subcommand.
-    """
-    result = _twistd("--help", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert any(line.split()[:1] == ["kvstore"] for line in result.stdout.splitlines()), result.stdout
+    def test_twistd_kvstore_rejects_bad_options(self) -> None:
+        """
+        A usage error stops twistd with a non-zero status and the message, before
+        any service starts.
+        """
+        result = _twistd("--nodaemon", "kvstore", "--node-id", "1", "--peers", "5001", cwd=self.tmp_path)
+        assert result.returncode != 0
+        assert "ID@HOST:PORT" in result.stdout + result.stderr
+        assert not (self.tmp_path / "kvstore-data").exists()
 
+    def test_service_module_uses_options(self) -> None:
+        """
+        kvstore.service exposes the validated Options (extended with the pid
+        file default) and a makeService, as
+        ServiceMaker requires.
+        """
+        from kvstore import service
 
-def test_twistd_kvstore_help_documents_every_option(tmp_path: Path) -> None:
-    """
-    `twistd kvstore --help` documents every option of kvstore.options.Options.
-    """
-    result = _twistd("kvstore", "--help", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "twistd [options] kvstore [options]" in result.stdout
-    for name in _option_names():
-        assert f"--{name}" in result.stdout, name
+        assert issubclass(service.Options, Options)
+        assert callable(service.makeService)
 
+    def test_setup_ships_plugin_and_packages(self) -> None:
+        """
+        setup.py lists twisted.plugins explicitly (find_packages cannot find it),
+        every kvstore package, the version of kvstore/__init__.py, and the
+        kvstore-cluster script.
+        """
+        import setuptools
 
-def test_twistd_kvstore_rejects_bad_options(tmp_path: Path) -> None:
-    """
-    A usage error stops twistd with a non-zero status and the message, before
-    any service starts.
-    """
-    result = _twistd("--nodaemon", "kvstore", "--node-id", "1", "--peers", "5001", cwd=tmp_path)
-    assert result.returncode != 0
-    assert "ID@HOST:PORT" in result.stdout + result.stderr
-    assert not (tmp_path / "kvstore-data").exists()
+        captured: dict[str, Any] = {}
+        self.patch(setuptools, "setup", lambda **kw: captured.update(kw))
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(ROOT)
+        runpy.run_path(str(ROOT / "setup.py"))
 
-
-def test_service_module_uses_options() -> None:
-    """
-    kvstore.service exposes the validated Options (extended with the pid
-    file default) and a makeService, as ServiceMaker requires.
-    """
-    from kvstore import service
-
-    assert issubclass(service.Options, Options)
-    assert callable(service.makeService)
-
-
-def test_setup_ships_plugin_and_packages(monkeypatch: pytest.MonkeyPatch) -> None:
-    """
-    setup.py lists twisted.plugins explicitly (find_packages cannot find it),
-    every kvstore package, the version of kvstore/__init__.py, and the
-    kvstore-cluster script.
-    """
-    import setuptools
-
-    captured: dict[str, Any] = {}
-    monkeypatch.setattr(setuptools, "setup", lambda **kw: captured.update(kw))
-    monkeypatch.chdir(ROOT)
-    runpy.run_path(str(ROOT / "setup.py"))
-
-    packages = captured["packages"]
-    assert "twisted.plugins" in packages
-    assert "twisted" not in packages
-    expected = {
-        ".".join(path.relative_to(ROOT).parent.parts)
-        for path in (ROOT / "kvstore").rglob("__init__.py")
-    }
-    assert expected <= set(packages)
-    assert not [p for p in packages if p.startswith("tests")]
-    assert captured["version"] == kvstore.__version__
-    assert "kvstore-cluster=kvstore.cluster:main" in captured["entry_points"]["console_scripts"]
-    assert "twisted[tls]>=24.7" in captured["install_requires"]
+        packages = captured["packages"]
+        assert "twisted.plugins" in packages
+        assert "twisted" not in packages
+        expected = {
+            ".".join(path.relative_to(ROOT).parent.parts)
+            for path in (ROOT / "kvstore").rglob("__init__.py")
+        }
+        assert expected <= set(packages)
+        assert not [p for p in packages if p.startswith("tests")]
+        assert captured["version"] == kvstore.__version__
+        assert "kvstore-cluster=kvstore.cluster:main" in captured["entry_points"]["console_scripts"]
+        assert "twisted[tls]>=24.7" in captured["install_requires"]

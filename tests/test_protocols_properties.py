@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.protocols.commands import (
     DEFAULT_LIMITS,
@@ -55,6 +55,8 @@ from kvstore.raft.messages import (
     to_dict,
 )
 
+from tests.parametrize import cases, expand_cases
+
 MEMBERSHIP = Membership(node_id=0, cluster_id="c1", peer_ids=frozenset({1, 2}))
 
 # ---------------------------------------------------------------------------
@@ -64,36 +66,6 @@ _TOKENS = [b"PUT", b"put", b"GET", b"Get", b"DELETE", b"STALE", b"stale", b"PING
            b"\t", b"\r", b"k", b"key", b"v a l", b"\xff", b"\x00", b"\x7f", "é".encode(), "\u2028".encode(),
            "\u00a0".encode(), "𝄞".encode()]
 _SMALL = Limits.for_sizes(4, 8)
-
-
-@settings(max_examples=1000)
-@given(st.lists(st.sampled_from(_TOKENS), max_size=10), st.sampled_from([DEFAULT_LIMITS, _SMALL]))
-def test_accepted_lines_re_encode_to_the_same_command(tokens: list[bytes], limits: Limits) -> None:
-    """Whatever parse_command accepts, encode_command writes back as a line
-    that parses (under the same limits) to an equal command."""
-    line = b"".join(tokens)
-    try:
-        command = parse_command(line, limits)
-    except CommandError as e:
-        assert "\n" not in str(e) and "\r" not in str(e)
-        assert isinstance(e, LineTooLong) == (len(line) > limits.max_line_bytes)
-        return
-    again = encode_command(command)
-    assert again.endswith(b"\n")
-    assert parse_command(again[:-1], limits) == command
-
-
-@given(st.binary(max_size=64), st.integers(0, 40))
-def test_line_limit_is_exactly_the_length(line: bytes, extra: int) -> None:
-    """LineTooLong is raised exactly when the line exceeds the limit."""
-    limits = Limits.for_sizes(1, 8)
-    padded = line + b"x" * extra
-    try:
-        parse_command(padded, limits)
-    except LineTooLong:
-        assert len(padded) > limits.max_line_bytes
-    except CommandError:
-        assert len(padded) <= limits.max_line_bytes
 
 
 # ---------------------------------------------------------------------------
@@ -165,80 +137,109 @@ def _check_decoders(payload: bytes) -> None:
         assert (message.sender, message.receiver) == (1, 0)
 
 
-@settings(max_examples=500, deadline=None)
-@given(st.binary(max_size=400))
-def test_decoders_on_arbitrary_bytes_raise_only_malformed_message(payload: bytes) -> None:
-    """decode_hello and decode_message, given any bytes, return a member id
-    or a message addressed correctly, or raise MalformedMessage."""
-    _check_decoders(payload)
-
-
 json_leaf = st.none() | st.booleans() | st.integers(-(2**80), 2**80) | st.floats() | st.text(max_size=6)
 json_docs = st.recursive(json_leaf, lambda c: st.lists(c, max_size=3) | st.dictionaries(
     st.sampled_from(["type", "from", "to", "term", "id", "index", "entries", "version", "cluster", "x"]), c,
     max_size=6), max_leaves=15)
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(json_docs)
-def test_decoders_on_arbitrary_json_raise_only_malformed_message(doc: object) -> None:
-    """The same for any JSON document, serialized as a peer would."""
-    payload = json.dumps(doc).encode()
-    _check_decoders(payload)
+@expand_cases
+class DecoderPropertyTests(SynchronousTestCase):
+    """
+    Properties of the client line parser and of the peer decoder on raw bytes.
+    """
 
+    @settings(max_examples=1000)
+    @given(st.lists(st.sampled_from(_TOKENS), max_size=10), st.sampled_from([DEFAULT_LIMITS, _SMALL]))
+    def test_accepted_lines_re_encode_to_the_same_command(self, tokens: list[bytes], limits: Limits) -> None:
+        """Whatever parse_command accepts, encode_command writes back as a line
+        that parses (under the same limits) to an equal command."""
+        line = b"".join(tokens)
+        try:
+            command = parse_command(line, limits)
+        except CommandError as e:
+            assert "\n" not in str(e) and "\r" not in str(e)
+            assert isinstance(e, LineTooLong) == (len(line) > limits.max_line_bytes)
+            return
+        again = encode_command(command)
+        assert again.endswith(b"\n")
+        assert parse_command(again[:-1], limits) == command
 
-@given(valid_messages)
-def test_valid_messages_round_trip_through_bytes(message: Message) -> None:
-    """Every valid message survives encode_message / decode_message."""
-    assert decode_message(encode_message(message), message.sender, MEMBERSHIP) == message
+    @given(st.binary(max_size=64), st.integers(0, 40))
+    def test_line_limit_is_exactly_the_length(self, line: bytes, extra: int) -> None:
+        """LineTooLong is raised exactly when the line exceeds the limit."""
+        limits = Limits.for_sizes(1, 8)
+        padded = line + b"x" * extra
+        try:
+            parse_command(padded, limits)
+        except LineTooLong:
+            assert len(padded) > limits.max_line_bytes
+        except CommandError:
+            assert len(padded) <= limits.max_line_bytes
 
+    @settings(max_examples=500, deadline=None)
+    @given(st.binary(max_size=400))
+    def test_decoders_on_arbitrary_bytes_raise_only_malformed_message(self, payload: bytes) -> None:
+        """decode_hello and decode_message, given any bytes, return a member id
+        or a message addressed correctly, or raise MalformedMessage."""
+        _check_decoders(payload)
 
-@pytest.mark.parametrize("value", [MAX_FIELD_VALUE, 2**64, 10**400])
-@pytest.mark.parametrize("field", ["term", "from", "to", "id"])
-def test_integers_beyond_the_log_format_are_malformed(field: str, value: int) -> None:
-    """A term (or any integer) the WAL's u64 fields could not store, or that
-    leaves no room for more elections, is malformed: accepting a term of
-    10**400 made the node crash on its next log append."""
-    raw = to_dict(Message(1, 0, ReadIndexRequest(1, 1)))
-    raw[field] = value
-    with pytest.raises(MalformedMessage):
-        from_dict(raw)
-    raw[field] = MAX_FIELD_VALUE - 1
-    if field in ("term", "id"):
-        assert from_dict(raw)
+    @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(json_docs)
+    def test_decoders_on_arbitrary_json_raise_only_malformed_message(self, doc: object) -> None:
+        """The same for any JSON document, serialized as a peer would."""
+        payload = json.dumps(doc).encode()
+        _check_decoders(payload)
 
+    @given(valid_messages)
+    def test_valid_messages_round_trip_through_bytes(self, message: Message) -> None:
+        """Every valid message survives encode_message / decode_message."""
+        assert decode_message(encode_message(message), message.sender, MEMBERSHIP) == message
 
-def test_entry_terms_beyond_the_log_format_are_malformed() -> None:
-    raw = to_dict(Message(1, 0, AppendEntries(1, 0, 0, (Entry(1, 1, b"x"),), 0)))
-    raw["entries"][0][1] = 2**64
-    with pytest.raises(MalformedMessage):
-        from_dict(raw)
+    @cases("value", [MAX_FIELD_VALUE, 2**64, 10**400])
+    @cases("field", ["term", "from", "to", "id"])
+    def test_integers_beyond_the_log_format_are_malformed(self, field: str, value: int) -> None:
+        """A term (or any integer) the WAL's u64 fields could not store, or that
+        leaves no room for more elections, is malformed: accepting a term of
+        10**400 made the node crash on its next log append."""
+        raw = to_dict(Message(1, 0, ReadIndexRequest(1, 1)))
+        raw[field] = value
+        with self.assertRaises(MalformedMessage):
+            from_dict(raw)
+        raw[field] = MAX_FIELD_VALUE - 1
+        if field in ("term", "id"):
+            assert from_dict(raw)
 
+    def test_entry_terms_beyond_the_log_format_are_malformed(self) -> None:
+        """An entry whose term the WAL's u64 field could not store is malformed."""
+        raw = to_dict(Message(1, 0, AppendEntries(1, 0, 0, (Entry(1, 1, b"x"),), 0)))
+        raw["entries"][0][1] = 2**64
+        with self.assertRaises(MalformedMessage):
+            from_dict(raw)
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(valid_messages, max_size=5), st.lists(st.integers(0, 10**6), max_size=8))
-def test_protocol_delivery_is_independent_of_chunking(messages: list[Message], cuts: list[int]) -> None:
-    """A hello and valid messages, split at arbitrary points, deliver exactly
-    those messages, in order, with the connection kept open."""
-    sender = 1
-    messages = [Message(sender, 0, m.body) for m in messages]
-    data = _netstring(encode_hello(sender, "c1")) + b"".join(_netstring(encode_message(m)) for m in messages)
-    delivered, protocol, transport = _connect()
-    _feed(protocol, data, cuts)
-    assert delivered == messages
-    assert not transport.disconnecting
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(valid_messages, max_size=5), st.lists(st.integers(0, 10**6), max_size=8))
+    def test_protocol_delivery_is_independent_of_chunking(self, messages: list[Message], cuts: list[int]) -> None:
+        """A hello and valid messages, split at arbitrary points, deliver exactly
+        those messages, in order, with the connection kept open."""
+        sender = 1
+        messages = [Message(sender, 0, m.body) for m in messages]
+        data = _netstring(encode_hello(sender, "c1")) + b"".join(_netstring(encode_message(m)) for m in messages)
+        delivered, protocol, transport = _connect()
+        _feed(protocol, data, cuts)
+        assert delivered == messages
+        assert not transport.disconnecting
 
-
-@settings(max_examples=500, deadline=None)
-@given(st.sampled_from([b"", b"hello"]), st.binary(max_size=300), st.lists(st.integers(0, 10**6), max_size=6))
-def test_protocol_never_raises_and_delivers_only_valid_messages(prefix: bytes, garbage: bytes,
-                                                                 cuts: list[int]) -> None:
-    """Any byte stream (optionally after a valid hello), in any chunking:
-    no exception escapes, and whatever is delivered comes from the sender
-    the hello named, addressed to this node, and round-trips."""
-    data = (_netstring(encode_hello(2, "c1")) if prefix else b"") + garbage
-    delivered, protocol, transport = _connect()
-    _feed(protocol, data, cuts)
-    for message in delivered:
-        assert (message.sender, message.receiver) == (2, 0)
-        assert decode_message(encode_message(message), 2, MEMBERSHIP) == message
+    @settings(max_examples=500, deadline=None)
+    @given(st.sampled_from([b"", b"hello"]), st.binary(max_size=300), st.lists(st.integers(0, 10**6), max_size=6))
+    def test_protocol_never_raises_and_delivers_only_valid_messages(self, prefix: bytes, garbage: bytes,
+                                                                     cuts: list[int]) -> None:
+        """Any byte stream (optionally after a valid hello), in any chunking:
+        no exception escapes, and whatever is delivered comes from the sender
+        the hello named, addressed to this node, and round-trips."""
+        data = (_netstring(encode_hello(2, "c1")) if prefix else b"") + garbage
+        delivered, protocol, transport = _connect()
+        _feed(protocol, data, cuts)
+        for message in delivered:
+            assert (message.sender, message.receiver) == (2, 0)
+            assert decode_message(encode_message(message), 2, MEMBERSHIP) == message

@@ -6,8 +6,8 @@ as the real log and metadata store.
 
 from __future__ import annotations
 
-import pytest
 from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.storage import (
     HardState,
@@ -18,56 +18,58 @@ from kvstore.storage import (
 )
 
 
-def test_memory_log_append_sync_truncate() -> None:
-    """Appends show at once, become durable at sync, and truncation lowers durable_index."""
-    log = MemoryLog()
-    assert (log.first_index, log.last_index, log.durable_index) == (1, 0, 0)
-    log.append([LogEntry(1, 1, b"a"), LogEntry(2, 1, b"b"), LogEntry(3, 2, b"c")])
-    assert log.last_index == 3 and log.durable_index == 0
-    fired: list[int] = []
-    log.sync().addCallback(fired.append)
-    assert fired == [3] and log.fsync_count == 1
-    log.truncate_suffix(2)
-    assert log.entries == [LogEntry(1, 1, b"a")] and log.durable_index == 1
-    log.sync()
-    log.sync()
-    assert log.fsync_count == 2
-    assert log.entry(1) == LogEntry(1, 1, b"a")
-    with pytest.raises(IndexError):
-        log.entry(2)
+class MemoryStorageTests(SynchronousTestCase):
+    """
+    The in-memory log and metadata used by the simulator and the unit tests.
+    """
 
+    def test_memory_log_append_sync_truncate(self) -> None:
+        """Appends show at once, become durable at sync, and truncation lowers durable_index."""
+        log = MemoryLog()
+        assert (log.first_index, log.last_index, log.durable_index) == (1, 0, 0)
+        log.append([LogEntry(1, 1, b"a"), LogEntry(2, 1, b"b"), LogEntry(3, 2, b"c")])
+        assert log.last_index == 3 and log.durable_index == 0
+        fired: list[int] = []
+        log.sync().addCallback(fired.append)
+        assert fired == [3] and log.fsync_count == 1
+        log.truncate_suffix(2)
+        assert log.entries == [LogEntry(1, 1, b"a")] and log.durable_index == 1
+        log.sync()
+        log.sync()
+        assert log.fsync_count == 2
+        assert log.entry(1) == LogEntry(1, 1, b"a")
+        with self.assertRaises(IndexError):
+            log.entry(2)
 
-def test_memory_log_enforces_contiguity() -> None:
-    """MemoryLog rejects gaps and decreasing terms like the real log."""
-    log = MemoryLog([LogEntry(1, 2, b"")])
-    assert log.durable_index == 1
-    with pytest.raises(ValueError):
-        log.append([LogEntry(3, 2, b"")])
-    with pytest.raises(ValueError):
-        log.append([LogEntry(2, 1, b"")])
+    def test_memory_log_enforces_contiguity(self) -> None:
+        """MemoryLog rejects gaps and decreasing terms like the real log."""
+        log = MemoryLog([LogEntry(1, 2, b"")])
+        assert log.durable_index == 1
+        with self.assertRaises(ValueError):
+            log.append([LogEntry(3, 2, b"")])
+        with self.assertRaises(ValueError):
+            log.append([LogEntry(2, 1, b"")])
 
+    def test_memory_log_drop_prefix_and_fail(self) -> None:
+        """drop_prefix moves first_index, and after fail() writes and syncs are refused."""
+        log = MemoryLog([LogEntry(i, 1, b"") for i in range(1, 6)])
+        log.drop_prefix(3)
+        assert (log.first_index, log.last_index) == (4, 5)
+        log.fail()
+        with self.assertRaises(StorageFailedError):
+            log.append([LogEntry(6, 1, b"")])
+        errors: list[Failure] = []
+        log.sync().addErrback(errors.append)
+        assert errors[0].check(StorageFailedError)
 
-def test_memory_log_drop_prefix_and_fail() -> None:
-    """drop_prefix moves first_index, and after fail() writes and syncs are refused."""
-    log = MemoryLog([LogEntry(i, 1, b"") for i in range(1, 6)])
-    log.drop_prefix(3)
-    assert (log.first_index, log.last_index) == (4, 5)
-    log.fail()
-    with pytest.raises(StorageFailedError):
-        log.append([LogEntry(6, 1, b"")])
-    errors: list[Failure] = []
-    log.sync().addErrback(errors.append)
-    assert errors[0].check(StorageFailedError)
-
-
-def test_memory_metadata() -> None:
-    """MemoryMetadata saves synchronously and refuses after fail()."""
-    meta = MemoryMetadata()
-    assert meta.state == HardState()
-    fired: list[None] = []
-    meta.save(HardState(term=2, voted_for=1)).addCallback(fired.append)
-    assert fired == [None] and meta.durable_state == HardState(term=2, voted_for=1)
-    meta.fail()
-    errors: list[Failure] = []
-    meta.save(HardState(term=3)).addErrback(errors.append)
-    assert errors[0].check(StorageFailedError) and meta.state == HardState(term=2, voted_for=1)
+    def test_memory_metadata(self) -> None:
+        """MemoryMetadata saves synchronously and refuses after fail()."""
+        meta = MemoryMetadata()
+        assert meta.state == HardState()
+        fired: list[None] = []
+        meta.save(HardState(term=2, voted_for=1)).addCallback(fired.append)
+        assert fired == [None] and meta.durable_state == HardState(term=2, voted_for=1)
+        meta.fail()
+        errors: list[Failure] = []
+        meta.save(HardState(term=3)).addErrback(errors.append)
+        assert errors[0].check(StorageFailedError) and meta.state == HardState(term=2, voted_for=1)

@@ -12,10 +12,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from unittest import SkipTest
 
-import pytest
+from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.options import parse_config
+
+from tests.parametrize import cases, expand_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 ETC = ROOT / "etc"
@@ -64,84 +67,92 @@ def _exec_start_argv(instance: str, opts: list[str]) -> list[str]:
     return argv
 
 
-@pytest.mark.skipif(
-    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed"
-)
-@pytest.mark.skipif(_twistd_path() is None, reason="no twistd executable found")
-@pytest.mark.parametrize("name", ["kvstore@.service", "kvstore@1.service"])
-def test_systemd_analyze_verify(tmp_path: Path, name: str) -> None:
+@expand_cases
+class SystemdUnitTests(SynchronousTestCase):
     """
-    `systemd-analyze verify` accepts the unit, as a template and as an
-    instance, without warnings, once ExecStart names an existing twistd.
+    The unit file, its example environment file and the sysusers entry,
+    checked by systemd-analyze where present.
     """
-    twistd = _twistd_path()
-    assert twistd is not None
-    text = UNIT.read_text(encoding="utf-8")
-    assert UNIT_TWISTD in text
-    unit = tmp_path / name
-    unit.write_text(text.replace(UNIT_TWISTD, twistd), encoding="utf-8")
-    result = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", str(unit)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    # Unknown keys and unparseable values are only warnings for systemd.
-    own = [line for line in output.splitlines() if "kvstore@" in line]
-    assert not own, output
 
+    def setUp(self) -> None:
+        self.tmp_path = Path(self.mktemp())
+        self.tmp_path.mkdir()
 
-def test_exec_start_twistd_flags() -> None:
-    """
-    The twistd options before `kvstore` keep twistd in the foreground,
-    logging to stdout (the journal), with --pidfile left at its default (so
-    the node writes its pid file in its data directory).
-    """
-    from twisted.scripts.twistd import ServerOptions
+    @cases("name", ["kvstore@.service", "kvstore@1.service"])
+    def test_systemd_analyze_verify(self, name: str) -> None:
+        """
+        `systemd-analyze verify` accepts the unit, as a template and as an
+        instance, without warnings, once ExecStart names an existing twistd.
+        """
+        if shutil.which("systemd-analyze") is None:
+            raise SkipTest("systemd-analyze is not installed")
+        if _twistd_path() is None:
+            raise SkipTest("no twistd executable found")
+        twistd = _twistd_path()
+        assert twistd is not None
+        text = UNIT.read_text(encoding="utf-8")
+        assert UNIT_TWISTD in text
+        unit = self.tmp_path / name
+        unit.write_text(text.replace(UNIT_TWISTD, twistd), encoding="utf-8")
+        result = subprocess.run(
+            ["systemd-analyze", "verify", "--man=no", str(unit)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output
+        # Unknown keys and unparseable values are only warnings for systemd.
+        own = [line for line in output.splitlines() if "kvstore@" in line]
+        assert not own, output
 
-    argv = _exec_start_argv("1", [])
-    twistd_args = argv[1 : argv.index("kvstore")]
-    options = ServerOptions()
-    # Only twistd's own flags; the kvstore part is checked separately.
-    options.parseOptions(twistd_args)
-    assert options["nodaemon"]
-    assert not any(arg.startswith("--pidfile") for arg in twistd_args)
-    assert options["logfile"] == "-"
+    def test_exec_start_twistd_flags(self) -> None:
+        """
+        The twistd options before `kvstore` keep twistd in the foreground,
+        logging to stdout (the journal), with --pidfile left at its default (so
+        the node writes its pid file in its data directory).
+        """
+        from twisted.scripts.twistd import ServerOptions
 
+        argv = _exec_start_argv("1", [])
+        twistd_args = argv[1 : argv.index("kvstore")]
+        options = ServerOptions()
+        # Only twistd's own flags; the kvstore part is checked separately.
+        options.parseOptions(twistd_args)
+        assert options["nodaemon"]
+        assert not any(arg.startswith("--pidfile") for arg in twistd_args)
+        assert options["logfile"] == "-"
 
-def test_unit_and_example_configure_a_three_node_cluster() -> None:
-    """
-    The example environment files, expanded into the unit's ExecStart for
-    instances 0, 1 and 2, are valid kvstore options describing one cluster,
-    with data in the unit's state directory.
-    """
-    text = UNIT.read_text(encoding="utf-8")
-    assert _directives(text, "StateDirectory") == ["kvstore/node-%i"]
-    assert _directives(text, "EnvironmentFile") == ["/etc/kvstore/node-%i.conf"]
-    all_opts = _conf_opts(CONF.read_text(encoding="utf-8"))
-    assert len(all_opts) == 3
-    configs = []
-    for node_id, opts in enumerate(all_opts):
-        argv = _exec_start_argv(str(node_id), opts)
-        config = parse_config(argv[argv.index("kvstore") + 1 :])
-        assert config.node_id == node_id
-        assert config.data_dir == f"/var/lib/kvstore/node-{node_id}"
-        configs.append(config)
-    assert len({c.cluster_id for c in configs}) == 1
-    assert len({c.members for c in configs}) == 1
-    assert [m.node_id for m in configs[0].members] == [0, 1, 2]
+    def test_unit_and_example_configure_a_three_node_cluster(self) -> None:
+        """
+        The example environment files, expanded into the unit's ExecStart for
+        instances 0, 1 and 2, are valid kvstore options describing one cluster,
+        with data in the unit's state directory.
+        """
+        text = UNIT.read_text(encoding="utf-8")
+        assert _directives(text, "StateDirectory") == ["kvstore/node-%i"]
+        assert _directives(text, "EnvironmentFile") == ["/etc/kvstore/node-%i.conf"]
+        all_opts = _conf_opts(CONF.read_text(encoding="utf-8"))
+        assert len(all_opts) == 3
+        configs = []
+        for node_id, opts in enumerate(all_opts):
+            argv = _exec_start_argv(str(node_id), opts)
+            config = parse_config(argv[argv.index("kvstore") + 1 :])
+            assert config.node_id == node_id
+            assert config.data_dir == f"/var/lib/kvstore/node-{node_id}"
+            configs.append(config)
+        assert len({c.cluster_id for c in configs}) == 1
+        assert len({c.members for c in configs}) == 1
+        assert [m.node_id for m in configs[0].members] == [0, 1, 2]
 
-
-def test_sysusers_entry_matches_unit_user() -> None:
-    """
-    The sysusers entry creates the user the unit runs as.
-    """
-    (user,) = _directives(UNIT.read_text(encoding="utf-8"), "User")
-    entries = [
-        line.split()
-        for line in (ETC / "kvstore.sysusers.conf").read_text(encoding="utf-8").splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
-    assert ["u", user] in [entry[:2] for entry in entries]
+    def test_sysusers_entry_matches_unit_user(self) -> None:
+        """
+        The sysusers entry creates the user the unit runs as.
+        """
+        (user,) = _directives(UNIT.read_text(encoding="utf-8"), "User")
+        entries = [
+            line.split()
+            for line in (ETC / "kvstore.sysusers.conf").read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#")
+        ]
+        assert ["u", user] in [entry[:2] for entry in entries]

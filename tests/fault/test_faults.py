@@ -26,9 +26,10 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import pytest
+from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.testing.faults import (
     OK_STATUS,
@@ -43,6 +44,9 @@ from kvstore.testing.faults import (
 )
 from kvstore.testing.processes import FAST_ELECTIONS, NodeProcess, wait_until
 
+from tests.fault.support import raise_fd_limit
+from tests.parametrize import cases, expand_cases
+
 pytestmark = pytest.mark.integration
 
 FAULT_SECONDS = float(os.environ.get("KVSTORE_FAULT_SECONDS", "6"))
@@ -56,16 +60,17 @@ except ImportError:  # pragma: no cover - the checker is another issue's work
     check_history = None
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[ProxiedCluster]:
-    c = ProxiedCluster(tmp_path, 3, NODE_ARGS)
-    try:
+class ClusterTestCase(SynchronousTestCase):
+    """A test with a fresh proxied three-node cluster, C{self.cluster}, closed after it."""
+
+    def setUp(self) -> None:
+        raise_fd_limit()
+        c = ProxiedCluster(Path(self.mktemp()).resolve(), 3, NODE_ARGS)
+        self.addCleanup(c.close)
         c.start()
         c.wait_for_leader(timeout=20)
         c.wait_connected()
-        yield c
-    finally:
-        c.close()
+        self.cluster = c
 
 
 class Scenario:
@@ -190,122 +195,6 @@ def _term(node: NodeProcess) -> int:
     return int(node.status()["term"])
 
 
-# ---------------------------------------------------------------------------
-# Crashes
-
-
-def test_kill9_leader_repeatedly(cluster: ProxiedCluster) -> None:
-    """SIGKILL of the leader, again and again, each time restarting it once
-    a new leader has taken over and writes go through again."""
-    with Scenario("kill -9 leader, repeatedly", cluster, seed=1) as s:
-        rounds = 0
-        while rounds < 3 or s.elapsed() < FAULT_SECONDS:
-            leader = cluster.wait_for_leader(timeout=20)
-            term = _term(leader)
-            leader.kill()
-            killed = time.monotonic()
-            new = s.wait_new_leader(cluster.running, term)
-            took = s.workload.wait_progress(killed)
-            s.notes.append(f"round {rounds}: killed node {leader.node_id} (term {term}); node {new.node_id} leads, "
-                           f"writes resumed after {took:.2f}s")
-            leader.start()
-            leader.wait_ready()
-            rounds += 1
-        s.finish()
-
-
-def test_kill9_random_node(cluster: ProxiedCluster) -> None:
-    """SIGKILL of a random node (leader or follower), restarted each time."""
-    with Scenario("kill -9 random node", cluster, seed=2) as s:
-        rounds = 0
-        while rounds < 4 or s.elapsed() < FAULT_SECONDS:
-            cluster.wait_for_leader(timeout=20)
-            victim = s.rng.choice(cluster.nodes)
-            victim.kill()
-            killed = time.monotonic()
-            took = s.workload.wait_progress(killed)
-            s.notes.append(f"round {rounds}: killed node {victim.node_id}; writes after {took:.2f}s")
-            victim.start()
-            victim.wait_ready()
-            rounds += 1
-        s.finish()
-
-
-def test_kill9_all_nodes_then_restart(cluster: ProxiedCluster) -> None:
-    """SIGKILL of every node at once, then a full restart, repeatedly: no
-    acknowledged write may be lost."""
-    with Scenario("kill -9 all nodes, full restart", cluster, seed=3) as s:
-        rounds = 0
-        while rounds < 2 or s.elapsed() < FAULT_SECONDS:
-            cluster.wait_for_leader(timeout=20)
-            s.workload.wait_progress(time.monotonic(), writes=50)
-            cluster.kill_all()
-            killed = time.monotonic()
-            cluster.start()
-            took = s.workload.wait_progress(killed)
-            s.notes.append(f"round {rounds}: writes resumed {took:.2f}s after the kill")
-            rounds += 1
-        s.finish()
-
-
-# ---------------------------------------------------------------------------
-# A paused leader
-
-
-def test_sigstop_leader(cluster: ProxiedCluster) -> None:
-    """
-    SIGSTOP of the leader for longer than the election timeout, then
-    SIGCONT.  Requests that reached the paused old leader's socket (a
-    linearizable read of a key the new leader has since changed, and a
-    write) must not be answered from its stale state: the read returns the
-    new value or an error, and the write is acknowledged only if it really
-    committed.
-    """
-    with Scenario("SIGSTOP leader", cluster, seed=4) as s:
-        rounds = 0
-        while rounds < 2 or s.elapsed() < FAULT_SECONDS:
-            leader = cluster.wait_for_leader(timeout=20)
-            cluster.wait_connected()
-            term = _term(leader)
-            key = f"probe{rounds}"
-            probe = socket.create_connection((leader.host, leader.port), timeout=10)
-            assert _request(probe, f"PUT {key} old") == f"{key} added successfully."
-            s.history.add(_record("probe", "put", key, "old", "ok", 0.0, time.monotonic()))
-            leader.process.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
-            stopped = time.monotonic()
-            others = [n for n in cluster.nodes if n is not leader]
-            new = s.wait_new_leader(others, term)
-            # Make the old leader's state stale, then queue requests for it.
-            with new.client() as client:
-                invoke = time.monotonic()
-                assert client.request(f"PUT {key} new") == f"{key} added successfully."
-                s.history.add(_record("probe", "put", key, "new", "ok", invoke, time.monotonic()))
-            s.workload.wait_progress(stopped)
-            invoke = time.monotonic()
-            probe.sendall(f"GET {key}\nPUT {key} from-paused-leader\nGET {key}\n".encode())
-            wait_until(lambda: time.monotonic() - stopped >= PAUSE_SECONDS, PAUSE_SECONDS + 1)
-            leader.process.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
-            replies = []
-            try:
-                for _ in range(3):
-                    replies.append(_read_line(probe))
-            except OSError:
-                pass
-            probe.close()
-            complete = time.monotonic()
-            kinds = [("get", None), ("put", "from-paused-leader"), ("get", None)]
-            for (kind, value), reply in zip(kinds, replies + [None] * (3 - len(replies))):
-                r = Record("probe-paused", kind, key, value, invoke, leader.node_id)
-                if reply is not None:
-                    classify(r, reply, complete)
-                s.history.add(r)
-            assert f"value of {key}: old" not in replies, f"the resumed old leader served a stale read: {replies}"
-            s.notes.append(f"round {rounds}: paused node {leader.node_id} {time.monotonic() - stopped:.1f}s; "
-                           f"node {new.node_id} led; its replies after resuming: {replies}")
-            rounds += 1
-        s.finish()
-
-
 def _record(client: str, kind: str, key: str, value: str | None, result: str | None, invoke: float,
             complete: float) -> Record:
     return Record(client, kind, key, value, invoke, -1, OK_STATUS, result, complete)
@@ -326,79 +215,200 @@ def _request(sock: socket.socket, line: str) -> str:
     return _read_line(sock)
 
 
-# ---------------------------------------------------------------------------
-# Partitions
-
-
-@pytest.mark.parametrize("mode", ["drop", "stall"])
-def test_partition_isolate_leader(cluster: ProxiedCluster, mode: str) -> None:
+@expand_cases
+class FaultScenarioTests(ClusterTestCase):
     """
-    The leader is cut off from both followers (connections reset, or
-    silently stalled): the majority elects a new leader and serves writes;
-    the old leader acknowledges nothing it cannot commit and serves no stale
-    reads; after healing, everyone agrees.
+    Each fault scenario, under a concurrent workload, keeps the history
+    linearizable and loses no acknowledged write.
     """
-    with Scenario(f"partition: isolate leader ({mode})", cluster, seed=5) as s:
-        rounds = 0
-        while rounds < 1 or s.elapsed() < FAULT_SECONDS:
-            leader = cluster.wait_for_leader(timeout=20)
-            cluster.wait_connected()
-            term = _term(leader)
-            cluster.proxy.isolate(leader.node_id, mode)
-            cut = time.monotonic()
-            new = s.wait_new_leader([n for n in cluster.nodes if n is not leader], term)
-            took = s.workload.wait_progress(cut)
-            wait_until(lambda: time.monotonic() - cut >= max(FAULT_SECONDS / 2, 3.0), FAULT_SECONDS + 5)
-            old_role = leader.status()["role"]
-            cluster.proxy.heal()
-            s.notes.append(f"round {rounds}: isolated node {leader.node_id}; node {new.node_id} led, writes after "
-                           f"{took:.2f}s; old leader's role before healing: {old_role}")
-            rounds += 1
-        s.finish()
 
+    # ---------------------------------------------------------------------------
+    # Crashes
 
-def test_partition_isolate_follower(cluster: ProxiedCluster) -> None:
-    """A follower cut off from the others: writes continue throughout, and
-    the follower catches up after healing without disrupting the leader."""
-    with Scenario("partition: isolate follower", cluster, seed=6) as s:
-        rounds = 0
-        while rounds < 1 or s.elapsed() < FAULT_SECONDS:
-            leader = cluster.wait_for_leader(timeout=20)
-            cluster.wait_connected()
-            follower = s.rng.choice(cluster.followers(leader))
-            cluster.proxy.isolate(follower.node_id, "stall" if rounds % 2 else "drop")
-            cut = time.monotonic()
-            took = s.workload.wait_progress(cut)
-            wait_until(lambda: time.monotonic() - cut >= 3.0, 10)
-            cluster.proxy.heal()
-            s.notes.append(f"round {rounds}: isolated follower {follower.node_id}; writes after {took:.2f}s")
-            rounds += 1
-        figures = s.finish()
-    assert figures["longest_no_write_s"] < 5.0
+    def test_kill9_leader_repeatedly(self) -> None:
+        """SIGKILL of the leader, again and again, each time restarting it once
+        a new leader has taken over and writes go through again."""
+        cluster = self.cluster
+        with Scenario("kill -9 leader, repeatedly", cluster, seed=1) as s:
+            rounds = 0
+            while rounds < 3 or s.elapsed() < FAULT_SECONDS:
+                leader = cluster.wait_for_leader(timeout=20)
+                term = _term(leader)
+                leader.kill()
+                killed = time.monotonic()
+                new = s.wait_new_leader(cluster.running, term)
+                took = s.workload.wait_progress(killed)
+                s.notes.append(f"round {rounds}: killed node {leader.node_id} (term {term}); node {new.node_id} leads, "
+                               f"writes resumed after {took:.2f}s")
+                leader.start()
+                leader.wait_ready()
+                rounds += 1
+            s.finish()
 
+    def test_kill9_random_node(self) -> None:
+        """SIGKILL of a random node (leader or follower), restarted each time."""
+        cluster = self.cluster
+        with Scenario("kill -9 random node", cluster, seed=2) as s:
+            rounds = 0
+            while rounds < 4 or s.elapsed() < FAULT_SECONDS:
+                cluster.wait_for_leader(timeout=20)
+                victim = s.rng.choice(cluster.nodes)
+                victim.kill()
+                killed = time.monotonic()
+                took = s.workload.wait_progress(killed)
+                s.notes.append(f"round {rounds}: killed node {victim.node_id}; writes after {took:.2f}s")
+                victim.start()
+                victim.wait_ready()
+                rounds += 1
+            s.finish()
 
-def test_partition_no_majority(cluster: ProxiedCluster) -> None:
-    """
-    Every node cut off from every other: no write invoked after the cut is
-    acknowledged and no linearizable read succeeds until the partition
-    heals; then the cluster recovers.
-    """
-    with Scenario("partition: no majority", cluster, seed=7) as s:
-        rounds = 0
-        while rounds < 1 or s.elapsed() < FAULT_SECONDS:
-            cluster.wait_for_leader(timeout=20)
-            cluster.wait_connected()
-            cluster.proxy.split([[n.node_id] for n in cluster.nodes], "drop" if rounds % 2 == 0 else "stall")
-            cut = time.monotonic()
-            wait_until(lambda: time.monotonic() - cut >= max(FAULT_SECONDS / 2, 3.0), FAULT_SECONDS + 5)
-            healed = time.monotonic()
-            cluster.proxy.heal()
-            during = [r for r in s.history.snapshot()
-                      if r.status == OK_STATUS and r.invoke > cut and r.complete is not None
-                      and r.complete < healed]
-            assert not during, f"operations succeeded without a majority: {during[:5]}"
-            took = s.workload.wait_progress(healed)
-            s.notes.append(f"round {rounds}: split for {healed - cut:.1f}s, 0 operations succeeded; "
-                           f"writes {took:.2f}s after healing")
-            rounds += 1
-        s.finish()
+    def test_kill9_all_nodes_then_restart(self) -> None:
+        """SIGKILL of every node at once, then a full restart, repeatedly: no
+        acknowledged write may be lost."""
+        cluster = self.cluster
+        with Scenario("kill -9 all nodes, full restart", cluster, seed=3) as s:
+            rounds = 0
+            while rounds < 2 or s.elapsed() < FAULT_SECONDS:
+                cluster.wait_for_leader(timeout=20)
+                s.workload.wait_progress(time.monotonic(), writes=50)
+                cluster.kill_all()
+                killed = time.monotonic()
+                cluster.start()
+                took = s.workload.wait_progress(killed)
+                s.notes.append(f"round {rounds}: writes resumed {took:.2f}s after the kill")
+                rounds += 1
+            s.finish()
+
+    # ---------------------------------------------------------------------------
+    # A paused leader
+
+    def test_sigstop_leader(self) -> None:
+        """
+        SIGSTOP of the leader for longer than the election timeout, then
+        SIGCONT.  Requests that reached the paused old leader's socket (a
+        linearizable read of a key the new leader has since changed, and a
+        write) must not be answered from its stale state: the read returns the
+        new value or an error, and the write is acknowledged only if it really
+        committed.
+        """
+        cluster = self.cluster
+        with Scenario("SIGSTOP leader", cluster, seed=4) as s:
+            rounds = 0
+            while rounds < 2 or s.elapsed() < FAULT_SECONDS:
+                leader = cluster.wait_for_leader(timeout=20)
+                cluster.wait_connected()
+                term = _term(leader)
+                key = f"probe{rounds}"
+                probe = socket.create_connection((leader.host, leader.port), timeout=10)
+                assert _request(probe, f"PUT {key} old") == f"{key} added successfully."
+                s.history.add(_record("probe", "put", key, "old", "ok", 0.0, time.monotonic()))
+                leader.process.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+                stopped = time.monotonic()
+                others = [n for n in cluster.nodes if n is not leader]
+                new = s.wait_new_leader(others, term)
+                # Make the old leader's state stale, then queue requests for it.
+                with new.client() as client:
+                    invoke = time.monotonic()
+                    assert client.request(f"PUT {key} new") == f"{key} added successfully."
+                    s.history.add(_record("probe", "put", key, "new", "ok", invoke, time.monotonic()))
+                s.workload.wait_progress(stopped)
+                invoke = time.monotonic()
+                probe.sendall(f"GET {key}\nPUT {key} from-paused-leader\nGET {key}\n".encode())
+                wait_until(lambda: time.monotonic() - stopped >= PAUSE_SECONDS, PAUSE_SECONDS + 1)
+                leader.process.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+                replies = []
+                try:
+                    for _ in range(3):
+                        replies.append(_read_line(probe))
+                except OSError:
+                    pass
+                probe.close()
+                complete = time.monotonic()
+                kinds = [("get", None), ("put", "from-paused-leader"), ("get", None)]
+                for (kind, value), reply in zip(kinds, replies + [None] * (3 - len(replies))):
+                    r = Record("probe-paused", kind, key, value, invoke, leader.node_id)
+                    if reply is not None:
+                        classify(r, reply, complete)
+                    s.history.add(r)
+                assert f"value of {key}: old" not in replies, f"the resumed old leader served a stale read: {replies}"
+                s.notes.append(f"round {rounds}: paused node {leader.node_id} {time.monotonic() - stopped:.1f}s; "
+                               f"node {new.node_id} led; its replies after resuming: {replies}")
+                rounds += 1
+            s.finish()
+
+    # ---------------------------------------------------------------------------
+    # Partitions
+
+    @cases("mode", ["drop", "stall"])
+    def test_partition_isolate_leader(self, mode: str) -> None:
+        """
+        The leader is cut off from both followers (connections reset, or
+        silently stalled): the majority elects a new leader and serves writes;
+        the old leader acknowledges nothing it cannot commit and serves no stale
+        reads; after healing, everyone agrees.
+        """
+        cluster = self.cluster
+        with Scenario(f"partition: isolate leader ({mode})", cluster, seed=5) as s:
+            rounds = 0
+            while rounds < 1 or s.elapsed() < FAULT_SECONDS:
+                leader = cluster.wait_for_leader(timeout=20)
+                cluster.wait_connected()
+                term = _term(leader)
+                cluster.proxy.isolate(leader.node_id, mode)
+                cut = time.monotonic()
+                new = s.wait_new_leader([n for n in cluster.nodes if n is not leader], term)
+                took = s.workload.wait_progress(cut)
+                wait_until(lambda: time.monotonic() - cut >= max(FAULT_SECONDS / 2, 3.0), FAULT_SECONDS + 5)
+                old_role = leader.status()["role"]
+                cluster.proxy.heal()
+                s.notes.append(f"round {rounds}: isolated node {leader.node_id}; node {new.node_id} led, writes after "
+                               f"{took:.2f}s; old leader's role before healing: {old_role}")
+                rounds += 1
+            s.finish()
+
+    def test_partition_isolate_follower(self) -> None:
+        """A follower cut off from the others: writes continue throughout, and
+        the follower catches up after healing without disrupting the leader."""
+        cluster = self.cluster
+        with Scenario("partition: isolate follower", cluster, seed=6) as s:
+            rounds = 0
+            while rounds < 1 or s.elapsed() < FAULT_SECONDS:
+                leader = cluster.wait_for_leader(timeout=20)
+                cluster.wait_connected()
+                follower = s.rng.choice(cluster.followers(leader))
+                cluster.proxy.isolate(follower.node_id, "stall" if rounds % 2 else "drop")
+                cut = time.monotonic()
+                took = s.workload.wait_progress(cut)
+                wait_until(lambda: time.monotonic() - cut >= 3.0, 10)
+                cluster.proxy.heal()
+                s.notes.append(f"round {rounds}: isolated follower {follower.node_id}; writes after {took:.2f}s")
+                rounds += 1
+            figures = s.finish()
+        assert figures["longest_no_write_s"] < 5.0
+
+    def test_partition_no_majority(self) -> None:
+        """
+        Every node cut off from every other: no write invoked after the cut is
+        acknowledged and no linearizable read succeeds until the partition
+        heals; then the cluster recovers.
+        """
+        cluster = self.cluster
+        with Scenario("partition: no majority", cluster, seed=7) as s:
+            rounds = 0
+            while rounds < 1 or s.elapsed() < FAULT_SECONDS:
+                cluster.wait_for_leader(timeout=20)
+                cluster.wait_connected()
+                cluster.proxy.split([[n.node_id] for n in cluster.nodes], "drop" if rounds % 2 == 0 else "stall")
+                cut = time.monotonic()
+                wait_until(lambda: time.monotonic() - cut >= max(FAULT_SECONDS / 2, 3.0), FAULT_SECONDS + 5)
+                healed = time.monotonic()
+                cluster.proxy.heal()
+                during = [r for r in s.history.snapshot()
+                          if r.status == OK_STATUS and r.invoke > cut and r.complete is not None
+                          and r.complete < healed]
+                assert not during, f"operations succeeded without a majority: {during[:5]}"
+                took = s.workload.wait_progress(healed)
+                s.notes.append(f"round {rounds}: split for {healed - cut:.1f}s, 0 operations succeeded; "
+                               f"writes {took:.2f}s after healing")
+                rounds += 1
+            s.finish()

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Iterator
+from unittest import SkipTest
 
 import pytest
 
@@ -22,6 +22,8 @@ from kvstore.testing.processes import (
     parse_status,
     wait_until,
 )
+
+from tests.integration.support import ProcessTestCase
 
 pytestmark = pytest.mark.integration
 
@@ -114,72 +116,75 @@ class Launcher:
         self._reader.join(10)
 
 
-@pytest.fixture
-def launcher(tmp_path: Path) -> Iterator[Launcher]:
-    running = Launcher(tmp_path)
-    try:
-        yield running
-    finally:
-        running.kill_everything()
-
-
-def test_launcher_runs_a_cluster_and_stops_it_on_sigint(launcher: Launcher) -> None:
+class ClusterLauncherTests(ProcessTestCase):
     """
-    The launcher starts three nodes that elect a leader and serve requests,
-    logs each to <data-dir>/node-<id>.log, and on SIGINT stops them all and
-    exits 0.
+    The kvstore-cluster launcher as a real process, and the nodes it starts.
     """
-    launcher.wait_started()
-    leader = wait_until(launcher.leader_port, 15, message=lambda: f"a leader\n{launcher.output}")
-    assert command(leader, "PUT planet mars") == "planet added successfully."
-    for _, port in launcher.nodes.values():
-        wait_until(lambda: command(port, "GET planet STALE") == "value of planet: mars", 10)
-    for node_id in launcher.nodes:
-        assert (launcher.data_dir / f"node-{node_id}").is_dir()
-    leader_log = launcher.data_dir / f"node-{leader - launcher.base_port}.log"
-    assert "became leader" in leader_log.read_text()
 
-    launcher.process.send_signal(signal.SIGINT)
-    assert launcher.process.wait(30) == 0, launcher.output
-    for pid, _ in launcher.nodes.values():
-        assert not _alive(pid), f"node pid {pid} outlived the launcher\n{launcher.output}"
-    launcher._reader.join(10)
-    assert "received SIGINT" in launcher.output
-    assert all(f"node {i} stopped cleanly" in launcher.output for i in launcher.nodes), launcher.output
+    def start_launcher(self) -> Launcher:
+        """A running launcher, killed with all its nodes after the test."""
+        launcher = Launcher(self.tmp_path)
+        self.addCleanup(launcher.kill_everything)
+        return launcher
 
+    def test_launcher_runs_a_cluster_and_stops_it_on_sigint(self) -> None:
+        """
+        The launcher starts three nodes that elect a leader and serve requests,
+        logs each to <data-dir>/node-<id>.log, and on SIGINT stops them all and
+        exits 0.
+        """
+        launcher = self.start_launcher()
+        launcher.wait_started()
+        leader = wait_until(launcher.leader_port, 15, message=lambda: f"a leader\n{launcher.output}")
+        assert command(leader, "PUT planet mars") == "planet added successfully."
+        for _, port in launcher.nodes.values():
+            wait_until(lambda: command(port, "GET planet STALE") == "value of planet: mars", 10)
+        for node_id in launcher.nodes:
+            assert (launcher.data_dir / f"node-{node_id}").is_dir()
+        leader_log = launcher.data_dir / f"node-{leader - launcher.base_port}.log"
+        assert "became leader" in leader_log.read_text()
 
-def test_launcher_reports_a_node_that_dies(launcher: Launcher) -> None:
-    """A node killed behind the launcher's back is reported; SIGTERM then
-    stops the rest and the launcher exits 0."""
-    launcher.wait_started()
-    wait_until(launcher.leader_port, 15, message=lambda: f"a leader\n{launcher.output}")
-    pid, _ = launcher.nodes[1]
-    os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: "node 1" in launcher.output and "exited unexpectedly (killed by SIGKILL)" in launcher.output,
-               10, message=lambda: f"the report of node 1's death\n{launcher.output}")
-    launcher.process.send_signal(signal.SIGTERM)
-    assert launcher.process.wait(30) == 0, launcher.output
-    assert not any(_alive(p) for p, _ in launcher.nodes.values())
+        launcher.process.send_signal(signal.SIGINT)
+        assert launcher.process.wait(30) == 0, launcher.output
+        for pid, _ in launcher.nodes.values():
+            assert not _alive(pid), f"node pid {pid} outlived the launcher\n{launcher.output}"
+        launcher._reader.join(10)
+        assert "received SIGINT" in launcher.output
+        assert all(f"node {i} stopped cleanly" in launcher.output for i in launcher.nodes), launcher.output
 
+    def test_launcher_reports_a_node_that_dies(self) -> None:
+        """A node killed behind the launcher's back is reported; SIGTERM then
+        stops the rest and the launcher exits 0."""
+        launcher = self.start_launcher()
+        launcher.wait_started()
+        wait_until(launcher.leader_port, 15, message=lambda: f"a leader\n{launcher.output}")
+        pid, _ = launcher.nodes[1]
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: "node 1" in launcher.output and "exited unexpectedly (killed by SIGKILL)" in launcher.output,
+                   10, message=lambda: f"the report of node 1's death\n{launcher.output}")
+        launcher.process.send_signal(signal.SIGTERM)
+        assert launcher.process.wait(30) == 0, launcher.output
+        assert not any(_alive(p) for p, _ in launcher.nodes.values())
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="relies on PR_SET_PDEATHSIG")
-def test_nodes_die_with_a_killed_launcher(launcher: Launcher) -> None:
-    """Even SIGKILL of the launcher leaves no orphan node."""
-    launcher.wait_started()
-    wait_until(launcher.leader_port, 15, message=lambda: f"a leader\n{launcher.output}")
-    launcher.process.kill()
-    launcher.process.wait(10)
-    wait_until(lambda: not any(_alive(p) for p, _ in launcher.nodes.values()), 15,
-               message=lambda: f"the nodes to exit\n{launcher.output}")
+    def test_nodes_die_with_a_killed_launcher(self) -> None:
+        """Even SIGKILL of the launcher leaves no orphan node."""
+        if not sys.platform.startswith("linux"):
+            raise SkipTest("relies on PR_SET_PDEATHSIG")
+        launcher = self.start_launcher()
+        launcher.wait_started()
+        wait_until(launcher.leader_port, 15, message=lambda: f"a leader\n{launcher.output}")
+        launcher.process.kill()
+        launcher.process.wait(10)
+        wait_until(lambda: not any(_alive(p) for p, _ in launcher.nodes.values()), 15,
+                   message=lambda: f"the nodes to exit\n{launcher.output}")
 
-
-def test_entry_point_and_help(tmp_path: Path) -> None:
-    """setup.py declares the console script, and --help works."""
-    assert "kvstore-cluster=kvstore.cluster:main" in (ROOT / "setup.py").read_text()
-    result = subprocess.run(
-        [sys.executable, "-m", "kvstore.cluster", "--help"],
-        capture_output=True, text=True, timeout=30, cwd=tmp_path,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-    )
-    assert result.returncode == 0, result.stderr
-    assert "--base-port" in result.stdout and "--node-option" in result.stdout
+    def test_entry_point_and_help(self) -> None:
+        """setup.py declares the console script, and --help works."""
+        assert "kvstore-cluster=kvstore.cluster:main" in (ROOT / "setup.py").read_text()
+        result = subprocess.run(
+            [sys.executable, "-m", "kvstore.cluster", "--help"],
+            capture_output=True, text=True, timeout=30, cwd=self.tmp_path,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        )
+        assert result.returncode == 0, result.stderr
+        assert "--base-port" in result.stdout and "--node-option" in result.stdout

@@ -7,11 +7,12 @@ unterminated last line is not run.
 from __future__ import annotations
 
 import socket
-from typing import Callable
 
 import pytest
 
-from kvstore.testing.processes import NodeProcess, wait_until
+from kvstore.testing.processes import wait_until
+
+from tests.integration.support import ProcessTestCase
 
 pytestmark = pytest.mark.integration
 
@@ -29,25 +30,29 @@ def exchange_then_half_close(port: int, data: bytes) -> bytes:
             received += chunk
 
 
-def test_half_closed_client_gets_every_reply(make_node: Callable[..., NodeProcess]) -> None:
-    """Requests followed at once by a half-close are all answered, in order,
-    writes included, and then the server closes the connection."""
-    node = make_node().start()
-    node.wait_ready(15)
-    wait_until(lambda: node.status()["role"] == "leader", 15, message=lambda: node.describe())
-    for attempt in range(20):  # the race this guards against is timing-dependent
-        reply = exchange_then_half_close(node.port, b"PING\nPUT k%d v\nGET k%d\nSTATUS\n" % (attempt, attempt))
-        lines = reply.decode().splitlines()
-        assert lines[:3] == ["PONG", f"k{attempt} added successfully.", f"value of k{attempt}: v"], lines
-        assert lines[3].startswith("node=") and len(lines) == 4
+class HalfCloseTests(ProcessTestCase):
+    """
+    Clients that half-close after their last request, against a real node.
+    """
 
+    def test_half_closed_client_gets_every_reply(self) -> None:
+        """Requests followed at once by a half-close are all answered, in order,
+        writes included, and then the server closes the connection."""
+        node = self.make_node().start()
+        node.wait_ready(15)
+        wait_until(lambda: node.status()["role"] == "leader", 15, message=lambda: node.describe())
+        for attempt in range(20):  # the race this guards against is timing-dependent
+            reply = exchange_then_half_close(node.port, b"PING\nPUT k%d v\nGET k%d\nSTATUS\n" % (attempt, attempt))
+            lines = reply.decode().splitlines()
+            assert lines[:3] == ["PONG", f"k{attempt} added successfully.", f"value of k{attempt}: v"], lines
+            assert lines[3].startswith("node=") and len(lines) == 4
 
-def test_unterminated_last_line_is_not_run(make_node: Callable[..., NodeProcess]) -> None:
-    """A half-close after a partial line answers the complete requests and
-    never runs the partial one."""
-    node = make_node().start()
-    node.wait_ready(15)
-    wait_until(lambda: node.status()["role"] == "leader", 15, message=lambda: node.describe())
-    assert exchange_then_half_close(node.port, b"PUT a 1\nPUT b 2") == b"a added successfully.\n"
-    with node.client() as client:
-        assert client.request("GET b") == "Error: Key b not found"
+    def test_unterminated_last_line_is_not_run(self) -> None:
+        """A half-close after a partial line answers the complete requests and
+        never runs the partial one."""
+        node = self.make_node().start()
+        node.wait_ready(15)
+        wait_until(lambda: node.status()["role"] == "leader", 15, message=lambda: node.describe())
+        assert exchange_then_half_close(node.port, b"PUT a 1\nPUT b 2") == b"a added successfully.\n"
+        with node.client() as client:
+            assert client.request("GET b") == "Error: Key b not found"
