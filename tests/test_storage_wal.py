@@ -342,10 +342,13 @@ def test_checksum_bad_last_record_is_truncated(tmp_path: Path) -> None:
 
 
 def test_flipped_bit_in_middle_record_is_fatal(tmp_path: Path) -> None:
-    """A damaged record followed by intact ones raises CorruptLogError naming the file and offset."""
+    """A damaged record followed by intact ones of a later flush raises
+    CorruptLogError naming the file and offset."""
     log = open_log(tmp_path)
     written = entries(1, 6)
-    log.append(written)
+    log.append(written[:4])
+    results(log.sync())
+    log.append(written[4:])
     results(log.sync())
     path = tmp_path / segment_name(1)
     offset = record_offset(written, 2)
@@ -361,7 +364,9 @@ def test_flipped_bit_in_length_of_middle_record_is_fatal(tmp_path: Path) -> None
     """A length field damaged so the record seems to run past the end is still not taken as torn."""
     log = open_log(tmp_path)
     written = entries(1, 6)
-    log.append(written)
+    log.append(written[:3])
+    results(log.sync())
+    log.append(written[3:])
     results(log.sync())
     path = tmp_path / segment_name(1)
     offset = record_offset(written, 1)
@@ -624,11 +629,14 @@ def test_segments_do_not_each_keep_a_file_descriptor(tmp_path: Path) -> None:
     log.close()
 
 
-def write_thirty_kilobyte_records(directory: Path) -> Path:
-    """Write 30 records of 1,000 bytes into one segment; return its path."""
+def write_thirty_kilobyte_records(directory: Path, flushes: int = 1) -> Path:
+    """Write 30 records of 1,000 bytes into one segment, in C{flushes}
+    equal flushes; return its path."""
     log = WriteAheadLog.open(str(directory), run_in_thread=run_now)
-    log.append([LogEntry(i, 1, b"v" * 1000) for i in range(1, 31)])
-    log.sync()
+    per_flush = 30 // flushes
+    for first in range(1, 31, per_flush):
+        log.append([LogEntry(i, 1, b"v" * 1000) for i in range(first, first + per_flush)])
+        log.sync()
     log.close()
     return next(p for p in directory.iterdir() if p.name.endswith(".log"))
 
@@ -650,9 +658,9 @@ def test_zeroed_page_in_an_unsynced_tail_is_a_torn_tail(tmp_path: Path) -> None:
 
 
 def test_flipped_bit_before_intact_records_still_refuses(tmp_path: Path) -> None:
-    """Damage that zeroes no whole sector, followed by intact records, is
-    corruption of durable data: recovery refuses, naming file and offset."""
-    segment = write_thirty_kilobyte_records(tmp_path)
+    """Damage followed by intact records of a later flush is corruption of
+    durable data: recovery refuses, naming file and offset."""
+    segment = write_thirty_kilobyte_records(tmp_path, flushes=2)
     data = bytearray(segment.read_bytes())
     data[len(data) // 2] ^= 0x10
     segment.write_bytes(bytes(data))
