@@ -94,6 +94,7 @@ from kvstore.storage.errors import CorruptLogError, StorageFailedError
 from kvstore.storage.fs import FileSystem
 from kvstore.storage.records import (
     FORMAT_VERSION,
+    READABLE_VERSIONS,
     SEGMENT_HEADER_SIZE,
     LogEntry,
     RecordReader,
@@ -464,12 +465,12 @@ class WriteAheadLog:
             header, why = decode_segment_header(data)
             if header is None:
                 raise CorruptLogError(path, 0, why)
-            if header.version != FORMAT_VERSION:
+            if header.version not in READABLE_VERSIONS:
                 raise CorruptLogError(
                     path,
                     0,
                     f"unsupported format version {header.version} "
-                    f"(this build reads version {FORMAT_VERSION})",
+                    f"(this build reads versions {', '.join(map(str, READABLE_VERSIONS))})",
                 )
             if header.first_index != number:
                 raise CorruptLogError(
@@ -486,7 +487,7 @@ class WriteAheadLog:
                 )
             segment = _Segment(header.first_index, path)
             next_index = header.first_index
-            reader = RecordReader(data, SEGMENT_HEADER_SIZE, verify_checksums)
+            reader = RecordReader(data, SEGMENT_HEADER_SIZE, verify_checksums, header.version)
             for record in reader:
                 if record.index != next_index:
                     raise CorruptLogError(
@@ -515,7 +516,12 @@ class WriteAheadLog:
                     raise CorruptLogError(
                         path, stop, f"{reason.value} in a segment that is not the last"
                     )
-                witness = _witness_of_durable_damage(data, stop, next_index)
+                # Version 1 records claim nothing: such damage is a torn tail.
+                witness = (
+                    _witness_of_durable_damage(data, stop, next_index)
+                    if header.version == FORMAT_VERSION
+                    else None
+                )
                 if witness is not None:
                     raise CorruptLogError(
                         path,
@@ -541,6 +547,15 @@ class WriteAheadLog:
             segment.synced = segment.low_water = segment.size
             segments.append(segment)
             expected = next_index
+            if is_last and header.version != FORMAT_VERSION:
+                # Records are appended only in this build's format: an older
+                # last segment is followed by a new one (or, when it holds no
+                # record, replaced by one: same name, renamed over it).
+                path = os.path.join(directory, segment_name(next_index))
+                if not segment.offsets:
+                    segments.pop()
+                segments.append(_Segment(next_index, path))
+                ops.append(_Create(path, next_index))
         return segments, entries, ops
 
     # ------------------------------------------------------------------
