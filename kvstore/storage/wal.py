@@ -96,6 +96,7 @@ from kvstore.storage.records import (
     FORMAT_VERSION,
     READABLE_VERSIONS,
     SEGMENT_HEADER_SIZE,
+    DecodedRecord,
     LogEntry,
     RecordReader,
     StopReason,
@@ -188,7 +189,7 @@ _Op = Union[_Write, _Create, _Truncate, _Unlink]
 PLANT_SKIP_CHECKSUM = "skip-checksum-on-recovery"
 
 
-def _witness_of_durable_damage(data: bytes, damage: int, expected_index: int):  # type: ignore[no-untyped-def]
+def _witness_of_durable_damage(data: bytes, damage: int, expected_index: int) -> DecodedRecord | None:
     """
     An intact record after offset C{damage} (index at least
     C{expected_index}) claiming that bytes beyond C{damage} were fsynced
@@ -807,8 +808,10 @@ class WriteAheadLog:
         """
         The segments whose "synced" claim is below their size, with their
         sizes now (when a flush starts), and their low-water marks reset.
-        Only a suffix of the segments can qualify: the flush that created a
-        segment fsynced all the earlier ones.
+        Only the last segments are looked at, back to the first one already
+        fully claimed: the flush that created a segment fsynced the earlier
+        ones.  (A segment behind an emptied one keeps a lower claim than it
+        could: still true, since a claim is only a lower bound.)
         """
         sizes = []
         for segment in reversed(self._segments):
