@@ -180,7 +180,7 @@ class TornLastFlushPropertyTests(TornLastFlushMixin, SynchronousTestCase):
 
     @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(
-        segment_bytes=st.sampled_from((700, 5000, 1 << 20)),
+        segment_bytes=st.sampled_from((700, 5000, 1 << 20, 1 << 20)),
         completed=st.lists(
             st.builds(
                 Step,
@@ -192,7 +192,7 @@ class TornLastFlushPropertyTests(TornLastFlushMixin, SynchronousTestCase):
         ),
         last=st.builds(
             Step,
-            st.lists(st.integers(0, 1500), min_size=1, max_size=14),
+            st.lists(st.integers(0, 1500), min_size=2, max_size=14),
             st.one_of(st.none(), st.none(), st.integers(1, 60)),
         ),
         data=st.data(),
@@ -214,7 +214,7 @@ class TornLastFlushPropertyTests(TornLastFlushMixin, SynchronousTestCase):
             unit = data.draw(st.sampled_from((SECTOR, PAGE)), label="unit")
             count = unit_count(old_end, new_end, unit)
             plan = TearPlan(
-                data.draw(st.integers(old_end, new_end), label="length"),
+                data.draw(st.one_of(st.just(new_end), st.integers(old_end, new_end)), label="length"),
                 unit,
                 tuple(data.draw(st.lists(fates, min_size=count, max_size=count), label="fates")),
                 data.draw(st.integers(0, 2**32), label="seed"),
