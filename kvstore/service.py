@@ -25,7 +25,7 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import UNIXServerEndpoint, serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -411,6 +411,27 @@ def _cannot_listen(config: NodeConfig, error: Exception) -> str:
     return f"cannot listen on {config.listen!r}: {error}"
 
 
+def listens_early(options: NodeOptions, listener: StreamServerEndpointService) -> bool:
+    """
+    Whether L{makeService} may listen at once rather than leave it to
+    twistd's C{privilegedStartService}.
+
+    Not for a UNIX socket when twistd will then daemonize, C{--chroot} or
+    C{--rundir} elsewhere: its lock file (on by default) would name the pid
+    of the process that forks and exits, so the daemon could not release it
+    and another server would take the path over as stale; and a relative
+    path would be bound in one directory and unlinked in another at stop.
+    TCP, SSL and systemd endpoints depend on none of these.
+    """
+    parent = getattr(options, "parent", None)
+    if parent is None or not isinstance(listener.endpoint, UNIXServerEndpoint):
+        return True
+    daemonizes = not (parent.get("nodaemon") or parent.get("debug"))
+    rundir = parent.get("rundir") or "."
+    moves = parent.get("chroot") is not None or os.path.realpath(rundir) != os.path.realpath(".")
+    return not (daemonizes or moves)
+
+
 def makeService(options: NodeOptions) -> KVStoreService:
     """
     The twistd entry point (see C{twisted/plugins/kvstore_plugin.py}).
@@ -420,13 +441,16 @@ def makeService(options: NodeOptions) -> KVStoreService:
     standard error and status 1 rather than a traceback: the message is
     what an operator needs.  That is why it listens here, while twistd has
     not yet sent standard error to its log, rather than when the service
-    starts.
+    starts (except a UNIX socket that twistd's later set-up would break: see
+    L{listens_early}).
     """
     config = options.config
     try:
         service = build_service(config, pidfile=getattr(options, "pidfile", None))
     except UsageError as e:
         raise SystemExit(f"twistd kvstore: {e}") from None
+    if not listens_early(options, service.listener):
+        return service
     try:
         service.listener.listen_now()
     except Exception as e:
