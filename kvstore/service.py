@@ -63,6 +63,7 @@ __all__ = [
     "EXIT_INTERNAL_FAILURE",
     "exit_status_for",
     "PIDFILE_NAME",
+    "LOGFILE_NAME",
 ]
 
 #: Exit statuses of a node that stopped itself (fail-stop), one per
@@ -117,6 +118,9 @@ def stop_after_fatal(reactor: Any, failure: Failure) -> None:
 #: The pid file's name inside the data directory, when twistd's C{--pidfile}
 #: is left at its default.
 PIDFILE_NAME = "twistd.pid"
+#: The log file's name inside the data directory, for a daemonized node whose
+#: C{--logfile} is left at twistd's default.
+LOGFILE_NAME = "twistd.log"
 
 
 class Options(NodeOptions):
@@ -136,6 +140,8 @@ class Options(NodeOptions):
     C{--pidfile} (C{--pidfile=} for none) is left to twistd.  twistd records
     values, not which options were given, so an explicit C{--pidfile
     twistd.pid} is taken for the default; write C{--pidfile ./twistd.pid}.
+    Likewise a daemonized node (no C{-n}) without C{--logfile}, C{--syslog}
+    or C{--logger} logs to C{<data-dir>/twistd.log}, not C{./twistd.log}.
 
     @ivar pidfile: the absolute path this node writes its pid to, or L{None}
         when twistd handles the pid file (or there is no twistd parent).
@@ -154,6 +160,19 @@ class Options(NodeOptions):
             parent["pidfile"] = ""
             # Absolute now: twistd may chdir (--rundir) before the node starts.
             self.pidfile = os.path.abspath(os.path.join(self.config.data_dir, PIDFILE_NAME))
+        if _daemon_logs_to_default_file(parent):
+            # Daemonized nodes started from one directory would otherwise
+            # share twistd's ./twistd.log, which each opens at its own offset
+            # (not O_APPEND): they overwrite each other's lines.  The pid
+            # file's check used to refuse the second node; it no longer does.
+            parent["logfile"] = os.path.abspath(os.path.join(self.config.data_dir, LOGFILE_NAME))
+
+
+def _daemon_logs_to_default_file(parent: Any) -> bool:
+    """Whether twistd will daemonize and log to its default C{twistd.log}
+    (no C{--logfile}, C{--syslog} or C{--logger})."""
+    daemonizes = not (parent.get("nodaemon") or parent.get("debug"))
+    return daemonizes and not parent.get("logfile") and not parent.get("syslog") and not parent.get("logger")
 
 
 class _NoFsyncFileSystem(FileSystem):
