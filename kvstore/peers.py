@@ -27,8 +27,9 @@ from twisted.protocols.basic import NetstringReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from kvstore import trace
 from kvstore.protocols.peer import encode_hello, encode_message
-from kvstore.raft.messages import Message
+from kvstore.raft.messages import AppendEntries, AppendEntriesResponse, Message
 
 # While the kernel buffer toward a peer is full, queue at most this much in
 # Twisted's buffer before dropping messages for that peer.
@@ -164,3 +165,15 @@ class PeerLinks(MultiService):
         link = self.links.get(message.receiver)
         if link is not None:
             link.send(self._encode(message))
+            if trace.ENABLED:
+                _trace_sent(message)
+
+
+def _trace_sent(message: Message) -> None:
+    """Trace new entries leaving the leader and acknowledgements leaving a
+    follower (heartbeats are not stages of a write)."""
+    body = message.body
+    if type(body) is AppendEntries and body.entries:
+        trace.record("ae.sent", body.entries[-1][0])
+    elif type(body) is AppendEntriesResponse and body.success:
+        trace.record("ack.sent", body.index)

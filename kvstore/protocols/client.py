@@ -34,6 +34,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from kvstore import trace
 from kvstore.errors import (
     KeyNotFound,
     KeyValueError,
@@ -314,6 +315,8 @@ class ClientProtocol(LineReceiver):
     # -- input ------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        if trace.ENABLED:
+            trace.record("client.received")
         if self._closing:
             return
         if self._batch is not None:
@@ -524,6 +527,8 @@ class ClientProtocol(LineReceiver):
             self._batch_bytes = 0
             if not self._lost:
                 self.transport.writeSequence(batch)
+                if trace.ENABLED:
+                    trace.record("reply.written")
             batch.clear()
 
     def _flush(self) -> None:
@@ -544,6 +549,8 @@ class ClientProtocol(LineReceiver):
             self.transport.write(ready[0])
         else:
             self.transport.writeSequence(ready)
+        if trace.ENABLED:
+            trace.record("reply.written")
         if len(queue) <= self._resume_at:
             self._resume("backlog")
         self._maybe_close()

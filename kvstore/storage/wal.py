@@ -66,6 +66,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from kvstore import trace
 from kvstore.storage.errors import CorruptLogError, StorageFailedError
 from kvstore.storage.fs import FileSystem
 from kvstore.storage.records import (
@@ -719,8 +720,11 @@ class WriteAheadLog:
                 if not ops:
                     self._flush_succeeded(0, waiters)
                     continue
+                work = partial(self._writer.execute, ops)
+                if trace.ENABLED:
+                    work = partial(_traced_flush, work, self._durable_cap)
                 try:
-                    d = self._run_in_thread(partial(self._writer.execute, ops))
+                    d = self._run_in_thread(work)
                 except BaseException:
                     d = fail()
                 d.addCallbacks(
@@ -735,6 +739,8 @@ class WriteAheadLog:
     def _flush_succeeded(self, fsyncs: int, waiters: list["Deferred[int]"]) -> None:
         self._fsync_count += fsyncs
         self._durable_index = max(self._durable_index, self._durable_cap)
+        if trace.ENABLED:
+            trace.record("wal.durable", self._durable_index)
         # _flushing stays True while the waiters run, so a sync() issued from
         # one of their callbacks queues behind them instead of overtaking.
         for waiter in waiters:
@@ -779,3 +785,12 @@ class WriteAheadLog:
             return failure
 
         return d.addCallbacks(closed, close_and_fail)
+
+
+def _traced_flush(work: Callable[[], int], index: int) -> int:
+    """Run a flush on the storage thread, tracing its start and end."""
+    trace.record("flush.start", index)
+    try:
+        return work()
+    finally:
+        trace.record("flush.end", index)
