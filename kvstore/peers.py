@@ -29,6 +29,7 @@ from zope.interface import implementer
 
 from kvstore import trace
 from kvstore.protocols.peer import encode_hello, encode_message
+from kvstore.protocols.sending import send_now
 from kvstore.raft.messages import AppendEntries, AppendEntriesResponse, Message
 
 # While the kernel buffer toward a peer is full, queue at most this much in
@@ -119,6 +120,10 @@ class PeerLink:
             protocol.buffered_while_paused += len(payload)
         protocol.sendString(payload)
         self.sent += 1
+        if not protocol.paused:
+            # A Ready pass sends at most one message per peer in each
+            # direction of a write's path: send it now, not next iteration.
+            send_now(protocol.transport)
 
 
 def peer_endpoint(reactor: IReactorTCP, host: str, port: int) -> IStreamClientEndpoint:

@@ -42,6 +42,7 @@ from kvstore.errors import (
     OutcomeUnknown,
     Unavailable,
 )
+from kvstore.protocols.sending import send_now
 from kvstore.protocols.commands import (
     DEFAULT_LIMITS,
     CommandError,
@@ -527,6 +528,7 @@ class ClientProtocol(LineReceiver):
             self._batch_bytes = 0
             if not self._lost:
                 self.transport.writeSequence(batch)
+                send_now(self.transport)
                 if trace.ENABLED:
                     trace.record("reply.written")
             batch.clear()
@@ -545,12 +547,19 @@ class ClientProtocol(LineReceiver):
             self._batch_bytes += sum(map(len, ready))
             if self._batch_bytes >= _MAX_BATCH_BYTES:
                 self._write_batch()
-        elif len(ready) == 1:
-            self.transport.write(ready[0])
         else:
-            self.transport.writeSequence(ready)
-        if trace.ENABLED:
-            trace.record("reply.written")
+            if len(ready) == 1:
+                self.transport.write(ready[0])
+            else:
+                self.transport.writeSequence(ready)
+            if not queue:
+                # Nothing more is outstanding on this connection, so nothing
+                # else can join this write: send it now rather than at the
+                # next reactor iteration (for a pipelining client, the
+                # connection's last reply of the pass sends them all).
+                send_now(self.transport)
+            if trace.ENABLED:
+                trace.record("reply.written")
         if len(queue) <= self._resume_at:
             self._resume("backlog")
         self._maybe_close()
