@@ -169,9 +169,10 @@ class PeerLinks(MultiService):
         """Send C{message} to its receiver if connected; drop it otherwise."""
         link = self.links.get(message.receiver)
         if link is not None:
-            link.send(self._encode(message))
+            payload = self._encode(message)
             if trace.ENABLED:
                 _trace_sent(message)
+            link.send(payload)
 
 
 def _trace_sent(message: Message) -> None:

@@ -528,9 +528,9 @@ class ClientProtocol(LineReceiver):
             self._batch_bytes = 0
             if not self._lost:
                 self.transport.writeSequence(batch)
-                send_now(self.transport)
                 if trace.ENABLED:
                     trace.record("reply.written")
+                send_now(self.transport)
             batch.clear()
 
     def _flush(self) -> None:
@@ -552,14 +552,14 @@ class ClientProtocol(LineReceiver):
                 self.transport.write(ready[0])
             else:
                 self.transport.writeSequence(ready)
+            if trace.ENABLED:
+                trace.record("reply.written")
             if not queue:
                 # Nothing more is outstanding on this connection, so nothing
                 # else can join this write: send it now rather than at the
                 # next reactor iteration (for a pipelining client, the
                 # connection's last reply of the pass sends them all).
                 send_now(self.transport)
-            if trace.ENABLED:
-                trace.record("reply.written")
         if len(queue) <= self._resume_at:
             self._resume("backlog")
         self._maybe_close()
