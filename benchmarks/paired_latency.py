@@ -9,7 +9,9 @@ background load, and reports per-build percentiles and their ratio.
 
 Each slice sends one request at a time (a blocking socket, no event loop)
 and times it with C{CLOCK_MONOTONIC}: PUTs to the leader, linearizable GETs
-to the leader and to a follower.
+to the leader and to a follower.  It also reports the CPU time the three
+node processes used per request (from C{/proc}), which background load
+disturbs far less than wall-clock latency.
 
 Usage::
 
@@ -96,6 +98,15 @@ class Build:
         reply, _, self.buffers[role] = buffer.partition(b"\n")
         return elapsed, reply
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the three node processes used so far."""
+        ticks = 0
+        for p in self.processes:
+            with open(f"/proc/{p.pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         for s in self.sockets.values():
             s.close()
@@ -134,6 +145,7 @@ def main() -> int:
             name, _, checkout = spec.partition("=")
             builds.append(Build(name, os.path.abspath(checkout), not args.no_fsync, base + 3 * n))
         samples: dict[tuple[str, str], list[int]] = {}
+        cpu: dict[tuple[str, str], float] = {}
         for workload in args.workloads.split(","):
             role, make = WORKLOADS[workload]
             for build in builds:  # warm-up, unmeasured
@@ -147,12 +159,14 @@ def main() -> int:
                 for build in order:
                     until = time.monotonic() + args.slice
                     bucket = samples.setdefault((workload, build.name), [])
+                    cpu_before = build.cpu_seconds()
                     while time.monotonic() < until:
                         elapsed, reply = build.request(role, make(i))
                         i += 1
                         if reply.startswith(b"Error"):
                             raise RuntimeError(f"{build.name} {workload}: {reply.decode()}")
                         bucket.append(elapsed)
+                    cpu[workload, build.name] = cpu.get((workload, build.name), 0.0) + build.cpu_seconds() - cpu_before
                 measured += args.slice
                 turn += 1
         report = []
@@ -160,6 +174,7 @@ def main() -> int:
             values.sort()
             report.append({
                 "workload": workload, "build": name, "fsync": not args.no_fsync, "requests": len(values),
+                "server_cpu_us_per_request": round(cpu[workload, name] / len(values) * 1e6, 1),
                 **{f"p{q}_ms": round(percentile(values, q / 100) / 1e6, 3) for q in (50, 90, 99)},
             })
     finally:
@@ -172,7 +187,8 @@ def main() -> int:
         for r in report:
             ratio = r["p50_ms"] / first[r["workload"]]["p50_ms"]
             print(f"{r['workload']:13} {r['build']:8} fsync={'on ' if r['fsync'] else 'off'} n={r['requests']:6d}  "
-                  f"p50 {r['p50_ms']:.3f}  p90 {r['p90_ms']:.3f}  p99 {r['p99_ms']:.3f} ms   p50 ratio {ratio:.2f}")
+                  f"p50 {r['p50_ms']:.3f}  p90 {r['p90_ms']:.3f}  p99 {r['p99_ms']:.3f} ms   p50 ratio {ratio:.2f}  "
+                  f"server CPU {r['server_cpu_us_per_request']:.0f} us/request")
     return 0
 
 
