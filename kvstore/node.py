@@ -291,10 +291,16 @@ class Node:
             self._wal.append(ready.entries)
         if "ack-before-fsync" in self._plants:
             ready.messages, ready.messages_after_persist = ready.messages + ready.messages_after_persist, []
+        # Start the flush before encoding and sending this batch's messages,
+        # so the disk works while they go out (a leader's own fsync counts
+        # towards the commit majority).  Its result is handled only after
+        # the sends, as before: a synchronous runner's Deferred has fired
+        # already, a threaded one fires in a later reactor iteration.
+        synced = self._wal.sync() if ready.needs_persist() or ready.messages_after_persist else None
         for message in ready.messages:
             self._peers.send(message)
-        if ready.needs_persist() or ready.messages_after_persist:
-            self._after_durable(ready)
+        if synced is not None:
+            self._after_durable(ready, synced)
         if ready.committed:
             self._apply(ready)
         for read_state in ready.reads:
@@ -323,10 +329,10 @@ class Node:
         saved.addBoth(done)
         self._metadata_barrier = barrier
 
-    def _after_durable(self, ready: Ready) -> None:
+    def _after_durable(self, ready: Ready, synced: Deferred[Any]) -> None:
         """Send the batch's dependent messages and tell the core once the WAL
-        (and any term/vote change) is durable."""
-        waits: list[Deferred[Any]] = [self._wal.sync()]
+        (C{synced}) and any term/vote change are durable."""
+        waits: list[Deferred[Any]] = [synced]
         barrier = self._metadata_barrier
         if barrier is not None and not barrier.called:
             follower: Deferred[None] = Deferred()
