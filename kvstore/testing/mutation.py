@@ -37,6 +37,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -299,9 +300,9 @@ def _files_to_copy(root: Path) -> list[str]:
         return names
 
 
-def scratch_copy(root: Path) -> Path:
-    """A copy of the checkout in a new temporary directory."""
-    scratch = Path(tempfile.mkdtemp(prefix="kvstore-mutant-"))
+def scratch_copy(root: Path, parent: Path | None = None) -> Path:
+    """A copy of the checkout in a new temporary directory (in C{parent})."""
+    scratch = Path(tempfile.mkdtemp(prefix="kvstore-mutant-", dir=parent))
     for name in _files_to_copy(root):
         target = scratch / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -329,21 +330,53 @@ def apply_mutant(tree: Path, mutant: Mutant) -> None:
 Runner = Callable[[Sequence[str], Path, float], "tuple[int | None, str]"]
 
 
+#: Commands running now, so that an interrupted campaign can stop them;
+#: once C{_stopping} is set no new command starts.
+_running: set[subprocess.Popen] = set()
+_running_lock = threading.Lock()
+_stopping = threading.Event()
+
+
 def run_command(argv: Sequence[str], cwd: Path, timeout: float) -> tuple[int | None, str]:
     """Run C{argv} in C{cwd} so that it imports kvstore from C{cwd}, in its
     own session; on timeout kill its process group (only what it started)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(cwd), *filter(None, [env.get("PYTHONPATH")])])
     env.pop("PYTEST_ADDOPTS", None)
-    process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    with _running_lock:
+        if _stopping.is_set():
+            return -1, "the campaign was interrupted"
+        process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        _running.add(process)
     try:
         output, _ = process.communicate(timeout=timeout)
         return process.returncode, output.decode("utf-8", "replace")
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        _kill(process)
         output, _ = process.communicate()
         return None, output.decode("utf-8", "replace")
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM): leave nothing running
+        _kill(process)
+        raise
+    finally:
+        with _running_lock:
+            _running.discard(process)
+
+
+def _kill(process: subprocess.Popen) -> None:
+    """Kill the process group of a command this module started."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _stop_all() -> None:
+    with _running_lock:
+        _stopping.set()
+        for process in list(_running):
+            _kill(process)
 
 
 def pytest_argv(tests: Iterable[str]) -> list[str]:
@@ -397,12 +430,13 @@ def _import_check(tree: Path, runner: Runner) -> str | None:
 
 
 def run_mutant(root: Path, mutant: Mutant, seeds: int, *, runner: Runner = run_command, keep: bool = False,
-               fast: bool = False, timeout: float = 900.0) -> Outcome:
-    """Apply C{mutant} in a scratch copy of C{root}, run its tests and the
-    simulator there, and say whether either caught it."""
+               fast: bool = False, timeout: float = 900.0, workdir: Path | None = None) -> Outcome:
+    """Apply C{mutant} in a scratch copy of C{root} (made in C{workdir}),
+    run its tests and the simulator there, and say whether either caught
+    it."""
     outcome = Outcome(mutant)
     started = time.monotonic()
-    tree = scratch_copy(root)
+    tree = scratch_copy(root, workdir)
     try:
         try:
             apply_mutant(tree, mutant)
@@ -436,11 +470,11 @@ def run_mutant(root: Path, mutant: Mutant, seeds: int, *, runner: Runner = run_c
 
 
 def run_baseline(root: Path, mutants: Sequence[Mutant], seeds: int, *, runner: Runner = run_command,
-                 timeout: float = 1800.0) -> list[str]:
+                 timeout: float = 1800.0, workdir: Path | None = None) -> list[str]:
     """Run every selected mutant's tests and simulator arguments on an
     unmutated copy; return what failed (a mutant 'caught' by an already
     failing check proves nothing)."""
-    tree = scratch_copy(root)
+    tree = scratch_copy(root, workdir)
     try:
         problem = _import_check(tree, runner)
         if problem:
@@ -527,23 +561,43 @@ def main(argv: Sequence[str] | None = None, runner: Runner = run_command) -> int
             print(problem, file=out)
         print(f"{len(mutants) - len({p.split(':')[0] for p in problems})} of {len(mutants)} mutants match", file=out)
         return 1 if problems else 0
-    if not args.no_baseline:
-        print(f"baseline: the mutants' tests and kvstore-sim --seeds {args.seeds} without any mutant...",
-              file=out, flush=True)
-        failures = run_baseline(root, mutants, args.seeds, runner=runner, timeout=2 * args.timeout)
-        if failures:
-            print("the baseline fails, so no mutant can be judged:\n" + "\n".join(failures), file=out)
-            return 2
+    # One snapshot of the checkout, taken now, is what every run copies: an
+    # edit made while the campaign runs must not leak into some mutants.
+    workdir = Path(tempfile.mkdtemp(prefix="kvstore-mutation-"))
+    # SIGTERM unwinds like Ctrl-C, so the commands started are killed and
+    # the scratch copies removed.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143)) if in_main_thread else None
+    pool = ThreadPoolExecutor(args.jobs)
+    try:
+        snapshot = scratch_copy(root, workdir)
+        if not args.no_baseline:
+            print(f"baseline: the mutants' tests and kvstore-sim --seeds {args.seeds} without any mutant...",
+                  file=out, flush=True)
+            failures = run_baseline(snapshot, mutants, args.seeds, runner=runner, timeout=2 * args.timeout,
+                                    workdir=workdir)
+            if failures:
+                print("the baseline fails, so no mutant can be judged:\n" + "\n".join(failures), file=out)
+                return 2
 
-    def one(mutant: Mutant) -> Outcome:
-        outcome = run_mutant(root, mutant, args.seeds, runner=runner, keep=args.keep, fast=args.fast,
-                             timeout=args.timeout)
-        print(f"{mutant.name}: {outcome.result} (tests {outcome.tests}, sim {outcome.sim}, "
-              f"{outcome.seconds:.0f}s)", file=out, flush=True)
-        return outcome
+        def one(mutant: Mutant) -> Outcome:
+            outcome = run_mutant(snapshot, mutant, args.seeds, runner=runner, keep=args.keep, fast=args.fast,
+                                 timeout=args.timeout, workdir=workdir)
+            print(f"{mutant.name}: {outcome.result} (tests {outcome.tests}, sim {outcome.sim}, "
+                  f"{outcome.seconds:.0f}s)", file=out, flush=True)
+            return outcome
 
-    with ThreadPoolExecutor(args.jobs) as pool:
         outcomes = list(pool.map(one, mutants))
+    finally:
+        _stop_all()
+        pool.shutdown(wait=False, cancel_futures=True)
+        _stopping.clear()
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+        if args.keep:
+            print(f"scratch copies kept in {workdir}", file=out)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     print(file=out)
     print(format_table(outcomes), file=out)
     return 0 if all(o.result == "CAUGHT" for o in outcomes) else 1
