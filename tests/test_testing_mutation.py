@@ -132,6 +132,16 @@ class RunMutantTests(SynchronousTestCase):
                 outcome, _ = self.run_with(statuses)
                 self.assertEqual(outcome.result, "CAUGHT")
 
+    def test_a_mutant_the_simulator_must_catch_is_judged_by_it_alone(self) -> None:
+        """With sim_required, failing tests do not count: only failing seeds
+        catch the mutant, and the simulator runs even with fast."""
+        mutant = Mutant("m", "pkg/a.py", "x = 1", "x = 2", ("tests/test_a.py",), "x", sim_required=True)
+        for statuses, result in (({"pytest": 1, "sim": 0}, "SURVIVED"), ({"pytest": 0, "sim": 1}, "CAUGHT")):
+            with self.subTest(statuses=statuses):
+                outcome, runner = self.run_with(statuses, mutant, fast=True)
+                self.assertEqual([kind for kind, _ in runner.calls], ["pytest", "sim"])
+                self.assertEqual(outcome.result, result)
+
     def test_usage_or_collection_error_is_not_a_catch(self) -> None:
         """An exit status other than 0 or 1 (pytest could not collect, the
         simulator refused its arguments) is an error, not a catch."""

@@ -66,6 +66,9 @@ class Mutant:
     @ivar sim: argument lists for C{kvstore-sim --seeds N}, each run in
         turn until one fails; C{()} to skip the simulator.
     @ivar description: the bug, in words.
+    @ivar sim_required: the simulator itself must catch it, not only the
+        tests (issue 9: a bug only unit tests catch is a blind spot of the
+        whole-cluster checks).
     @ivar note: why it may survive for now (printed with the table).
     """
 
@@ -76,6 +79,7 @@ class Mutant:
     tests: tuple[str, ...]
     description: str
     sim: tuple[tuple[str, ...], ...] = DEFAULT_SIM
+    sim_required: bool = False
     note: str = ""
 
 
@@ -88,6 +92,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "return len(self.peers) // 2 + 1",
         ("tests/test_raft_quorum.py", "tests/test_raft_core.py", "tests/test_raft_cluster.py"),
         "the quorum is one too small for even cluster sizes (2 of 4 make a 'majority')",
+        sim_required=True,
         note="the simulator catches it once its default profile runs even cluster sizes (simulator-side work)",
     ),
     Mutant(
@@ -147,6 +152,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "confirmed = acked[self.config.quorum - 3] if self.config.quorum > 2 else self._round",
         ("tests/test_raft_core.py", "tests/test_raft_reads.py", "tests/test_raft_quorum.py"),
         "a read index is confirmed with one acknowledgement too few",
+        sim_required=True,
         sim=((), ("--nodes", "5")),
         note="the simulator catches it once its schedules and read checks are strengthened (simulator-side work)",
     ),
@@ -157,6 +163,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "if False:  # check-quorum disabled",
         ("tests/test_raft_core.py", "tests/test_raft_quorum.py"),
         "a leader cut off from the majority never steps down",
+        sim_required=True,
         note="the simulator catches it once its schedules are strengthened (simulator-side work)",
     ),
     Mutant(
@@ -192,6 +199,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "    if False:",
         ("tests/test_storage_records.py", "tests/test_storage_wal.py"),
         "recovery accepts records whose checksum does not match",
+        sim_required=True,
         note="the simulator catches it once its disk model damages fsynced data (simulator-side work)",
     ),
     Mutant(
@@ -275,6 +283,8 @@ def check_mutants(root: Path, mutants: Sequence[Mutant] = MUTANTS) -> list[str]:
                             f"{m.original!r}")
         if not m.tests:
             problems.append(f"{m.name}: no tests listed")
+        if m.sim_required and not m.sim:
+            problems.append(f"{m.name}: the simulator must catch it but no simulator run is listed")
         for test in m.tests:
             if not (root / test.split("::")[0]).exists():
                 problems.append(f"{m.name}: test {test} does not exist")
@@ -410,10 +420,13 @@ class Outcome:
 
     @property
     def result(self) -> str:
-        """CAUGHT, SURVIVED, or STALE/ERROR when the run proves nothing."""
+        """CAUGHT, SURVIVED, or STALE/ERROR when the run proves nothing.
+        A mutant the simulator is required to catch is caught only by the
+        simulator."""
         if self.tests == "stale":
             return "STALE"
-        if CAUGHT in (self.tests, self.sim) or TIMEOUT in (self.tests, self.sim):
+        judges = (self.sim,) if self.mutant.sim_required else (self.tests, self.sim)
+        if CAUGHT in judges or TIMEOUT in judges:
             return "CAUGHT"
         if ERROR in (self.tests, self.sim):
             return "ERROR"
@@ -453,7 +466,7 @@ def run_mutant(root: Path, mutant: Mutant, seeds: int, *, runner: Runner = run_c
         outcome.tests = _verdict(status)
         if outcome.tests != SURVIVED:
             outcome.details.append("tests: " + _tail(output))
-        if mutant.sim and not (fast and outcome.tests == CAUGHT):
+        if mutant.sim and not (fast and outcome.tests == CAUGHT and not mutant.sim_required):
             for args in mutant.sim:
                 status, output = runner(sim_argv(seeds, args), tree, timeout)
                 outcome.sim = _verdict(status)
@@ -501,14 +514,16 @@ def _tail(output: str, lines: int = 3) -> str:
 def format_table(outcomes: Sequence[Outcome]) -> str:
     """The caught/survived table, one mutant a line, then the notes."""
     rows = [("mutant", "file", "tests", "sim", "result", "seconds")]
-    rows += [(o.mutant.name, o.mutant.path, o.tests, o.sim, o.result, f"{o.seconds:.0f}") for o in outcomes]
+    rows += [(o.mutant.name, o.mutant.path, o.tests, o.sim + ("*" if o.mutant.sim_required else ""), o.result,
+              f"{o.seconds:.0f}") for o in outcomes]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     caught = sum(o.result == "CAUGHT" for o in outcomes)
-    lines.append(f"{caught} of {len(outcomes)} mutants caught")
+    lines.append(f"{caught} of {len(outcomes)} mutants caught (*: only the simulator's verdict counts)")
     for o in outcomes:
         if o.result != "CAUGHT":
-            lines.append(f"{o.mutant.name} {o.result}: {o.mutant.description}")
+            required = " (the simulator must catch this one)" if o.mutant.sim_required else ""
+            lines.append(f"{o.mutant.name} {o.result}{required}: {o.mutant.description}")
             lines += [f"    {d}" for d in o.details]
             if o.mutant.note:
                 lines.append(f"    note: {o.mutant.note}")
