@@ -173,7 +173,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "kvstore/node.py",
         "if read_state.index <= self.state_machine.applied_index:",
         "if read_state.index <= self.state_machine.applied_index + 1:",
-        ("tests/test_node.py", "tests/test_raft_reads.py", "tests/test_raft_cluster.py"),
+        ("tests/test_node_commit_rules.py", "tests/test_node.py", "tests/test_raft_reads.py"),
         "a read is answered one entry before its read index is applied (a stale read)",
     ),
     # -- the node ----------------------------------------------------------------
@@ -182,7 +182,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "kvstore/node.py",
         "if write.term != term:",
         "if False:",
-        ("tests/test_node.py", "tests/test_raft_cluster.py"),
+        ("tests/test_node_commit_rules.py", "tests/test_node.py"),
         "a write whose log index was taken by another leader's entry is acknowledged",
     ),
     Mutant(
