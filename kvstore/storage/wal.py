@@ -196,7 +196,12 @@ def _witness_of_durable_damage(data: bytes, damage: int, expected_index: int) ->
     before it was written, or L{None}: the evidence the recovery rule (module
     docstring) needs to call damage corruption rather than a torn tail.
     Claims grow along the file, so every intact run after the damage is
-    walked, resynchronising past each further damaged spot.
+    walked, resynchronising past each further damaged spot.  Each search
+    starts from the spot where the previous run stopped, with the index
+    that spot should have held: find_next_record bounds a candidate's index
+    by the distance from where its search starts, so searching from a later
+    spot with the first spot's index would reject every record that is more
+    indexes than 32-byte steps past the first spot.
     """
     position = damage + 1
     while True:
@@ -207,6 +212,7 @@ def _witness_of_durable_damage(data: bytes, damage: int, expected_index: int) ->
         for record in reader:
             if damage < record.synced <= record.offset:
                 return record
+            expected_index = max(expected_index, record.index + 1)
         if reader.stop_reason is StopReason.CLEAN_END:
             return None
         position = reader.stop_offset + 1
