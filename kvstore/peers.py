@@ -64,6 +64,7 @@ class PeerClientProtocol(NetstringReceiver):
         self.buffered_while_paused = 0
         self.version = link.versions.lowest
         self._answered = False
+        self._logged_invalid_answer = False
 
     def connectionMade(self) -> None:
         # AppendEntries batches are latency-bound: never wait for Nagle.
@@ -89,15 +90,31 @@ class PeerClientProtocol(NetstringReceiver):
             self._link.refused(str(e))  # the receiver closes the connection
             return
         except MalformedMessage as e:
-            self._link.log.warn(
-                "closing the connection to peer node {peer}: invalid answer to the hello: {reason}",
-                peer=self._link.peer_id,
-                reason=str(e),
-            )
-            self.transport.loseConnection()
-            self.brokenPeer = 1
+            self._close_after_invalid_answer(str(e))
             return
         self._link.negotiated(self.version)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.brokenPeer:
+            return  # closing; ignore what is still arriving
+        super().dataReceived(data)
+        if self.brokenPeer and not self._logged_invalid_answer:
+            # NetstringReceiver found bad framing or an over-long length
+            # prefix (refused before buffering) and closed the connection.
+            self._log_invalid_answer("invalid netstring framing or length over the limit")
+
+    def _close_after_invalid_answer(self, reason: str) -> None:
+        self._log_invalid_answer(reason)
+        self.transport.loseConnection()
+        self.brokenPeer = 1
+
+    def _log_invalid_answer(self, reason: str) -> None:
+        self._logged_invalid_answer = True
+        self._link.log.warn(
+            "closing the connection to peer node {peer}: invalid answer to the hello: {reason}",
+            peer=self._link.peer_id,
+            reason=reason,
+        )
 
     # IPushProducer: the transport tells us when its buffer is full.
     def pauseProducing(self) -> None:

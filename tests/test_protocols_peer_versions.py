@@ -572,19 +572,24 @@ class AnswerTests(SynchronousTestCase):
             b'{"type":"append","from":0,"to":1,"term":1}',
             b"[1]",
             b"not json",
+            b"!012:{},",  # '!': written as is, not framed; a leading zero is bad framing
         ],
-        ids=["above_range", "zero", "bool", "no_version", "a_message", "a_list", "garbage"],
+        ids=["above_range", "zero", "bool", "no_version", "a_message", "a_list", "garbage", "bad_framing"],
     )
     def test_invalid_answer_closes_the_connection(self, answer: bytes) -> None:
         """An answer that is not a welcome to a version this node speaks
-        (or a refusal) closes the connection with a warning."""
-        with self.assertRaises(MalformedMessage):
-            decode_answer(answer, SUPPORTED_VERSIONS)
+        (or a refusal), or is not a netstring, closes the connection with a
+        warning."""
+        unframed = answer.startswith(b"!")
+        framed = answer[1:] if unframed else _netstring(answer)
+        if not unframed:
+            with self.assertRaises(MalformedMessage):
+                decode_answer(answer, SUPPORTED_VERSIONS)
         sender = Sender()
         transport = StringTransport()
         with capturedLogs() as events:
             sender.protocol.makeConnection(transport)
-            sender.protocol.dataReceived(_netstring(answer))
+            sender.protocol.dataReceived(framed)
         self.assertTrue(transport.disconnecting)
         self.assertEqual(sender.protocol.version, MIN_PROTOCOL_VERSION)
         self.assertIn("invalid answer to the hello", " ".join(_messages(events, LogLevel.warn)))
@@ -606,8 +611,11 @@ class AnswerTests(SynchronousTestCase):
         sender = Sender()
         transport = StringTransport()
         sender.protocol.makeConnection(transport)
-        sender.protocol.dataReceived(b"100000000:" + b"x" * 100)
+        with capturedLogs() as events:
+            sender.protocol.dataReceived(b"100000000:" + b"x" * 100)
         self.assertTrue(transport.disconnecting)
+        self.assertIn("invalid netstring framing or length over the limit",
+                      " ".join(_messages(events, LogLevel.warn)))
 
     def test_version_before_the_answer_is_the_lowest(self) -> None:
         """Until answered (and forever, toward release 1), a link speaks the
@@ -617,3 +625,49 @@ class AnswerTests(SynchronousTestCase):
         self.assertIsNone(sender.link.version)
         sender.protocol.makeConnection(StringTransport())
         self.assertEqual(sender.link.version, NEXT_RELEASE.lowest)
+
+
+class DocumentationTests(SynchronousTestCase):
+    """docs/protocol.md states the peer protocol's numbers as the code has them."""
+
+    def setUp(self) -> None:
+        from pathlib import Path
+
+        text = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+        self.peer_part = text[text.index("## Peer protocol"):]
+
+    def test_limits_match_the_code(self) -> None:
+        """Every limit the document gives is the one the code enforces."""
+        from kvstore.peers import MAX_BUFFERED_WHILE_PAUSED
+        from kvstore.protocols.peer import (
+            APPEND_HEADER_BYTES,
+            ENTRY_OVERHEAD_BYTES,
+            MAX_ENTRIES_BYTES,
+            MAX_HELLO_BYTES,
+            MAX_MESSAGE_BYTES,
+            MAX_TYPE_NAME_LENGTH,
+            MAX_VERSION_NUMBER,
+        )
+
+        for phrase in [
+            f"{MAX_HELLO_BYTES} bytes (4 KiB)",
+            f"{MAX_MESSAGE_BYTES:,} bytes (16 MiB)",
+            f"{MAX_ENTRIES_BYTES:,} bytes: 16 MiB minus the largest possible header ({APPEND_HEADER_BYTES} bytes)",
+            f"{ENTRY_OVERHEAD_BYTES} bytes of overhead",
+            f"8 MiB ({MAX_BUFFERED_WHILE_PAUSED:,} bytes)",
+            f"1 to {MAX_VERSION_NUMBER}",
+            f"1 to {MAX_TYPE_NAME_LENGTH} characters",
+            f"{MAX_LOGGED_SKIPPED_TYPES} types per connection",
+        ]:
+            self.assertIn(phrase, self.peer_part)
+
+    def test_examples_and_tables_match_the_code(self) -> None:
+        """The example hello and welcome are what the code writes, every
+        message type has a row, and every supported version is described."""
+        self.assertIn(encode_hello(1, "3f2a9c0d1e4b5a67").decode(), self.peer_part)
+        self.assertIn(encode_welcome(MAX_PROTOCOL_VERSION).decode(), self.peer_part)
+        for name in WIRE_TYPES:
+            self.assertIn(f"| `{name}` |", self.peer_part)
+        for version in range(MIN_PROTOCOL_VERSION, MAX_PROTOCOL_VERSION + 1):
+            self.assertRegex(self.peer_part, rf"\n\| {version} \| ")
+        self.assertIn(f"versions {MIN_PROTOCOL_VERSION} to {MAX_PROTOCOL_VERSION}", self.peer_part)
