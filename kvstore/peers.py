@@ -87,7 +87,9 @@ class PeerClientProtocol(NetstringReceiver):
             self._answered = True
             self.version = decode_answer(payload, self._link.versions)
         except PeerRefusal as e:
-            self._link.refused(str(e))  # the receiver closes the connection
+            self._link.refused(str(e))
+            self.transport.loseConnection()  # the receiver closes it too
+            self.brokenPeer = 1
             return
         except MalformedMessage as e:
             self._close_after_invalid_answer(str(e))

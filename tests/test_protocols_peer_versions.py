@@ -328,7 +328,7 @@ class ReleaseOneInteroperationTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(transport.value(), b"")
         self.assertIn(
-            "no peer protocol version in common: node 1 speaks version 1, this node speaks versions 2 to 3",
+            "no peer protocol version in common: node 1 speaks version 1, node 0 speaks versions 2 to 3",
             " ".join(_messages(events, LogLevel.warn)),
         )
 
@@ -348,7 +348,7 @@ class NoCommonVersionTests(SynchronousTestCase):
         warnings = _messages(events, LogLevel.warn)
         expected = (
             f"no peer protocol version in common: node 1 speaks versions {MAX_PROTOCOL_VERSION + 1} to"
-            f" {MAX_PROTOCOL_VERSION + 2}, this node speaks versions {MIN_PROTOCOL_VERSION} to {MAX_PROTOCOL_VERSION}"
+            f" {MAX_PROTOCOL_VERSION + 2}, node 0 speaks versions {MIN_PROTOCOL_VERSION} to {MAX_PROTOCOL_VERSION}"
         )
         receiver_lines = [w for w in warnings if w.startswith("rejected peer connection")]
         sender_lines = [w for w in warnings if "refused this node's connection" in w]
@@ -593,6 +593,14 @@ class AnswerTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(sender.protocol.version, MIN_PROTOCOL_VERSION)
         self.assertIn("invalid answer to the hello", " ".join(_messages(events, LogLevel.warn)))
+
+    def test_refusal_closes_the_connection(self) -> None:
+        """A refused sender closes its end too, even if the receiver does not."""
+        sender = Sender()
+        transport = StringTransport()
+        sender.protocol.makeConnection(transport)
+        sender.protocol.dataReceived(_netstring(b'{"type":"refused","versions":[7,8],"reason":"too old"}'))
+        self.assertTrue(transport.disconnecting)
 
     def test_second_answer_closes_the_connection(self) -> None:
         """A receiver answers once; a second answer is a protocol error."""

@@ -363,17 +363,19 @@ def read_hello(payload: bytes, membership: Membership) -> Hello:
     return Hello(sender, versions, expects_answer="versions" in hello)
 
 
-def negotiate(theirs: VersionRange, ours: VersionRange, peer: object = "the peer") -> int:
+def negotiate(theirs: VersionRange, ours: VersionRange, sender: object = "?", receiver: object = "?") -> int:
     """
-    The highest version both ranges include.
+    The highest version both ranges include: C{theirs} of the node
+    C{sender}, C{ours} of C{receiver} (the ids only label the error).
 
     @raises NoCommonVersion: if they have none in common; its text says
-        which versions each end speaks, for the operator.
+        which versions each node speaks, for the operators of both (the
+        receiver sends it to the sender).
     """
     highest = min(theirs.highest, ours.highest)
     if highest < max(theirs.lowest, ours.lowest):
         raise NoCommonVersion(
-            f"no peer protocol version in common: node {peer} speaks {theirs}, this node speaks {ours}"
+            f"no peer protocol version in common: node {sender} speaks {theirs}, node {receiver} speaks {ours}"
         )
     return highest
 
@@ -387,7 +389,7 @@ def decode_hello(payload: bytes, membership: Membership, versions: VersionRange 
         member of this cluster, or the two have no version in common.
     """
     hello = read_hello(payload, membership)
-    negotiate(hello.versions, versions, hello.sender)
+    negotiate(hello.versions, versions, hello.sender, membership.node_id)
     return hello.sender
 
 
@@ -533,7 +535,7 @@ class PeerServerProtocol(NetstringReceiver):
         """Check the hello, agree on a version and answer; or refuse."""
         hello = read_hello(payload, self._membership)
         try:
-            version = negotiate(hello.versions, self._versions, hello.sender)
+            version = negotiate(hello.versions, self._versions, hello.sender, self._membership.node_id)
         except NoCommonVersion as e:
             if hello.expects_answer:
                 self.sendString(encode_refusal(self._versions, str(e)))
