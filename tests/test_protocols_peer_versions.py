@@ -17,6 +17,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
@@ -30,6 +32,7 @@ from kvstore.protocols.peer import (
     MAX_LOGGED_SKIPPED_TYPES,
     MAX_PROTOCOL_VERSION,
     MIN_PROTOCOL_VERSION,
+    PeerRefusal,
     OPTIONAL_TYPES_SKIPPED_SINCE,
     SUPPORTED_VERSIONS,
     WIRE_TYPES,
@@ -633,6 +636,64 @@ class AnswerTests(SynchronousTestCase):
         self.assertIsNone(sender.link.version)
         sender.protocol.makeConnection(StringTransport())
         self.assertEqual(sender.link.version, NEXT_RELEASE.lowest)
+
+
+_json_leaf = st.none() | st.booleans() | st.integers(-2, 70000) | st.sampled_from(
+    [0, 1, 2, 3, 65535, 65536, 2**63, "hello", "welcome", "refused", "c1", "vote", "x" * 70]) | st.text(max_size=4)
+_json = st.recursive(_json_leaf, lambda inner: st.lists(inner, max_size=3), max_leaves=6)
+# Each field either plausible (so that the checks after it are reached) or
+# any JSON value.
+_envelopes = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["hello", "welcome", "refused", "vote", "hint", ""]) | _json,
+        "version": st.integers(0, 3) | _json,
+        "versions": st.lists(st.integers(0, 3), max_size=3) | _json,
+        "cluster": st.just(CLUSTER) | _json,
+        "from": st.sampled_from([SENDER, RECEIVER, 2]) | _json,
+        "to": st.sampled_from([SENDER, RECEIVER, 2]) | _json,
+        "optional": st.just(True) | _json,
+        "reason": _json,
+        "term": st.integers(0, 3) | _json,
+    },
+)
+
+
+class HandshakePropertyTests(SynchronousTestCase):
+    """Whatever JSON object arrives, the handshake and envelope decoders fail only as documented."""
+
+    @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(_envelopes)
+    def test_decoders_raise_only_their_documented_errors(self, document: dict[str, Any]) -> None:
+        """read_hello, decode_answer and decode_message return a valid result
+        or raise MalformedMessage (or PeerRefusal for a refusal); and the two
+        protocol ends never let an exception escape."""
+        payload = json.dumps(document).encode()
+        try:
+            hello = read_hello(payload, RECEIVER_MEMBERSHIP)
+        except MalformedMessage:
+            pass
+        else:
+            self.assertIn(hello.sender, RECEIVER_MEMBERSHIP.peer_ids)
+            self.assertTrue(1 <= hello.versions.lowest <= hello.versions.highest <= 65535)
+        try:
+            version = decode_answer(payload, SUPPORTED_VERSIONS)
+        except (MalformedMessage, PeerRefusal):
+            pass
+        else:
+            self.assertTrue(MIN_PROTOCOL_VERSION <= version <= MAX_PROTOCOL_VERSION)
+        try:
+            message = decode_message(payload, SENDER, RECEIVER_MEMBERSHIP)
+        except MalformedMessage:
+            pass
+        else:
+            self.assertEqual((message.sender, message.receiver), (SENDER, RECEIVER))
+        server = PeerServerProtocol(RECEIVER_MEMBERSHIP, lambda m: None)
+        server.makeConnection(StringTransport())
+        server.dataReceived(_netstring(encode_hello(SENDER, CLUSTER)) + _netstring(payload))
+        sender = Sender()
+        sender.protocol.makeConnection(StringTransport())
+        sender.protocol.dataReceived(_netstring(payload))
 
 
 class DocumentationTests(SynchronousTestCase):
