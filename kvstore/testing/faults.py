@@ -34,6 +34,7 @@ def fd_count(pid: int | None) -> int:
 # ---------------------------------------------------------------------------
 # A fault-injecting TCP proxy between peers
 
+import math
 import random
 import selectors
 import signal
@@ -60,6 +61,7 @@ __all__ += [
     "Workload",
     "TermMonitor",
     "check_no_lost_writes",
+    "check_replies",
     "summarize",
 ]
 
@@ -367,6 +369,7 @@ class ProxiedCluster(ProcessCluster):
 OK_STATUS = "ok"  # the outcome is known (a value, OK, or not-found)
 FAILED = "failed"  # definitely had no effect (Not leader, a read refused)
 UNKNOWN = "unknown"  # may or may not have taken effect
+UNEXPECTED = "unexpected"  # a reply that answers another request (a bug); outcome unknown
 
 
 @dataclass
@@ -427,24 +430,37 @@ class History:
 
 
 def classify(record: Record, reply: str, complete: float) -> None:
-    """Set C{record}'s outcome from the node's reply line."""
+    """
+    Set C{record}'s outcome from the node's reply line.
+
+    A reply that is neither this request's success line nor an error line
+    (the reply of another request: replies crossed on a pipelined
+    connection) is L{UNEXPECTED}, never taken for a refusal; see
+    L{check_replies}.
+    """
     record.reply = reply
     key = record.key
+    # An error about the key names this key; any other error is a refusal.
+    refusal = reply.startswith("Error: ") and not reply.startswith("Error: Key ")
     if record.kind == "get":
         prefix = f"value of {key}: "
         if reply.startswith(prefix):
             record.status, record.result = OK_STATUS, reply[len(prefix):]
         elif reply == f"Error: Key {key} not found":
             record.status, record.result = OK_STATUS, None
-        else:
+        elif refusal:
             record.status = FAILED  # a refused read changes nothing
+        else:
+            record.status = UNEXPECTED
     elif record.kind == "put":
         if reply == f"{key} added successfully.":
             record.status, record.result = OK_STATUS, "ok"
         elif reply.startswith("Error: Not leader."):
             record.status = FAILED
-        else:
+        elif refusal:
             record.status = UNKNOWN
+        else:
+            record.status = UNEXPECTED
     else:
         if reply == f"{key} deleted successfully.":
             record.status, record.result = OK_STATUS, "ok"
@@ -452,8 +468,10 @@ def classify(record: Record, reply: str, complete: float) -> None:
             record.status, record.result = OK_STATUS, "not-found"
         elif reply.startswith("Error: Not leader."):
             record.status = FAILED
-        else:
+        elif refusal:
             record.status = UNKNOWN
+        else:
+            record.status = UNEXPECTED
     if record.status == OK_STATUS:
         record.complete = complete
 
@@ -661,20 +679,26 @@ def check_no_lost_writes(records: Sequence[Record], final: dict[str, str | None]
     against the history, independently of the linearizability checker:
     it must have been written by some put, and no acknowledged write may
     have been certainly ordered after the write that produced it (that
-    write would be lost).  Return the violations.
+    write would be lost).  A key with an acknowledged write but no final
+    read cannot be checked, and is reported too.  Return the violations.
     """
     problems = []
     by_key: dict[str, list[Record]] = {}
     for r in records:
         if r.kind != "get" and r.status != FAILED:
             by_key.setdefault(r.key, []).append(r)
+    for key in sorted(set(by_key) - set(final)):
+        if any(w.status == OK_STATUS for w in by_key[key]):
+            problems.append(f"{key}: acknowledged writes but no final read, so they were not checked")
     for key, value in final.items():
         writes = by_key.get(key, [])
         acked = [w for w in writes if w.status == OK_STATUS and not (w.kind == "delete" and w.result == "not-found")]
         if value is None:
-            deletes = [w for w in writes if w.kind == "delete"]
+            # Deletes that may have removed a value: not those that found none.
+            deletes = [w for w in writes if w.kind == "delete" and not (w.status == OK_STATUS and w.result == "not-found")]
             for a in acked:
-                if a.kind == "put" and not any((d.complete or float("inf")) > a.invoke for d in deletes):
+                if a.kind == "put" and not any((math.inf if d.complete is None else d.complete) > a.invoke
+                                               for d in deletes):
                     problems.append(f"{key}: acknowledged {a.kind} of {a.value!r} (reply at {a.complete:.3f}) "
                                     f"lost: the key is missing and no delete could follow it")
             continue
@@ -692,6 +716,13 @@ def check_no_lost_writes(records: Sequence[Record], final: dict[str, str | None]
     return problems
 
 
+def check_replies(records: Sequence[Record]) -> list[str]:
+    """Every L{UNEXPECTED} reply (one that answers another request), as a
+    problem to report: the other checks can only treat it as unknown."""
+    return [f"{r.kind} {r.key} on node {r.node} (client {r.client}) got the reply {r.reply!r}"
+            for r in records if r.status == UNEXPECTED]
+
+
 def longest_write_gap(records: Sequence[Record], start: float, end: float) -> float:
     """The longest interval in C{[start, end]} with no write acknowledged."""
     times = sorted(r.complete for r in records
@@ -701,8 +732,8 @@ def longest_write_gap(records: Sequence[Record], start: float, end: float) -> fl
 
 
 def summarize(name: str, records: Sequence[Record], monitor: TermMonitor, start: float, end: float) -> dict:
-    counts = {OK_STATUS: 0, FAILED: 0, UNKNOWN: 0}
-    writes = {OK_STATUS: 0, FAILED: 0, UNKNOWN: 0}
+    counts = {OK_STATUS: 0, FAILED: 0, UNKNOWN: 0, UNEXPECTED: 0}
+    writes = {OK_STATUS: 0, FAILED: 0, UNKNOWN: 0, UNEXPECTED: 0}
     for r in records:
         counts[r.status] += 1
         if r.kind != "get":
