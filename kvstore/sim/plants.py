@@ -10,4 +10,8 @@ PLANTS: dict[str, str] = {
     "vote-without-log-check": "votes are granted without checking that the candidate's log is up to date",
     "read-without-leadership-check": "the leader answers ReadIndex without a heartbeat round confirming leadership",
     "forget-vote-on-restart": "a restarted node ignores the vote it had stored",
+    "reuse-read-ids": "a node numbers its forwarded reads from 1 on every boot (issue 9, defect 1)",
+    "read-index-one-ack-short": "the leader confirms a read index with one acknowledgement fewer than a quorum",
+    "no-check-quorum": "a leader that has not heard from a majority keeps leading (check-quorum disabled)",
+    "even-quorum-too-small": "the quorum of an even-sized cluster is half its members (peers//2+1)",
 }
