@@ -9,7 +9,8 @@ messages in flight of a 6- or 7-node simulation that was most of the
 simulator's time.  Here pending calls live in a heap ordered by (time,
 order of scheduling), so calls due at the same time run in the order they
 were scheduled, as with C{Clock}; a cancelled call is skipped when it comes
-up, a reset call is pushed again and its older heap entry skipped.
+up; a call reset to an earlier time is pushed again and its older entry
+skipped, one reset to a later time is pushed again when its old time comes.
 """
 
 from __future__ import annotations
@@ -47,8 +48,15 @@ class HeapClock:
         heap = self._heap
         while heap:
             when, _, call = heap[0]
-            if call.cancelled or call.called or when != call.getTime():
+            if call.cancelled or call.called:
                 heapq.heappop(heap)
+            elif call.delayed_time:
+                # Reset to a later time (DelayedCall only notes the delay).
+                heapq.heappop(heap)
+                call.activate_delay()
+                self._push(call)
+            elif when != call.getTime():
+                heapq.heappop(heap)  # reset to an earlier time: pushed again then
             else:
                 return
 
