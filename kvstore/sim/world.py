@@ -56,8 +56,10 @@ KEYS = ("a", "b", "c")
 SIZES = range(1, 8)
 # The size of each seed unless one is chosen explicitly, by C{seed % 16}:
 # every profile gets odd and even sizes (figure8: 3, 3, 4, 5; reads: 3, 5,
-# 4, 5, 3, 3; mixed: 3, 2, 3, 6, 4, 7), three nodes for 7 seeds in 16.
-_SIZE_BY_SEED = (3, 3, 3, 5, 3, 2, 4, 3, 4, 6, 5, 3, 5, 4, 3, 7)
+# 4, 5, 3, 5; mixed: 3, 2, 3, 6, 3, 7), three nodes for 7 seeds in 16.  The
+# reads profile runs 5 nodes often: a read index confirmed one
+# acknowledgement short is unsafe only for odd sizes from 5 up.
+_SIZE_BY_SEED = (3, 3, 3, 5, 3, 2, 4, 3, 4, 6, 5, 3, 5, 3, 5, 7)
 
 #: The linearizability search's budget per key.  A key still undecided is
 #: reported and counted as inconclusive (kvstore.sim.cli bounds how many).
@@ -464,6 +466,8 @@ class Simulation:
         if kind == "heal":
             self.fault("heal")
             return
+        if len(ids) < 2:
+            return  # a one-node cluster has no link to cut
         rng.shuffle(ids)
         if kind in ("isolate", "isolate-leader"):
             target = self.leader() if kind == "isolate-leader" else ids[0]
