@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 
+from kvstore import sd_notify
 from kvstore.clock import install_monotonic_clock
 from kvstore.datadir import DataDirectoryLock, make_directory_durably
 from kvstore.node import FailedPart, FatalError, Node
@@ -215,6 +216,10 @@ class KVStoreService(MultiService):
 
     #: The service that listens for clients and peers (set by build_service).
     listener: "_EarlyListener"
+    #: What systemd is told (kvstore.sd_notify), set when the service starts.
+    systemd: sd_notify.NodeNotifier | None = None
+    #: The clock of the systemd notifier's timers; None: the global reactor.
+    clock: Any = None
 
     def __init__(
         self,
@@ -255,8 +260,13 @@ class KVStoreService(MultiService):
                 f.write(f"{os.getpid()}\n")
         super().startService()
         self.node.start()
+        # READY=1 once listening, STATUS= and WATCHDOG=1; a no-op without $NOTIFY_SOCKET.
+        self.systemd = sd_notify.NodeNotifier.from_environment(os.environ, self.node.core, self.clock)
+        self.systemd.start(getattr(getattr(self, "listener", None), "_waitingForPort", None))
 
     async def _stop(self) -> None:
+        if self.systemd is not None:
+            self.systemd.stopping()  # STOPPING=1 first: systemd shows the node as deactivating
         self.node.stop()
         await super().stopService()
         try:
