@@ -161,24 +161,25 @@ class NodeNotifier:
 
     @classmethod
     def from_environment(
-        cls, environ: Mapping[str, str], core: Any, clock: IReactorTime | None = None
+        cls, environ: Mapping[str, str], core: Any, get_clock: Callable[[], IReactorTime]
     ) -> "NodeNotifier":
         """
         The notifier for the node whose Raft core is C{core}, configured by
         the environment systemd sets (C{$NOTIFY_SOCKET}, C{$WATCHDOG_USEC},
         C{$WATCHDOG_PID}); one that does nothing without C{$NOTIFY_SOCKET}.
-        C{clock} defaults to the global reactor.
+        C{get_clock} returns the reactor the timers run on; it is called
+        only when there is something to notify.
         """
         value = environ.get("NOTIFY_SOCKET", "")
         address = notify_address(value) if value else None
         if value and address is None:
             _log.warn("NOTIFY_SOCKET={value!r} is not supported; not notifying systemd", value=value)
-        if clock is None and address is not None:
-            from twisted.internet import reactor as clock  # type: ignore[no-redef]
+        if address is None:
+            return cls(None, lambda: "", None)
         return cls(
-            Notifier(address) if address is not None else None,
+            Notifier(address),
             lambda: _core_status(core),
-            clock,  # type: ignore[arg-type]
+            get_clock(),
             watchdog_interval(environ, os.getpid()),
         )
 

@@ -261,8 +261,15 @@ class KVStoreService(MultiService):
         super().startService()
         self.node.start()
         # READY=1 once listening, STATUS= and WATCHDOG=1; a no-op without $NOTIFY_SOCKET.
-        self.systemd = sd_notify.NodeNotifier.from_environment(os.environ, self.node.core, self.clock)
+        self.systemd = sd_notify.NodeNotifier.from_environment(os.environ, self.node.core, self._notify_clock)
         self.systemd.start(getattr(getattr(self, "listener", None), "_waitingForPort", None))
+
+    def _notify_clock(self) -> Any:
+        if self.clock is None:
+            from twisted.internet import reactor
+
+            return reactor
+        return self.clock
 
     async def _stop(self) -> None:
         if self.systemd is not None:

@@ -69,11 +69,11 @@ class NodeNotifierTests(SynchronousTestCase):
 
     def notifier(self, environ: dict[str, str] | None = None) -> NodeNotifier:
         env = {"NOTIFY_SOCKET": self.socket.path, **(environ or {})}
-        return NodeNotifier.from_environment(env, self.core, self.clock)
+        return NodeNotifier.from_environment(env, self.core, lambda: self.clock)
 
     def test_nothing_without_notify_socket(self) -> None:
         """Without NOTIFY_SOCKET nothing is sent and no timer is scheduled."""
-        notifier = NodeNotifier.from_environment({"WATCHDOG_USEC": "1000000"}, self.core, self.clock)
+        notifier = NodeNotifier.from_environment({"WATCHDOG_USEC": "1000000"}, self.core, lambda: self.clock)
         notifier.start()
         self.clock.advance(10)
         notifier.stopping()
