@@ -557,6 +557,19 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
 
     config: NodeConfig
 
+    #: --log-format (kvstore.log_format): "text" or "json".
+    log_format: str = "text"
+
+    def opt_log_format(self, value: str) -> None:
+        """
+        How the log is written: text (twistd's human-readable lines, the
+        default) or json (one JSON object per line, for journald and log
+        shippers).
+        """
+        if value not in ("text", "json"):
+            raise usage.UsageError(f"--log-format must be text or json, not {value!r}")
+        self.log_format = value
+
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
         Parse as L{usage.Options} does; but as twistd's subcommand, turn a

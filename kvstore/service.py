@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 
-from kvstore import sd_notify
+from kvstore import log_format, sd_notify
 from kvstore.clock import install_monotonic_clock
 from kvstore.datadir import DataDirectoryLock, make_directory_durably
 from kvstore.node import FailedPart, FatalError, Node
@@ -152,6 +152,7 @@ class Options(NodeOptions):
 
     def postOptions(self) -> None:
         super().postOptions()
+        log_format.check_twistd_options(self.log_format, getattr(self, "parent", None))
         # Set by usage.Options when parsed as twistd's subcommand; twistd's
         # own postOptions (which makes its pidfile absolute) runs after this.
         parent = getattr(self, "parent", None)
@@ -220,6 +221,14 @@ class KVStoreService(MultiService):
     systemd: sd_notify.NodeNotifier | None = None
     #: The clock of the systemd notifier's timers; None: the global reactor.
     clock: Any = None
+    #: --log-format json's observer, which twistd uses once this service
+    #: joins its application (see kvstore.log_format); None: twistd's own.
+    log_observer: Any = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        super().setServiceParent(parent)
+        if self.log_observer is not None:
+            log_format.install(parent, self.log_observer)
 
     def __init__(
         self,
@@ -265,11 +274,7 @@ class KVStoreService(MultiService):
         self.systemd.start(getattr(getattr(self, "listener", None), "_waitingForPort", None))
 
     def _notify_clock(self) -> Any:
-        if self.clock is None:
-            from twisted.internet import reactor
-
-            return reactor
-        return self.clock
+        return _global_reactor() if self.clock is None else self.clock
 
     async def _stop(self) -> None:
         if self.systemd is not None:
@@ -290,6 +295,12 @@ class KVStoreService(MultiService):
         from twisted.internet.defer import Deferred
 
         return Deferred.fromCoroutine(self._stop())
+
+
+def _global_reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
 
 
 def _open_storage(config: NodeConfig) -> tuple[DataDirectoryLock, WriteAheadLog, MetadataStore]:
@@ -485,6 +496,8 @@ def makeService(options: NodeOptions) -> KVStoreService:
         service = build_service(config, pidfile=getattr(options, "pidfile", None))
     except UsageError as e:
         raise SystemExit(f"twistd kvstore: {e}") from None
+    if getattr(options, "log_format", "text") == "json" and getattr(options, "parent", None) is not None:
+        service.log_observer = log_format.twistd_observer(options.parent, _global_reactor)
     if not listens_early(options, service.listener):
         return service
     try:
