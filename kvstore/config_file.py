@@ -257,16 +257,16 @@ def load(
 
     shared = reader.options((), top, suggest=(_CLUSTER, _NODE))
     cluster_options = reader.options((_CLUSTER,), cluster, skip=("id", _MEMBERS))
-    if "id" in cluster:
-        cluster_options["cluster-id"] = (reader.option_value((_CLUSTER,), "id", cluster["id"]), reader.where((_CLUSTER,), "id"))
+    if "node-id" in cluster_options:
+        raise reader.error((_CLUSTER,), "node-id", "--node-id picks one node; it cannot be shared by the cluster")
+    if "id" in cluster:  # [cluster] id is --cluster-id
         if not isinstance(cluster["id"], str):
             raise reader.error((_CLUSTER,), "id", f"expected a string, not {_type_name(cluster['id'])}")
-    for key in sorted(shared.keys() & cluster_options.keys()):
-        raise reader.error((), key, f"also set in [cluster] ({reader.where((_CLUSTER,), 'id' if key == 'cluster-id' else key)}); set it once")
+        cluster_options["cluster-id"] = (cluster["id"], reader.where((_CLUSTER,), "id"))
+    twice = sorted(shared.keys() & cluster_options.keys())
+    if twice:
+        raise ConfigFileError(f"{shared[twice[0]][1]}: also set in {cluster_options[twice[0]][1]}; set it once")
     shared.update(cluster_options)
-    for key in ("node-id",):
-        if key in cluster_options:
-            raise reader.error((_CLUSTER,), key, "--node-id picks one node; it cannot be shared by the cluster")
 
     # The node sections: [node.<id>].
     sections: dict[int, dict[str, Any]] = {}

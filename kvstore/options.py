@@ -563,11 +563,7 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
     log_format: str = "text"
 
     def opt_log_format(self, value: str) -> None:
-        """
-        How the log is written: text (twistd's human-readable lines, the
-        default) or json (one JSON object per line, for journald and log
-        shippers).
-        """
+        """How the log is written: text (twistd's human-readable lines, the default) or json (one JSON object per line, for journald and log shippers)."""
         if value not in ("text", "json"):
             raise usage.UsageError(f"--log-format must be text or json, not {value!r}")
         self.log_format = value
@@ -576,11 +572,7 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
     config_file: CommandLineConfig = CommandLineConfig()
 
     def opt_config(self, path: str) -> None:
-        """
-        Read options from this TOML file (see docs/operations.md): one file
-        can describe the whole cluster, and --node-id picks this node.
-        Options given on the command line override the file's.
-        """
+        """Read options from this TOML file (see docs/operations.md): one file can describe the whole cluster, and --node-id picks this node.  Options given on the command line override the file's."""
         # Read before parsing, in parseOptions: the file's values go first.
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:

@@ -202,10 +202,23 @@ class RefusalTests(ConfigFileCase):
             with self.subTest(expected=expected):
                 self.assertIn(expected, self.refused(text, *argv))
 
+    def test_node_sections(self) -> None:
+        """A node section may not name its id again, sections need --node-id, and their names are ids."""
+        self.assertIn("line 14: [node.1] node-id: the section's name is the node id", self.refused(CLUSTER + "node-id = 1\n", "--node-id", "1"))
+        self.assertIn("has [node.<id>] sections: choose this node with --node-id", self.refused("[node.0]\nport = 5000\n"))
+        self.assertIn("line 1: [node.a]: node sections are named by node id", self.refused("[node.a]\nport = 5000\n"))
+        config = parse_config(["--config", self.write("node-id = 2\n[node.2]\nport = 5002\n[node.1]\nport = 5001\n")])
+        self.assertEqual((config.node_id, config.port), (2, 5002))
+
     def test_set_twice(self) -> None:
         """A key at the top level and in [cluster] is refused: set it once."""
         message = self.refused("heartbeat-interval = 50\n[cluster]\nheartbeat-interval = 60\n")
-        self.assertIn("line 1: heartbeat-interval: also set in [cluster]", message)
+        self.assertIn("line 1: heartbeat-interval: also set in ", message)
+        self.assertIn(", line 3: [cluster] heartbeat-interval; set it once", message)
+        message = self.refused('cluster-id = "a"\n[cluster]\nid = "b"\n')
+        self.assertIn("line 3: [cluster] id; set it once", message)
+        self.assertIn("[cluster] node-id: --node-id picks one node", self.refused("[cluster]\nnode-id = 1\n"))
+        self.assertIn("[cluster] id: expected a string", self.refused("[cluster]\nid = 1\n"))
 
     def test_invalid_value_names_where_the_file_sets_it(self) -> None:
         """A value the option parser refuses is traced back to the file's line and key."""
