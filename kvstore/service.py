@@ -219,7 +219,8 @@ class KVStoreService(MultiService):
     listener: "_EarlyListener"
     #: What systemd is told (kvstore.sd_notify), set when the service starts.
     systemd: sd_notify.NodeNotifier | None = None
-    #: The clock of the systemd notifier's timers; None: the global reactor.
+    #: The reactor of the systemd notifier's timers and log rotation; None:
+    #: the global reactor.
     clock: Any = None
     #: --log-format json's observer, which twistd uses once this service
     #: joins its application (see kvstore.log_format); None: twistd's own.
@@ -270,11 +271,16 @@ class KVStoreService(MultiService):
         super().startService()
         self.node.start()
         # READY=1 once listening, STATUS= and WATCHDOG=1; a no-op without $NOTIFY_SOCKET.
-        self.systemd = sd_notify.NodeNotifier.from_environment(os.environ, self.node.core, self._notify_clock)
+        self.systemd = sd_notify.NodeNotifier.from_environment(os.environ, self.node.core, self._reactor)
         self.systemd.start(getattr(getattr(self, "listener", None), "_waitingForPort", None))
 
-    def _notify_clock(self) -> Any:
-        return _global_reactor() if self.clock is None else self.clock
+    def _reactor(self) -> Any:
+        """C{clock} if set (tests), else the global reactor."""
+        if self.clock is not None:
+            return self.clock
+        from twisted.internet import reactor
+
+        return reactor
 
     async def _stop(self) -> None:
         if self.systemd is not None:
@@ -295,12 +301,6 @@ class KVStoreService(MultiService):
         from twisted.internet.defer import Deferred
 
         return Deferred.fromCoroutine(self._stop())
-
-
-def _global_reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
 
 
 def _open_storage(config: NodeConfig) -> tuple[DataDirectoryLock, WriteAheadLog, MetadataStore]:
@@ -497,7 +497,7 @@ def makeService(options: NodeOptions) -> KVStoreService:
     except UsageError as e:
         raise SystemExit(f"twistd kvstore: {e}") from None
     if getattr(options, "log_format", "text") == "json" and getattr(options, "parent", None) is not None:
-        service.log_observer = log_format.twistd_observer(options.parent, _global_reactor)
+        service.log_observer = log_format.twistd_observer(options.parent, service._reactor)
     if not listens_early(options, service.listener):
         return service
     try:
