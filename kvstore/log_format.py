@@ -103,7 +103,7 @@ def json_observer(out: IO[str]) -> FileLogObserver:
 def check_twistd_options(log_format: str, parent: Mapping[str, Any] | None) -> None:
     """
     Refuse C{--log-format json} with twistd options that choose another log
-    observer (C{--syslog}, C{--logger}).
+    observer (C{--syslog}, C{--logger}), or standard output for a daemon.
 
     @raise UsageError: naming the conflicting option.
     """
@@ -112,6 +112,9 @@ def check_twistd_options(log_format: str, parent: Mapping[str, Any] | None) -> N
     for option in ("syslog", "logger"):
         if parent.get(option):
             raise UsageError(f"--log-format json cannot be combined with twistd's --{option}, which picks its own format")
+    # twistd refuses this itself, but only when it builds its own observer.
+    if parent.get("logfile") == "-" and not (parent.get("nodaemon") or parent.get("debug")):
+        raise UsageError("--log-format json: a daemon cannot log to standard output (--logfile=- needs --nodaemon)")
 
 
 def twistd_observer(parent: Mapping[str, Any], get_reactor: Callable[[], Any]) -> FileLogObserver:

@@ -92,12 +92,16 @@ class TwistdWiringTests(SynchronousTestCase):
         self.assertIn("--log-format must be text or json", str(e.exception))
 
     def test_conflicting_twistd_options_refused(self) -> None:
-        """--syslog and --logger choose their own format, so json refuses them."""
+        """--syslog and --logger choose their own format, and a daemon has no standard output, so json refuses them."""
         for option in ("syslog", "logger"):
             with self.subTest(option=option):
                 with self.assertRaises(UsageError) as e:
                     check_twistd_options("json", {option: True})
                 self.assertIn(f"--{option}", str(e.exception))
+        with self.assertRaises(UsageError) as e:
+            check_twistd_options("json", {"logfile": "-", "nodaemon": False})
+        self.assertIn("a daemon cannot log to standard output", str(e.exception))
+        check_twistd_options("json", {"logfile": "-", "nodaemon": True})
         check_twistd_options("text", {"syslog": True})
         check_twistd_options("json", {"syslog": False, "logger": None})
 
