@@ -152,7 +152,7 @@ class TwistedRunner:
         self.reactor = reactor
         self.thread = threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True)
         self.thread.start()
-        self.client = DeferredClient([address], timeout=60, reactor=reactor)
+        self.client = DeferredClient(reactor, [address], timeout=60)
         self._run(lambda: self.client.ping())
 
     def _run(self, make):  # type: ignore[no-untyped-def]

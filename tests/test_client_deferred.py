@@ -22,7 +22,7 @@ A, B, C = "127.0.0.1:5000", "127.0.0.1:5001", "127.0.0.1:5002"
 class DeferredClientTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
-        self.kv = DeferredClient([A, B, C], timeout=5, reactor=self.reactor, backoff=(0.1, 0.5))
+        self.kv = DeferredClient(self.reactor, [A, B, C], timeout=5, backoff=(0.1, 0.5))
         self.addCleanup(self.kv.close)
 
     def attempts(self) -> list[str]:

@@ -98,14 +98,16 @@ class DeferredClient:
     the behaviour of each method.  Each method returns a Deferred that
     fires with the result or fails with a
     L{kvstore.client.errors.ClientError} within about C{timeout} seconds.
+
+    @param reactor: the reactor to connect and keep time with (an
+        C{IReactorTCP} and C{IReactorTime}); passed in, as everywhere in
+        kvstore, so that tests can use a L{MemoryReactorClock}.
     """
 
     log = Logger()
 
-    def __init__(self, nodes: Iterable[str] | str, timeout: float = 10.0, reactor: Any = None,
+    def __init__(self, reactor: Any, nodes: Iterable[str] | str, timeout: float = 10.0,
                  backoff: tuple[float, float] = (0.02, 0.5)) -> None:
-        if reactor is None:
-            from twisted.internet import reactor  # type: ignore[no-redef]
         self._reactor = reactor
         self.nodes = [nodes] if isinstance(nodes, str) else list(nodes)
         if not self.nodes:
