@@ -72,11 +72,12 @@ class _Connection:
         self.broken: str | None = None
 
     @classmethod
-    def open(cls, address: str, timeout: float) -> "_Connection":
-        sock = socket.create_connection(parse_address(address), timeout=max(timeout, 0.001))
+    def open(cls, address: str, connect_timeout: float, send_timeout: float) -> "_Connection":
+        sock = socket.create_connection(parse_address(address), timeout=max(connect_timeout, 0.001))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # Sends may block this long (server flow control); receives wait in select().
-        sock.settimeout(None)
+        # A send blocked by the server's flow control gives up after this
+        # long (the connection is then lost); receives wait in select().
+        sock.settimeout(send_timeout)
         return cls(address, sock)
 
     def close(self) -> None:
@@ -347,26 +348,34 @@ class Client:
                     self._next_node = (self.nodes.index(connection.address) + 1) % len(self.nodes)
 
     def _connect(self, target: str | None, deadline: float) -> tuple[_Connection, bool]:
-        with self._lock:
-            if self._closed:
-                raise ClientError("the client is closed")
-            current = self._connection
-            if current is not None and current.broken is None and target in (None, current.address):
-                return current, False
-            if target is None:
-                address = self.nodes[self._next_node]
-                self._next_node = (self._next_node + 1) % len(self.nodes)
-                round_complete = self._next_node == 0
-            else:
-                address, round_complete = target, False
-            try:
-                connection = _Connection.open(address, deadline - time.monotonic())
-            except OSError as e:
-                raise _ConnectFailed(address, str(e) or type(e).__name__, round_complete) from None
-            if current is not None:
-                current.close_if_idle()
-            self._connection = connection
-            return connection, round_complete
+        # Another thread may be connecting (under the lock): wait at most until the deadline.
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise _ConnectFailed(target or "?", "another thread's connection attempt took too long", True)
+        try:
+            return self._connect_locked(target, deadline)
+        finally:
+            self._lock.release()
+
+    def _connect_locked(self, target: str | None, deadline: float) -> tuple[_Connection, bool]:
+        if self._closed:
+            raise ClientError("the client is closed")
+        current = self._connection
+        if current is not None and current.broken is None and target in (None, current.address):
+            return current, False
+        if target is None:
+            address = self.nodes[self._next_node]
+            self._next_node = (self._next_node + 1) % len(self.nodes)
+            round_complete = self._next_node == 0
+        else:
+            address, round_complete = target, False
+        try:
+            connection = _Connection.open(address, deadline - time.monotonic(), self.timeout)
+        except OSError as e:
+            raise _ConnectFailed(address, str(e) or type(e).__name__, round_complete) from None
+        if current is not None:
+            current.close_if_idle()
+        self._connection = connection
+        return connection, round_complete
 
 
 class _ConnectFailed(Exception):
