@@ -5,10 +5,10 @@ The blocking client: L{Client}, safe to share between threads.
 All threads share one connection to one node (the leader once a write has
 been redirected there; any node for reads until then).  Requests from
 several threads are pipelined on it: each thread writes its line under a
-send lock and queues a waiter; whichever waiting thread holds the receive
-lock reads reply lines and hands them to the waiters in order (replies come
-back in request order, C{docs/protocol.md}).  There is no background
-thread, so a client that is not being called costs nothing.
+send lock and queues a waiter; one waiting thread at a time reads reply
+lines and hands each to the oldest waiter at once, waking its thread
+(replies come back in request order, C{docs/protocol.md}).  There is no
+background thread, so a client that is not being called costs nothing.
 """
 
 from __future__ import annotations
@@ -59,16 +59,24 @@ class _Waiter:
 
 
 class _Connection:
-    """One pipelined connection to one node."""
+    """
+    One pipelined connection to one node.
+
+    Requests are written under C{_send_lock}, each with a L{_Waiter}
+    queued in C{_pending}.  Replies are read by one waiting thread at a time
+    (the reader, C{_reading}); it hands every line to the oldest waiter as
+    soon as it arrives and wakes the waiting threads (C{_cond}), then gives
+    up the reader's role once its own reply is in.
+    """
 
     def __init__(self, address: str, sock: socket.socket) -> None:
         self.address = address
         self._sock = sock
         self._send_lock = threading.Lock()
-        self._recv_lock = threading.Lock()
+        self._cond = threading.Condition(threading.RLock())
+        self._reading = False
         self._pending: deque[_Waiter] = deque()
         self._reader = p.ReplyReader()
-        self._lines: deque[str] = deque()
         self.broken: str | None = None
 
     @classmethod
@@ -92,15 +100,17 @@ class _Connection:
                 self._fail(_Lost("replaced by another connection", sent=False))
 
     def _fail(self, error: _Lost) -> None:
-        if self.broken is None:
-            self.broken = error.reason
-            try:
-                self._sock.close()
-            except OSError:
-                pass
-        while self._pending:
-            waiter = self._pending.popleft()
-            waiter.error, waiter.done = error, True
+        with self._cond:
+            if self.broken is None:
+                self.broken = error.reason
+                try:
+                    self._sock.close()
+                except OSError:
+                    pass
+            while self._pending:
+                waiter = self._pending.popleft()
+                waiter.error, waiter.done = error, True
+            self._cond.notify_all()
 
     def _closed_by_peer(self) -> bool:
         """
@@ -131,7 +141,7 @@ class _Connection:
         with self._send_lock:
             if self.broken is not None:
                 raise _Lost(self.broken, sent=False)
-            if not self._pending and not self._lines and self._reader.buffered == 0:
+            if not self._pending and self._reader.buffered == 0:
                 try:
                     idle_closed = self._closed_by_peer()
                 except ProtocolError as e:
@@ -152,31 +162,45 @@ class _Connection:
         return waiter.line
 
     def _await(self, waiter: _Waiter, deadline: float) -> None:
-        while not waiter.done:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._recv_lock.acquire(timeout=remaining):
-                waiter.abandoned = True
-                raise _ReplyTimeout()
-            try:
-                while not waiter.done:
-                    self._deliver(self._next_line(deadline))
-            except _ReplyTimeout:
-                waiter.abandoned = True
-                raise
-            except (OSError, ProtocolError) as e:
-                self._fail(_Lost(str(e) or type(e).__name__, sent=True))
-            finally:
-                self._recv_lock.release()
+        with self._cond:
+            while not waiter.done:
+                if not self._reading:
+                    self._reading = True
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    waiter.abandoned = True
+                    raise _ReplyTimeout()
+                self._cond.wait(remaining)
+            else:
+                return
+        # This thread reads until its own reply is in.
+        try:
+            while not waiter.done:
+                lines = self._read_lines(deadline)
+                with self._cond:
+                    for line in lines:
+                        self._deliver(line)
+                    self._cond.notify_all()
+        except _ReplyTimeout:
+            waiter.abandoned = True
+            raise
+        except (OSError, ValueError, ProtocolError) as e:
+            self._fail(_Lost(str(e) or type(e).__name__, sent=True))
+        finally:
+            with self._cond:
+                self._reading = False
+                self._cond.notify_all()
 
     def _deliver(self, line: str) -> None:
         if not self._pending:
             self._fail(_Lost(f"{self.address} sent a reply nobody asked for", sent=True))
             return
-        waiter = self._pending.popleft()
-        waiter.line, waiter.done = line, True
+        oldest = self._pending.popleft()
+        oldest.line, oldest.done = line, True
 
-    def _next_line(self, deadline: float) -> str:
-        while not self._lines:
+    def _read_lines(self, deadline: float) -> list[str]:
+        while True:
             if self.broken is not None:
                 raise OSError(self.broken)
             remaining = deadline - time.monotonic()
@@ -188,8 +212,9 @@ class _Connection:
             chunk = self._sock.recv(262144)
             if not chunk:
                 raise ConnectionResetError(f"{self.address} closed the connection")
-            self._lines.extend(self._reader.feed(chunk))
-        return self._lines.popleft()
+            lines = self._reader.feed(chunk)
+            if lines:
+                return lines
 
 
 class Client:
