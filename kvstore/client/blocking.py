@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import Iterable, Sequence
+from typing import Iterable
 
 from kvstore.client import _policy, _protocol as p
 from kvstore.client.errors import ClientError, ProtocolError

@@ -20,7 +20,6 @@ from twisted.internet.defer import CancelledError, Deferred, TimeoutError as Def
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from kvstore.client import _policy, _protocol as p
@@ -103,8 +102,6 @@ class DeferredClient:
         C{IReactorTCP} and C{IReactorTime}); passed in, as everywhere in
         kvstore, so that tests can use a L{MemoryReactorClock}.
     """
-
-    log = Logger()
 
     def __init__(self, reactor: Any, nodes: Iterable[str] | str, timeout: float = 10.0,
                  backoff: tuple[float, float] = (0.02, 0.5)) -> None:

@@ -12,7 +12,6 @@ import time
 import pytest
 
 from kvstore.client import Client, ConnectionFailed, KeyNotFound
-from kvstore.client.deferred import DeferredClient  # noqa: F401 -- importable without a reactor running
 
 from tests.integration.support import ProcessTestCase
 
