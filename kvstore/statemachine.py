@@ -75,9 +75,11 @@ CONTENT_FORMAT = "kv/1"
 """The name of the snapshot content format this module writes and reads."""
 
 _CONTENT_MAGIC = b"KVSM\x01"
-#: Entries per slice: measured (benchmarks/snapshot_stall.py) at about 2-4 ms
-#: of encoding per slice on the 2-core reference machine, well inside the
-#: 20 ms stall budget even when the machine is loaded.
+#: Keys per slice.  Measured with benchmarks/snapshot_stall.py on the 2-core
+#: reference machine (1M keys of 100-byte values): 0.43 ms of CPU per slice
+#: on average, 2.4 ms at most, so a driver that yields to the reactor every
+#: few milliseconds (a Cooperator allowed 4 ms per turn) stays far inside the
+#: 20 ms stall budget (docs/performance.md, "Snapshots").
 DEFAULT_SLICE_ENTRIES = 2048
 _TOMBSTONE = object()
 _ABSENT = object()
@@ -132,6 +134,11 @@ class StateSnapshot:
     C{twisted.internet.task.cooperate}) and hand each chunk to the storage
     thread.  The frozen map is never written while the snapshot is open
     (writes go to the overlay), so its iterator stays valid across turns.
+
+    Drive it with a L{twisted.internet.task.Cooperator} whose turns are
+    shorter than the default 10 ms (4 ms measured well: a 10 ms turn plus
+    the machine's own scheduling noise crossed 20 ms), and keep at most one
+    ~1 MiB chunk in flight to the storage thread.
 
     @ivar index: the applied index the snapshot captures.
     @ivar keys: the number of keys it holds.
