@@ -11,10 +11,11 @@ own process (so one's memory and threads cannot disturb another's):
              the frozen objects, so it does not dirty the shared pages)
   pmap       a pyrsistent PMap as the map: O(1) snapshot, serialised in a
              thread while the reactor keeps applying writes
-  overlay    kvstore's own: freeze the dict, send writes to an overlay, and
-             serialise slices on the reactor (a task.Cooperator allowed
-             --slice-ms per reactor turn), handing ~1 MiB
-             chunks to the storage thread, then merge the overlay in slices
+  overlay    kvstore's own (kvstore.snapshotting.take_snapshot): freeze the
+             dict, send writes to an overlay, and serialise slices on the
+             reactor (a task.Cooperator allowed --slice-ms per reactor turn),
+             handing ~1 MiB chunks to the storage thread, then merge the
+             overlay in slices
 
 For each: the longest reactor stall seen by a lag probe (a LoopingCall every
 1 ms; a stall is the gap between two calls minus 1 ms), the p99 gap, the
@@ -250,9 +251,8 @@ def run_one(technique: str, keys: int, target_rss: int, directory: str) -> dict:
 
             threads.deferToThread(in_thread).addCallback(done).addErrback(lambda f: (f.printTraceback(), stop()))
             return
-        # overlay
-        snapshot = sm.begin_snapshot()
-        writer = store.begin(meta)
+        # overlay: the shipped driver, kvstore.snapshotting.take_snapshot
+        from kvstore.snapshotting import snapshot_cooperator, take_snapshot
 
         slice_wall: list[float] = []
         slice_cpu: list[float] = []
@@ -264,37 +264,37 @@ def run_one(technique: str, keys: int, target_rss: int, directory: str) -> dict:
             slice_cpu.append(time.thread_time() - cpu)
             return out
 
-        def produce():
-            pending: list[bytes] = []
-            size = 0
-            while (chunk := timed(snapshot.next_chunk)) is not None:
-                pending.append(chunk)
-                size += len(chunk)
-                if size >= 1 << 20:
-                    yield threads.deferToThread(writer.write, b"".join(pending))
-                    pending, size = [], 0
-                else:
-                    yield None
-            yield threads.deferToThread(writer.write, b"".join(pending))
-            d = threads.deferToThread(writer.finish)
-            d.addCallback(lambda info: result.__setitem__("file_bytes", info.size))
-            yield d
-            snapshot.close()
-            result["serialised_s"] = round(time.perf_counter() - started, 2)
-            result["overlay_entries"] = len(sm._overlay or ())
-            while not timed(sm.merge_overlay):
-                yield None
+        begin, merge = sm.begin_snapshot, sm.merge_overlay
+
+        def timed_begin():
+            snapshot = begin()
+            next_chunk = snapshot.next_chunk
+            snapshot.next_chunk = lambda n: timed(lambda: next_chunk(n))
+            return snapshot
+
+        def timed_merge(n):
+            if sm._overlay is not None and "serialised_s" not in result:
+                result["serialised_s"] = round(time.perf_counter() - started, 2)
+                result["overlay_entries"] = len(sm._overlay)
+            return timed(lambda: merge(n))
+
+        sm.begin_snapshot, sm.merge_overlay = timed_begin, timed_merge
+
+        def finished(info):
+            result["file_bytes"] = info.size
             result["total_s"] = round(time.perf_counter() - started, 2)
             result["slices"] = len(slice_wall)
             result["max_slice_wall_ms"] = round(max(slice_wall) * 1000, 1)
             result["max_slice_cpu_ms"] = round(max(slice_cpu) * 1000, 1)
             result["mean_slice_cpu_ms"] = round(sum(slice_cpu) / len(slice_cpu) * 1000, 2)
             result["serialise_cpu_s"] = round(sum(slice_cpu), 2)
+            reactor.callLater(0.5, stop)
 
-        cooperator = task.Cooperator(terminationPredicateFactory=lambda: _deadline(COOPERATOR_SLICE))
-        cooperator.cooperate(produce()).whenDone().addCallback(lambda _: reactor.callLater(0.5, stop)).addErrback(
-            lambda f: (f.printTraceback(), stop())
-        )
+        take_snapshot(
+            sm, store, lambda index: SnapshotMeta(index=index, term=1, cluster_id="bench",
+                                                  membership=meta.membership),
+            threads.deferToThread, snapshot_cooperator(reactor, turn=COOPERATOR_SLICE, pause=COOPERATOR_PAUSE),
+        ).addCallback(finished).addErrback(lambda f: (f.printTraceback(), stop()))
 
     reactor.suggestThreadPoolSize(2)
     probe_loop.start(0.001)
@@ -322,11 +322,8 @@ def run_one(technique: str, keys: int, target_rss: int, directory: str) -> dict:
 #: How long one reactor turn may spend producing slices (set by --slice-ms).
 #: Twisted's default Cooperator allows 10 ms per turn.
 COOPERATOR_SLICE = 0.004
-
-
-def _deadline(seconds: float):
-    end = time.perf_counter() + seconds
-    return lambda: time.perf_counter() >= end
+#: Idle time between two turns (set by --pause-ms).
+COOPERATOR_PAUSE = 0.0
 
 
 def _apply_plain(sm, command: bytes) -> None:
@@ -340,11 +337,14 @@ def main() -> None:
     parser.add_argument("--technique", choices=TECHNIQUES, action="append")
     parser.add_argument("--slice-ms", type=float, default=4.0,
                         help="overlay: reactor time per cooperator turn (Twisted's default is 10)")
+    parser.add_argument("--pause-ms", type=float, default=0.0,
+                        help="overlay: idle time between two cooperator turns")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     techniques = args.technique or list(TECHNIQUES)
-    global COOPERATOR_SLICE
+    global COOPERATOR_SLICE, COOPERATOR_PAUSE
     COOPERATOR_SLICE = args.slice_ms / 1000
+    COOPERATOR_PAUSE = args.pause_ms / 1000
     if args.one:
         with tempfile.TemporaryDirectory() as directory:
             print(json.dumps(run_one(techniques[0], args.keys, args.rss_mb, directory)))
@@ -353,7 +353,7 @@ def main() -> None:
     for technique in techniques:
         out = subprocess.run(
             [sys.executable, __file__, "--one", "--technique", technique, "--keys", str(args.keys),
-             "--rss-mb", str(args.rss_mb), "--slice-ms", str(args.slice_ms)],
+             "--rss-mb", str(args.rss_mb), "--slice-ms", str(args.slice_ms), "--pause-ms", str(args.pause_ms)],
             capture_output=True, text=True,
         )
         line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else json.dumps({"technique": technique, "error": out.stderr[-2000:]})

@@ -70,13 +70,17 @@ def turn_limit(clock: IReactorTime, seconds: float, max_steps: int | None) -> Ca
 
 
 def snapshot_cooperator(
-    clock: IReactorTime, turn: float = DEFAULT_TURN, max_steps: int | None = None
+    clock: IReactorTime, turn: float = DEFAULT_TURN, max_steps: int | None = None, pause: float = 0.0
 ) -> Cooperator:
-    """A Cooperator whose turns are at most C{turn} seconds (and
-    C{max_steps} steps), scheduled on C{clock}."""
+    """
+    A Cooperator whose turns are at most C{turn} seconds (and C{max_steps}
+    steps), scheduled on C{clock}, each at least C{pause} seconds after the
+    previous one ended (a pause lets the process sleep between turns, which
+    keeps the OS scheduler from treating it as a CPU hog on a busy machine).
+    """
     return Cooperator(
         terminationPredicateFactory=turn_limit(clock, turn, max_steps),
-        scheduler=lambda work: clock.callLater(0, work),
+        scheduler=lambda work: clock.callLater(pause, work),
     )
 
 
