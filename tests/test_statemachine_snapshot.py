@@ -66,6 +66,16 @@ class SnapshotEncodingTests(SynchronousTestCase):
                 self.assertEqual(restored.applied_index, 4)
                 self.assertEqual(restored.get("long"), "v" * 20000)
 
+    def test_multi_byte_key_count_split_anywhere(self) -> None:
+        """A key count that needs two varint bytes survives a chunk boundary inside it."""
+        pairs = {f"k{i}": "v" for i in range(300)}
+        content = machine_with(pairs).snapshot()
+        for size in (1, 2, 5, 6, 7):
+            with self.subTest(size=size):
+                restored = KeyValueStateMachine()
+                restored.restore(300, (content[i : i + size] for i in range(0, len(content), size)))
+                self.assertEqual(restored.items(), pairs)
+
     @settings(max_examples=100, deadline=None)
     @given(pairs=st.dictionaries(keys, values, max_size=30), size=st.integers(min_value=1, max_value=50))
     def test_round_trip_property(self, pairs: dict[str, str], size: int) -> None:
