@@ -42,9 +42,10 @@ __all__ = ["take_snapshot", "turn_limit", "snapshot_cooperator", "DEFAULT_TURN"]
 
 log = Logger()
 
-#: Reactor time one cooperator turn may spend on a snapshot.  Twisted's
-#: default of 10 ms, plus the machine's own scheduling noise, crossed the
-#: 20 ms stall budget in two of four measured runs; 4 ms never did.
+#: Reactor time one cooperator turn may spend on a snapshot.  With Twisted's
+#: default of 10 ms, stalls crossed 20 ms in two of four runs at a load of
+#: 5-8; with 4 ms they did not (at a load of 12-16 preemption crossed it
+#: either way, and 2 ms was no better: docs/performance.md, "Snapshots").
 DEFAULT_TURN = 0.004
 
 

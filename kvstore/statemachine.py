@@ -77,9 +77,10 @@ CONTENT_FORMAT = "kv/1"
 _CONTENT_MAGIC = b"KVSM\x01"
 #: Keys per slice.  Measured with benchmarks/snapshot_stall.py on the 2-core
 #: reference machine (1M keys of 100-byte values): 0.43 ms of CPU per slice
-#: on average, 2.4 ms at most, so a driver that yields to the reactor every
-#: few milliseconds (a Cooperator allowed 4 ms per turn) stays far inside the
-#: 20 ms stall budget (docs/performance.md, "Snapshots").
+#: on average, 2.5 ms at most, so the work itself stays far inside the 20 ms
+#: stall budget when the driver yields every few milliseconds (a Cooperator
+#: allowed 4 ms per turn); OS preemption on a heavily loaded machine is what
+#: still pushed some stalls past it (docs/performance.md, "Snapshots").
 DEFAULT_SLICE_ENTRIES = 2048
 _TOMBSTONE = object()
 _ABSENT = object()
@@ -136,9 +137,10 @@ class StateSnapshot:
     (writes go to the overlay), so its iterator stays valid across turns.
 
     Drive it with a L{twisted.internet.task.Cooperator} whose turns are
-    shorter than the default 10 ms (4 ms measured well: a 10 ms turn plus
-    the machine's own scheduling noise crossed 20 ms), and keep at most one
-    ~1 MiB chunk in flight to the storage thread.
+    shorter than the default 10 ms (L{kvstore.snapshotting.take_snapshot}
+    uses 4 ms: with 10 ms turns, stalls crossed 20 ms even at moderate
+    load), and keep at most one ~1 MiB chunk in flight to the storage
+    thread.
 
     @ivar index: the applied index the snapshot captures.
     @ivar keys: the number of keys it holds.
