@@ -18,7 +18,10 @@ Time comes only from the injected C{IReactorTime} and randomness only from the
 injected C{random.Random}, so the same inputs always give the same outputs:
 this is what lets the tests and the simulator run whole clusters on a
 C{task.Clock}.  Timer callbacks change state and queue outputs, then call the
-injected C{wake} hook; they never do I/O.
+injected C{wake} hook; they never do I/O.  An exception in a timer callback
+is a bug; it goes to the C{on_timer_error} hook given to L{RaftCore.start}
+(the node fail-stops), because raised into the reactor it would only be
+logged, and a heartbeat timer that raised once would never be rescheduled.
 
 The algorithm follows the extended Raft paper (Figure 2, sections 5 and 8)
 and Ongaro's thesis: Pre-Vote (9.6), leader stickiness and check-quorum
@@ -37,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.python.failure import Failure
 
 from kvstore.raft.config import RaftConfig
 from kvstore.raft.messages import (
@@ -122,6 +126,10 @@ class Ready:
         order, exactly once.
     @ivar reads: reads whose index is now known.
     @ivar failed_reads: reads that cannot be served, with a reason.
+    @ivar unsendable_entry: C{(index, encoded size)} of an entry too large
+        for any peer message that this node, as leader, had to send; it has
+        stepped down because of it (see L{RaftCore._send_append}).  L{None}
+        almost always.
     """
 
     hard_state: HardState | None = None
@@ -133,6 +141,7 @@ class Ready:
     committed: list[EntryTuple] = field(default_factory=list)
     reads: list[ReadState] = field(default_factory=list)
     failed_reads: list[tuple[int, str]] = field(default_factory=list)
+    unsendable_entry: tuple[int, int] | None = None
 
     def needs_persist(self) -> bool:
         return self.hard_state is not None or self.truncate_from is not None or bool(self.entries)
@@ -253,13 +262,24 @@ class RaftCore:
         self._heartbeat_timer: IDelayedCall | None = None
         self._quorum_check_at = 0.0
         self._started = False
+        self._on_timer_error: Callable[[Failure], None] | None = None
+        # (index, size) of an entry too large to send that a follower needs.
+        self._unsendable: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------
     # Lifecycle
 
-    def start(self) -> None:
-        """Start the timers.  A one-node cluster elects itself at once."""
+    def start(self, on_timer_error: Callable[[Failure], None] | None = None) -> None:
+        """
+        Start the timers.  A one-node cluster elects itself at once.
+
+        @param on_timer_error: receives the failure of a timer callback that
+            raised (a bug); without it the exception propagates to whoever
+            runs the timer.  The caller, not the core, decides what a bug
+            means (the node fail-stops), so the core stays free of I/O.
+        """
         self._started = True
+        self._on_timer_error = on_timer_error
         if not self.config.peers:
             self._campaign(pre_vote=False)
         else:
@@ -325,6 +345,7 @@ class RaftCore:
             or self._failed_reads
             or self._needs_broadcast
             or (self._read_round_wanted and self._read_round_in_flight is None)
+            or self._unsendable is not None
         )
 
     def ready(self) -> Ready:
@@ -342,7 +363,9 @@ class RaftCore:
                 for peer in self.config.peers:
                     self._send_append(peer, heartbeat=commit_moved)
             self._maybe_start_read_round()
+        unsendable = self._step_down_if_stuck()
         rd = Ready()
+        rd.unsendable_entry = unsendable
         if self._hard_state_dirty:
             rd.hard_state = HardState(self.term, self.voted_for)
             self._hard_state_dirty = False
@@ -384,13 +407,26 @@ class RaftCore:
     # ------------------------------------------------------------------
     # Timers
 
+    def _call_later(self, delay: float, callback: Callable[[], None]) -> IDelayedCall:
+        """Schedule a timer callback whose exception goes to the
+        C{on_timer_error} hook (see L{start})."""
+        return self._clock.callLater(delay, self._run_timer, callback)
+
+    def _run_timer(self, callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception:
+            if self._on_timer_error is None:
+                raise
+            self._on_timer_error(Failure())
+
     def _random_timeout(self) -> float:
         return self._rng.uniform(self.config.election_timeout_min, self.config.election_timeout_max)
 
     def _reset_election_deadline(self) -> None:
         self._election_deadline = self._clock.seconds() + self._random_timeout()
         if self._election_timer is None or not self._election_timer.active():
-            self._election_timer = self._clock.callLater(
+            self._election_timer = self._call_later(
                 self._election_deadline - self._clock.seconds(), self._on_election_timer
             )
 
@@ -401,7 +437,7 @@ class RaftCore:
         now = self._clock.seconds()
         if now < self._election_deadline:
             # The deadline moved while the timer was pending; sleep again.
-            self._election_timer = self._clock.callLater(self._election_deadline - now, self._on_election_timer)
+            self._election_timer = self._call_later(self._election_deadline - now, self._on_election_timer)
             return
         self._campaign(pre_vote=self.config.pre_vote)
         self._wake()
@@ -419,7 +455,7 @@ class RaftCore:
             # A probe that got no answer within a heartbeat is retried.
             progress.probe_sent = False
             self._send_append(peer, heartbeat=True)
-        self._heartbeat_timer = self._clock.callLater(self.config.heartbeat_interval, self._on_heartbeat_timer)
+        self._heartbeat_timer = self._call_later(self.config.heartbeat_interval, self._on_heartbeat_timer)
         self._wake()
 
     def _check_quorum(self) -> bool:
@@ -506,7 +542,7 @@ class RaftCore:
         self._needs_broadcast = True
         self._quorum_check_at = self._clock.seconds() + self.config.election_timeout_max
         if self._heartbeat_timer is None and self.config.peers:
-            self._heartbeat_timer = self._clock.callLater(self.config.heartbeat_interval, self._on_heartbeat_timer)
+            self._heartbeat_timer = self._call_later(self.config.heartbeat_interval, self._on_heartbeat_timer)
         self._maybe_commit()
 
     # ------------------------------------------------------------------
@@ -656,6 +692,11 @@ class RaftCore:
         ) or (progress.state is _ProgressState.REPLICATE and len(progress.inflight) < self.config.max_inflight)
         if can_send_entries and progress.next_index <= self.last_index:
             entries = tuple(self._slice_for_message(progress.next_index))
+            if not entries:
+                # Too large for any message: this follower can never get
+                # past it (see _step_down_if_stuck).
+                stuck = progress.next_index
+                self._unsendable = (stuck, self._entry_size(self._log[stuck - 1][2]))
         if not entries and not heartbeat:
             return
         prev_index = progress.next_index - 1
@@ -699,6 +740,22 @@ class RaftCore:
             result.append(entry)
         return result
 
+    def _step_down_if_stuck(self) -> tuple[int, int] | None:
+        """
+        Step down if a follower needs an entry too large for any message
+        (only a release before the limit was enforced could have accepted
+        one).  Such an entry was never received by any peer, so it exists
+        only here, uncommitted; kept as leader by followers that answer its
+        heartbeats, this node would commit nothing ever again, silently.
+        Stepping down lets a node without the entry lead, whose log then
+        overwrites it here.  Returns C{(index, size)} for the node to log.
+        """
+        stuck, self._unsendable = self._unsendable, None
+        if stuck is None or self.role is not Role.LEADER:
+            return None
+        self._become_follower(self.term, None)
+        return stuck
+
     def _maybe_commit(self) -> None:
         """
         Advance the commit index to the highest index stored on a majority,
@@ -721,6 +778,11 @@ class RaftCore:
     def _handle_append_response(self, sender: int, response: AppendEntriesResponse) -> None:
         progress = self._progress.get(sender)
         if progress is None:
+            return
+        if response.index > self.last_index:
+            # No correct follower acknowledges or refuses an entry this
+            # leader never had (its log only grows within its term): ignore
+            # it; used as an index it would raise (issue 9, review).
             return
         progress.active = True
         progress.acked_round = max(progress.acked_round, response.round)
