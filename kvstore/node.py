@@ -394,7 +394,10 @@ class Node:
         else:
             if self.core.has_ready():
                 self.wake()
-        self._check_leadership()
+        try:
+            self._check_leadership()
+        except Exception:
+            self._fatal(Failure(), FailedPart.INTERNAL, "checking leadership")
 
     def _handle_ready(self, ready: Ready) -> None:
         with _failures_of_storage():

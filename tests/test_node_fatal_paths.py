@@ -155,3 +155,11 @@ class FatalPathTests(SynchronousTestCase):
         n.node.receive(Message(2, 0, RequestVoteResponse(n.core.term, False, False)))
         n.node.receive(Message(2, 0, RequestVoteResponse(n.core.term, False, False)))
         self.assertEqual(len(n.fatal), 1)
+
+    def test_exception_in_leadership_check_is_internal_failure(self) -> None:
+        """An exception in the leadership check after a processing pass stops the node."""
+        n = _ThreeMemberNode(self)
+        self.patch(n.node, "_check_leadership", _raise_bug)
+        n.node.wake()
+        n.clock.advance(0)
+        self._check_internal(n, "checking leadership")
