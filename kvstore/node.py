@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 
 from kvstore import trace
 from kvstore.errors import KeyNotFound, NotLeader, OutcomeUnknown, Unavailable
-from kvstore.raft.core import HardState, NotLeaderError, RaftCore, Ready, Role
+from kvstore.raft.core import HardState, NotLeaderError, RaftCore, Ready, Role, UnsendableEntry
 from kvstore.raft.messages import MAX_FIELD_VALUE, AppendEntries, AppendEntriesResponse, Message
 from kvstore.statemachine import ApplyResult, InvalidCommand, KeyValueStateMachine, encode_delete, encode_put
 from kvstore.storage.errors import StorageError
@@ -427,8 +427,8 @@ class Node:
             self._after_durable(ready, synced)
         if ready.committed:
             self._apply(ready)
-        if ready.unsendable_entry is not None:
-            self._log_unsendable_entry(*ready.unsendable_entry)
+        for unsendable in ready.unsendable:
+            self._log_unsendable(unsendable)
         for read_state in ready.reads:
             read = self._pending_reads.pop(read_state.request_id, None)
             if read is not None:
@@ -442,14 +442,24 @@ class Node:
             if read is not None:
                 read.deferred.errback(Unavailable(reason))
 
-    def _log_unsendable_entry(self, index: int, size: int) -> None:
+    def _log_unsendable(self, unsendable: UnsendableEntry) -> None:
+        """Say why a follower cannot catch up, and why this node steps down
+        if it does (see L{RaftCore._handle_unsendable})."""
+        consequence = (
+            "too few followers have it for anything to commit, so this node steps down for a node without it"
+            " to lead and overwrite it here (it was never committed)"
+            if unsendable.stepped_down
+            else "that follower cannot catch up with this leader; the others still commit"
+        )
         self.log.error(
-            "log entry {index} is {size} bytes on the wire, over the peer message limit of {limit} bytes: no follower can ever"
-            " receive it (a release before issue 9 accepted it; it was never committed or acknowledged)."
-            " This node steps down so that a node without it leads and overwrites it here.",
-            index=index,
-            size=size,
+            "log entry {index} is {size} bytes on the wire, over the peer message limit of {limit} bytes"
+            " (a release before issue 9 accepted it): follower {follower} can never receive it; {consequence}",
+            index=unsendable.index,
+            size=unsendable.size,
             limit=self.core.config.max_entries_bytes,
+            follower=unsendable.follower,
+            stepped_down=unsendable.stepped_down,
+            consequence=consequence,
         )
 
     def _save_hard_state(self, hard_state: HardState) -> None:

@@ -106,6 +106,21 @@ class ReadState:
     index: int
 
 
+@dataclass(frozen=True)
+class UnsendableEntry:
+    """
+    The leader cannot send C{follower} the entry at C{index}: it is C{size}
+    bytes on the wire, over the per-message limit (a release before the
+    limit accepted it).  With C{stepped_down}, too few followers are past
+    such entries for anything to commit, and the leader stepped down.
+    """
+
+    follower: int
+    index: int
+    size: int
+    stepped_down: bool
+
+
 @dataclass
 class Ready:
     """
@@ -126,10 +141,9 @@ class Ready:
         order, exactly once.
     @ivar reads: reads whose index is now known.
     @ivar failed_reads: reads that cannot be served, with a reason.
-    @ivar unsendable_entry: C{(index, encoded size)} of an entry too large
-        for any peer message that this node, as leader, had to send; it has
-        stepped down because of it (see L{RaftCore._send_append}).  L{None}
-        almost always.
+    @ivar unsendable: followers newly found to need an entry too large for
+        any peer message (see L{RaftCore._handle_unsendable}); empty almost
+        always.
     """
 
     hard_state: HardState | None = None
@@ -141,7 +155,7 @@ class Ready:
     committed: list[EntryTuple] = field(default_factory=list)
     reads: list[ReadState] = field(default_factory=list)
     failed_reads: list[tuple[int, str]] = field(default_factory=list)
-    unsendable_entry: tuple[int, int] | None = None
+    unsendable: list[UnsendableEntry] = field(default_factory=list)
 
     def needs_persist(self) -> bool:
         return self.hard_state is not None or self.truncate_from is not None or bool(self.entries)
@@ -263,8 +277,10 @@ class RaftCore:
         self._quorum_check_at = 0.0
         self._started = False
         self._on_timer_error: Callable[[Failure], None] | None = None
-        # (index, size) of an entry too large to send that a follower needs.
-        self._unsendable: tuple[int, int] | None = None
+        # Leader only: follower -> (index, size) of an entry too large for
+        # any message that it needs, and which of those are not yet reported.
+        self._stuck: dict[int, tuple[int, int]] = {}
+        self._stuck_unreported: list[int] = []
 
     # ------------------------------------------------------------------
     # Lifecycle
@@ -345,7 +361,7 @@ class RaftCore:
             or self._failed_reads
             or self._needs_broadcast
             or (self._read_round_wanted and self._read_round_in_flight is None)
-            or self._unsendable is not None
+            or bool(self._stuck_unreported)
         )
 
     def ready(self) -> Ready:
@@ -363,9 +379,9 @@ class RaftCore:
                 for peer in self.config.peers:
                     self._send_append(peer, heartbeat=commit_moved)
             self._maybe_start_read_round()
-        unsendable = self._step_down_if_stuck()
+        unsendable = self._handle_unsendable()
         rd = Ready()
-        rd.unsendable_entry = unsendable
+        rd.unsendable = unsendable
         if self._hard_state_dirty:
             rd.hard_state = HardState(self.term, self.voted_for)
             self._hard_state_dirty = False
@@ -494,6 +510,8 @@ class RaftCore:
         self._needs_broadcast = self._commit_to_broadcast = False
         if was_leader:
             self._progress.clear()
+            self._stuck.clear()
+            self._stuck_unreported.clear()
             if self._heartbeat_timer is not None and self._heartbeat_timer.active():
                 self._heartbeat_timer.cancel()
             self._heartbeat_timer = None
@@ -694,9 +712,11 @@ class RaftCore:
             entries = tuple(self._slice_for_message(progress.next_index))
             if not entries:
                 # Too large for any message: this follower can never get
-                # past it (see _step_down_if_stuck).
-                stuck = progress.next_index
-                self._unsendable = (stuck, self._entry_size(self._log[stuck - 1][2]))
+                # past it (see _handle_unsendable).
+                index = progress.next_index
+                if self._stuck.get(peer, (0, 0))[0] != index:
+                    self._stuck[peer] = (index, self._entry_size(self._log[index - 1][2]))
+                    self._stuck_unreported.append(peer)
         if not entries and not heartbeat:
             return
         prev_index = progress.next_index - 1
@@ -740,21 +760,40 @@ class RaftCore:
             result.append(entry)
         return result
 
-    def _step_down_if_stuck(self) -> tuple[int, int] | None:
+    def _handle_unsendable(self) -> list[UnsendableEntry]:
         """
-        Step down if a follower needs an entry too large for any message
-        (only a release before the limit was enforced could have accepted
-        one).  Such an entry was never received by any peer, so it exists
-        only here, uncommitted; kept as leader by followers that answer its
-        heartbeats, this node would commit nothing ever again, silently.
-        Stepping down lets a node without the entry lead, whose log then
-        overwrites it here.  Returns C{(index, size)} for the node to log.
+        Report followers newly found to need an entry too large for any
+        message (only a release before the limit was enforced could have
+        accepted one), and step down if too few followers are past such
+        entries to form a quorum with this node.
+
+        Such an entry could normally never be received by any peer, so it
+        exists only here, uncommitted; kept as leader by followers that
+        answer its heartbeats, this node would commit nothing ever again,
+        silently.  Stepping down lets a node without it lead and overwrite
+        it here.  But an entry just over the limit may have been sent by an
+        older release, whose message headers were smaller than the largest
+        one the limit allows for, to a majority: then this leader still
+        commits, only the followers stuck behind it can never catch up, and
+        stepping down would hand leadership around among nodes that all
+        have it, forever.  So the leader steps down only when the stuck
+        followers leave it without a quorum.
         """
-        stuck, self._unsendable = self._unsendable, None
-        if stuck is None or self.role is not Role.LEADER:
-            return None
-        self._become_follower(self.term, None)
-        return stuck
+        if not self._stuck_unreported:
+            return []
+        unreported, self._stuck_unreported = self._stuck_unreported, []
+        if self.role is not Role.LEADER:
+            return []
+        # A follower is stuck while it still waits for that entry.
+        stuck = sum(
+            1 for peer, (index, _) in self._stuck.items()
+            if self._progress[peer].next_index == index and self._progress[peer].match_index < index
+        )
+        step_down = 1 + len(self.config.peers) - stuck < self.config.quorum
+        report = [UnsendableEntry(peer, *self._stuck[peer], step_down) for peer in dict.fromkeys(unreported)]
+        if step_down:
+            self._become_follower(self.term, None)
+        return report
 
     def _maybe_commit(self) -> None:
         """
