@@ -49,6 +49,18 @@ class RefusalLogTests(SynchronousTestCase):
         self.assertEqual(len(warnings), 1, warnings)
         self.assertIn("refused this node's connection", warnings[0])
 
+    def test_data_behind_a_refusal_is_not_read(self) -> None:
+        """Netstrings that arrive behind the refusal, in the same chunk, are
+        ignored: no second-answer warning, one refusal counted."""
+        link = PeerLink(2, f"127.0.0.1:{PORT}", encode_hello(1, "c1"))
+        protocol = PeerClientProtocol(link)
+        protocol.makeConnection(StringTransport())
+        with capturedLogs() as events:
+            protocol.dataReceived(netstring(REFUSAL) + netstring(REFUSAL) + netstring(encode_welcome(2)))
+        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertEqual(link.refusals, 1)
+
 
 class RefusalBackoffTests(SynchronousTestCase):
     """A refused link waits longer and longer between attempts; anything else resets it."""
