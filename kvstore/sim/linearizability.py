@@ -117,7 +117,9 @@ def _unobservable(ops: Sequence[Operation]) -> set[int]:
     for i, op in enumerate(ops):
         if op.complete is not None or op.kind == GET:
             continue
-        later = [o for o in ops if o.complete is not None and o.complete > op.invoke]
+        # The search lets an operation invoked at the instant another
+        # completes come first (invoke <= horizon): so must this.
+        later = [o for o in ops if o.complete is not None and o.complete >= op.invoke]
         if op.kind == PUT:
             if op.value in values_read or any(o.kind == DELETE and o.result == OK for o in later):
                 continue
