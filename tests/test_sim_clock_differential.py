@@ -33,7 +33,8 @@ def _run(clock: Any, program: list[tuple[Any, ...]]) -> tuple[list[str], list[bo
     """Run C{program} on C{clock}; return what ran (in order), which calls
     are still active, the labels of getDelayedCalls() and the time."""
     ran: list[str] = []
-    calls: list[Any] = []
+    calls: list[Any] = []  # the program's own calls, which its steps name by index
+    children: dict[str, Any] = {}  # calls made by callbacks, by label
     labels: dict[int, str] = {}
 
     def fire(label: str, then: float | None) -> None:
@@ -41,7 +42,7 @@ def _run(clock: Any, program: list[tuple[Any, ...]]) -> tuple[list[str], list[bo
         if then is not None:
             child = clock.callLater(then, fire, label + "+", None)
             labels[id(child)] = label + "+"
-            calls.append(child)
+            children[label + "+"] = child
 
     for step in program:
         kind = step[0]
@@ -64,7 +65,8 @@ def _run(clock: Any, program: list[tuple[Any, ...]]) -> tuple[list[str], list[bo
                 call.delay(step[2])
     clock.advance(100)
     clock.advance(100)  # anything the first advance scheduled
-    return ran, [c.active() for c in calls], [labels[id(c)] for c in clock.getDelayedCalls()], clock.seconds()
+    active = [c.active() for c in calls] + [children[k].active() for k in sorted(children)]
+    return ran, active, [labels[id(c)] for c in clock.getDelayedCalls()], clock.seconds()
 
 
 def _pending(clock: Any, program: list[tuple[Any, ...]]) -> list[str]:
