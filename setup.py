@@ -39,6 +39,10 @@ setup(
             "pytest>=7",
             "pytest-twisted",
             "hypothesis",
+            # tests/test_types.py runs mypy with mypy.ini (zope plugin for
+            # Twisted's interfaces).
+            "mypy",
+            "mypy-zope",
             # The suite runs the peer-decoder fuzz target briefly; atheris
             # ships wheels for Linux x86_64 (elsewhere that test skips).
             "atheris; platform_system == 'Linux' and platform_machine == 'x86_64'",

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from kvstore import trace
 from kvstore.cluster import spawn, twistd_command
@@ -175,7 +175,7 @@ class _StageTimes:
 
 def stage_breakdown(
     write_times: Sequence[tuple[int, int]],
-    node_events: dict[str, Sequence[TraceEvent]],
+    node_events: Mapping[str, Sequence[TraceEvent]],
     leader: str,
 ) -> list[dict[str, Any]]:
     """
@@ -225,7 +225,7 @@ def stage_breakdown(
         {"stage": label, "p50_us": round(percentile(sorted(values), 0.5), 1), "samples": len(values)}
         for label, values in offsets.items()
     ]
-    rows.sort(key=lambda row: row["p50_us"])
+    rows.sort(key=lambda row: row["p50_us"])  # type: ignore[arg-type,return-value]  # p50_us is always a number
     return rows
 
 
@@ -476,7 +476,7 @@ async def run_load(cluster: Cluster, args: argparse.Namespace, quiet: bool) -> R
         sys.stderr.write("\n")
     after = await asyncio.gather(*(read_status(a) for a in cluster.addresses))
     for address, b, a in zip(cluster.addresses, before, after):
-        node = {"address": f"{address[0]}:{address[1]}", "role": a.get("role", "?")}
+        node: dict[str, object] = {"address": f"{address[0]}:{address[1]}", "role": a.get("role", "?")}
         for name in ("fsyncs", "term"):
             if name in a and name in b:
                 node[f"{name}_during_run"] = int(a[name]) - int(b[name])

@@ -278,7 +278,7 @@ def load(
         sections[int(name)] = section
 
     if node_id is None and "node-id" in shared:
-        node_id = int(shared["node-id"][0])  # type: ignore[arg-type]
+        node_id = int(shared["node-id"][0])
 
     # The members: [cluster.members].
     members_table = cluster.get(_MEMBERS)

@@ -134,7 +134,7 @@ def twistd_observer(parent: Mapping[str, Any], get_reactor: Callable[[], Any]) -
             get_reactor().callFromThread(log.rotate)
 
         signal.signal(signal.SIGUSR1, rotate)
-    return json_observer(log)  # type: ignore[arg-type]
+    return json_observer(log)
 
 
 def install(application: Any, observer: ILogObserver) -> None:

@@ -482,7 +482,12 @@ class Node:
         barrier = self._metadata_barrier
         if barrier is not None and not barrier.called:
             follower: Deferred[None] = Deferred()
-            barrier.addCallback(lambda r: (follower.callback(None), r)[1])
+
+            def release_follower(r: object) -> object:
+                follower.callback(None)
+                return r
+
+            barrier.addCallback(release_follower)
             waits.append(follower)
 
         def durable(results: list[tuple[bool, Any]]) -> None:

@@ -168,7 +168,7 @@ class _LinkFactory(Factory):
     def __init__(self, link: "PeerLink") -> None:
         self._link = link
 
-    def buildProtocol(self, addr: IAddress) -> PeerClientProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> PeerClientProtocol:
         return PeerClientProtocol(self._link)
 
 

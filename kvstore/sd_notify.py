@@ -107,7 +107,7 @@ class Notifier:
         """
         data = "\n".join(assignments).encode("utf-8")
         try:
-            self._socket.sendto(data, self.address)  # type: ignore[arg-type]
+            self._socket.sendto(data, self.address)
         except OSError as e:
             if not self._warned:  # once: a gone manager would fill the log
                 self._warned = True

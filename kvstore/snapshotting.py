@@ -26,7 +26,7 @@ On any failure the temporary file is removed, the overlay is still merged
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable, Generator, Optional
+from typing import Any, Callable, Generator, Optional
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
@@ -159,7 +159,7 @@ def take_snapshot(
         while not machine.merge_overlay(slice_entries):
             yield None
 
-    def done(_: object) -> "Deferred[object]":
+    def done(_: object) -> "Deferred[Any]":
         return cooperator.cooperate(merge()).whenDone()
 
     def result(_: object) -> SnapshotInfo:
@@ -167,6 +167,6 @@ def take_snapshot(
             failures[0].raiseException()
         return outcome[0]
 
-    d: Deferred[object] = cooperator.cooperate(steps()).whenDone()
+    d: Deferred[Any] = cooperator.cooperate(steps()).whenDone()
     d.addCallback(done)
-    return d.addCallback(result)  # type: ignore[return-value]
+    return d.addCallback(result)

@@ -135,4 +135,5 @@ def backoff_delay(attempt: int, initial: float, maximum: float, jitter: float) -
     C{0.5 + jitter} where C{jitter} is a random number in [0, 1), so that
     clients do not retry in step.
     """
-    return min(maximum, initial * (2 ** min(attempt, 30))) * (0.5 + jitter)
+    growth: float = 2 ** min(attempt, 30)
+    return min(maximum, initial * growth) * (0.5 + jitter)

@@ -53,7 +53,7 @@ class _LineClientProtocol(Protocol):
             raise _Lost(self.broken, sent=False)
         d: Deferred[str] = Deferred()
         self._pending.append(d)
-        self.transport.write(data)  # type: ignore[union-attr]
+        self.transport.write(data)  # type: ignore[union-attr]  # connected: set by makeConnection
         return d
 
     def dataReceived(self, data: bytes) -> None:
@@ -71,9 +71,9 @@ class _LineClientProtocol(Protocol):
 
     def _abort(self, reason: str) -> None:
         self.broken = reason
-        self.transport.abortConnection()  # type: ignore[union-attr]
+        self.transport.abortConnection()  # type: ignore[union-attr]  # connected, and a TCP transport
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]  # Twisted's default argument
         text = self.broken or (reason.getErrorMessage() if reason is not None else "connection lost")
         self.broken = text
         pending, self._pending = self._pending, deque()
@@ -232,7 +232,7 @@ class DeferredClient:
         if self._connecting is not None and target in (None, self._connecting_to):
             # Another call is already connecting: share its connection.
             try:
-                return await self._connecting.wait()
+                return await self._connecting.wait()  # type: ignore[no-any-return]  # _Shared is untyped in what it holds
             except Exception:
                 pass  # try again below, on the next node
         if target is None:

@@ -42,16 +42,16 @@ class FirstByteDispatcher(Protocol):
         if set_no_delay is not None:
             set_no_delay(True)
 
-    def dataReceived(self, data: bytes) -> None:  # type: ignore[override]
+    def dataReceived(self, data: bytes) -> None:
         if not data:
             return
         if data[:1].isdigit():
             protocol = self._dispatch_factory.peer_factory.buildProtocol(self._addr)
         else:
             protocol = self._dispatch_factory.client_factory.buildProtocol(self._addr)
-        self.chosen = protocol
-        protocol.makeConnection(self.transport)
-        self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]
+        self.chosen = protocol  # type: ignore[assignment]  # our two factories never return None
+        protocol.makeConnection(self.transport)  # type: ignore[arg-type]  # connected: set by makeConnection
+        self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]  # the per-chunk fast path (module docstring)
         protocol.dataReceived(data)
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
@@ -81,5 +81,5 @@ class DispatchFactory(Factory):
         self.client_factory = client_factory
         self.peer_factory = peer_factory
 
-    def buildProtocol(self, addr: IAddress) -> FirstByteDispatcher:
-        return FirstByteDispatcher(self, addr)
+    def buildProtocol(self, addr: IAddress | None) -> FirstByteDispatcher:
+        return FirstByteDispatcher(self, addr)  # type: ignore[arg-type]  # a listening port always passes the peer's address

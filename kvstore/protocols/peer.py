@@ -312,8 +312,7 @@ _APPEND_RESPONSE = (
 def encode_message(message: Message) -> bytes:
     """The netstring payload for C{message}."""
     body = message.body
-    kind = type(body)
-    if kind is AppendEntries:
+    if type(body) is AppendEntries:
         # The entries' text is shared by every follower the batch goes to.
         return (
             _APPEND_HEAD
@@ -322,7 +321,7 @@ def encode_message(message: Message) -> bytes:
             + _entries_encoder.encode(body.entries)
             + b"}"
         )
-    if kind is AppendEntriesResponse:
+    if type(body) is AppendEntriesResponse:
         return _APPEND_RESPONSE % (
             message.sender, message.receiver, body.term, b"true" if body.success else b"false", body.index,
             body.conflict_index, body.conflict_term, body.round,
@@ -644,5 +643,5 @@ class PeerServerFactory(Factory):
         self.deliver = deliver
         self.versions = versions
 
-    def buildProtocol(self, addr: IAddress) -> PeerServerProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> PeerServerProtocol:
         return PeerServerProtocol(self.membership, self.deliver, self.versions)

@@ -216,7 +216,7 @@ class RaftCore:
         clock: IReactorTime,
         rng: random.Random,
         hard_state: HardState = HardState(),
-        entries: Sequence[Entry] = (),
+        entries: Sequence[Entry | EntryTuple] = (),
         wake: Callable[[], None] = lambda: None,
         plants: frozenset[str] = frozenset(),
         entry_size: Callable[[bytes], int] = _default_entry_size,

@@ -149,7 +149,7 @@ class Figure8Faults:
             if node is not None and node.core.role is Role.LEADER and node.core.term == term:
                 self.rotate(leader, why, may_crash=True)
                 return
-        leader = self.sim.leader()
+        leader = self.sim.leader()  # type: ignore[assignment]  # the name held an int above; None is handled next
         if leader is None:
             return
         key = (leader, self.sim.members[leader].node.core.term)  # type: ignore[union-attr]

@@ -208,12 +208,12 @@ def check_key(
     while path > 0:
         path, i = paths[path]
         reversed_order.append(i)
-    order = tuple(reversed(reversed_order))
+    witness = tuple(reversed(reversed_order))
     lines = [f"key {key!r}: no linearization of {sum(known)} completed operations; longest prefix found ({done}):"]
     state = initial
-    for i in order[-8:]:
+    for i in witness[-8:]:
         lines.append(f"  {ops[i]}")
-    linearized = set(order)
+    linearized = set(witness)
     pending = [ops[i] for i in range(n) if i not in linearized and known[i]]
     pending.sort(key=lambda op: op.complete or 0.0)
     lines.append("  none of these can come next:")

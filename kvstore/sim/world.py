@@ -30,6 +30,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from twisted.internet.defer import Deferred
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
@@ -201,8 +202,8 @@ class Simulation:
         self._profile_rng = sub()
         self._read_id_rng = sub()
         self.clock = HeapClock()
-        self.ids = tuple(range(config.nodes))
         assert config.nodes is not None
+        self.ids = tuple(range(config.nodes))
         self.quorum = config.nodes // 2 + 1
         self.network = SimulatedNetwork(self.clock, self._net_rng)
         self.members = {i: _Member(i) for i in self.ids}
@@ -224,7 +225,7 @@ class Simulation:
         self._last_written_key: str | None = None  # of the last acknowledged put or delete
 
         p = self._param_rng
-        self.raft_options = dict(
+        self.raft_options: dict[str, Any] = dict(
             heartbeat_interval=0.03,
             election_timeout_min=0.15,
             election_timeout_max=p.choice((0.3, 0.45, 0.9)),
@@ -331,7 +332,7 @@ class Simulation:
             self.clock,
             random.Random(self._raft_rng.getrandbits(64)),
             hard_state=RaftHardState(stored.term, stored.voted_for),
-            entries=wal.entries,  # type: ignore[arg-type]
+            entries=wal.entries,
             wake=lambda: ref[0].wake() if ref else None,
             plants=self.config.plants,
         )
@@ -615,6 +616,7 @@ class Simulation:
             return
         self._token += 1
         op.token = token = self._token
+        d: Deferred[Any]
         if op.kind == PUT:
             d = node.put(op.key, op.value or "")
         elif op.kind == DELETE:
@@ -713,11 +715,11 @@ class Simulation:
             if event.get("log_failure") is not None:
                 errors.append(f"{event.get('log_namespace')}: {event['log_failure'].getTraceback()}")
 
-        globalLogPublisher.addObserver(observe)
+        globalLogPublisher.addObserver(observe)  # type: ignore[arg-type]  # any callable on a dict is an observer
         try:
             self._run(errors)
         finally:
-            globalLogPublisher.removeObserver(observe)
+            globalLogPublisher.removeObserver(observe)  # type: ignore[arg-type]  # as for addObserver above
         inconclusive: list[str] = []
         if not self.monitor.violations:
             result = check_history(self.history, max_states=SEARCH_STATES)

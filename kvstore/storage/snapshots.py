@@ -49,6 +49,7 @@ the simulated disk runs exactly this code.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import os
@@ -492,7 +493,7 @@ class SnapshotStore:
             fs.close(fd)
         return SnapshotInfo(path, meta.index, meta.term, meta, size, digest.hex(), content_offset, content_length)
 
-    def scan(self) -> list[tuple[SnapshotInfo, CorruptSnapshotError | None]]:
+    def scan(self) -> builtins.list[tuple[SnapshotInfo, CorruptSnapshotError | None]]:
         """
         Every installed snapshot, newest first, each verified: the info
         (complete when intact) and the error if it is damaged.  A caller at
@@ -500,7 +501,7 @@ class SnapshotStore:
         everything; it must refuse to start with the error naming the file
         when a damaged newer snapshot leaves a gap the log cannot fill.
         """
-        results: list[tuple[SnapshotInfo, CorruptSnapshotError | None]] = []
+        results: builtins.list[tuple[SnapshotInfo, CorruptSnapshotError | None]] = []
         for info in self.list():
             try:
                 results.append((self.verify(info), None))
@@ -508,13 +509,13 @@ class SnapshotStore:
                 results.append((info, e))
         return results
 
-    def newest_intact(self) -> tuple[SnapshotInfo | None, list[CorruptSnapshotError]]:
+    def newest_intact(self) -> tuple[SnapshotInfo | None, builtins.list[CorruptSnapshotError]]:
         """
         The newest snapshot that verifies (or L{None}) and the errors of the
         damaged snapshots newer than it (the caller decides whether an older
         snapshot plus the log may stand in for them).
         """
-        damaged = []
+        damaged: builtins.list[CorruptSnapshotError] = []
         for info, error in self.scan():
             if error is None:
                 return info, damaged
@@ -605,7 +606,7 @@ class SnapshotStore:
         self.fs.replace(file.tmp, final)
         self.fs.fsync_dir(self.directory)
 
-    def prune(self, keep: int = KEEP, protect: frozenset[str] = frozenset()) -> list[str]:
+    def prune(self, keep: int = KEEP, protect: frozenset[str] = frozenset()) -> builtins.list[str]:
         """
         Delete all but the newest C{keep} snapshots, durably (one directory
         fsync after the unlinks), except the names in C{protect} (a

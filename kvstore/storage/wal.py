@@ -153,7 +153,8 @@ def default_thread_runner(f: Callable[[], T]) -> "Deferred[T]":
     from twisted.internet import reactor
     from twisted.internet.threads import deferToThreadPool
 
-    return deferToThreadPool(reactor, reactor.getThreadPool(), f)
+    # The global reactor is declared with too narrow a type; the real one provides IReactorThreads.
+    return deferToThreadPool(reactor, reactor.getThreadPool(), f)  # type: ignore[arg-type,attr-defined]
 
 
 # --------------------------------------------------------------------------
