@@ -161,7 +161,7 @@ class _StageTimes:
         times, indexes = self.by_stage.get(stage, ([], []))
         i = bisect.bisect_left(times, start)
         while i < len(times) and times[i] <= end:
-            if index is None or indexes[i] is None or indexes[i] >= index:  # type: ignore[operator]
+            if index is None or indexes[i] is None or indexes[i] >= index:  # type: ignore[operator]  # indexes[i] is checked for None just before
                 return times[i]
             i += 1
         return None
@@ -463,7 +463,7 @@ async def run_load(cluster: Cluster, args: argparse.Namespace, quiet: bool) -> R
     if args.warmup > 0:
         stop_at[0] = time.monotonic() + args.warmup
         await asyncio.gather(*(w.run() for w in workers))
-        results.__init__()  # type: ignore[misc]
+        results.__init__()  # type: ignore[misc]  # reset the results in place: the workers hold this object
         budget[0] = args.requests if args.requests else 1 << 62
     before = await asyncio.gather(*(read_status(a) for a in cluster.addresses))
     results.started = time.monotonic()

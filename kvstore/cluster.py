@@ -225,7 +225,7 @@ def _stop_all(nodes: list[_Node], grace: float) -> None:
     live = [n for n in nodes if n.process is not None and n.process.poll() is None]
     for node in live:
         try:
-            node.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            node.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]  # live holds only nodes whose process is set
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + grace

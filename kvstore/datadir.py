@@ -167,9 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         for row in rows:
             print(" ".join(f"{k}={v}" for k, v in row.items() if k != "snapshots"))
-            for snap in row.get("snapshots", ()):  # type: ignore[attr-defined]
+            for snap in row.get("snapshots", ()):  # type: ignore[attr-defined]  # rows are dict[str, object]; snapshots is a list of dicts
                 print("  snapshot " + " ".join(f"{k}={v}" for k, v in snap.items()))
-    if any("damaged" in snap for row in rows for snap in row.get("snapshots", ())):  # type: ignore[attr-defined]
+    if any("damaged" in snap for row in rows for snap in row.get("snapshots", ())):  # type: ignore[attr-defined]  # rows are dict[str, object]; snapshots is a list of dicts
         status = 1
     if len(rows) > 1:
         best = max(rows, key=lambda r: (r["last_term"], r["last_index"]))

@@ -105,7 +105,7 @@ class PeerClientProtocol(NetstringReceiver):
         self.sendString(self._link.hello)
         self._link.connected(self)
 
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]  # Twisted declares reason with a default; ours always gets one
         self._link.disconnected(self)
 
     def stringReceived(self, payload: bytes) -> None:
@@ -279,7 +279,7 @@ class PeerLinks(MultiService):
                 peer_endpoint(reactor, host, port),
                 _LinkFactory(link),
                 retryPolicy=retry_policy(link),
-                clock=clock or reactor,  # type: ignore[arg-type]
+                clock=clock or reactor,  # type: ignore[arg-type]  # the reactor provides IReactorTime, its declared type does not say so
             )
             service.setServiceParent(self)
 

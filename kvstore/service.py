@@ -497,8 +497,7 @@ def makeService(options: NodeOptions) -> KVStoreService:
     except UsageError as e:
         raise SystemExit(f"twistd kvstore: {e}") from None
     if getattr(options, "log_format", "text") == "json" and getattr(options, "parent", None) is not None:
-        # options.parent is known not to be None: checked just above (through getattr).
-        service.log_observer = log_format.twistd_observer(options.parent, service._reactor)  # type: ignore[arg-type]
+        service.log_observer = log_format.twistd_observer(options.parent, service._reactor)  # type: ignore[arg-type]  # parent checked not None above
     if not listens_early(options, service.listener):
         return service
     try:

@@ -218,7 +218,7 @@ class KeyValueStateMachine:
         if overlay is not None:
             value = overlay.get(key, _ABSENT)
             if value is not _ABSENT:
-                return None if value is _TOMBSTONE else value  # type: ignore[return-value]
+                return None if value is _TOMBSTONE else value  # type: ignore[return-value]  # overlay values are str or the _TOMBSTONE sentinel, checked here
         return self._data.get(key)
 
     def items(self) -> dict[str, str]:
@@ -229,7 +229,7 @@ class KeyValueStateMachine:
             if value is _TOMBSTONE:
                 merged.pop(key, None)
             else:
-                merged[key] = value  # type: ignore[assignment]
+                merged[key] = value  # type: ignore[assignment]  # not the _TOMBSTONE sentinel, so a str
         return merged
 
     # -- snapshots -------------------------------------------------------
@@ -276,7 +276,7 @@ class KeyValueStateMachine:
             if value is _TOMBSTONE:
                 data.pop(key, None)
             else:
-                data[key] = value  # type: ignore[assignment]
+                data[key] = value  # type: ignore[assignment]  # not the _TOMBSTONE sentinel, so a str
         if overlay:
             return False
         self._overlay = None
@@ -347,13 +347,13 @@ class KeyValueStateMachine:
     def _overlay_put(self, key: str, value: str) -> None:
         if self.get(key) is None:
             self._size += 1
-        self._overlay[key] = value  # type: ignore[index]
+        self._overlay[key] = value  # type: ignore[index]  # only called while a snapshot's overlay is open
 
     def _overlay_delete(self, key: str) -> ApplyResult:
         if self.get(key) is None:
             return _MISSING
         self._size -= 1
-        self._overlay[key] = _TOMBSTONE  # type: ignore[index]
+        self._overlay[key] = _TOMBSTONE  # type: ignore[index]  # only called while a snapshot's overlay is open
         return _OK
 
 

@@ -265,7 +265,7 @@ class Client:
 
         @raise KeyNotFound: if C{key} has no value.
         """
-        return self._call(p.Get(key, stale))  # type: ignore[return-value]
+        return self._call(p.Get(key, stale))  # type: ignore[return-value]  # _call returns the reply the command's type implies: a str for Get
 
     def delete(self, key: str) -> None:
         """
@@ -277,7 +277,7 @@ class Client:
 
     def status(self) -> dict[str, str]:
         """The C{STATUS} fields of the node the client is talking to."""
-        return self._call(p.Status())  # type: ignore[return-value]
+        return self._call(p.Status())  # type: ignore[return-value]  # _call returns the reply the command's type implies: a dict for Status
 
     def ping(self) -> None:
         """Round trip to the node the client is talking to."""

@@ -540,7 +540,7 @@ class ClientProtocol(LineReceiver):
             return
         ready: list[bytes] = []
         while queue and queue[0].reply is not None:
-            ready.append(queue.popleft().reply)  # type: ignore[arg-type]
+            ready.append(queue.popleft().reply)  # type: ignore[arg-type]  # the loop condition checked that reply is not None
         batch = self._batch
         if batch is not None:
             batch.extend(ready)

@@ -54,7 +54,7 @@ class FirstByteDispatcher(Protocol):
         self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]  # the per-chunk fast path (module docstring)
         protocol.dataReceived(data)
 
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]  # Twisted declares reason with a default; ours always gets one
         if self.chosen is not None:
             self.chosen.connectionLost(reason)
 

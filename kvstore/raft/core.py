@@ -240,7 +240,7 @@ class RaftCore:
 
         # Plain tuples, never named ones: see EntryTuple.  tuple() of a plain
         # tuple is the same object, so a list from storage is shared, not copied.
-        self._log: list[EntryTuple] = [tuple(e) for e in entries]  # type: ignore[misc]
+        self._log: list[EntryTuple] = [tuple(e) for e in entries]  # type: ignore[misc]  # tuple(e) of a 3-tuple is a 3-tuple; mypy widens it to tuple[Any, ...]
         for position, entry in enumerate(self._log, start=1):
             if entry[0] != position:
                 raise ValueError(f"log entries must be contiguous from index 1, found {entry[0]} at {position}")
@@ -343,7 +343,7 @@ class RaftCore:
         self.durable_index = min(self.durable_index, from_index - 1)
 
     def _append(self, entries: Sequence[EntryTuple]) -> None:
-        self._log.extend(map(tuple, entries))  # type: ignore[arg-type]
+        self._log.extend(map(tuple, entries))  # type: ignore[arg-type]  # tuple(e) of a 3-tuple is a 3-tuple; mypy widens it to tuple[Any, ...]
 
     # ------------------------------------------------------------------
     # Output

@@ -152,11 +152,11 @@ class Figure8Faults:
         leader = self.sim.leader()  # type: ignore[assignment]  # the name held an int above; None is handled next
         if leader is None:
             return
-        key = (leader, self.sim.members[leader].node.core.term)  # type: ignore[union-attr]
+        key = (leader, self.sim.members[leader].node.core.term)  # type: ignore[union-attr]  # leader() names a running member, whose node is up
         if key in self._leaders_seen:
             return
         self._leaders_seen.add(key)
-        core = self.sim.members[leader].node.core  # type: ignore[union-attr]
+        core = self.sim.members[leader].node.core  # type: ignore[union-attr]  # leader() names a running member, whose node is up
         if core.commit_index < core.last_index - 1:
             # It holds entries of older terms that it does not know to be
             # committed: mostly let it start catching the others up (and

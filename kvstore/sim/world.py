@@ -410,7 +410,7 @@ class Simulation:
     def leader(self) -> int | None:
         best = None
         for i in self.running():
-            core = self.members[i].node.core  # type: ignore[union-attr]
+            core = self.members[i].node.core  # type: ignore[union-attr]  # running() yields only members whose node is up
             if core.role is Role.LEADER and (best is None or core.term > best[0]):
                 best = (core.term, i)
         return None if best is None else best[1]
@@ -532,7 +532,7 @@ class Simulation:
         leader = self.leader()
         if leader is None:
             return
-        key = (leader, self.members[leader].node.core.term)  # type: ignore[union-attr]
+        key = (leader, self.members[leader].node.core.term)  # type: ignore[union-attr]  # leader() names a running member, whose node is up
         if key in self._leaders_seen:
             return
         self._leaders_seen.add(key)
@@ -700,10 +700,10 @@ class Simulation:
         nodes = [self.members[i].node for i in self.ids]
         if any(n is None for n in nodes):
             return False
-        commit = nodes[leader].core.commit_index  # type: ignore[union-attr]
-        if any(n.state_machine.applied_index != commit or n.core.last_index != commit for n in nodes):  # type: ignore[union-attr]
+        commit = nodes[leader].core.commit_index  # type: ignore[union-attr]  # no node is None: checked just above
+        if any(n.state_machine.applied_index != commit or n.core.last_index != commit for n in nodes):  # type: ignore[union-attr]  # no node is None: checked just above
             return False
-        data = [n.state_machine._data for n in nodes]  # type: ignore[union-attr]
+        data = [n.state_machine._data for n in nodes]  # type: ignore[union-attr]  # no node is None: checked just above
         if any(d != data[0] for d in data):
             self.monitor.violate("state-machine-safety", f"nodes converged on different data: {data}")
         return True

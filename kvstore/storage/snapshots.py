@@ -325,7 +325,7 @@ class SnapshotWriter:
             raise self._reject(e.reason) from None
         if (meta.index, meta.term) != (self.index, self.term):
             raise self._reject(f"metadata says index {meta.index} term {meta.term}")
-        trailer = self._store.fs.pread(file.fd, _TRAILER.size, self.size - _TRAILER.size)  # type: ignore[arg-type]
+        trailer = self._store.fs.pread(file.fd, _TRAILER.size, self.size - _TRAILER.size)  # type: ignore[arg-type]  # the file is open while it is verified, so fd is set
         magic, content_length, digest = _TRAILER.unpack(trailer)
         if magic != _TRAILER_MAGIC or content_offset + content_length + _TRAILER.size != self.size:
             raise self._reject("bad trailer")

@@ -153,8 +153,7 @@ def default_thread_runner(f: Callable[[], T]) -> "Deferred[T]":
     from twisted.internet import reactor
     from twisted.internet.threads import deferToThreadPool
 
-    # The global reactor is declared with too narrow a type; the real one provides IReactorThreads.
-    return deferToThreadPool(reactor, reactor.getThreadPool(), f)  # type: ignore[arg-type,attr-defined]
+    return deferToThreadPool(reactor, reactor.getThreadPool(), f)  # type: ignore[arg-type,attr-defined]  # the real reactor provides IReactorThreads
 
 
 # --------------------------------------------------------------------------
@@ -953,11 +952,11 @@ class StorageThread:
             self._thread = threading.Thread(target=self._run, name="kvstore-wal", daemon=True)
             self._thread.start()
         d: Deferred[T] = Deferred()
-        self._jobs.put((f, d))  # type: ignore[arg-type]
+        self._jobs.put((f, d))  # type: ignore[arg-type]  # Deferred is invariant: Deferred[T] is stored as Deferred[object]
         return d
 
     def _run(self) -> None:
-        call_from_thread = self._reactor.callFromThread  # type: ignore[attr-defined]
+        call_from_thread = self._reactor.callFromThread  # type: ignore[attr-defined]  # the injected reactor provides IReactorFromThreads, its declared type does not say so
         while True:
             job = self._jobs.get()
             if job is None:

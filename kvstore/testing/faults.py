@@ -196,7 +196,7 @@ class PeerProxy:
                     elif kind == "accept":
                         self._accept(data)
                     else:
-                        self._io(key.fileobj, data, mask)  # type: ignore[arg-type]
+                        self._io(key.fileobj, data, mask)  # type: ignore[arg-type]  # the selector's fileobj is always one of our sockets
                 except Exception:  # pragma: no cover - keep forwarding the rest
                     import traceback
 
@@ -356,7 +356,7 @@ class ProxiedCluster(ProcessCluster):
         for node in self.nodes:
             if node.running:
                 try:
-                    node.process.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+                    node.process.send_signal(signal.SIGCONT)  # type: ignore[union-attr]  # a running node has a process
                 except ProcessLookupError:
                     pass
         self.stop()

@@ -424,14 +424,14 @@ class ProcessCluster:
         """Stop every node; SIGKILL whatever does not stop in time."""
         for node in self.nodes:
             if node.running:
-                node.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+                node.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]  # a running node has a process
         for node in self.nodes:
             node.stop()
 
     def kill_all(self) -> None:
         for node in self.nodes:
             if node.running:
-                node.process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+                node.process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]  # a running node has a process
         for node in self.nodes:
             if node.process is not None:
                 node.process.wait(10)
