@@ -18,7 +18,7 @@ from typing import Callable
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import MultiService
-from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTCP, IReactorTime
+from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTCP, IReactorTime, ITCPTransport
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -83,6 +83,10 @@ class PeerClientProtocol(NetstringReceiver):
     @ivar version: the protocol version in use on this connection.
     """
 
+    # Set by makeConnection before any callback runs, and always a TCP (or
+    # TCP-like) transport: narrows Protocol's Optional[ITransport].
+    transport: ITCPTransport
+
     # An answer is a small JSON object; nothing else ever comes back.
     MAX_LENGTH = MAX_HELLO_BYTES
     log = Logger()
@@ -101,7 +105,7 @@ class PeerClientProtocol(NetstringReceiver):
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
-        self.transport.registerProducer(self, True)
+        self.transport.registerProducer(self, True)  # type: ignore[attr-defined]  # a TCP transport is also an IConsumer
         self.sendString(self._link.hello)
         self._link.connected(self)
 

@@ -27,7 +27,7 @@ from collections import deque
 from typing import Any, Callable, Protocol, runtime_checkable
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, ITCPTransport
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -210,6 +210,10 @@ class ClientProtocol(LineReceiver):
     producer on the same transport.
     """
 
+    # Set by makeConnection before any callback runs, and always a TCP (or
+    # TCP-like) transport: narrows Protocol's Optional[ITransport].
+    transport: ITCPTransport
+
     log = Logger()
     delimiter = b"\n"
 
@@ -246,7 +250,7 @@ class ClientProtocol(LineReceiver):
 
     def connectionMade(self) -> None:
         try:
-            self.transport.registerProducer(self, True)
+            self.transport.registerProducer(self, True)  # type: ignore[attr-defined]  # a TCP transport is also an IConsumer and IPushProducer
             self._producing_for_transport = True
         except RuntimeError:
             self.log.warn(
@@ -298,7 +302,7 @@ class ClientProtocol(LineReceiver):
     def _pause(self, reason: str) -> None:
         if not self._pause_reasons and not self._closing:
             self.paused = True
-            self.transport.pauseProducing()
+            self.transport.pauseProducing()  # type: ignore[attr-defined]  # a TCP transport is also an IConsumer and IPushProducer
         self._pause_reasons.add(reason)
 
     def _resume(self, reason: str) -> None:
@@ -308,7 +312,7 @@ class ClientProtocol(LineReceiver):
         if self._pause_reasons or self._closing:
             return
         self.paused = False
-        self.transport.resumeProducing()
+        self.transport.resumeProducing()  # type: ignore[attr-defined]  # a TCP transport is also an IConsumer and IPushProducer
         # Lines that arrived before we paused are still in LineReceiver's
         # buffer; deliver them now rather than waiting for more data.
         self.dataReceived(b"")
@@ -568,7 +572,7 @@ class ClientProtocol(LineReceiver):
         """Read nothing more; close after every earlier reply is written."""
         if not self._closing:
             if not self._pause_reasons:
-                self.transport.pauseProducing()
+                self.transport.pauseProducing()  # type: ignore[attr-defined]  # a TCP transport is also an IConsumer and IPushProducer
             self._closing = True
             self.paused = True
             self.clearLineBuffer()
@@ -587,7 +591,7 @@ class ClientProtocol(LineReceiver):
                 # A registered (possibly paused) producer keeps a TCP
                 # transport from closing, so step down first.
                 self._producing_for_transport = False
-                self.transport.unregisterProducer()
+                self.transport.unregisterProducer()  # type: ignore[attr-defined]  # a TCP transport is also an IConsumer and IPushProducer
             self.transport.loseConnection()
 
 

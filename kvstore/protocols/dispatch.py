@@ -13,7 +13,7 @@ is rebound to the chosen protocol's, so each later chunk costs one call.
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, IProtocol, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -30,10 +30,14 @@ class FirstByteDispatcher(Protocol):
     its replies; a protocol that does not support that is disconnected.
     """
 
+    # Set by makeConnection before any callback runs, and always a TCP (or
+    # TCP-like) transport: narrows Protocol's Optional[ITransport].
+    transport: ITCPTransport
+
     def __init__(self, factory: "DispatchFactory", addr: IAddress) -> None:
         self._dispatch_factory = factory
         self._addr = addr
-        self.chosen: Protocol | None = None
+        self.chosen: IProtocol | None = None
 
     def connectionMade(self) -> None:
         # Replies and acknowledgements are small and latency-bound; Nagle's
@@ -49,8 +53,9 @@ class FirstByteDispatcher(Protocol):
             protocol = self._dispatch_factory.peer_factory.buildProtocol(self._addr)
         else:
             protocol = self._dispatch_factory.client_factory.buildProtocol(self._addr)
-        self.chosen = protocol  # type: ignore[assignment]  # our two factories never return None
-        protocol.makeConnection(self.transport)  # type: ignore[arg-type]  # connected: set by makeConnection
+        assert protocol is not None  # our two factories always build one
+        self.chosen = protocol
+        protocol.makeConnection(self.transport)
         self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]  # the per-chunk fast path (module docstring)
         protocol.dataReceived(data)
 

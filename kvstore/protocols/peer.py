@@ -36,7 +36,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, NoReturn
 
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, ITCPTransport
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import NetstringReceiver
@@ -528,6 +528,10 @@ class PeerServerProtocol(NetstringReceiver):
         its hello is accepted.
     @ivar skipped: how many messages of unknown optional types were skipped.
     """
+
+    # Set by makeConnection before any callback runs, and always a TCP (or
+    # TCP-like) transport: narrows Protocol's Optional[ITransport].
+    transport: ITCPTransport
 
     MAX_LENGTH = MAX_HELLO_BYTES
     log = Logger()
