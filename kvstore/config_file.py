@@ -423,12 +423,18 @@ def from_command_line(arguments: list[str], short: str, long: list[str], parse_n
     except getopt.GetoptError:
         return CommandLineConfig()
     given = frozenset(name[2:] for name, _ in parsed if name.startswith("--"))
-    path = node_text = None
+    node_text = None
+    paths = []
     for name, value in parsed:
         if name == "--config":
-            path = value
+            paths.append(value)
         elif name == "--node-id":
             node_text = value
+    if len(paths) > 1:
+        # Options given twice usually mean the last wins; for files that
+        # would silently skip the first (even a mistyped, missing one).
+        raise ConfigFileError(f"--config given {len(paths)} times ({', '.join(paths)}); give one file")
+    path = paths[0] if paths else None
     if path is None:
         return CommandLineConfig(given=given)
     try:
