@@ -62,8 +62,11 @@ def _field_value(value: Any) -> Any:
         # allow_nan=False: NaN and Infinity are not JSON (RFC 8259), and
         # json.dumps would otherwise write them as bare words.
         json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        return repr(value)
+    except Exception:  # not JSON: TypeError, ValueError, RecursionError
+        try:
+            return repr(value)
+        except Exception as e:  # one bad field must not cost the event its line
+            return f"<unrepresentable {type(value).__name__}: {e!r}>"
     return value
 
 

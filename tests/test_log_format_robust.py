@@ -52,3 +52,27 @@ class StrictJSONTests(SynchronousTestCase):
     def test_non_ascii_stays_readable(self) -> None:
         """Ordinary non-ASCII text is written as itself, not as escapes."""
         self.assertIn("ключ", json_line(_event(value="ключ")))
+
+
+class _BadRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+class UnrepresentableFieldTests(SynchronousTestCase):
+    """One field that cannot be shown does not cost the event its message."""
+
+    def test_field_whose_repr_raises(self) -> None:
+        """The line keeps the event's level, namespace and other fields; only the bad field is a placeholder."""
+        event = {
+            "log_format": "peer {peer} said {thing}",
+            "log_level": LogLevel.warn,
+            "log_namespace": "kvstore.peers",
+            "log_time": 1.0,
+            "peer": 2,
+            "thing": _BadRepr(),
+        }
+        record = _strict_loads(json_line(event))
+        self.assertEqual((record["level"], record["namespace"]), ("warn", "kvstore.peers"))
+        self.assertEqual(record["fields"]["peer"], 2)
+        self.assertIn("RuntimeError", record["fields"]["thing"])
