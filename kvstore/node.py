@@ -449,6 +449,9 @@ class Node:
             "too few followers have it for anything to commit, so this node steps down for a node without it"
             " to lead and overwrite it here (it was never committed)"
             if unsendable.stepped_down
+            else "too few followers have it for anything to commit, and too few lack it to elect a node without"
+            " it, so no leader can commit: see 'An entry too large to replicate' in docs/operations.md"
+            if unsendable.deadlocked
             else "that follower cannot catch up with this leader; the others still commit"
         )
         self.log.error(
