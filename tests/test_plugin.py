@@ -194,5 +194,5 @@ class PluginTests(SynchronousTestCase):
         assert expected <= set(packages)
         assert not [p for p in packages if p.startswith("tests")]
         assert captured["version"] == kvstore.__version__
-        assert "kvstore-cluster=kvstore.cluster:main" in captured["entry_points"]["console_scripts"]
+        assert "kvstore-cluster=kvstore.tools.cluster:main" in captured["entry_points"]["console_scripts"]
         assert "twisted[tls]>=24.7" in captured["install_requires"]

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_raft_cluster -*-
 """
 Scenario tests of whole clusters of production L{Node}s on simulated time
-(L{kvstore.testing.cluster.SimulatedCluster}): elections, partitions,
+(L{kvstore.testing.memory_cluster.SimulatedCluster}): elections, partitions,
 crashes, restarts and linearizable reads, with Raft's safety properties
 checked after every step of simulated time.
 """
@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from kvstore.errors import NotLeader, OutcomeUnknown, Unavailable
 from kvstore.raft.core import Role
 from kvstore.raft.messages import AppendEntries, AppendEntriesResponse, Message, RequestVote, RequestVoteResponse
-from kvstore.testing.cluster import SimulatedCluster
+from kvstore.testing.memory_cluster import SimulatedCluster
 
 from tests.support import parametrize
 

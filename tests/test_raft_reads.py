@@ -9,7 +9,7 @@ from __future__ import annotations
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.testing.cluster import SimulatedCluster
+from kvstore.testing.memory_cluster import SimulatedCluster
 
 
 class RaftReadTests(SynchronousTestCase):

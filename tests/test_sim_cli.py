@@ -1,5 +1,5 @@
 """
-The kvstore-sim command line (kvstore.sim.cli): listing plants, replaying
+The kvstore-sim command line (kvstore.testing.sim.cli): listing plants, replaying
 one seed with its trace, and soak exit status with and without a plant.
 """
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.sim.cli import main
-from kvstore.sim.plants import PLANTS
+from kvstore.testing.sim.cli import main
+from kvstore.testing.sim.plants import PLANTS
 
 from tests.support import captured_output
 

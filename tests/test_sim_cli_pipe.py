@@ -29,7 +29,7 @@ class BrokenPipeTests(SynchronousTestCase):
         read_end, write_end = os.pipe()
         fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
         process = subprocess.Popen(
-            [sys.executable, "-m", "kvstore.sim.cli", "--seed", "1", "--trace"],
+            [sys.executable, "-m", "kvstore.testing.sim.cli", "--seed", "1", "--trace"],
             env=env, stdin=subprocess.DEVNULL, stdout=write_end, stderr=subprocess.PIPE,
         )
         os.close(write_end)

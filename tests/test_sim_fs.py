@@ -1,5 +1,5 @@
 """
-Unit tests of the simulated disk (kvstore.sim.fs): a crash keeps only what
+Unit tests of the simulated disk (kvstore.testing.sim.fs): a crash keeps only what
 was fsynced, directory entries need a directory fsync, unsynced tails can be
 torn, fsyncs inside a disk job take simulated time and die with the process,
 and the production WAL and metadata store recover correctly on top of it.
@@ -12,7 +12,7 @@ import random
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.sim.fs import SimulatedDisk, SimulatedFileSystem
+from kvstore.testing.sim.fs import SimulatedDisk, SimulatedFileSystem
 from kvstore.storage import HardState, LogEntry, MetadataStore, WriteAheadLog
 
 

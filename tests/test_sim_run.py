@@ -1,5 +1,5 @@
 """
-Whole simulated runs (kvstore.sim): a fixed, representative set of seeds
+Whole simulated runs (kvstore.testing.sim): a fixed, representative set of seeds
 passes every checker and together exercises every fault kind; a seed
 replays to the same event trace; each planted bug is caught within a
 bounded number of seeds, naming the property it violates.
@@ -11,10 +11,10 @@ from collections import Counter
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.sim.figure8 import profile_for_seed
-from kvstore.sim.plants import PLANTS
-from kvstore.sim.safety import PROPERTIES
-from kvstore.sim.world import run_seed
+from kvstore.testing.sim.figure8 import profile_for_seed
+from kvstore.testing.sim.plants import PLANTS
+from kvstore.testing.sim.safety import PROPERTIES
+from kvstore.testing.sim.world import run_seed
 
 from tests.class_fixtures import ClassFixtureTestCase, class_fixture_suite
 from tests.parametrize import cases, expand_cases

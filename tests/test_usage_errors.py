@@ -155,7 +155,7 @@ class PortInUseTests(SynchronousTestCase):
         holder.listen()
         root = self.mktemp()
         launcher = subprocess.Popen(
-            [sys.executable, "-m", "kvstore.cluster", "--nodes", "2", "--base-port", str(base),
+            [sys.executable, "-m", "kvstore.tools.cluster", "--nodes", "2", "--base-port", str(base),
              "--data-dir", root],
             env=_environment(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, start_new_session=True,

@@ -373,7 +373,7 @@ UNKNOWN = "unknown"  # may or may not have taken effect
 class Record:
     """
     One client operation, in the shape of
-    L{kvstore.sim.linearizability.Operation} plus its C{status}.
+    L{kvstore.testing.sim.linearizability.Operation} plus its C{status}.
     C{kind} is C{"put"}, C{"get"} or C{"delete"}; C{result} is the value
     read (None: missing) for a get, C{"ok"} for a put, C{"ok"} or
     C{"not-found"} for a delete.  Times are C{time.monotonic()}.
@@ -409,12 +409,12 @@ class History:
 
     def operations(self) -> list:
         """
-        The history for C{kvstore.sim.linearizability.check_history}:
+        The history for C{kvstore.testing.sim.linearizability.check_history}:
         known outcomes with their completion, unknown ones with
         C{complete=None}; operations that certainly had no effect are left
         out.
         """
-        from kvstore.sim.linearizability import Operation
+        from kvstore.testing.sim.linearizability import Operation
 
         ops = []
         for r in self.snapshot():

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypeVar
 
-from kvstore.cluster import child_environment, spawn, twistd_command
+from kvstore.tools.cluster import child_environment, spawn, twistd_command
 
 __all__ = [
     "ROOT",

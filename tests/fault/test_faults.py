@@ -8,7 +8,7 @@ During each scenario 24 client connections send pipelined PUT, GET and
 DELETE requests on 64 shared keys and record every operation.  Afterwards
 the faults are healed, every key is read linearizably, and the history
 (final reads included) is checked for linearizability with
-L{kvstore.sim.linearizability.check_history}, and separately for lost
+L{kvstore.testing.sim.linearizability.check_history}, and separately for lost
 acknowledged writes.  Each scenario prints one line of figures (run with
 ``-s``): operations ok/failed/unknown, elections, and the longest window
 with no acknowledged write.
@@ -55,7 +55,7 @@ NODE_ARGS = (*FAST_ELECTIONS, "--commit-timeout", "2", "--read-timeout", "2")
 PAUSE_SECONDS = 1.5
 
 try:
-    from kvstore.sim.linearizability import check_history
+    from kvstore.testing.sim.linearizability import check_history
 except ImportError:  # pragma: no cover - the checker is another issue's work
     check_history = None
 
@@ -128,7 +128,7 @@ class Scenario:
             figures["inconclusive_keys"] = len(result.inconclusive)
         else:
             result = None
-            figures["linearizable"] = "not checked (no kvstore.sim.linearizability)"
+            figures["linearizable"] = "not checked (no kvstore.testing.sim.linearizability)"
         print(f"\n[fault] {json.dumps(figures)}" + "".join(f"\n[fault]   {n}" for n in self.notes))
         assert not lost, "acknowledged writes lost:\n" + "\n".join(lost[:20])
         if result is not None:

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from kvstore.cluster import spawn, twistd_command
+from kvstore.tools.cluster import spawn, twistd_command
 
 
 @dataclass
@@ -433,7 +433,7 @@ class TrivialServer:
         self.port = free_port_block(1, start=21500)
         self.addresses = [("127.0.0.1", self.port)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "kvstore.bench", "--serve-trivial", str(self.port)], stdin=subprocess.DEVNULL
+            [sys.executable, "-m", "kvstore.tools.bench", "--serve-trivial", str(self.port)], stdin=subprocess.DEVNULL
         )
 
     def pids(self) -> list[int]:

@@ -80,7 +80,7 @@ def run_twistd_child() -> None:  # pragma: no cover - runs in the node process
 
 def twistd_command() -> list[str]:
     """The command that runs L{run_twistd_child} (twistd) with this Python."""
-    return [sys.executable, "-c", "from kvstore.cluster import run_twistd_child; run_twistd_child()"]
+    return [sys.executable, "-c", "from kvstore.tools.cluster import run_twistd_child; run_twistd_child()"]
 
 
 def child_environment() -> dict[str, str]:

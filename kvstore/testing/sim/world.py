@@ -39,11 +39,11 @@ from kvstore.node import Node
 from kvstore.raft.config import RaftConfig
 from kvstore.raft.core import HardState as RaftHardState
 from kvstore.raft.core import RaftCore, Role
-from kvstore.sim.figure8 import PROFILES, Figure8Faults, profile_for_seed
-from kvstore.sim.fs import SimulatedDisk, SimulatedFileSystem
-from kvstore.sim.linearizability import DELETE, GET, NOT_FOUND, OK, PUT, Operation, check_history
-from kvstore.sim.network import SimulatedNetwork, Weather
-from kvstore.sim.safety import SafetyMonitor, Violation
+from kvstore.testing.sim.figure8 import PROFILES, Figure8Faults, profile_for_seed
+from kvstore.testing.sim.fs import SimulatedDisk, SimulatedFileSystem
+from kvstore.testing.sim.linearizability import DELETE, GET, NOT_FOUND, OK, PUT, Operation, check_history
+from kvstore.testing.sim.network import SimulatedNetwork, Weather
+from kvstore.testing.sim.safety import SafetyMonitor, Violation
 from kvstore.statemachine import KeyValueStateMachine
 from kvstore.storage import CorruptLogError, CorruptMetadataError, HardState, MetadataStore, WriteAheadLog
 

@@ -24,9 +24,9 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Sequence
 
-from kvstore.sim.figure8 import PROFILES
-from kvstore.sim.plants import PLANTS
-from kvstore.sim.world import RunResult, run_seed
+from kvstore.testing.sim.figure8 import PROFILES
+from kvstore.testing.sim.plants import PLANTS
+from kvstore.testing.sim.world import RunResult, run_seed
 
 COVERAGE = ("crashes", "torn_writes", "partitions", "weather_changes", "elections", "puts", "gets", "deletes",
             "stale_reads", "unknown_outcomes", "client_timeouts", "inconclusive_keys", "figure8_cutoffs",
