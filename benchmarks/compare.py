@@ -59,7 +59,7 @@ CHECKOUT = os.path.dirname(HERE)
 if CHECKOUT not in sys.path:
     sys.path.insert(0, CHECKOUT)
 
-from kvstore.tools.bench import free_port_block  # noqa: E402
+from kvstore.tools.ports import allocate_port_range  # noqa: E402
 
 SHAPES = {
     # name: (connections, pipelined requests per connection)
@@ -354,7 +354,7 @@ def run_pysyncobj(shape: str, variant: str, args: argparse.Namespace) -> dict[st
     journal, batch = PYSYNCOBJ_VARIANTS[variant]
     row = _row("pysyncobj", variant, shape)
     directory = _mkdtemp("compare-pysyncobj-")
-    base = free_port_block(3, start=22100, also=(10, 11, 12))
+    base = allocate_port_range(3, low=22100, also=(10, 11, 12))
     raft_ports = ",".join(str(base + i) for i in range(3))
     client_ports = [base + 10 + i for i in range(3)]
     nodes = []
@@ -520,7 +520,7 @@ async def _etcd_load(port: int, connections: int, pipeline: int, duration: float
 def run_etcd(shape: str, args: argparse.Namespace) -> dict[str, Any]:
     row = _row("etcd", "fsync", shape)
     directory = _mkdtemp("compare-etcd-")
-    base = free_port_block(3, start=22300, also=(79, 89, 99))
+    base = allocate_port_range(3, low=22300, also=(79, 89, 99))
     peer_ports = [base + i for i in range(3)]
     client_ports = [base + 79 + 10 * i for i in range(3)]
     cluster = ",".join(f"e{i}=http://127.0.0.1:{peer_ports[i]}" for i in range(3))

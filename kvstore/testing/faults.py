@@ -10,30 +10,6 @@ deadlines.
 
 from __future__ import annotations
 
-import os
-
-__all__ = ["fd_count", "rss_kib"]
-
-
-def rss_kib(pid: int | None) -> int:
-    """The resident set size (VmRSS) of process C{pid}, in KiB."""
-    assert pid is not None
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise ValueError(f"no VmRSS for pid {pid}")
-
-
-def fd_count(pid: int | None) -> int:
-    """How many file descriptors process C{pid} has open."""
-    assert pid is not None
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-# ---------------------------------------------------------------------------
-# A fault-injecting TCP proxy between peers
-
 import random
 import selectors
 import signal
@@ -52,7 +28,7 @@ from kvstore.testing.processes import (
     wait_until,
 )
 
-__all__ += [
+__all__ = [
     "PeerProxy",
     "ProxiedCluster",
     "History",

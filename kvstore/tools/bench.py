@@ -34,7 +34,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from kvstore.tools.cluster import spawn, twistd_command
+from kvstore.protocols.replies import parse_leader_address, parse_status
+from kvstore.tools.ports import allocate_port_range
+from kvstore.tools.procinfo import rss_kib
+from kvstore.tools.spawn import spawn, twistd_command
 
 
 @dataclass
@@ -228,7 +231,7 @@ class Worker:
                 if text.startswith("Error: "):
                     results.record_error(text)
                     if "Not leader" in text and redirect is None:
-                        redirect = _parse_leader(text) or ("", 0)
+                        redirect = parse_leader_address(text) or ("", 0)
                 else:
                     results.ok += 1
                     results.latencies.append(now - sent)
@@ -251,17 +254,6 @@ class Worker:
         return redirect
 
 
-def _parse_leader(text: str) -> tuple[str, int] | None:
-    marker = " at "
-    if marker not in text:
-        return None
-    host, _, port = text.rsplit(marker, 1)[1].strip().rpartition(":")
-    try:
-        return host, int(port)
-    except ValueError:
-        return None
-
-
 async def read_status(address: tuple[str, int]) -> dict[str, str]:
     """One node's STATUS as a dictionary (empty if it does not answer)."""
     try:
@@ -271,7 +263,10 @@ async def read_status(address: tuple[str, int]) -> dict[str, str]:
         writer.close()
     except (OSError, asyncio.TimeoutError):
         return {}
-    return dict(token.partition("=")[::2] for token in line.split())
+    try:
+        return parse_status(line)
+    except ValueError:
+        return {}
 
 
 async def preload(cluster: Cluster, keys: int, value_size: int, quiet: bool) -> None:
@@ -361,34 +356,13 @@ async def _progress(results: Results) -> None:
 # Servers the tool starts itself
 
 
-def free_port_block(count: int, start: int = 21000, also: tuple[int, ...] = ()) -> int:
-    """
-    A base port such that C{count} consecutive ports, and C{base + a} for
-    each offset C{a} in C{also}, are free, below the kernel's ephemeral
-    range (a client reconnecting to a dead node must never connect to
-    itself).
-    """
-    for base in range(start, 30000 - count - max(also, default=0), count + 7):
-        ok = True
-        for port in [*range(base, base + count), *(base + a for a in also)]:
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free port block")
-
-
 class LocalCluster:
     """Node processes the tool starts in a temporary directory."""
 
     def __init__(self, size: int, fsync: bool, extra: Sequence[str] = ()) -> None:
         self.size = size
         self.directory = tempfile.mkdtemp(prefix="kvstore-bench-")
-        self.base = free_port_block(size)
+        self.base = allocate_port_range(size)
         self.addresses = [("127.0.0.1", self.base + i) for i in range(size)]
         self.processes: list[subprocess.Popen[bytes]] = []
         for i in range(size):
@@ -430,7 +404,7 @@ class TrivialServer:
     """A subprocess answering every line at once: the tool's ceiling."""
 
     def __init__(self) -> None:
-        self.port = free_port_block(1, start=21500)
+        self.port = allocate_port_range(1)
         self.addresses = [("127.0.0.1", self.port)]
         self.process = subprocess.Popen(
             [sys.executable, "-m", "kvstore.tools.bench", "--serve-trivial", str(self.port)], stdin=subprocess.DEVNULL
@@ -489,15 +463,11 @@ def measure_fsync_rate(directory: str, seconds: float) -> float:
         os.unlink(path)
 
 
-def _rss_kib(pid: int) -> int | None:
+def _rss_kib_or_none(pid: int) -> int | None:
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
+        return rss_kib(pid)
+    except (OSError, ValueError):
         return None
-    return None
 
 
 # ----------------------------------------------------------------------
@@ -607,7 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = asyncio.run(run_load(Cluster(addresses), args, quiet=args.json))
         report = summarize(results, settings)
         if started is not None:
-            report["server_rss_kib"] = [_rss_kib(pid) for pid in started.pids()]
+            report["server_rss_kib"] = [_rss_kib_or_none(pid) for pid in started.pids()]
         if raw_fsync_rate is not None:
             report["raw_fsyncs_per_s"] = round(raw_fsync_rate, 1)
     finally:

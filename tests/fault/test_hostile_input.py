@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.testing.faults import fd_count, rss_kib
+from kvstore.tools.procinfo import fd_count, rss_kib
 from kvstore.testing.processes import NodeProcess, ProcessCluster, wait_until
 
 from tests.class_fixtures import ClassFixtureTestCase, class_fixture_suite
