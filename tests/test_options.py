@@ -11,6 +11,8 @@ from pathlib import Path
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from kvstore.protocols.peer import MAX_ENTRIES_BYTES
+from kvstore.raft.config import RaftConfig
 from kvstore.options import (
     NodeConfig,
     Options,
@@ -183,9 +185,7 @@ class OptionsTests(SynchronousTestCase):
             peers=(),
             cluster_id=derive_cluster_id([PeerAddress(0, "127.0.0.1", 5000)]),
             data_dir="kvstore-data/node-0",
-            heartbeat_interval=0.1,
-            election_timeout_min=1.0,
-            election_timeout_max=2.0,
+            raft=RaftConfig(0, max_entries_bytes=MAX_ENTRIES_BYTES),
             commit_timeout=5.0,
             read_timeout=5.0,
             max_line_bytes=65536 + 1024 + 64,
@@ -219,9 +219,9 @@ class OptionsTests(SynchronousTestCase):
             ["--heartbeat-interval", "50", "--election-timeout", "200-350.5",
              "--commit-timeout", "1.5", "--read-timeout", "0.25"]
         )
-        self.assertAlmostEqual(config.heartbeat_interval, 0.05)
-        self.assertAlmostEqual(config.election_timeout_min, 0.2)
-        self.assertAlmostEqual(config.election_timeout_max, 0.3505)
+        self.assertAlmostEqual(config.raft.heartbeat_interval, 0.05)
+        self.assertAlmostEqual(config.raft.election_timeout_min, 0.2)
+        self.assertAlmostEqual(config.raft.election_timeout_max, 0.3505)
         assert config.commit_timeout == 1.5
         assert config.read_timeout == 0.25
 

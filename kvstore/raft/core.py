@@ -274,6 +274,14 @@ class RaftCore:
                 timer.cancel()
         self._election_timer = self._heartbeat_timer = None
 
+    def set_wake(self, wake: Callable[[], None]) -> None:
+        """
+        Attach the hook called whenever the core has new output for
+        L{ready}.  The node attaches its own C{wake} when it is built around
+        the core, so nothing needs a forward reference to the node.
+        """
+        self._wake = wake
+
     # ------------------------------------------------------------------
     # Log helpers
 

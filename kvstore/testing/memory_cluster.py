@@ -19,13 +19,12 @@ from typing import Any, Callable, Iterable
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
+from kvstore.build import build_node
 from kvstore.node import Node
 from kvstore.raft.config import RaftConfig
-from kvstore.raft.core import HardState as RaftHardState
 from kvstore.raft.core import RaftCore, Role
 from kvstore.raft.messages import Entry, Message
-from kvstore.statemachine import KeyValueStateMachine
-from kvstore.storage import HardState, MemoryLog, MemoryMetadata
+from kvstore.storage import MemoryLog, MemoryMetadata
 
 CLUSTER_ID = "simulated"
 
@@ -113,14 +112,6 @@ class SimulatedNetwork:
         self.blocked.clear()
 
 
-class _Sender:
-    def __init__(self, network: SimulatedNetwork) -> None:
-        self._network = network
-
-    def send(self, message: Message) -> None:
-        self._network.send(message)
-
-
 @dataclass
 class SimulatedMember:
     """One member's durable storage, and its running node when it is up."""
@@ -179,29 +170,18 @@ class SimulatedCluster:
             election_timeout_max=self._election_timeout[1],
             **self._raft_options,
         )
-        hard = member.metadata.durable_state
-        ref: list[Node] = []
-        core = RaftCore(
+        node = build_node(
             config,
-            self.clock,
-            random.Random(self.rng.random()),
-            hard_state=RaftHardState(hard.term, hard.voted_for),
-            entries=[Entry(e.index, e.term, e.payload) for e in member.log.entries],
-            wake=lambda: ref[0].wake() if ref else None,
-        )
-        node = Node(
-            core,
-            member.log,
-            member.metadata,
-            KeyValueStateMachine(),
-            _Sender(self.network),
-            self.clock,
+            clock=self.clock,
+            rng=random.Random(self.rng.random()),
+            log=member.log,
+            metadata=member.metadata,
+            cluster_id=CLUSTER_ID,
+            peers=self.network,
             member_addresses={i: f"127.0.0.1:{5000 + i}" for i in self.ids},
-            make_hard_state=lambda hs: HardState(hs.term, hs.voted_for, CLUSTER_ID),
             commit_timeout=self._commit_timeout,
             read_timeout=self._read_timeout,
         )
-        ref.append(node)
         member.node = node
         self.network.attach(node_id, node.receive)
         node.start()

@@ -34,18 +34,17 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
+from kvstore.build import build_node
 from kvstore.errors import KeyNotFound, NotLeader, OutcomeUnknown, Unavailable
 from kvstore.node import Node
 from kvstore.raft.config import RaftConfig
-from kvstore.raft.core import HardState as RaftHardState
-from kvstore.raft.core import RaftCore, Role
+from kvstore.raft.core import Role
 from kvstore.testing.sim.figure8 import PROFILES, Figure8Faults, profile_for_seed
 from kvstore.testing.sim.fs import SimulatedDisk, SimulatedFileSystem
 from kvstore.testing.sim.linearizability import DELETE, GET, NOT_FOUND, OK, PUT, Operation, check_history
 from kvstore.testing.sim.network import SimulatedNetwork, Weather
 from kvstore.testing.sim.safety import SafetyMonitor, Violation
-from kvstore.statemachine import KeyValueStateMachine
-from kvstore.storage import CorruptLogError, CorruptMetadataError, HardState, MetadataStore, WriteAheadLog
+from kvstore.storage import CorruptLogError, CorruptMetadataError, MetadataStore, WriteAheadLog
 
 DATA = "/var/lib/kvstore"
 CLUSTER_ID = "sim"
@@ -254,37 +253,27 @@ class Simulation:
             raise _SimulationStopped() from None
         stored = metadata.state
         config = RaftConfig(node_id=node_id, peers=tuple(i for i in self.ids if i != node_id), **self.raft_options)
-        ref: list[Node] = []
-        core = RaftCore(
+        node = build_node(
             config,
-            self.clock,
-            random.Random(self._raft_rng.getrandbits(64)),
-            hard_state=RaftHardState(stored.term, stored.voted_for),
-            entries=wal.entries,  # type: ignore[arg-type]
-            wake=lambda: ref[0].wake() if ref else None,
+            clock=self.clock,
+            rng=random.Random(self._raft_rng.getrandbits(64)),
+            log=wal,
+            metadata=metadata,
+            cluster_id=CLUSTER_ID,
+            peers=self.network,
+            member_addresses={i: f"sim-{i}:7000" for i in self.ids},
+            commit_timeout=self.commit_timeout,
+            read_timeout=self.commit_timeout,
+            on_fatal=lambda f: self.monitor.violate("unexpected-error", f"node {node_id} storage failed: {f.value!r}"),
             plants=self.config.plants,
         )
+        core = node.core
         if (core.term, core.voted_for) != (stored.term, stored.voted_for):
             self.monitor.violate(
                 "terms-and-votes-durable",
                 f"node {node_id} restarted with term {core.term} vote {core.voted_for}; "
                 f"its storage holds term {stored.term} vote {stored.voted_for}",
             )
-        node = Node(
-            core,
-            wal,
-            metadata,
-            KeyValueStateMachine(),
-            self.network,
-            self.clock,
-            member_addresses={i: f"sim-{i}:7000" for i in self.ids},
-            make_hard_state=lambda hs: HardState(hs.term, hs.voted_for, CLUSTER_ID),
-            commit_timeout=self.commit_timeout,
-            read_timeout=self.commit_timeout,
-            on_fatal=lambda f: self.monitor.violate("unexpected-error", f"node {node_id} storage failed: {f.value!r}"),
-            plants=self.config.plants,
-        )
-        ref.append(node)
         member.node, member.wal, member.metadata, member.disk = node, wal, metadata, disk
         self.monitor.watch(node_id, node)
         self.network.attach(node_id, node.receive)
