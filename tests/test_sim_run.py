@@ -37,6 +37,7 @@ PLANT_CASES = {
     "vote-without-log-check": (3, 0, 10, {"leader-completeness", "state-machine-safety", "committed-entry-lost"}),
     "read-without-leadership-check": (3, 0, 20, {"linearizability"}),
     "forget-vote-on-restart": (3, 0, 5, {"terms-and-votes-durable", "double-vote", "election-safety"}),
+    "skip-checksum-on-recovery": (3, 0, 12, {"storage-recovery", "committed-entry-lost", "state-machine-safety"}),
 }
 
 

@@ -16,6 +16,7 @@ from kvstore.storage.records import (
     DecodedRecord,
     RecordReader,
     StopReason,
+    decode_record,
     decode_segment_header,
     encode_record,
     encode_segment_header,
@@ -40,17 +41,18 @@ class RecordFormatTests(SynchronousTestCase):
         reader = RecordReader(buffer)
         decoded = list(reader)
         assert [(r.index, r.term, r.payload) for r in decoded] == specs
-        assert [r.offset for r in decoded] == [0, 29, 53]
+        assert [r.offset for r in decoded] == [0, 37, 69]
         assert reader.stop_reason is StopReason.CLEAN_END
         assert reader.stop_offset == len(buffer)
 
     def test_record_layout(self) -> None:
-        """A record is a 24-byte header (length, crc, index, term) followed by the payload."""
-        record = encode_record(0x0102, 0x0304, b"abc")
-        assert len(record) == RECORD_HEADER_SIZE + 3 == 27
+        """A record is a 32-byte header (length, crc, index, term, synced) followed by the payload."""
+        record = encode_record(0x0102, 0x0304, b"abc", 0x0506)
+        assert len(record) == RECORD_HEADER_SIZE + 3 == 35
         assert record[:4] == b"\x00\x00\x00\x03"
-        assert record[8:24] == (0x0102).to_bytes(8, "big") + (0x0304).to_bytes(8, "big")
-        assert record[24:] == b"abc"
+        assert record[8:32] == b"".join(n.to_bytes(8, "big") for n in (0x0102, 0x0304, 0x0506))
+        assert record[32:] == b"abc"
+        assert decode_record(record, 0)[0] == DecodedRecord(0, 0x0102, 0x0304, b"abc", 0x0506)
 
     def test_decoder_starts_at_offset(self) -> None:
         """The reader starts at the given offset (after a segment header)."""
@@ -103,10 +105,10 @@ class RecordFormatTests(SynchronousTestCase):
     def test_find_record_with_index_looks_past_damage(self) -> None:
         """An intact later record is found behind a damaged one; a missing index is not found."""
         buffer = bytearray(_records((1, 1, b"a" * 10), (2, 1, b"b" * 10), (3, 1, b"c" * 10)))
-        buffer[38] ^= 0xFF  # record 2 (at offset 34): its crc field
-        found = find_record_with_index(bytes(buffer), 34, range(2, 5))
-        assert found is not None and (found.index, found.offset) == (3, 68)
-        assert find_record_with_index(bytes(buffer), 34, range(4, 10)) is None
+        buffer[46] ^= 0xFF  # record 2 (at offset 42): its crc field
+        found = find_record_with_index(bytes(buffer), 42, range(2, 5))
+        assert found is not None and (found.index, found.offset) == (3, 84)
+        assert find_record_with_index(bytes(buffer), 42, range(4, 10)) is None
 
     @settings(max_examples=500, deadline=None)
     @given(st.binary(max_size=400), st.integers(min_value=0, max_value=420))

@@ -89,11 +89,14 @@ def warnings_in(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in events if e["log_level"] == LogLevel.warn]
 
 
-def write_thirty_kilobyte_records(directory: Path) -> Path:
-    """Write 30 records of 1,000 bytes into one segment; return its path."""
+def write_thirty_kilobyte_records(directory: Path, flushes: int = 1) -> Path:
+    """Write 30 records of 1,000 bytes into one segment, in C{flushes}
+    equal flushes; return its path."""
     log = WriteAheadLog.open(str(directory), run_in_thread=run_now)
-    log.append([LogEntry(i, 1, b"v" * 1000) for i in range(1, 31)])
-    log.sync()
+    per_flush = 30 // flushes
+    for first in range(1, 31, per_flush):
+        log.append([LogEntry(i, 1, b"v" * 1000) for i in range(first, first + per_flush)])
+        log.sync()
     log.close()
     return next(p for p in directory.iterdir() if p.name.endswith(".log"))
 
@@ -352,11 +355,14 @@ class WriteAheadLogRecoveryTests(SynchronousTestCase):
         assert len(warnings_in(events)) == 1
 
     def test_flipped_bit_in_middle_record_is_fatal(self) -> None:
-        """A damaged record followed by intact ones raises CorruptLogError naming the file and offset."""
+        """A damaged record followed by intact ones of a later flush raises
+        CorruptLogError naming the file and offset."""
         tmp_path = temporary_directory(self)
         log = open_log(tmp_path)
         written = entries(1, 6)
-        log.append(written)
+        log.append(written[:4])
+        results(log.sync())
+        log.append(written[4:])
         results(log.sync())
         path = tmp_path / segment_name(1)
         offset = record_offset(written, 2)
@@ -372,7 +378,9 @@ class WriteAheadLogRecoveryTests(SynchronousTestCase):
         tmp_path = temporary_directory(self)
         log = open_log(tmp_path)
         written = entries(1, 6)
-        log.append(written)
+        log.append(written[:3])
+        results(log.sync())
+        log.append(written[3:])
         results(log.sync())
         path = tmp_path / segment_name(1)
         offset = record_offset(written, 1)
@@ -470,10 +478,10 @@ class WriteAheadLogRecoveryTests(SynchronousTestCase):
         assert any(e["log_level"] == LogLevel.warn for e in events)
 
     def test_flipped_bit_before_intact_records_still_refuses(self) -> None:
-        """Damage that zeroes no whole sector, followed by intact records, is
-        corruption of durable data: recovery refuses, naming file and offset."""
+        """Damage followed by intact records of a later flush is corruption of
+        durable data: recovery refuses, naming file and offset."""
         tmp_path = temporary_directory(self)
-        segment = write_thirty_kilobyte_records(tmp_path)
+        segment = write_thirty_kilobyte_records(tmp_path, flushes=2)
         data = bytearray(segment.read_bytes())
         data[len(data) // 2] ^= 0x10
         segment.write_bytes(bytes(data))

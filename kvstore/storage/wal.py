@@ -34,19 +34,43 @@ Why it looks like this:
     recovery sees the old log, a prefix of it, or the truncated log plus new
     records, never old and new records interleaved.
 
-  - B{Recovery policy.}  On open, a bad record in the last segment is
-    treated as a torn tail (the process died mid-write) and truncated with a
-    warning, I{unless} an intact record that should follow it exists further
-    on, which means the damage is in the middle of durable data -- except
-    when the damaged region holds a whole zeroed sector: the writes of a
-    flush whose fsync never finished may reach the disk out of order, and a
-    never-written hole proves nothing after it was fsynced.  Any
-    damage elsewhere, a bad segment header, a gap between segments or an
-    out-of-sequence record raises L{CorruptLogError} naming the file and byte
-    offset, and the node must not start.  Note that a bit flip in the very
-    last record is indistinguishable from a torn write and is truncated too
-    (as etcd does); that entry was the newest, so the loss is the same as a
-    crash just before its fsync.
+  - B{Recovery rule.}  Every record carries C{synced}: a lower bound, known
+    when it was encoded, on how many leading bytes of its segment a
+    I{completed} fsync had made durable before the record was written (the
+    end of the last finished flush, lowered by any truncation queued since;
+    a new segment's header counts, since it is fsynced at creation).  On
+    open, let D be the offset of the first record of the last segment that
+    is incomplete or fails its checksum.  If some intact record after D with
+    an index at least D's expected one claims C{synced > D}, the bytes at D
+    had been fsynced before that record was written: the damage is in
+    durable data, and L{CorruptLogError} names the file and D.  Otherwise
+    the damage is a torn tail: the log is truncated at D with a warning.
+    The search past D has no limit in bytes or indexes
+    (L{kvstore.storage.records.find_next_record}).
+
+    Why this is right.  Let E be the end of the bytes covered by the last
+    completed fsync of the last segment.  A crash can damage only bytes
+    written after that fsync, at offsets >= E (sectors and pages of the
+    unfinished flush may each be kept, lost, zero-filled or garbled, in any
+    combination; a partly written sector keeps its bytes below E).  So (1)
+    the reader passes every record below E intact, D >= E, and truncating
+    at D never removes a record covered by a completed fsync; (2) every
+    intact record after D was written after that fsync, so it claims
+    C{synced <= E <= D}, and recovery never refuses because of bytes
+    written after the last fsync; (3) no record past D is kept, so a record
+    is never invented out of a damaged region.  A record is never written
+    over fsynced bytes without an fsynced truncation first, so a lost sector
+    shows zeros (or nothing), never an older record with a higher claim.
+
+    What is still caught: damage anywhere in a segment that is not the last,
+    a bad header, a gap or an out-of-sequence record, and damage in the last
+    segment followed by any intact record of a I{later} flush.  What cannot
+    be caught: damage inside the last flush written before the crash, with
+    no later flush after it -- nothing on disk says whether that flush's
+    fsync finished, so a bit flip there is indistinguishable from its torn
+    write and is truncated like one (etcd truncates a bad last record the
+    same way; refusing instead would stop a node for data that was never
+    acknowledged, which is the bug this rule fixes).
 
   - B{Fail-stop.}  If a write or fsync fails, the sync Deferreds errback and
     the log refuses every later write with L{StorageFailedError}: after a
@@ -70,14 +94,16 @@ from kvstore.storage.errors import CorruptLogError, StorageFailedError
 from kvstore.storage.fs import FileSystem
 from kvstore.storage.records import (
     FORMAT_VERSION,
+    READABLE_VERSIONS,
     SEGMENT_HEADER_SIZE,
+    DecodedRecord,
     LogEntry,
     RecordReader,
     StopReason,
     decode_segment_header,
     encode_record,
     encode_segment_header,
-    find_record_with_index,
+    find_next_record,
 )
 
 __all__ = [
@@ -106,9 +132,6 @@ class ThreadRunner(Protocol):
 
 _SEGMENT_RE = re.compile(r"^wal-(\d{20})\.log$")
 _TMP_SUFFIX = ".tmp"
-# How many indexes past the damage to look for an intact record before
-# deciding the damage is a torn tail (see records.find_record_with_index).
-_LOOKAHEAD_INDEXES = 16
 
 
 def segment_name(first_index: int) -> str:
@@ -161,24 +184,32 @@ class _Unlink:
 _Op = Union[_Write, _Create, _Truncate, _Unlink]
 
 
-_SECTOR = 512
+#: The planted bug (kvstore.sim.plants) that makes recovery trust records
+#: without verifying their checksums.
+PLANT_SKIP_CHECKSUM = "skip-checksum-on-recovery"
 
 
-def _has_zero_sector(data: bytes, start: int, end: int) -> bool:
+def _witness_of_durable_damage(data: bytes, damage: int, expected_index: int) -> DecodedRecord | None:
     """
-    Whether C{data[start:end]} contains a whole, aligned, all-zero sector.
-
-    An intact record after a damaged one usually means damage in the middle
-    of durable data.  But the writes of one flush that never completed its
-    fsync may reach the disk in any order, leaving a never-written (zero)
-    region before later records of the same unacknowledged flush.  Since an
-    fsync makes everything before it durable, a zero hole proves that
-    nothing after it was ever fsynced, so it is a torn tail (etcd's WAL uses
-    the same test), whereas a bit flip never zeroes a whole sector.
+    An intact record after offset C{damage} (index at least
+    C{expected_index}) claiming that bytes beyond C{damage} were fsynced
+    before it was written, or L{None}: the evidence the recovery rule (module
+    docstring) needs to call damage corruption rather than a torn tail.
+    Claims grow along the file, so every intact run after the damage is
+    walked, resynchronising past each further damaged spot.
     """
-    zero = bytes(_SECTOR)
-    first = -(-start // _SECTOR) * _SECTOR
-    return any(data[s : s + _SECTOR] == zero for s in range(first, end - _SECTOR + 1, _SECTOR))
+    position = damage + 1
+    while True:
+        found = find_next_record(data, position, expected_index)
+        if found is None:
+            return None
+        reader = RecordReader(data, found.offset)
+        for record in reader:
+            if damage < record.synced <= record.offset:
+                return record
+        if reader.stop_reason is StopReason.CLEAN_END:
+            return None
+        position = reader.stop_offset + 1
 
 
 class _Writer:
@@ -281,6 +312,12 @@ class _Segment:
     path: str
     offsets: list[int] = field(default_factory=list)  # byte offset of each record
     size: int = SEGMENT_HEADER_SIZE
+    # A lower bound on the durable prefix that stays true for every write
+    # queued from now on: what a record appended now claims as "synced".
+    synced: int = SEGMENT_HEADER_SIZE
+    # The lowest size a truncation queued since the running flush started
+    # left this segment at (see WriteAheadLog._flush_succeeded).
+    low_water: int = SEGMENT_HEADER_SIZE
 
 
 class WriteAheadLog:
@@ -325,6 +362,7 @@ class WriteAheadLog:
         self._flushing = False
         self._kicking = False
         self._durable_cap = 0  # for the running flush: see truncate_suffix
+        self._flush_sizes: list[tuple[_Segment, int]] = []  # for the running flush
         self._failure: BaseException | None = None
         self._closed = False
 
@@ -339,6 +377,7 @@ class WriteAheadLog:
         segment_bytes: int = 64 * 1024 * 1024,
         run_in_thread: ThreadRunner | None = None,
         fs: FileSystem | None = None,
+        plants: frozenset[str] = frozenset(),
     ) -> "WriteAheadLog":
         """
         Open (creating if needed) and recover the log in C{directory}.
@@ -354,6 +393,8 @@ class WriteAheadLog:
         @param run_in_thread: how to run blocking file work; defaults to
             L{default_thread_runner}.  Tests pass a synchronous runner.
         @param fs: the file system; tests may pass one that fails.
+        @param plants: planted bugs, for the simulator's tests only
+            (L{kvstore.sim.plants}); empty in production.
         @raise CorruptLogError: on any damage other than a torn tail.
         """
         if segment_bytes < 1:
@@ -364,7 +405,9 @@ class WriteAheadLog:
         if fs.makedirs(directory):
             fs.fsync_dir(os.path.dirname(directory))
         writer = _Writer(fs, directory)
-        segments, entries, ops = cls._recover(directory, fs)
+        segments, entries, ops = cls._recover(
+            directory, fs, verify_checksums=PLANT_SKIP_CHECKSUM not in plants
+        )
         if ops:
             writer.execute(ops)
         # What recovery read may have come from the page cache of a process
@@ -387,7 +430,7 @@ class WriteAheadLog:
 
     @classmethod
     def _recover(
-        cls, directory: str, fs: FileSystem
+        cls, directory: str, fs: FileSystem, verify_checksums: bool = True
     ) -> tuple[list[_Segment], list[tuple[int, int, bytes]], list[_Op]]:
         names = sorted(fs.listdir(directory))
         removed_tmp = False
@@ -423,12 +466,12 @@ class WriteAheadLog:
             header, why = decode_segment_header(data)
             if header is None:
                 raise CorruptLogError(path, 0, why)
-            if header.version != FORMAT_VERSION:
+            if header.version not in READABLE_VERSIONS:
                 raise CorruptLogError(
                     path,
                     0,
                     f"unsupported format version {header.version} "
-                    f"(this build reads version {FORMAT_VERSION})",
+                    f"(this build reads versions {', '.join(map(str, READABLE_VERSIONS))})",
                 )
             if header.first_index != number:
                 raise CorruptLogError(
@@ -445,7 +488,7 @@ class WriteAheadLog:
                 )
             segment = _Segment(header.first_index, path)
             next_index = header.first_index
-            reader = RecordReader(data, SEGMENT_HEADER_SIZE)
+            reader = RecordReader(data, SEGMENT_HEADER_SIZE, verify_checksums, header.version)
             for record in reader:
                 if record.index != next_index:
                     raise CorruptLogError(
@@ -474,15 +517,20 @@ class WriteAheadLog:
                     raise CorruptLogError(
                         path, stop, f"{reason.value} in a segment that is not the last"
                     )
-                later = find_record_with_index(
-                    data, stop, range(next_index, next_index + _LOOKAHEAD_INDEXES)
+                # Version 1 records claim nothing: such damage is a torn tail.
+                witness = (
+                    _witness_of_durable_damage(data, stop, next_index)
+                    if header.version == FORMAT_VERSION
+                    else None
                 )
-                if later is not None and not _has_zero_sector(data, stop, later.offset):
+                if witness is not None:
                     raise CorruptLogError(
                         path,
                         stop,
-                        f"{reason.value}; an intact record with index {later.index} "
-                        f"follows at offset {later.offset}, so this is not a torn tail",
+                        f"{reason.value}; the intact record {witness.index} at offset "
+                        f"{witness.offset} was written after bytes up to offset "
+                        f"{witness.synced} had been fsynced, so this is damage in "
+                        f"durable data, not a torn tail",
                     )
                 cls.log.warn(
                     "Truncating torn tail of write-ahead log segment {path} at byte "
@@ -496,8 +544,19 @@ class WriteAheadLog:
                 )
                 ops.append(_Truncate(path, stop))
                 segment.size = stop
+            # open() fsyncs everything recovered before anything is appended.
+            segment.synced = segment.low_water = segment.size
             segments.append(segment)
             expected = next_index
+            if is_last and header.version != FORMAT_VERSION:
+                # Records are appended only in this build's format: an older
+                # last segment is followed by a new one (or, when it holds no
+                # record, replaced by one: same name, renamed over it).
+                path = os.path.join(directory, segment_name(next_index))
+                if not segment.offsets:
+                    segments.pop()
+                segments.append(_Segment(next_index, path))
+                ops.append(_Create(path, next_index))
         return segments, entries, ops
 
     # ------------------------------------------------------------------
@@ -589,12 +648,20 @@ class WriteAheadLog:
         expected = self.last_index + 1
         term = self.last_term
         encoded: list[bytes] = []
+        # Where each record will go (the same roll-over rule as below), so
+        # that it is encoded once, with its segment's "synced" claim.
+        last = self._segments[-1]
+        has_records, size, synced = bool(last.offsets), last.size, last.synced
         for index, entry_term, payload in entries:
             if index != expected:
                 raise ValueError(f"non-contiguous append: got index {index}, expected {expected}")
             if entry_term < term:
                 raise ValueError(f"entry {index} has term {entry_term}, lower than previous term {term}")
-            encoded.append(encode_record(index, entry_term, payload))
+            if has_records and size >= self._segment_bytes:
+                has_records, size, synced = False, SEGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE
+            record = encode_record(index, entry_term, payload, synced)
+            encoded.append(record)
+            has_records, size = True, size + len(record)
             expected += 1
             term = entry_term
 
@@ -649,6 +716,10 @@ class WriteAheadLog:
         self._pending_ops.append(_Truncate(segment.path, length))
         del segment.offsets[position:]
         segment.size = length
+        # Bytes from `length` on will be rewritten: no later record may
+        # claim them durable (see the recovery rule).
+        segment.synced = min(segment.synced, length)
+        segment.low_water = min(segment.low_water, length)
         del self._entries[from_index - self.first_index :]
         # Entries >= from_index are no longer the ones on disk (or soon won't
         # be), so neither the current durable index nor a flush already
@@ -716,6 +787,7 @@ class WriteAheadLog:
                 ops, self._pending_ops = self._pending_ops, []
                 self._flushing = True
                 self._durable_cap = self.last_index
+                self._flush_sizes = self._unsynced_segment_sizes()
                 if not ops:
                     self._flush_succeeded(0, waiters)
                     continue
@@ -732,9 +804,32 @@ class WriteAheadLog:
         finally:
             self._kicking = False
 
+    def _unsynced_segment_sizes(self) -> list[tuple[_Segment, int]]:
+        """
+        The segments whose "synced" claim is below their size, with their
+        sizes now (when a flush starts), and their low-water marks reset.
+        Only the last segments are looked at, back to the first one already
+        fully claimed: the flush that created a segment fsynced the earlier
+        ones.  (A segment behind an emptied one keeps a lower claim than it
+        could: still true, since a claim is only a lower bound.)
+        """
+        sizes = []
+        for segment in reversed(self._segments):
+            if segment.synced >= segment.size:
+                break
+            segment.low_water = segment.size
+            sizes.append((segment, segment.size))
+        return sizes
+
     def _flush_succeeded(self, fsyncs: int, waiters: list["Deferred[int]"]) -> None:
         self._fsync_count += fsyncs
         self._durable_index = max(self._durable_index, self._durable_cap)
+        # The flush made each segment durable up to its size when the flush
+        # started; a truncation queued meanwhile will rewrite bytes from its
+        # low-water mark on, so later records may claim only the lower one.
+        for segment, size in self._flush_sizes:
+            segment.synced = max(segment.synced, min(size, segment.low_water))
+        self._flush_sizes = []
         # _flushing stays True while the waiters run, so a sync() issued from
         # one of their callbacks queues behind them instead of overtaking.
         for waiter in waiters:

@@ -14,12 +14,21 @@ it, so the simulator exercises their real fsync ordering.  The model:
     durable.  Directories created by C{makedirs} become durable with an
     C{fsync_dir} of their parent.  The root C{/} always exists.
   - L{SimulatedFileSystem.crash} keeps only durable directory entries and
-    durable file content.  With C{tear}, a file whose durable content is a
-    prefix of its written content keeps a random prefix of the unsynced
-    tail: the last unsynced write was torn (or fully reached the disk).
-    Simplification: unsynced writes reach the disk in order, as a prefix; a
-    real disk may persist unsynced pages in any order, which the WAL's
-    checksums would also catch but this model does not generate.
+    durable file content.  With C{tear}, a file whose written content
+    extends its durable content (the unsynced appends of an unfinished
+    flush) keeps some of that extension, as a disk that writes dirty pages
+    back in any order would leave it (a L{TearPlan}): the file's length is
+    the old one, the new one, or anything between (the size update may or
+    may not have reached the disk), and each 4 KiB page, or each 512-byte
+    sector, of the extension is independently I{kept} (the new bytes),
+    I{dropped} (never written: the old bytes, which past the old end are a
+    hole of zeros), I{zero-filled} or I{garbled} (random bytes).  Bytes below
+    the old end are never touched, even in a sector the extension shares:
+    they were fsynced, and the disk rewrites a sector atomically with the
+    same bytes there.  A file whose unsynced change is anything else (a
+    truncation, or bytes rewritten below its durable end) keeps its durable
+    content: the production code fsyncs a truncation before writing over
+    it, so such a change is always one whose fsync did not finish.
   - While a L{SimulatedDisk} job runs, fsyncs do not take effect at once:
     each is queued and takes effect after a simulated latency, in order, so
     a crash can land between a write and its fsync, or between two fsyncs
@@ -28,9 +37,11 @@ it, so the simulator exercises their real fsync ordering.  The model:
 
 from __future__ import annotations
 
+import enum
 import posixpath
 import random
-from typing import Any, Callable, TypeVar
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -38,9 +49,97 @@ from twisted.python.failure import Failure
 
 from kvstore.storage.fs import FileSystem
 
-__all__ = ["SimulatedFileSystem", "SimulatedDisk"]
+__all__ = ["SimulatedFileSystem", "SimulatedDisk", "Fate", "TearPlan", "SECTOR", "PAGE", "torn_content"]
 
 T = TypeVar("T")
+
+SECTOR = 512
+PAGE = 4096
+
+
+class Fate(enum.Enum):
+    """What a crash does to one unsynced sector or page."""
+
+    KEEP = "keep"  # the new bytes reached the disk
+    DROP = "drop"  # they never did: the old bytes (a hole of zeros past the old end)
+    ZERO = "zero"  # the disk wrote zeros
+    GARBLE = "garble"  # the disk wrote random bytes
+
+
+@dataclass(frozen=True)
+class TearPlan:
+    """
+    How a crash tears one file's unsynced extension (module docstring).
+
+    @ivar length: the file's length after the crash, between its durable
+        and its written length.
+    @ivar unit: L{SECTOR} or L{PAGE}: the granularity of C{fates}.
+    @ivar fates: one per aligned unit overlapping the extension, from the
+        one holding the old end on; missing ones are L{Fate.KEEP}.
+    @ivar seed: for the random bytes of garbled units.
+    """
+
+    length: int
+    unit: int = SECTOR
+    fates: tuple[Fate, ...] = ()
+    seed: int = 0
+
+    def describe(self) -> str:
+        letters = "".join(f.value[0] for f in self.fates)
+        return f"{self.length}/{'page' if self.unit == PAGE else 'sector'}:{letters}"
+
+
+def torn_content(durable: bytes, written: bytes, plan: TearPlan) -> bytes:
+    """
+    What a file whose C{written} content extends its C{durable} content
+    holds after a crash torn as C{plan} says.
+    """
+    old_end = len(durable)
+    if not (old_end <= plan.length <= len(written)) or not written.startswith(durable):
+        raise ValueError("a tear plan applies to an unsynced extension only")
+    content = bytearray(written[: plan.length])
+    garbage = random.Random(plan.seed)
+    first_unit = old_end // plan.unit
+    for position, fate in enumerate(plan.fates):
+        unit_start = (first_unit + position) * plan.unit
+        start, end = max(unit_start, old_end), min(unit_start + plan.unit, plan.length)
+        if start >= end:
+            continue
+        if fate in (Fate.DROP, Fate.ZERO):
+            content[start:end] = bytes(end - start)
+        elif fate is Fate.GARBLE:
+            content[start:end] = garbage.randbytes(end - start)
+    return bytes(content)
+
+
+def random_tear_plan(rng: random.Random, old_end: int, new_end: int) -> TearPlan:
+    """A random L{TearPlan} for an extension from C{old_end} to C{new_end}."""
+    # Biased towards damage that recovery must recognise (a garbled or
+    # zeroed unit before intact ones, bytes after the last record): a
+    # tail that is merely shorter is the easy case.
+    roll = rng.random()
+    if roll < 0.7:
+        length = new_end
+    elif roll < 0.75:
+        length = old_end
+    else:
+        length = rng.randint(old_end, new_end)
+    unit = rng.choice((SECTOR, PAGE))
+    count = -(-new_end // unit) - old_end // unit
+    fates: Sequence[Fate]
+    roll = rng.random()
+    if roll < 0.1:
+        fates = ()  # only the length: a prefix of the extension
+    elif roll < 0.15:
+        fates = (Fate.KEEP,) * count  # it all reached the disk
+    else:
+        weights = rng.choice(((3, 1, 1, 1), (1, 1, 1, 1), (1, 0, 0, 1), (1, 1, 1, 0), (1, 0, 0, 3)))
+        fates = rng.choices(list(Fate), weights=weights, k=count)
+        if Fate.KEEP not in fates[1:] and count > 1 and rng.random() < 0.5:
+            fates[rng.randrange(1, count)] = Fate.KEEP  # damage before intact units
+        if all(f is Fate.KEEP for f in fates):
+            fates[rng.randrange(count)] = rng.choice((Fate.DROP, Fate.ZERO, Fate.GARBLE))
+    return TearPlan(length, unit, tuple(fates), rng.getrandbits(32))
 
 
 class _Inode:
@@ -213,14 +312,21 @@ class SimulatedFileSystem(FileSystem):
         self._durable_dirs.add(path)
         self._durable_dirs.update(_ancestors(path))
 
-    def crash(self, rng: random.Random | None = None, tear: bool = False) -> list[str]:
+    def crash(
+        self,
+        rng: random.Random | None = None,
+        tear: bool = False,
+        plans: dict[str, TearPlan] | None = None,
+    ) -> list[str]:
         """
         Lose everything not durable, as a power cut would; close every file
         descriptor.  With C{tear} (and C{rng}), each file whose unsynced
-        content merely extends its durable content keeps a random prefix of
-        that extension.  Returns a description of what was torn.
+        content merely extends its durable content keeps part of that
+        extension, torn by a random L{TearPlan}; C{plans} gives the plan for
+        some paths instead (tests).  Returns a description of what was torn.
         """
         torn = []
+        plans = {self._norm(p): plan for p, plan in (plans or {}).items()}
         # A directory survives only if it and all its ancestors are durable.
         dirs = {d for d in self._durable_dirs if all(a in self._durable_dirs for a in _ancestors(d))}
         names = {p: i for p, i in self._durable_names.items() if _parent(p) in dirs}
@@ -229,16 +335,14 @@ class SimulatedFileSystem(FileSystem):
             written = bytes(inode.data)
             durable = inode.durable
             content = durable
-            if (
-                tear
-                and rng is not None
-                and len(written) > len(durable)
-                and written.startswith(durable)
-            ):
-                cut = rng.randint(len(durable), len(written))
-                content = written[:cut]
-                if cut > len(durable):
-                    torn.append(f"{path}+{cut - len(durable)}/{len(written) - len(durable)}")
+            extends = len(written) > len(durable) and written.startswith(durable)
+            plan = plans.get(path)
+            if plan is None and extends and tear and rng is not None:
+                plan = random_tear_plan(rng, len(durable), len(written))
+            if plan is not None and extends:
+                content = torn_content(durable, written, plan)
+                if content != durable:
+                    torn.append(f"{path}+{len(written) - len(durable)}:{plan.describe()}")
             inode.data = bytearray(content)
             inode.durable = content
         self._names = dict(names)

@@ -10,4 +10,5 @@ PLANTS: dict[str, str] = {
     "vote-without-log-check": "votes are granted without checking that the candidate's log is up to date",
     "read-without-leadership-check": "the leader answers ReadIndex without a heartbeat round confirming leadership",
     "forget-vote-on-restart": "a restarted node ignores the vote it had stored",
+    "skip-checksum-on-recovery": "WAL recovery trusts records without verifying their checksums",
 }

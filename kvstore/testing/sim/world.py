@@ -247,7 +247,8 @@ class Simulation:
         disk = SimulatedDisk(self.clock, random.Random(self._disk_rng.getrandbits(64)), member.fs, _disk_latency)
         try:
             metadata = MetadataStore.open(f"{DATA}/metadata.json", run_in_thread=disk, fs=member.fs)
-            wal = WriteAheadLog.open(f"{DATA}/wal", segment_bytes=self.segment_bytes, run_in_thread=disk, fs=member.fs)
+            wal = WriteAheadLog.open(f"{DATA}/wal", segment_bytes=self.segment_bytes, run_in_thread=disk, fs=member.fs,
+                                     plants=self.config.plants)
         except (CorruptLogError, CorruptMetadataError) as e:
             self.monitor.violate("storage-recovery", f"node {node_id} cannot restart: {e}")
             raise _SimulationStopped() from None
@@ -298,7 +299,8 @@ class Simulation:
         self.stats["torn_writes"] += bool(torn)
         # What the node will recover: open its storage now, as a restart would.
         try:
-            recovered_wal = WriteAheadLog.open(f"{DATA}/wal", segment_bytes=self.segment_bytes, run_in_thread=_no_runner, fs=member.fs)
+            recovered_wal = WriteAheadLog.open(f"{DATA}/wal", segment_bytes=self.segment_bytes, run_in_thread=_no_runner, fs=member.fs,
+                                               plants=self.config.plants)
             after = MetadataStore.open(f"{DATA}/metadata.json", run_in_thread=_no_runner, fs=member.fs).state
         except (CorruptLogError, CorruptMetadataError) as e:
             self.monitor.violate("storage-recovery", f"node {node_id} cannot recover after a crash: {e}")
