@@ -49,7 +49,7 @@ setup(
             "kvstore-cluster=kvstore.tools.cluster:main",
             "kvstore-sim=kvstore.testing.sim.cli:main",
             "kvstore-bench=kvstore.tools.bench:main",
-            "kvstore-inspect=kvstore.datadir:main",
+            "kvstore-inspect=kvstore.tools.inspect:main",
         ],
     },
     zip_safe=False,

@@ -7,7 +7,8 @@ from pathlib import Path
 from twisted.internet.defer import succeed
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.datadir import DataDirectoryLock, describe, main
+from kvstore.datadir import DataDirectoryLock
+from kvstore.tools.inspect import describe, main
 from kvstore.storage import MetadataRecord, LogEntry, MetadataStore, WriteAheadLog
 
 from tests.support import captured_output, temporary_directory
@@ -25,7 +26,7 @@ def make_node_dir(path: Path, entries: list[tuple[int, int]], term: int) -> None
 
 class DataDirectoryToolTests(SynchronousTestCase):
     """
-    C{kvstore-inspect} (L{kvstore.datadir}) on data directories written by the real WAL and metadata
+    C{kvstore-inspect} (L{kvstore.tools.inspect}) on data directories written by the real WAL and metadata
     store.
     """
 
