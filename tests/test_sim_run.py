@@ -17,7 +17,7 @@ from kvstore.testing.sim.safety import PROPERTIES
 from kvstore.testing.sim.world import run_seed
 
 from tests.class_fixtures import ClassFixtureTestCase, class_fixture_suite
-from tests.parametrize import cases, expand_cases
+from tests.support import parametrize
 
 THREE_NODE_SEEDS = range(0, 40)
 FIVE_NODE_SEEDS = range(0, 10)
@@ -96,7 +96,6 @@ class RepresentativeSeedTests(ClassFixtureTestCase):
         assert run_seed(4, 3, profile="mixed").stats["figure8_cutoffs"] == 0
 
 
-@expand_cases
 class ReplayAndPlantTests(SynchronousTestCase):
     """Seeds replay exactly, and each planted bug is caught within a bounded number of seeds."""
 
@@ -124,7 +123,7 @@ class ReplayAndPlantTests(SynchronousTestCase):
         for _, _, _, props in PLANT_CASES.values():
             assert props <= set(PROPERTIES)
 
-    @cases("plant", sorted(PLANT_CASES))
+    @parametrize("plant", sorted(PLANT_CASES))
     def test_plant_is_caught(self, plant):
         """With the planted bug switched on, one of a bounded number of seeds
         fails, naming a property the bug breaks, and prints a replay command."""
@@ -138,7 +137,7 @@ class ReplayAndPlantTests(SynchronousTestCase):
         assert result.violations[0].property in expected, result.report()
         assert f"kvstore-sim --seed {seed} --nodes {nodes} --plant {plant} --trace" in result.report()
 
-    @cases("seed", [0, 1])
+    @parametrize("seed", [0, 1])
     def test_plants_are_off_by_default(self, seed):
         """The same seeds that catch plants pass without them."""
         assert run_seed(seed, 3).ok

@@ -45,7 +45,7 @@ from kvstore.testing.faults import (
 from kvstore.testing.processes import FAST_ELECTIONS, NodeProcess, wait_until
 
 from tests.fault.support import raise_fd_limit
-from tests.parametrize import cases, expand_cases
+from tests.support import parametrize
 
 pytestmark = pytest.mark.integration
 
@@ -215,7 +215,6 @@ def _request(sock: socket.socket, line: str) -> str:
     return _read_line(sock)
 
 
-@expand_cases
 class FaultScenarioTests(ClusterTestCase):
     """
     Each fault scenario, under a concurrent workload, keeps the history
@@ -339,7 +338,7 @@ class FaultScenarioTests(ClusterTestCase):
     # ---------------------------------------------------------------------------
     # Partitions
 
-    @cases("mode", ["drop", "stall"])
+    @parametrize("mode", ["drop", "stall"])
     def test_partition_isolate_leader(self, mode: str) -> None:
         """
         The leader is cut off from both followers (connections reset, or
