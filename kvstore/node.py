@@ -32,6 +32,7 @@ from kvstore.errors import KeyNotFound, NotLeader, OutcomeUnknown, Unavailable
 from kvstore.raft.core import HardState, NotLeaderError, RaftCore, Ready, Role
 from kvstore.raft.messages import Message
 from kvstore.statemachine import ApplyResult, InvalidCommand, KeyValueStateMachine, encode_delete, encode_put
+from kvstore.storage.errors import StorageError
 
 
 # Marks a committed entry that was not a valid command (see Node._apply).
@@ -85,15 +86,27 @@ class _PartFailed(Exception):
         self.where = where
 
 
+def _storage_or_internal(failure: Failure) -> FailedPart:
+    """
+    What failed when a storage call failed with C{failure}: storage for an
+    I/O error (or the store refusing writes after one), internal for
+    anything else, such as the log refusing an append that does not
+    continue it: that is a bug in the caller, and the disk is fine.
+    """
+    return FailedPart.STORAGE if failure.check(OSError, StorageError) else FailedPart.INTERNAL
+
+
 @contextmanager
-def _failures_of(part: FailedPart) -> Iterator[None]:
-    """Attribute any exception raised in the block to C{part}."""
+def _failures_of_storage() -> Iterator[None]:
+    """Attribute an exception raised in the block by a storage call to
+    storage or internal (see L{_storage_or_internal})."""
     try:
         yield
     except _PartFailed:
         raise
     except Exception:
-        raise _PartFailed(part, Failure()) from None
+        failure = Failure()
+        raise _PartFailed(_storage_or_internal(failure), failure) from None
 
 
 class LogStorage(Protocol):
@@ -191,6 +204,7 @@ class Node:
         self._sweep_call: IDelayedCall | None = None
         self._stopped = False
         self._failed = False
+        self._failed_reason = ""
 
     # ------------------------------------------------------------------
     # Lifecycle
@@ -240,7 +254,7 @@ class Node:
         if self._stopped:
             return fail(Unavailable("the node is shutting down"))
         if self._failed:
-            return fail(Unavailable("the node has stopped after a storage failure"))
+            return fail(Unavailable(self._failed_reason))
         read_id = self._next_read_id
         self._next_read_id += 1
         read = _PendingRead(key, Deferred(), self._clock.seconds() + self._read_timeout)
@@ -283,7 +297,7 @@ class Node:
         if self._stopped:
             return fail(Unavailable("the node is shutting down"))
         if self._failed:
-            return fail(Unavailable("the node has stopped after a storage failure"))
+            return fail(Unavailable(self._failed_reason))
         try:
             index, term = self.core.propose(data)
         except NotLeaderError:
@@ -339,7 +353,7 @@ class Node:
         self._check_leadership()
 
     def _handle_ready(self, ready: Ready) -> None:
-        with _failures_of(FailedPart.STORAGE):
+        with _failures_of_storage():
             if ready.hard_state is not None:
                 self._save_hard_state(ready.hard_state)
             if ready.truncate_from is not None:
@@ -374,7 +388,7 @@ class Node:
 
         def done(result: object) -> object:
             if isinstance(result, Failure):
-                self._fatal(result, FailedPart.STORAGE)
+                self._fatal(result, _storage_or_internal(result))
             barrier.callback(None)
             return None
 
@@ -384,7 +398,7 @@ class Node:
     def _after_durable(self, ready: Ready) -> None:
         """Send the batch's dependent messages and tell the core once the WAL
         (and any term/vote change) is durable."""
-        with _failures_of(FailedPart.STORAGE):
+        with _failures_of_storage():
             waits: list[Deferred[Any]] = [self._wal.sync()]
         barrier = self._metadata_barrier
         if barrier is not None and not barrier.called:
@@ -395,13 +409,20 @@ class Node:
         def durable(results: list[tuple[bool, Any]]) -> None:
             for ok, value in results:
                 if not ok:
-                    self._fatal(value, FailedPart.STORAGE)
+                    self._fatal(value, _storage_or_internal(value))
                     return
             if self._stopped or self._failed:
                 return
-            for message in ready.messages_after_persist:
-                self._peers.send(message)
-            self.core.persisted(*ready.persist_through)
+            try:
+                for message in ready.messages_after_persist:
+                    self._peers.send(message)
+                self.core.persisted(*ready.persist_through)
+            except Exception:
+                # This runs in a Deferred callback: an exception would only
+                # end up in the Deferred, and the core, never told, would
+                # stall every later write.  Stop, as in _process.
+                self._fatal(Failure(), FailedPart.INTERNAL)
+                return
             self.wake()
 
         if len(waits) == 1:
@@ -415,6 +436,8 @@ class Node:
         if self._failed:
             return
         self._failed = True
+        article = "an" if part.value[0] in "aeiou" else "a"
+        self._failed_reason = f"the node has stopped after {article} {part.value} failure"
         self.log.failure(
             _FATAL_LOG_LINES[part] + (" ({where})" if where else ""), failure, part=part.value, where=where
         )

@@ -25,7 +25,7 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import UNIXServerEndpoint, serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -54,6 +54,7 @@ __all__ = [
     "EXIT_INTERNAL_FAILURE",
     "exit_status_for",
     "PIDFILE_NAME",
+    "LOGFILE_NAME",
 ]
 
 #: Exit statuses of a node that stopped itself (fail-stop), one per
@@ -108,6 +109,9 @@ def stop_after_fatal(reactor: Any, failure: Failure) -> None:
 #: The pid file's name inside the data directory, when twistd's C{--pidfile}
 #: is left at its default.
 PIDFILE_NAME = "twistd.pid"
+#: The log file's name inside the data directory, for a daemonized node whose
+#: C{--logfile} is left at twistd's default.
+LOGFILE_NAME = "twistd.log"
 
 
 class Options(NodeOptions):
@@ -127,6 +131,8 @@ class Options(NodeOptions):
     C{--pidfile} (C{--pidfile=} for none) is left to twistd.  twistd records
     values, not which options were given, so an explicit C{--pidfile
     twistd.pid} is taken for the default; write C{--pidfile ./twistd.pid}.
+    Likewise a daemonized node (no C{-n}) without C{--logfile}, C{--syslog}
+    or C{--logger} logs to C{<data-dir>/twistd.log}, not C{./twistd.log}.
 
     @ivar pidfile: the absolute path this node writes its pid to, or L{None}
         when twistd handles the pid file (or there is no twistd parent).
@@ -145,6 +151,19 @@ class Options(NodeOptions):
             parent["pidfile"] = ""
             # Absolute now: twistd may chdir (--rundir) before the node starts.
             self.pidfile = os.path.abspath(os.path.join(self.config.data_dir, PIDFILE_NAME))
+        if _daemon_logs_to_default_file(parent):
+            # Daemonized nodes started from one directory would otherwise
+            # share twistd's ./twistd.log, which each opens at its own offset
+            # (not O_APPEND): they overwrite each other's lines.  The pid
+            # file's check used to refuse the second node; it no longer does.
+            parent["logfile"] = os.path.abspath(os.path.join(self.config.data_dir, LOGFILE_NAME))
+
+
+def _daemon_logs_to_default_file(parent: Any) -> bool:
+    """Whether twistd will daemonize and log to its default C{twistd.log}
+    (no C{--logfile}, C{--syslog} or C{--logger})."""
+    daemonizes = not (parent.get("nodaemon") or parent.get("debug"))
+    return daemonizes and not parent.get("logfile") and not parent.get("syslog") and not parent.get("logger")
 
 
 class _NoFsyncFileSystem(FileSystem):
@@ -376,6 +395,27 @@ def _cannot_listen(config: NodeConfig, error: Exception) -> str:
     return f"cannot listen on {config.listen!r}: {error}"
 
 
+def listens_early(options: NodeOptions, listener: StreamServerEndpointService) -> bool:
+    """
+    Whether L{makeService} may listen at once rather than leave it to
+    twistd's C{privilegedStartService}.
+
+    Not for a UNIX socket when twistd will then daemonize, C{--chroot} or
+    C{--rundir} elsewhere: its lock file (on by default) would name the pid
+    of the process that forks and exits, so the daemon could not release it
+    and another server would take the path over as stale; and a relative
+    path would be bound in one directory and unlinked in another at stop.
+    TCP, SSL and systemd endpoints depend on none of these.
+    """
+    parent = getattr(options, "parent", None)
+    if parent is None or not isinstance(listener.endpoint, UNIXServerEndpoint):
+        return True
+    daemonizes = not (parent.get("nodaemon") or parent.get("debug"))
+    rundir = parent.get("rundir") or "."
+    moves = parent.get("chroot") is not None or os.path.realpath(rundir) != os.path.realpath(".")
+    return not (daemonizes or moves)
+
+
 def makeService(options: NodeOptions) -> KVStoreService:
     """
     The twistd entry point (see C{twisted/plugins/kvstore_plugin.py}).
@@ -385,13 +425,16 @@ def makeService(options: NodeOptions) -> KVStoreService:
     standard error and status 1 rather than a traceback: the message is
     what an operator needs.  That is why it listens here, while twistd has
     not yet sent standard error to its log, rather than when the service
-    starts.
+    starts (except a UNIX socket that twistd's later set-up would break: see
+    L{listens_early}).
     """
     config = options.config
     try:
         service = build_service(config, pidfile=getattr(options, "pidfile", None))
     except UsageError as e:
         raise SystemExit(f"twistd kvstore: {e}") from None
+    if not listens_early(options, service.listener):
+        return service
     try:
         service.listener.listen_now()
     except Exception as e:
