@@ -28,7 +28,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import NetstringReceiver
 
-from kvstore.raft.messages import AppendEntries, MalformedMessage, Message, from_dict, to_dict
+from kvstore.raft.messages import AppendEntries, MalformedMessage, Message, entries_to_json, from_dict, to_dict
 
 PROTOCOL_VERSION = 1
 
@@ -146,9 +146,7 @@ class _EntriesEncoder:
         cached = self._cache.get(key)
         if cached is not None and cached[0] is first and cached[1] is last:
             return cached[2]
-        text = _encoder.encode(
-            [[index, term, payload.decode("utf-8")] for index, term, payload in entries]
-        ).encode("utf-8")
+        text = _encoder.encode(entries_to_json(entries)).encode("utf-8")
         if len(self._cache) >= self._size:
             del self._cache[next(iter(self._cache))]
         self._cache[key] = (first, last, text)
