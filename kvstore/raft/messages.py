@@ -155,16 +155,6 @@ _TYPE_NAMES: dict[type, str] = {
 }
 
 
-def entries_to_json(entries: Iterable[EntryTuple]) -> list[list[Any]]:
-    """
-    Log entries in their JSON-compatible form, C{[index, term, text]}: the
-    one encoding of entries on the wire (L{to_dict} and the peer protocol's
-    encoder use it; L{from_dict} reads it back).  Payloads must be UTF-8
-    text, as kvstore's commands are.
-    """
-    return [[index, term, payload.decode("utf-8")] for index, term, payload in entries]
-
-
 def to_dict(message: Message) -> dict[str, Any]:
     """
     Return the JSON-compatible dictionary form of C{message}.  Entry payloads
@@ -202,6 +192,16 @@ def to_dict(message: Message) -> dict[str, Any]:
         out["id"] = body.request_id
         out["index"] = body.index
     return out
+
+
+def entries_to_json(entries: Iterable[EntryTuple]) -> list[list[Any]]:
+    """
+    Log entries in their JSON-compatible form, C{[index, term, text]}: the
+    one encoding of entries on the wire (L{to_dict} and the peer protocol's
+    encoder use it; L{from_dict} reads it back).  Payloads must be UTF-8
+    text, as kvstore's commands are.
+    """
+    return [[index, term, payload.decode("utf-8")] for index, term, payload in entries]
 
 
 #: Exclusive bound on every integer field: the WAL stores terms and indexes
