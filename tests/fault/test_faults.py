@@ -2,7 +2,7 @@
 Fault scenarios against real node processes: kill -9 (of the leader, of a
 random node, of every node), SIGSTOP of the leader, and network partitions
 made with a fault-injecting TCP proxy between every pair of peers
-(L{kvstore.testing.faults.PeerProxy}).
+(L{kvstore.testing.proxy.PeerProxy}).
 
 During each scenario 24 client connections send pipelined PUT, GET and
 DELETE requests on 64 shared keys and record every operation.  Afterwards
@@ -31,18 +31,11 @@ from typing import Sequence
 import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.testing.faults import (
-    OK_STATUS,
-    History,
-    ProxiedCluster,
-    Record,
-    TermMonitor,
-    Workload,
-    check_no_lost_writes,
-    classify,
-    summarize,
-)
+from kvstore.testing.checks import check_no_lost_writes, summarize
+from kvstore.testing.history import OK_STATUS, History, Record, classify
 from kvstore.testing.processes import FAST_ELECTIONS, NodeProcess, wait_until
+from kvstore.testing.proxy import ProxiedCluster
+from kvstore.testing.workload import TermMonitor, Workload
 
 from tests.fault.support import raise_fd_limit
 from tests.support import parametrize
