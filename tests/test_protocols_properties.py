@@ -55,7 +55,7 @@ from kvstore.raft.messages import (
     to_dict,
 )
 
-from tests.support import parametrize
+from tests.support import parametrize, slow
 
 MEMBERSHIP = Membership(node_id=0, cluster_id="c1", peer_ids=frozenset({1, 2}))
 
@@ -143,6 +143,7 @@ json_docs = st.recursive(json_leaf, lambda c: st.lists(c, max_size=3) | st.dicti
     max_size=6), max_leaves=15)
 
 
+@slow
 class DecoderPropertyTests(SynchronousTestCase):
     """
     Properties of the client line parser and of the peer decoder on raw bytes.

@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from kvstore.testing.sim.cli import main
 from kvstore.testing.sim.plants import PLANTS
 
-from tests.support import captured_output
+from tests.support import captured_output, slow
 
 
 class SimulatorCommandLineTests(SynchronousTestCase):
@@ -40,6 +40,7 @@ class SimulatorCommandLineTests(SynchronousTestCase):
         out = output.read().out
         assert "seeds/s" in out and "coverage: crashes=" in out and "all seeds passed" in out
 
+    @slow
     def test_soak_with_a_plant_fails_and_prints_replay(self):
         """With a planted bug the soak exits non-zero and prints each failing
         seed's replay command."""

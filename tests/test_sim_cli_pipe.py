@@ -15,7 +15,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.testing.processes import ROOT
 
+from tests.support import slow
 
+
+@slow
 class BrokenPipeTests(SynchronousTestCase):
     """The simulator's output piped into a reader that closes early."""
 

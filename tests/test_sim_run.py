@@ -17,7 +17,7 @@ from kvstore.testing.sim.safety import PROPERTIES
 from kvstore.testing.sim.world import run_seed
 
 from tests.class_fixtures import ClassFixtureTestCase, class_fixture_suite
-from tests.support import parametrize
+from tests.support import parametrize, slow
 
 THREE_NODE_SEEDS = range(0, 40)
 FIVE_NODE_SEEDS = range(0, 10)
@@ -41,6 +41,7 @@ PLANT_CASES = {
 }
 
 
+@slow
 class RepresentativeSeedTests(ClassFixtureTestCase):
     """
     The fixed set of seeds, run once for the class: together they pass and
@@ -96,6 +97,7 @@ class RepresentativeSeedTests(ClassFixtureTestCase):
         assert run_seed(4, 3, profile="mixed").stats["figure8_cutoffs"] == 0
 
 
+@slow
 class ReplayAndPlantTests(SynchronousTestCase):
     """Seeds replay exactly, and each planted bug is caught within a bounded number of seeds."""
 

@@ -29,6 +29,8 @@ from kvstore.storage import CorruptLogError, LogEntry, WriteAheadLog
 from kvstore.storage.records import SEGMENT_HEADER_SIZE, encode_record
 from kvstore.testing.runners import run_now
 
+from tests.support import slow
+
 T = TypeVar("T")
 
 DIRECTORY = "/d/wal"
@@ -175,6 +177,7 @@ class TornLastFlushMixin:
 fates = st.sampled_from(list(Fate))
 
 
+@slow
 class TornLastFlushPropertyTests(TornLastFlushMixin, SynchronousTestCase):
     """Random flush sequences, random tears of the last one."""
 
@@ -228,6 +231,7 @@ class TornLastFlushPropertyTests(TornLastFlushMixin, SynchronousTestCase):
         self.assertEqual(recover(crashed.fs, segment_bytes), recovered + [after])
 
 
+@slow
 class TornLastFlushExhaustiveTests(TornLastFlushMixin, SynchronousTestCase):
     """Every combination of fates and lengths, for small unsynced flushes."""
 

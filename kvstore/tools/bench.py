@@ -479,19 +479,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="kvstore-bench",
         description=(
             "Load-test a kvstore cluster and report throughput and latency. Without --nodes it "
-            "starts its own cluster on 127.0.0.1, on a free block of ports in 21000-29999, "
-            "with data in a temporary directory, and stops it at the end."
+            "starts its own cluster on 127.0.0.1, on a free block of ports from 21000 "
+            "(below 30000), with data in a temporary directory, and stops it at the end."
         ),
     )
     p.add_argument("--nodes", help="existing nodes, e.g. 127.0.0.1:5000,127.0.0.1:5001 (default: start a "
-                   "cluster on free ports in 21000-29999)")
+                   "cluster on free ports from 21000)")
     p.add_argument("--cluster-size", type=int, default=3, help="nodes in the cluster the tool starts (default 3)")
     p.add_argument(
         "--target",
         choices=("kvstore", "trivial"),
         default="kvstore",
         help="'trivial' measures the tool's own ceiling against a do-nothing server (started on a free "
-        "port in 21000-29999)",
+        "port from 21000)",
     )
     p.add_argument("--connections", "-c", type=int, default=50, help="client connections (default 50)")
     p.add_argument("--pipeline", "-P", type=int, default=10, help="requests in flight per connection (default 10)")
