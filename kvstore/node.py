@@ -28,9 +28,10 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from kvstore import trace
 from kvstore.errors import KeyNotFound, NotLeader, OutcomeUnknown, Unavailable
 from kvstore.raft.core import HardState, NotLeaderError, RaftCore, Ready, Role
-from kvstore.raft.messages import Message
+from kvstore.raft.messages import AppendEntries, AppendEntriesResponse, Message
 from kvstore.statemachine import ApplyResult, InvalidCommand, KeyValueStateMachine, encode_delete, encode_put
 from kvstore.storage.errors import StorageError
 
@@ -225,6 +226,8 @@ class Node:
                 call.cancel()
         self._fail_writes("the node is shutting down")
         self._fail_reads("the node is shutting down")
+        if trace.ENABLED:
+            trace.save()
 
     def wake(self) -> None:
         """Schedule one processing pass at the end of this reactor turn."""
@@ -302,6 +305,8 @@ class Node:
             index, term = self.core.propose(data)
         except NotLeaderError:
             return fail(self._not_leader())
+        if trace.ENABLED:
+            trace.record("propose", index)
         write = _PendingWrite(term, Deferred(), key, self._clock.seconds() + self._commit_timeout)
         self._pending_writes[index] = write
         self.wake()
@@ -320,6 +325,8 @@ class Node:
         """A validated message from a member arrived."""
         if self._stopped or self._failed:
             return
+        if trace.ENABLED:
+            _trace_received(message)
         self.core.step(message)
         self.wake()
 
@@ -359,14 +366,25 @@ class Node:
             if ready.truncate_from is not None:
                 self._wal.truncate_suffix(ready.truncate_from)
             if ready.entries:
+                if trace.ENABLED:
+                    trace.record("wal.enqueue", ready.entries[-1][0])
                 # Core entries have the log's fields; no conversion needed.
                 self._wal.append(ready.entries)
         if "ack-before-fsync" in self._plants:
             ready.messages, ready.messages_after_persist = ready.messages + ready.messages_after_persist, []
+        # Start the flush before encoding and sending this batch's messages,
+        # so the disk works while they go out (a leader's own fsync counts
+        # towards the commit majority).  Its result is handled only after
+        # the sends, as before: a synchronous runner's Deferred has fired
+        # already, a threaded one fires in a later reactor iteration.
+        synced = None
+        if ready.needs_persist() or ready.messages_after_persist:
+            with _failures_of_storage():
+                synced = self._wal.sync()
         for message in ready.messages:
             self._peers.send(message)
-        if ready.needs_persist() or ready.messages_after_persist:
-            self._after_durable(ready)
+        if synced is not None:
+            self._after_durable(ready, synced)
         if ready.committed:
             self._apply(ready)
         for read_state in ready.reads:
@@ -395,11 +413,10 @@ class Node:
         saved.addBoth(done)
         self._metadata_barrier = barrier
 
-    def _after_durable(self, ready: Ready) -> None:
+    def _after_durable(self, ready: Ready, synced: Deferred[Any]) -> None:
         """Send the batch's dependent messages and tell the core once the WAL
-        (and any term/vote change) is durable."""
-        with _failures_of_storage():
-            waits: list[Deferred[Any]] = [self._wal.sync()]
+        (C{synced}) and any term/vote change are durable."""
+        waits: list[Deferred[Any]] = [synced]
         barrier = self._metadata_barrier
         if barrier is not None and not barrier.called:
             follower: Deferred[None] = Deferred()
@@ -448,6 +465,8 @@ class Node:
     def _apply(self, ready: Ready) -> None:
         state_machine = self.state_machine
         pending = self._pending_writes
+        if trace.ENABLED:
+            trace.record("commit", ready.committed[-1][0])
         for index, term, payload in ready.committed:
             try:
                 result = state_machine.apply(index, payload)
@@ -461,6 +480,8 @@ class Node:
             write = pending.pop(index, None) if pending else None
             if write is None:
                 continue
+            if trace.ENABLED:
+                trace.record("apply", index)
             if write.term != term:
                 # Another leader's entry took this index: ours was dropped.
                 write.deferred.errback(OutcomeUnknown("leadership changed before the write committed"))
@@ -541,3 +562,13 @@ class Node:
         self._reads_waiting_apply = []
         for read in reads:
             read.deferred.errback(Unavailable(reason))
+
+
+def _trace_received(message: Message) -> None:
+    """Trace the arrival of new entries (follower) and of acknowledgements
+    of them (leader); heartbeats and refusals are not stages of a write."""
+    body = message.body
+    if type(body) is AppendEntries and body.entries:
+        trace.record("ae.received", body.entries[-1][0])
+    elif type(body) is AppendEntriesResponse and body.success:
+        trace.record("ack.received", body.index)

@@ -27,8 +27,10 @@ from twisted.protocols.basic import NetstringReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from kvstore import trace
 from kvstore.protocols.peer import encode_hello, encode_message
-from kvstore.raft.messages import Message
+from kvstore.protocols.sending import send_now
+from kvstore.raft.messages import AppendEntries, AppendEntriesResponse, Message
 
 # While the kernel buffer toward a peer is full, queue at most this much in
 # Twisted's buffer before dropping messages for that peer.
@@ -118,6 +120,10 @@ class PeerLink:
             protocol.buffered_while_paused += len(payload)
         protocol.sendString(payload)
         self.sent += 1
+        if not protocol.paused:
+            # A Ready pass sends at most one message per peer in each
+            # direction of a write's path: send it now, not next iteration.
+            send_now(protocol.transport)
 
 
 def peer_endpoint(reactor: IReactorTCP, host: str, port: int) -> IStreamClientEndpoint:
@@ -163,4 +169,17 @@ class PeerLinks(MultiService):
         """Send C{message} to its receiver if connected; drop it otherwise."""
         link = self.links.get(message.receiver)
         if link is not None:
-            link.send(self._encode(message))
+            payload = self._encode(message)
+            if trace.ENABLED:
+                _trace_sent(message)
+            link.send(payload)
+
+
+def _trace_sent(message: Message) -> None:
+    """Trace new entries leaving the leader and acknowledgements leaving a
+    follower (heartbeats are not stages of a write)."""
+    body = message.body
+    if type(body) is AppendEntries and body.entries:
+        trace.record("ae.sent", body.entries[-1][0])
+    elif type(body) is AppendEntriesResponse and body.success:
+        trace.record("ack.sent", body.index)

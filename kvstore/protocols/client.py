@@ -34,6 +34,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from kvstore import trace
 from kvstore.errors import (
     KeyNotFound,
     KeyValueError,
@@ -41,6 +42,7 @@ from kvstore.errors import (
     OutcomeUnknown,
     Unavailable,
 )
+from kvstore.protocols.sending import send_now
 from kvstore.protocols.commands import (
     DEFAULT_LIMITS,
     CommandError,
@@ -314,6 +316,8 @@ class ClientProtocol(LineReceiver):
     # -- input ------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        if trace.ENABLED:
+            trace.record("client.received")
         if self._closing:
             return
         if self._batch is not None:
@@ -524,6 +528,9 @@ class ClientProtocol(LineReceiver):
             self._batch_bytes = 0
             if not self._lost:
                 self.transport.writeSequence(batch)
+                if trace.ENABLED:
+                    trace.record("reply.written")
+                send_now(self.transport)
             batch.clear()
 
     def _flush(self) -> None:
@@ -540,10 +547,19 @@ class ClientProtocol(LineReceiver):
             self._batch_bytes += sum(map(len, ready))
             if self._batch_bytes >= _MAX_BATCH_BYTES:
                 self._write_batch()
-        elif len(ready) == 1:
-            self.transport.write(ready[0])
         else:
-            self.transport.writeSequence(ready)
+            if len(ready) == 1:
+                self.transport.write(ready[0])
+            else:
+                self.transport.writeSequence(ready)
+            if trace.ENABLED:
+                trace.record("reply.written")
+            if not queue:
+                # Nothing more is outstanding on this connection, so nothing
+                # else can join this write: send it now rather than at the
+                # next reactor iteration (for a pipelining client, the
+                # connection's last reply of the pass sends them all).
+                send_now(self.transport)
         if len(queue) <= self._resume_at:
             self._resume("backlog")
         self._maybe_close()

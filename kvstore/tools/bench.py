@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import math
 import os
@@ -32,8 +33,9 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+from kvstore import trace
 from kvstore.protocols.replies import parse_leader_address, parse_status
 from kvstore.tools.ports import allocate_port_range
 from kvstore.tools.procinfo import rss_kib
@@ -52,6 +54,9 @@ class Results:
     latencies: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     nodes: list[dict[str, Any]] = field(default_factory=list)
+    # With --trace: (sent, received) CLOCK_MONOTONIC nanoseconds of each
+    # successful write, to line up with the nodes' trace events.
+    write_times: list[tuple[int, int]] = field(default_factory=list)
 
     def record_error(self, reply: str) -> None:
         kind = reply[len("Error: ") :].split(".")[0].split(":")[0][:60] if reply.startswith("Error: ") else reply[:60]
@@ -99,7 +104,7 @@ def format_table(report: dict[str, Any]) -> str:
         f"target       {s['target']}",
         f"workload     {s['connections']} connections x {s['pipeline']} pipelined, "
         f"{int(s['writes'] * 100)}% writes, {s['keys']} keys, {s['value_size']}-byte values, "
-        f"{s['consistency']} reads",
+        f"{s['consistency']} reads from {s.get('read_from', 'all')}",
         f"fsync        {s['fsync']}",
         f"elapsed      {report['elapsed_s']:.2f} s",
         f"throughput   {report['throughput_per_s']:.0f} requests/s "
@@ -115,6 +120,136 @@ def format_table(report: dict[str, Any]) -> str:
             f"{fsyncs if fsyncs is not None else '?'} fsyncs{per}, "
             f"term changes {node.get('term_during_run', '?')}"
         )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------
+# The per-stage trace (--trace)
+
+TraceEvent = tuple[int, str, "int | None"]
+
+#: Stages a write passes on the leader and on the follower whose
+#: acknowledgement completed the majority (see L{kvstore.trace}).  Stages
+#: without an index (client bytes received, reply written) are matched by
+#: time alone.
+LEADER_STAGES = (
+    "client.received",
+    "propose",
+    "wal.enqueue",
+    "ae.sent",
+    "flush.start",
+    "flush.end",
+    "wal.durable",
+    "ack.received",
+    "commit",
+    "apply",
+    "reply.written",
+)
+FOLLOWER_STAGES = ("ae.received", "wal.enqueue", "flush.start", "flush.end", "wal.durable", "ack.sent")
+
+
+class _StageTimes:
+    """One node's events, by stage, sorted by time, for window look-ups."""
+
+    def __init__(self, events: Sequence[TraceEvent]) -> None:
+        self.by_stage: dict[str, tuple[list[int], list[int | None]]] = {}
+        for t, stage, index in sorted(events, key=lambda e: e[0]):
+            times, indexes = self.by_stage.setdefault(stage, ([], []))
+            times.append(t)
+            indexes.append(index)
+
+    def first(self, stage: str, start: int, end: int, index: int | None) -> int | None:
+        """The first time in [start, end] of C{stage} for C{index} or a later
+        one (any, if C{index} is None)."""
+        times, indexes = self.by_stage.get(stage, ([], []))
+        i = bisect.bisect_left(times, start)
+        while i < len(times) and times[i] <= end:
+            if index is None or indexes[i] is None or indexes[i] >= index:  # type: ignore[operator]
+                return times[i]
+            i += 1
+        return None
+
+    def last(self, stage: str, start: int, end: int) -> int | None:
+        """The last time in [start, end] of C{stage}."""
+        times, _ = self.by_stage.get(stage, ([], []))
+        i = bisect.bisect_right(times, end) - 1
+        return times[i] if i >= 0 and times[i] >= start else None
+
+
+def stage_breakdown(
+    write_times: Sequence[tuple[int, int]],
+    node_events: dict[str, Sequence[TraceEvent]],
+    leader: str,
+) -> list[dict[str, Any]]:
+    """
+    The median time from the client's send to each stage of a write.
+
+    Meant for one sequential client (C{-c 1 -P 1}): each write is found by
+    the leader's C{propose} event inside the client's send..receive window,
+    and every other stage by the first event for that index (or a later one:
+    a batch) inside the same window.  The follower is, for each write, the
+    one whose acknowledgement was sent first (the one that made the
+    majority).  Events of all processes share C{CLOCK_MONOTONIC}.
+
+    @return: rows C{{"stage", "p50_us", "samples"}}, in order of C{p50_us},
+        ending with the client's receipt of the reply.
+    """
+    leader_times = _StageTimes(node_events.get(leader, ()))
+    followers = [_StageTimes(events) for name, events in sorted(node_events.items()) if name != leader]
+    offsets: dict[str, list[float]] = {}
+
+    def note(label: str, t: int | None, sent: int) -> None:
+        if t is not None:
+            offsets.setdefault(label, []).append((t - sent) / 1000.0)
+
+    for sent, received in write_times:
+        index = None
+        proposed = leader_times.first("propose", sent, received, None)
+        if proposed is None:
+            continue
+        times, indexes = leader_times.by_stage["propose"]
+        index = indexes[bisect.bisect_left(times, proposed)]
+        for stage in LEADER_STAGES:
+            if stage == "reply.written":
+                t = leader_times.last(stage, sent, received)
+            elif stage == "client.received":
+                t = leader_times.first(stage, sent, received, None)
+            else:
+                t = leader_times.first(stage, sent, received, index)
+            note(f"leader   {stage}", t, sent)
+        acks = [(f.first("ack.sent", sent, received, index), n) for n, f in enumerate(followers)]
+        acks = [(t, n) for t, n in acks if t is not None]
+        if acks:
+            follower = followers[min(acks)[1]]
+            for stage in FOLLOWER_STAGES:
+                note(f"follower {stage}", follower.first(stage, sent, received, index), sent)
+        note("client   reply received", received, sent)
+    rows = [
+        {"stage": label, "p50_us": round(percentile(sorted(values), 0.5), 1), "samples": len(values)}
+        for label, values in offsets.items()
+    ]
+    rows.sort(key=lambda row: row["p50_us"])
+    return rows
+
+
+def read_trace_file(path: str) -> list[TraceEvent]:
+    """The events a node dumped (see L{kvstore.trace.dump})."""
+    events: list[TraceEvent] = []
+    with open(path) as f:
+        for line in f:
+            t, stage, index = json.loads(line)
+            events.append((t, stage, index))
+    return events
+
+
+def format_breakdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The breakdown as a table: time since the client sent, and since the
+    previous stage."""
+    lines = ["stage (p50 of each, µs since the client sent)      since send   step   samples"]
+    previous = 0.0
+    for row in rows:
+        lines.append(f"  {row['stage']:<45} {row['p50_us']:10.1f} {row['p50_us'] - previous:8.1f} {row['samples']:8d}")
+        previous = row["p50_us"]
     return "\n".join(lines)
 
 
@@ -207,7 +342,8 @@ class Worker:
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        in_flight: list[tuple[float, bool]] = []
+        in_flight: list[tuple[int, bool]] = []
+        keep_times = self.args.trace
         redirect: tuple[str, int] | None = None
         results = self.results
         try:
@@ -217,7 +353,7 @@ class Worker:
                     break
                 line, is_write = self._next_request()
                 batch.append(line)
-                in_flight.append((time.perf_counter(), is_write))
+                in_flight.append((time.monotonic_ns(), is_write))
             writer.write(b"".join(batch))
             position = 0
             while position < len(in_flight):
@@ -226,7 +362,7 @@ class Worker:
                     raise ConnectionError("server closed the connection")
                 sent, is_write = in_flight[position]
                 position += 1
-                now = time.perf_counter()
+                now = time.monotonic_ns()
                 text = reply.decode("utf-8", "replace").rstrip("\n")
                 if text.startswith("Error: "):
                     results.record_error(text)
@@ -234,14 +370,16 @@ class Worker:
                         redirect = parse_leader_address(text) or ("", 0)
                 else:
                     results.ok += 1
-                    results.latencies.append(now - sent)
+                    results.latencies.append((now - sent) / 1e9)
                     if is_write:
                         results.writes += 1
+                        if keep_times:
+                            results.write_times.append((sent, now))
                     else:
                         results.reads += 1
                 if redirect is None and self._may_send():
                     line, is_write = self._next_request()
-                    in_flight.append((time.perf_counter(), is_write))
+                    in_flight.append((time.monotonic_ns(), is_write))
                     writer.write(line)
                 if position > 4096:
                     del in_flight[:position]
@@ -312,9 +450,10 @@ async def run_load(cluster: Cluster, args: argparse.Namespace, quiet: bool) -> R
     workers = []
     stop_at = [float("inf")]
     budget = [args.requests if args.requests else 1 << 62]
+    read_targets = read_addresses(cluster, args.read_from)
     for i in range(args.connections):
         writes = i < write_conns
-        target = None if writes else cluster.addresses[i % len(cluster.addresses)]
+        target = None if writes else read_targets[i % len(read_targets)]
         workers.append(Worker(cluster, target, writes, args, results, random.Random(rng.random()), stop_at, budget))
     if args.warmup > 0:
         stop_at[0] = time.monotonic() + args.warmup
@@ -340,6 +479,22 @@ async def run_load(cluster: Cluster, args: argparse.Namespace, quiet: bool) -> R
     return results
 
 
+def read_addresses(cluster: Cluster, read_from: str) -> list[tuple[str, int]]:
+    """
+    The nodes reading connections go to: C{all} nodes in turn, only the
+    C{leader} (found before the load starts), or only the C{followers}.
+    Leader and follower reads take different paths (a follower asks the
+    leader for a read index), so their latencies are reported apart.
+    """
+    if read_from == "leader" and cluster.leader is not None:
+        return [cluster.leader]
+    if read_from == "followers":
+        followers = [a for a in cluster.addresses if a != cluster.leader]
+        if followers:
+            return followers
+    return list(cluster.addresses)
+
+
 async def _progress(results: Results) -> None:
     last_ok, last_t = 0, time.monotonic()
     while True:
@@ -359,9 +514,15 @@ async def _progress(results: Results) -> None:
 class LocalCluster:
     """Node processes the tool starts in a temporary directory."""
 
-    def __init__(self, size: int, fsync: bool, extra: Sequence[str] = ()) -> None:
+    def __init__(self, size: int, fsync: bool, extra: Sequence[str] = (), traced: bool = False) -> None:
         self.size = size
         self.directory = tempfile.mkdtemp(prefix="kvstore-bench-")
+        self.trace_directory: str | None = None
+        if traced:
+            # The nodes inherit this environment (kvstore.tools.spawn.spawn).
+            self.trace_directory = os.path.join(self.directory, "trace")
+            os.mkdir(self.trace_directory)
+            os.environ[trace.ENVIRONMENT_VARIABLE] = self.trace_directory
         self.base = allocate_port_range(size, low=21000)
         self.addresses = [("127.0.0.1", self.base + i) for i in range(size)]
         self.processes: list[subprocess.Popen[bytes]] = []
@@ -382,11 +543,24 @@ class LocalCluster:
             # Like kvstore-cluster's nodes: their own session, and (on Linux)
             # terminated by the kernel if this tool dies without cleaning up.
             self.processes.append(spawn(argv, stdout=None, stderr=None))
+        os.environ.pop(trace.ENVIRONMENT_VARIABLE, None)
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes]
 
-    def stop(self) -> None:
+    def traces(self) -> dict[str, list[TraceEvent]]:
+        """Each node's trace events by C{host:port}, once the nodes have
+        stopped (they write them at exit)."""
+        found: dict[str, list[TraceEvent]] = {}
+        if self.trace_directory is None:
+            return found
+        for process, (host, port) in zip(self.processes, self.addresses):
+            path = os.path.join(self.trace_directory, f"trace-{process.pid}.jsonl")
+            if os.path.exists(path):
+                found[f"{host}:{port}"] = read_trace_file(path)
+        return found
+
+    def stop(self, before_removal: Callable[[], None] = lambda: None) -> None:
         for p in self.processes:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -397,7 +571,10 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        try:
+            before_removal()
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class TrivialServer:
@@ -503,6 +680,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load first (default 1)")
     p.add_argument("--consistency", choices=("linearizable", "stale"), default="linearizable")
     p.add_argument(
+        "--read-from",
+        choices=("all", "leader", "followers"),
+        default="all",
+        help="which nodes reading connections use (default: all nodes in turn)",
+    )
+    p.add_argument(
         "--preload",
         action="store_true",
         help="write every key once before measuring (implied when --writes is below 1, so reads find values)",
@@ -519,6 +702,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=1.0,
         help="seconds spent measuring the raw fsync rate in the started cluster's directory first (0: skip)",
     )
+    p.add_argument(
+        "--trace",
+        action="store_true",
+        help="started nodes record per-stage timestamps of each write; report the median time to each stage "
+        "(meaningful with -c 1 -P 1)",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--serve-trivial", type=int, help=argparse.SUPPRESS)
@@ -529,6 +718,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--connections and --pipeline must be at least 1")
     if args.writes < 1 and args.target == "kvstore":
         args.preload = True
+    if args.trace and (args.nodes or args.target != "kvstore"):
+        p.error("--trace needs the cluster the tool starts itself")
     return args
 
 
@@ -555,7 +746,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         target = f"existing nodes {args.nodes}"
         fsync = "as configured on the nodes"
     else:
-        started = LocalCluster(args.cluster_size, fsync=not args.no_fsync, extra=args.node_option)
+        started = LocalCluster(args.cluster_size, fsync=not args.no_fsync, extra=args.node_option, traced=args.trace)
         addresses = started.addresses
         target = f"local {args.cluster_size}-node cluster started by the tool"
         fsync = "OFF (--unsafe-no-fsync, comparison only)" if args.no_fsync else "on"
@@ -570,18 +761,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         "duration_s": args.duration,
         "requests": args.requests,
         "consistency": args.consistency,
+        "read_from": args.read_from,
     }
+    cluster = Cluster(addresses)
+    report: dict[str, Any] = {}
+
+    def add_trace() -> None:
+        leaders = [node["address"] for node in report.get("nodes", ()) if node["role"] == "leader"]
+        if isinstance(started, LocalCluster) and args.trace and leaders:
+            report["trace"] = stage_breakdown(results.write_times, started.traces(), leaders[0])
+
     try:
         if isinstance(started, LocalCluster) and args.fsync_probe > 0:
             raw_fsync_rate = measure_fsync_rate(started.directory, args.fsync_probe)
-        results = asyncio.run(run_load(Cluster(addresses), args, quiet=args.json))
-        report = summarize(results, settings)
+        results = asyncio.run(run_load(cluster, args, quiet=args.json))
+        report.update(summarize(results, settings))
         if started is not None:
             report["server_rss_kib"] = [_rss_kib_or_none(pid) for pid in started.pids()]
         if raw_fsync_rate is not None:
             report["raw_fsyncs_per_s"] = round(raw_fsync_rate, 1)
     finally:
-        if started is not None:
+        if isinstance(started, LocalCluster):
+            started.stop(before_removal=add_trace)
+        elif started is not None:
             started.stop()
     if args.json:
         print(json.dumps(report, indent=2))
@@ -591,6 +793,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"disk         {report['raw_fsyncs_per_s']:.0f} raw fsyncs/s (100-byte write + fsync, same directory)")
         if "server_rss_kib" in report:
             print("server RSS   " + ", ".join(f"{(r or 0) / 1024:.1f} MiB" for r in report["server_rss_kib"]))
+        if "trace" in report:
+            print(format_breakdown(report["trace"]))
     return 0
 
 
