@@ -193,7 +193,7 @@ class Node:
         self._read_timeout = read_timeout
         self._on_fatal = on_fatal
         self._extra_status = extra_status
-        self._plants = plants  # planted bugs, for the simulator's tests only (kvstore.sim.plants)
+        self._plants = plants  # planted bugs, for the simulator's tests only (kvstore.testing.sim.plants)
 
         self._process_call: IDelayedCall | None = None
         self._pending_writes: OrderedDict[int, _PendingWrite] = OrderedDict()

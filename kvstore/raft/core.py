@@ -208,7 +208,7 @@ class RaftCore:
         self._clock = clock
         self._rng = rng
         self._wake = wake
-        self._plants = plants  # planted bugs, for the simulator's tests only (kvstore.sim.plants)
+        self._plants = plants  # planted bugs, for the simulator's tests only (kvstore.testing.sim.plants)
 
         self.term = hard_state.term
         self.voted_for = None if "forget-vote-on-restart" in plants else hard_state.voted_for
