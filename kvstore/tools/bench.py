@@ -257,7 +257,7 @@ def format_breakdown(rows: Sequence[dict[str, Any]]) -> str:
 # The load
 
 
-class Cluster:
+class TargetNodes:
     """What the tool knows of the target: node addresses and the leader."""
 
     def __init__(self, addresses: list[tuple[str, int]]) -> None:
@@ -287,7 +287,7 @@ class Worker:
 
     def __init__(
         self,
-        cluster: Cluster,
+        cluster: TargetNodes,
         target: tuple[str, int] | None,
         writes: bool,
         args: argparse.Namespace,
@@ -407,7 +407,7 @@ async def read_status(address: tuple[str, int]) -> dict[str, str]:
         return {}
 
 
-async def preload(cluster: Cluster, keys: int, value_size: int, quiet: bool) -> None:
+async def preload(cluster: TargetNodes, keys: int, value_size: int, quiet: bool) -> None:
     """
     Write every key of the key space once, so that reads find values.  Uses
     16 pipelining connections to the leader; fails loudly if a write fails.
@@ -437,7 +437,7 @@ async def preload(cluster: Cluster, keys: int, value_size: int, quiet: bool) -> 
         sys.stderr.write(f"preloaded {keys} keys in {time.monotonic() - started:.1f} s\n")
 
 
-async def run_load(cluster: Cluster, args: argparse.Namespace, quiet: bool) -> Results:
+async def run_load(cluster: TargetNodes, args: argparse.Namespace, quiet: bool) -> Results:
     """Run the workload against C{cluster} and collect results."""
     results = Results()
     rng = random.Random(args.seed)
@@ -479,7 +479,7 @@ async def run_load(cluster: Cluster, args: argparse.Namespace, quiet: bool) -> R
     return results
 
 
-def read_addresses(cluster: Cluster, read_from: str) -> list[tuple[str, int]]:
+def read_addresses(cluster: TargetNodes, read_from: str) -> list[tuple[str, int]]:
     """
     The nodes reading connections go to: C{all} nodes in turn, only the
     C{leader} (found before the load starts), or only the C{followers}.
@@ -511,7 +511,7 @@ async def _progress(results: Results) -> None:
 # Servers the tool starts itself
 
 
-class LocalCluster:
+class BenchNodes:
     """Node processes the tool starts in a temporary directory."""
 
     def __init__(self, size: int, fsync: bool, extra: Sequence[str] = (), traced: bool = False) -> None:
@@ -731,7 +731,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM (a timeout, a CI runner) unwinds through the finally below,
     # which stops the servers this tool started.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    started: LocalCluster | TrivialServer | None = None
+    started: BenchNodes | TrivialServer | None = None
     raw_fsync_rate: float | None = None
     if args.target == "trivial":
         started = TrivialServer()
@@ -746,7 +746,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         target = f"existing nodes {args.nodes}"
         fsync = "as configured on the nodes"
     else:
-        started = LocalCluster(args.cluster_size, fsync=not args.no_fsync, extra=args.node_option, traced=args.trace)
+        started = BenchNodes(args.cluster_size, fsync=not args.no_fsync, extra=args.node_option, traced=args.trace)
         addresses = started.addresses
         target = f"local {args.cluster_size}-node cluster started by the tool"
         fsync = "OFF (--unsafe-no-fsync, comparison only)" if args.no_fsync else "on"
@@ -763,16 +763,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "consistency": args.consistency,
         "read_from": args.read_from,
     }
-    cluster = Cluster(addresses)
+    cluster = TargetNodes(addresses)
     report: dict[str, Any] = {}
 
     def add_trace() -> None:
         leaders = [node["address"] for node in report.get("nodes", ()) if node["role"] == "leader"]
-        if isinstance(started, LocalCluster) and args.trace and leaders:
+        if isinstance(started, BenchNodes) and args.trace and leaders:
             report["trace"] = stage_breakdown(results.write_times, started.traces(), leaders[0])
 
     try:
-        if isinstance(started, LocalCluster) and args.fsync_probe > 0:
+        if isinstance(started, BenchNodes) and args.fsync_probe > 0:
             raw_fsync_rate = measure_fsync_rate(started.directory, args.fsync_probe)
         results = asyncio.run(run_load(cluster, args, quiet=args.json))
         report.update(summarize(results, settings))
@@ -781,7 +781,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if raw_fsync_rate is not None:
             report["raw_fsyncs_per_s"] = round(raw_fsync_rate, 1)
     finally:
-        if isinstance(started, LocalCluster):
+        if isinstance(started, BenchNodes):
             started.stop(before_removal=add_trace)
         elif started is not None:
             started.stop()
