@@ -10,7 +10,10 @@ recovered from the stored term, vote and log, the state machine, and the
 metadata store seen through L{HardStateStore}.  What differs between them is
 only the adapters: a reactor or a C{task.Clock}, a seeded or a system RNG,
 the real write-ahead log or an in-memory one, TCP peer links or a simulated
-network, and what to do when the node stops itself.
+network, and what to do when the node stops itself.  Storage arrives
+already open: whoever opens it chooses its file system and the runner its
+fsyncs go through (a thread, the simulated disk, a test's manual runner), and
+learns of a corrupt log before any node exists.
 """
 
 from __future__ import annotations
