@@ -98,3 +98,18 @@ class RunnerTests(SynchronousTestCase):
         self.assertRegex(summary, r"^\d+ passed in ", result.stdout[-3000:])
         self.assertEqual(int(summary.split()[0]), len(methods_to_run(SAMPLE)), result.stdout[-3000:])
         self.assertEqual(result.returncode, 0, result.stdout[-3000:])
+
+    @skipIf(importlib.util.find_spec("pytest") is None, "pytest is not installed")
+    def test_both_runners_find_the_same_number_of_tests_in_the_whole_suite(self) -> None:
+        """C{trial tests} and C{python -m pytest} find the same number of
+        tests in the whole suite (listed, not run), so a test written as a
+        plain pytest function, which trial would silently skip, fails here."""
+        temp = temporary_directory(self) / "_trial_temp"
+        listed = run([sys.executable, "-m", "twisted.trial", "--dry-run", "--temp-directory", str(temp), "tests"])
+        ran = re.search(r"^Ran (\d+) tests? in ", listed.stdout, re.M)
+        assert ran is not None, listed.stdout[-3000:]
+        collected = run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "tests"])
+        found = re.search(r"^(\d+) tests? collected", collected.stdout, re.M)
+        assert found is not None, collected.stdout[-3000:]
+        self.assertEqual(int(ran.group(1)), int(found.group(1)))
+        self.assertGreater(int(found.group(1)), 0)

@@ -200,7 +200,12 @@ def _witness_of_durable_damage(data: bytes, damage: int, expected_index: int) ->
     before it was written, or L{None}: the evidence the recovery rule (module
     docstring) needs to call damage corruption rather than a torn tail.
     Claims grow along the file, so every intact run after the damage is
-    walked, resynchronising past each further damaged spot.
+    walked, resynchronising past each further damaged spot.  Each search
+    starts from the spot where the previous run stopped, with the index
+    that spot should have held: find_next_record bounds a candidate's index
+    by the distance from where its search starts, so searching from a later
+    spot with the first spot's index would reject every record that is more
+    indexes than 32-byte steps past the first spot.
     """
     position = damage + 1
     while True:
@@ -211,6 +216,7 @@ def _witness_of_durable_damage(data: bytes, damage: int, expected_index: int) ->
         for record in reader:
             if damage < record.synced <= record.offset:
                 return record
+            expected_index = max(expected_index, record.index + 1)
         if reader.stop_reason is StopReason.CLEAN_END:
             return None
         position = reader.stop_offset + 1
@@ -280,6 +286,10 @@ class _Writer:
                     fsyncs += 1
                 finally:
                     fs.close(fd)
+                # A descriptor still open on a file of the same name (an
+                # older-format segment being replaced) would write to the
+                # replaced file.
+                self._close(op.path)
                 fs.replace(tmp, op.path)
                 fs.fsync_dir(self._directory)
                 fsyncs += 1
@@ -322,6 +332,14 @@ class _Segment:
     # The lowest size a truncation queued since the running flush started
     # left this segment at (see WriteAheadLog._flush_succeeded).
     low_water: int = SEGMENT_HEADER_SIZE
+    # The segment's format version.  Records are written only in
+    # FORMAT_VERSION, so an older segment is never appended to: the next
+    # append starts a new segment (see WriteAheadLog.append).
+    version: int = FORMAT_VERSION
+
+    def takes_appends(self, segment_bytes: int) -> bool:
+        """Whether the next record may go into this segment rather than a new one."""
+        return self.version == FORMAT_VERSION and not (self.offsets and self.size >= segment_bytes)
 
 
 class WriteAheadLog:
@@ -491,7 +509,7 @@ class WriteAheadLog:
                     f"segment starts at index {header.first_index} but the previous "
                     f"segment ends at {expected - 1} (missing or stray segment)",
                 )
-            segment = _Segment(header.first_index, path)
+            segment = _Segment(header.first_index, path, version=header.version)
             next_index = header.first_index
             reader = RecordReader(data, SEGMENT_HEADER_SIZE, verify_checksums, header.version)
             for record in reader:
@@ -553,15 +571,11 @@ class WriteAheadLog:
             segment.synced = segment.low_water = segment.size
             segments.append(segment)
             expected = next_index
-            if is_last and header.version != FORMAT_VERSION:
-                # Records are appended only in this build's format: an older
-                # last segment is followed by a new one (or, when it holds no
-                # record, replaced by one: same name, renamed over it).
-                path = os.path.join(directory, segment_name(next_index))
-                if not segment.offsets:
-                    segments.pop()
-                segments.append(_Segment(next_index, path))
-                ops.append(_Create(path, next_index))
+        # An older-format last segment stays last until the next append
+        # starts a new segment (WriteAheadLog.append): opening writes nothing
+        # but a torn-tail truncation, so kvstore-inspect leaves an old
+        # build's data directory openable by that build, and the new segment
+        # is created only after open() has fsynced the old one.
         return segments, entries, ops
 
     # ------------------------------------------------------------------
@@ -657,13 +671,15 @@ class WriteAheadLog:
         # that it is encoded once, with its segment's "synced" claim.
         last = self._segments[-1]
         has_records, size, synced = bool(last.offsets), last.size, last.synced
+        new_segment = not last.takes_appends(self._segment_bytes)
         for index, entry_term, payload in entries:
             if index != expected:
                 raise ValueError(f"non-contiguous append: got index {index}, expected {expected}")
             if entry_term < term:
                 raise ValueError(f"entry {index} has term {entry_term}, lower than previous term {term}")
-            if has_records and size >= self._segment_bytes:
+            if new_segment or (has_records and size >= self._segment_bytes):
                 has_records, size, synced = False, SEGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE
+                new_segment = False
             record = encode_record(index, entry_term, payload, synced)
             encoded.append(record)
             has_records, size = True, size + len(record)
@@ -672,8 +688,13 @@ class WriteAheadLog:
 
         segment = self._segments[-1]
         for entry, record in zip(entries, encoded):
-            if segment.offsets and segment.size >= self._segment_bytes:
+            if not segment.takes_appends(self._segment_bytes):
                 first = entry[0]
+                if not segment.offsets:
+                    # An empty older-format segment (its entries all
+                    # truncated): replaced by a new one of the same name,
+                    # renamed over it.
+                    self._segments.pop()
                 segment = _Segment(first, os.path.join(self._directory, segment_name(first)))
                 self._segments.append(segment)
                 self._pending_ops.append(_Create(segment.path, first))

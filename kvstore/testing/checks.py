@@ -8,12 +8,13 @@ successful write, and the scenario's summary.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
-from kvstore.testing.history import FAILED, OK_STATUS, UNKNOWN, Record
+from kvstore.testing.history import FAILED, OK_STATUS, UNEXPECTED, UNKNOWN, Record
 from kvstore.testing.workload import TermMonitor
 
-__all__ = ["check_no_lost_writes", "longest_write_gap", "summarize"]
+__all__ = ["check_no_lost_writes", "check_replies", "longest_write_gap", "summarize"]
 
 
 def check_no_lost_writes(records: Sequence[Record], final: dict[str, str | None]) -> list[str]:
@@ -22,20 +23,26 @@ def check_no_lost_writes(records: Sequence[Record], final: dict[str, str | None]
     against the history, independently of the linearizability checker:
     it must have been written by some put, and no acknowledged write may
     have been certainly ordered after the write that produced it (that
-    write would be lost).  Return the violations.
+    write would be lost).  A key with an acknowledged write but no final
+    read cannot be checked, and is reported too.  Return the violations.
     """
     problems = []
     by_key: dict[str, list[Record]] = {}
     for r in records:
         if r.kind != "get" and r.status != FAILED:
             by_key.setdefault(r.key, []).append(r)
+    for key in sorted(set(by_key) - set(final)):
+        if any(w.status == OK_STATUS for w in by_key[key]):
+            problems.append(f"{key}: acknowledged writes but no final read, so they were not checked")
     for key, value in final.items():
         writes = by_key.get(key, [])
         acked = [w for w in writes if w.status == OK_STATUS and not (w.kind == "delete" and w.result == "not-found")]
         if value is None:
-            deletes = [w for w in writes if w.kind == "delete"]
+            # Deletes that may have removed a value: not those that found none.
+            deletes = [w for w in writes if w.kind == "delete" and not (w.status == OK_STATUS and w.result == "not-found")]
             for a in acked:
-                if a.kind == "put" and not any((d.complete or float("inf")) > a.invoke for d in deletes):
+                if a.kind == "put" and not any((math.inf if d.complete is None else d.complete) > a.invoke
+                                               for d in deletes):
                     problems.append(f"{key}: acknowledged {a.kind} of {a.value!r} (reply at {a.complete:.3f}) "
                                     f"lost: the key is missing and no delete could follow it")
             continue
@@ -53,6 +60,13 @@ def check_no_lost_writes(records: Sequence[Record], final: dict[str, str | None]
     return problems
 
 
+def check_replies(records: Sequence[Record]) -> list[str]:
+    """Every L{UNEXPECTED} reply (one that answers another request), as a
+    problem to report: the other checks can only treat it as unknown."""
+    return [f"{r.kind} {r.key} on node {r.node} (client {r.client}) got the reply {r.reply!r}"
+            for r in records if r.status == UNEXPECTED]
+
+
 def longest_write_gap(records: Sequence[Record], start: float, end: float) -> float:
     """The longest interval in C{[start, end]} with no write acknowledged."""
     times = sorted(r.complete for r in records
@@ -62,8 +76,8 @@ def longest_write_gap(records: Sequence[Record], start: float, end: float) -> fl
 
 
 def summarize(name: str, records: Sequence[Record], monitor: TermMonitor, start: float, end: float) -> dict:
-    counts = {OK_STATUS: 0, FAILED: 0, UNKNOWN: 0}
-    writes = {OK_STATUS: 0, FAILED: 0, UNKNOWN: 0}
+    counts = {OK_STATUS: 0, FAILED: 0, UNKNOWN: 0, UNEXPECTED: 0}
+    writes = {OK_STATUS: 0, FAILED: 0, UNKNOWN: 0, UNEXPECTED: 0}
     for r in records:
         counts[r.status] += 1
         if r.kind != "get":

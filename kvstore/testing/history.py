@@ -10,12 +10,13 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-__all__ = ["FAILED", "History", "OK_STATUS", "Record", "UNKNOWN", "classify"]
+__all__ = ["FAILED", "History", "OK_STATUS", "Record", "UNEXPECTED", "UNKNOWN", "classify"]
 
 
 OK_STATUS = "ok"  # the outcome is known (a value, OK, or not-found)
 FAILED = "failed"  # definitely had no effect (Not leader, a read refused)
 UNKNOWN = "unknown"  # may or may not have taken effect
+UNEXPECTED = "unexpected"  # a reply that answers another request (a bug); outcome unknown
 
 
 @dataclass
@@ -76,24 +77,37 @@ class History:
 
 
 def classify(record: Record, reply: str, complete: float) -> None:
-    """Set C{record}'s outcome from the node's reply line."""
+    """
+    Set C{record}'s outcome from the node's reply line.
+
+    A reply that is neither this request's success line nor an error line
+    (the reply of another request: replies crossed on a pipelined
+    connection) is L{UNEXPECTED}, never taken for a refusal; see
+    L{check_replies}.
+    """
     record.reply = reply
     key = record.key
+    # An error about the key names this key; any other error is a refusal.
+    refusal = reply.startswith("Error: ") and not reply.startswith("Error: Key ")
     if record.kind == "get":
         prefix = f"value of {key}: "
         if reply.startswith(prefix):
             record.status, record.result = OK_STATUS, reply[len(prefix):]
         elif reply == f"Error: Key {key} not found":
             record.status, record.result = OK_STATUS, None
-        else:
+        elif refusal:
             record.status = FAILED  # a refused read changes nothing
+        else:
+            record.status = UNEXPECTED
     elif record.kind == "put":
         if reply == f"{key} added successfully.":
             record.status, record.result = OK_STATUS, "ok"
         elif reply.startswith("Error: Not leader."):
             record.status = FAILED
-        else:
+        elif refusal:
             record.status = UNKNOWN
+        else:
+            record.status = UNEXPECTED
     else:
         if reply == f"{key} deleted successfully.":
             record.status, record.result = OK_STATUS, "ok"
@@ -101,7 +115,9 @@ def classify(record: Record, reply: str, complete: float) -> None:
             record.status, record.result = OK_STATUS, "not-found"
         elif reply.startswith("Error: Not leader."):
             record.status = FAILED
-        else:
+        elif refusal:
             record.status = UNKNOWN
+        else:
+            record.status = UNEXPECTED
     if record.status == OK_STATUS:
         record.complete = complete

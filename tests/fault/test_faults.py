@@ -8,8 +8,10 @@ During each scenario 24 client connections send pipelined PUT, GET and
 DELETE requests on 64 shared keys and record every operation.  Afterwards
 the faults are healed, every key is read linearizably, and the history
 (final reads included) is checked for linearizability with
-L{kvstore.testing.sim.linearizability.check_history}, and separately for lost
-acknowledged writes.  Each scenario prints one line of figures (run with
+L{kvstore.testing.sim.linearizability.check_history}, separately for lost
+acknowledged writes, and for replies that answer another request.  A check
+that cannot decide (a key whose linearizability search hit its bound) or a
+scenario that never ran its checks fails the test: nothing passes unchecked.  Each scenario prints one line of figures (run with
 ``-s``): operations ok/failed/unknown, elections, and the longest window
 with no acknowledged write.
 
@@ -31,10 +33,11 @@ from typing import Sequence
 import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.testing.checks import check_no_lost_writes, summarize
+from kvstore.testing.checks import check_no_lost_writes, check_replies, summarize
 from kvstore.testing.history import OK_STATUS, History, Record, classify
 from kvstore.testing.processes import FAST_ELECTIONS, NodeProcess, wait_until
 from kvstore.testing.proxy import ProxiedCluster
+from kvstore.testing.sim.linearizability import check_history
 from kvstore.testing.workload import TermMonitor, Workload
 
 from tests.fault.support import raise_fd_limit
@@ -46,11 +49,6 @@ FAULT_SECONDS = float(os.environ.get("KVSTORE_FAULT_SECONDS", "6"))
 NODE_ARGS = (*FAST_ELECTIONS, "--commit-timeout", "2", "--read-timeout", "2")
 #: Longer than the longest election timeout (600 ms), with room to spare.
 PAUSE_SECONDS = 1.5
-
-try:
-    from kvstore.testing.sim.linearizability import check_history
-except ImportError:  # pragma: no cover - the checker is another issue's work
-    check_history = None
 
 
 class ClusterTestCase(SynchronousTestCase):
@@ -78,6 +76,7 @@ class Scenario:
         self.monitor = TermMonitor(cluster)
         self.rng = random.Random(seed)
         self.notes: list[str] = []
+        self.finished = False
 
     def __enter__(self) -> "Scenario":
         self.workload.leader_guess = self.cluster.wait_for_leader().node_id
@@ -91,6 +90,11 @@ class Scenario:
         if kind is not None:
             self.workload.stop()
             self.monitor.stop()
+        elif not self.finished:
+            # A scenario that never checked its history must not pass.
+            self.workload.stop()
+            self.monitor.stop()
+            raise AssertionError(f"scenario {self.name!r} ended without finish(): nothing was checked")
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -110,22 +114,27 @@ class Scenario:
         cluster.wait_connected(timeout=30)
         self.monitor.stop()
         records = self.history.snapshot()
-        final = self._final_reads(leader, workload.keys)
+        # Every key the history touched (the probes' too), not only the
+        # workload's: a key without a final read is a key not checked.
+        keys = sorted({r.key for r in records} | set(workload.keys))
+        final = self._final_reads(leader, keys)
         records = self.history.snapshot()
         figures = summarize(self.name, [r for r in records if r.client != "final"], self.monitor, self.started, end)
         lost = check_no_lost_writes(records, final)
         figures["lost_writes"] = len(lost)
-        if check_history is not None:
-            result = check_history(self.history.operations())
-            figures["linearizable"] = result.ok
-            figures["inconclusive_keys"] = len(result.inconclusive)
-        else:
-            result = None
-            figures["linearizable"] = "not checked (no kvstore.testing.sim.linearizability)"
+        unexpected = check_replies(records)
+        figures["unexpected_replies"] = len(unexpected)
+        result = check_history(self.history.operations())
+        figures["linearizable"] = result.ok
+        figures["inconclusive_keys"] = len(result.inconclusive)
+        self.finished = True
         print(f"\n[fault] {json.dumps(figures)}" + "".join(f"\n[fault]   {n}" for n in self.notes))
+        assert not unexpected, "replies that answer another request:\n" + "\n".join(unexpected[:20])
         assert not lost, "acknowledged writes lost:\n" + "\n".join(lost[:20])
-        if result is not None:
-            assert result.ok, f"not linearizable: key {result.key}\n{result.details}"
+        assert result.ok, f"not linearizable: key {result.key}\n{result.details}"
+        # A key whose search hit the bound was not checked: that is no pass.
+        assert not result.inconclusive, (f"linearizability not decided for keys {result.inconclusive} "
+                                         f"({result.details}); the history is too large for the search bound")
         # Every replica ends up with the same data.
         target = int(leader.status()["applied"])
         for node in cluster.nodes:
