@@ -89,6 +89,7 @@ def build_node(
     on_fatal: Callable[[Failure], None] = lambda failure: None,
     extra_status: Callable[[], dict[str, object]] = dict,
     plants: frozenset[str] = frozenset(),
+    read_id_rng: random.Random | None = None,
 ) -> Node:
     """
     Wire a node from its adapters; it does nothing until C{start()}.
@@ -109,6 +110,9 @@ def build_node(
     @param extra_status: more C{name=value} pairs for C{STATUS}.
     @param plants: planted bugs, for the simulator's own tests only
         (L{kvstore.testing.sim.plants}).
+    @param read_id_rng: where the random start of this boot's read request
+        ids comes from (the operating system's by default; the simulator
+        passes a seeded one so that a run replays).
     """
     hard_state_store = HardStateStore(metadata, cluster_id)
     core = RaftCore(
@@ -135,4 +139,5 @@ def build_node(
         on_fatal=on_fatal,
         extra_status=extra_status,
         plants=plants,
+        rng=read_id_rng,
     )

@@ -18,6 +18,7 @@ append, one fsync and one AppendEntries per follower.
 from __future__ import annotations
 
 import enum
+import random
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,13 +32,19 @@ from twisted.python.failure import Failure
 from kvstore import trace
 from kvstore.errors import KeyNotFound, NotLeader, OutcomeUnknown, Unavailable
 from kvstore.raft.core import HardState, NotLeaderError, RaftCore, Ready, Role
-from kvstore.raft.messages import AppendEntries, AppendEntriesResponse, Message
+from kvstore.raft.messages import MAX_FIELD_VALUE, AppendEntries, AppendEntriesResponse, Message
 from kvstore.statemachine import ApplyResult, InvalidCommand, KeyValueStateMachine, encode_delete, encode_put
 from kvstore.storage.errors import StorageError
 
 
 # Marks a committed entry that was not a valid command (see Node._apply).
 _INVALID = ApplyResult(False)
+
+# Read request ids start at a random number below 2**62 on every boot, so a
+# leader's late answer to a read of an earlier incarnation of this node
+# never matches a read of this one; the 2**62 ids above the start stay below
+# the peer protocol's bound on integers (MAX_FIELD_VALUE, 2**63).
+_READ_ID_START_BITS = 62
 
 
 class FailedPart(enum.Enum):
@@ -161,6 +168,9 @@ class Node:
         L{FailedPart} when the node stops itself (fail-stop): after a failed
         fsync, a failed apply or an internal error in the middle of a batch
         it cannot continue safely, so the service stops.
+    @param rng: where the random start of this boot's read request ids comes
+        from (the operating system's generator by default; the simulator
+        passes a seeded one so that a run replays).
     """
 
     log = Logger()
@@ -180,6 +190,7 @@ class Node:
         on_fatal: Callable[[Failure], None] = lambda f: None,
         extra_status: Callable[[], dict[str, object]] = dict,
         plants: frozenset[str] = frozenset(),
+        rng: random.Random | None = None,
     ) -> None:
         self.core = core
         core.set_wake(self.wake)  # the core's outputs schedule a processing pass
@@ -199,7 +210,8 @@ class Node:
         self._pending_writes: OrderedDict[int, _PendingWrite] = OrderedDict()
         self._pending_reads: dict[int, _PendingRead] = {}
         self._reads_waiting_apply: list[_PendingRead] = []
-        self._next_read_id = 1
+        self._rng = rng if rng is not None else random.SystemRandom()
+        self._next_read_id = self._first_read_id()
         self._metadata_barrier: Deferred[None] | None = None
         self._leader_term: int | None = None
         self._sweep_call: IDelayedCall | None = None
@@ -260,11 +272,26 @@ class Node:
             return fail(Unavailable(self._failed_reason))
         read_id = self._next_read_id
         self._next_read_id += 1
+        if self._next_read_id >= MAX_FIELD_VALUE:
+            self._next_read_id = self._first_read_id()
         read = _PendingRead(key, Deferred(), self._clock.seconds() + self._read_timeout)
         self._pending_reads[read_id] = read
         self.core.request_read(read_id)
         self.wake()
         return read.deferred
+
+    def _first_read_id(self) -> int:
+        """
+        Where this boot's read request ids start.  The leader answers a
+        forwarded read by id alone, possibly long after it was asked (a slow
+        confirmation round, a delayed message): ids numbered from 1 on every
+        boot would let a restarted node take the answer to its previous
+        incarnation's read, at an older read index, for a new read, and
+        serve a stale value (issue 9).
+        """
+        if "reuse-read-ids" in self._plants:
+            return 1
+        return self._rng.getrandbits(_READ_ID_START_BITS) + 1
 
     def status(self) -> dict[str, object]:
         """The node's state as C{name: value} pairs, for C{STATUS}."""

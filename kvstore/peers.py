@@ -28,9 +28,17 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from kvstore import trace
-from kvstore.protocols.peer import encode_hello, encode_message
+from kvstore.protocols.peer import (
+    MAX_HELLO_BYTES,
+    SUPPORTED_VERSIONS,
+    PeerRefusal,
+    VersionRange,
+    decode_answer,
+    encode_hello,
+    encode_message,
+)
 from kvstore.protocols.sending import send_now
-from kvstore.raft.messages import AppendEntries, AppendEntriesResponse, Message
+from kvstore.raft.messages import AppendEntries, AppendEntriesResponse, MalformedMessage, Message
 
 # While the kernel buffer toward a peer is full, queue at most this much in
 # Twisted's buffer before dropping messages for that peer.
@@ -39,15 +47,26 @@ MAX_BUFFERED_WHILE_PAUSED = 8 * 1024 * 1024
 
 @implementer(IPushProducer)
 class PeerClientProtocol(NetstringReceiver):
-    """The sending end of a link: says hello, then sends messages.  It
-    expects nothing back; any inbound data is ignored."""
+    """
+    The sending end of a link: says hello, then sends messages.  The only
+    thing it reads is the receiver's answer to the hello: the protocol
+    version to use (a receiver of release 1 sends none; the version stays
+    the lowest of this node's range) or a refusal.
 
+    @ivar version: the protocol version in use on this connection.
+    """
+
+    # An answer is a small JSON object; nothing else ever comes back.
+    MAX_LENGTH = MAX_HELLO_BYTES
     log = Logger()
 
     def __init__(self, link: "PeerLink") -> None:
         self._link = link
         self.paused = False
         self.buffered_while_paused = 0
+        self.version = link.versions.lowest
+        self._answered = False
+        self._logged_invalid_answer = False
 
     def connectionMade(self) -> None:
         # AppendEntries batches are latency-bound: never wait for Nagle.
@@ -61,8 +80,45 @@ class PeerClientProtocol(NetstringReceiver):
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         self._link.disconnected(self)
 
+    def stringReceived(self, payload: bytes) -> None:
+        if self.brokenPeer:
+            return
+        try:
+            if self._answered:
+                raise MalformedMessage("a second answer to the hello")
+            self._answered = True
+            self.version = decode_answer(payload, self._link.versions)
+        except PeerRefusal as e:
+            self._link.refused(str(e))
+            self.transport.loseConnection()  # the receiver closes it too
+            self.brokenPeer = 1
+            return
+        except MalformedMessage as e:
+            self._close_after_invalid_answer(str(e))
+            return
+        self._link.negotiated(self.version)
+
     def dataReceived(self, data: bytes) -> None:
-        pass
+        if self.brokenPeer:
+            return  # closing; ignore what is still arriving
+        super().dataReceived(data)
+        if self.brokenPeer and not self._logged_invalid_answer:
+            # NetstringReceiver found bad framing or an over-long length
+            # prefix (refused before buffering) and closed the connection.
+            self._log_invalid_answer("invalid netstring framing or length over the limit")
+
+    def _close_after_invalid_answer(self, reason: str) -> None:
+        self._log_invalid_answer(reason)
+        self.transport.loseConnection()
+        self.brokenPeer = 1
+
+    def _log_invalid_answer(self, reason: str) -> None:
+        self._logged_invalid_answer = True
+        self._link.log.warn(
+            "closing the connection to peer node {peer}: invalid answer to the hello: {reason}",
+            peer=self._link.peer_id,
+            reason=reason,
+        )
 
     # IPushProducer: the transport tells us when its buffer is full.
     def pauseProducing(self) -> None:
@@ -87,21 +143,47 @@ class _LinkFactory(Factory):
 
 
 class PeerLink:
-    """The connection state toward one peer."""
+    """
+    The connection state toward one peer.  C{hello} must announce
+    C{versions}, the protocol versions this node speaks.
+    """
 
     log = Logger()
 
-    def __init__(self, peer_id: int, address: str, hello: bytes) -> None:
+    def __init__(self, peer_id: int, address: str, hello: bytes, versions: VersionRange = SUPPORTED_VERSIONS) -> None:
         self.peer_id = peer_id
         self.address = address
         self.hello = hello
+        self.versions = versions
         self.protocol: PeerClientProtocol | None = None
         self.dropped = 0
         self.sent = 0
+        self._last_refusal: str | None = None
+
+    @property
+    def version(self) -> int | None:
+        """The protocol version in use toward the peer, or C{None} while not
+        connected.  A sender may send a message type only if
+        L{kvstore.protocols.peer.may_send} allows it at this version."""
+        protocol = self.protocol
+        return protocol.version if protocol is not None else None
 
     def connected(self, protocol: PeerClientProtocol) -> None:
         self.protocol = protocol
         self.log.info("connected to peer node {peer} at {address}", peer=self.peer_id, address=self.address)
+
+    def negotiated(self, version: int) -> None:
+        self._last_refusal = None
+        self.log.info("peer node {peer} speaks peer protocol version {version} with this node",
+                      peer=self.peer_id, version=version)
+
+    def refused(self, reason: str) -> None:
+        # The link reconnects every second or so: log a refusal when it
+        # first happens or changes, not at every attempt.
+        if reason != self._last_refusal:
+            self._last_refusal = reason
+            self.log.warn("peer node {peer} at {address} refused this node's connection: {reason}",
+                          peer=self.peer_id, address=self.address, reason=reason)
 
     def disconnected(self, protocol: PeerClientProtocol) -> None:
         if self.protocol is protocol:

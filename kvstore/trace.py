@@ -28,6 +28,8 @@ import json
 import os
 import time
 
+from twisted.logger import Logger
+
 __all__ = ["ENABLED", "ENVIRONMENT_VARIABLE", "MAX_EVENTS", "record", "events", "dump", "enable", "save"]
 
 #: Names the directory trace files go to; unset means tracing is off.
@@ -40,6 +42,8 @@ ENABLED = False
 
 _events: list[tuple[int, str, int | None]] = []
 _directory: str | None = None
+
+_log = Logger()
 
 
 def record(stage: str, index: int | None = None) -> None:
@@ -80,8 +84,16 @@ def save() -> None:
     off).  Called when the node stops: twistd ends a process stopped by a
     signal by re-raising the signal, so C{atexit} handlers do not run then.
     """
-    if _directory is not None:
-        dump(os.path.join(_directory, f"trace-{os.getpid()}.jsonl"))
+    if _directory is None:
+        return
+    path = os.path.join(_directory, f"trace-{os.getpid()}.jsonl")
+    try:
+        dump(path)
+    except OSError:
+        # A diagnostic must not break the node's stop: it is called from
+        # Node.stop, and an exception there would skip the rest of the
+        # service's shutdown (closing the log, releasing the data lock).
+        _log.failure("could not write the trace file {path}", path=path)
 
 
 enable(os.environ.get(ENVIRONMENT_VARIABLE))

@@ -76,12 +76,14 @@ class SendingTests(SynchronousTestCase):
         self.assertEqual(transport.value(), netstring(HELLO) + netstring(b"first") + netstring(b"second"))
         self.assertEqual((link.sent, link.dropped), (2, 0))
 
-    def test_inbound_data_is_ignored(self) -> None:
-        """Bytes a peer sends back on an outbound link change nothing."""
+    def test_inbound_data_other_than_an_answer_closes_the_connection(self) -> None:
+        """The only bytes a peer may send back on an outbound link are its
+        answer to the hello (tests/test_protocols_peer_versions.py); anything
+        else closes the connection, and the link reconnects."""
         link, protocol, transport = connected_link()
         protocol.dataReceived(b"garbage:,")
         self.assertIs(link.protocol, protocol)
-        self.assertFalse(transport.disconnecting)
+        self.assertTrue(transport.disconnecting)
 
     def test_send_after_disconnect_is_dropped(self) -> None:
         """Once the connection is lost, messages are dropped rather than

@@ -44,6 +44,15 @@ class SendNowTests(SynchronousTestCase):
                 send_now(transport)
                 self.assertEqual(transport.do_writes, 0)
 
+    def test_leaves_transports_with_a_paused_producer_to_the_reactor(self) -> None:
+        """A transport whose full buffer paused its producer is left to the
+        reactor: draining it here would resume the producer (and run new
+        requests) inside the caller's callback."""
+        transport = _SocketLikeTransport()
+        transport.producerPaused = True
+        send_now(transport)
+        self.assertEqual(transport.do_writes, 0)
+
     def test_ignores_transports_without_a_descriptor(self) -> None:
         """Transports without doWrite (TLS wrappers, test transports) are
         left to write as they do."""

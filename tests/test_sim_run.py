@@ -38,6 +38,12 @@ PLANT_CASES = {
     "read-without-leadership-check": (3, 0, 20, {"linearizability"}),
     "forget-vote-on-restart": (3, 0, 5, {"terms-and-votes-durable", "double-vote", "election-safety"}),
     "skip-checksum-on-recovery": (3, 0, 12, {"storage-recovery", "committed-entry-lost", "state-machine-safety"}),
+    # Sizes by seed (None): the reads profile, odd and even sizes.
+    "reuse-read-ids": (None, 0, 40, {"linearizability"}),
+    "read-index-one-ack-short": (None, 0, 40, {"linearizability"}),
+    "no-check-quorum": (None, 0, 20, {"leader-steps-down"}),
+    "even-quorum-too-small": (None, 0, 20, {"committed-entry-lost", "election-safety", "state-machine-safety",
+                                            "leader-completeness", "log-matching", "double-vote"}),
 }
 
 
@@ -86,7 +92,8 @@ class RepresentativeSeedTests(ClassFixtureTestCase):
         """One seed in four (the multiples of 4) runs the figure8 profile, so every
         soak exercises Figure 8 histories against the real code; the profile
         can also be forced, and a forced profile is part of the replay command."""
-        assert [profile_for_seed(s) for s in range(8)] == ["figure8"] + ["mixed"] * 3 + ["figure8"] + ["mixed"] * 3
+        assert [profile_for_seed(s) for s in range(8)] == [
+            "figure8", "mixed", "reads", "reads", "figure8", "mixed", "reads", "mixed"]
         figure8 = [r for r in self.representative_runs if r.config.fault_profile == "figure8"]
         assert len(figure8) == 10 + 3  # seeds 0, 4, ..., 36 with 3 nodes; 0, 4 and 8 with 5
         assert all(r.ok for r in figure8)
@@ -137,7 +144,7 @@ class ReplayAndPlantTests(SynchronousTestCase):
         else:
             self.fail(f"{plant} not caught in seeds {start}..{start + count - 1}")
         assert result.violations[0].property in expected, result.report()
-        assert f"kvstore-sim --seed {seed} --nodes {nodes} --plant {plant} --trace" in result.report()
+        assert f"kvstore-sim --seed {seed} --nodes {result.config.nodes} --plant {plant} --trace" in result.report()
 
     @parametrize("seed", [0, 1])
     def test_plants_are_off_by_default(self, seed):

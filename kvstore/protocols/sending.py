@@ -34,4 +34,10 @@ def send_now(transport: Any) -> None:
         # doWrite would finish the close, whose result only the reactor
         # knows how to act on.
         return
+    if getattr(transport, "producerPaused", False):
+        # Its buffer was full and it paused its producer (a client
+        # connection): draining it here would resume that producer, and so
+        # read and run new requests, inside whatever callback is sending.
+        # The reactor drains it and resumes the producer from the top.
+        return
     do_write()

@@ -440,7 +440,7 @@ class RaftCore:
         for progress in self._progress.values():
             progress.active = False
         self._quorum_check_at = self._clock.seconds() + self.config.election_timeout_max
-        if active < self.config.quorum:
+        if active < self.config.quorum and "no-check-quorum" not in self._plants:
             self._become_follower(self.term, None)
             return False
         return True
@@ -549,7 +549,9 @@ class RaftCore:
         Ask for a linearizable read index (thesis section 6.4).  The answer
         comes back in a later L{Ready}: a L{ReadState} with this
         C{request_id}, or a failure with a reason.  Request ids must be
-        unique among this node's outstanding reads.
+        unique among this node's reads across restarts, not only among its
+        outstanding ones: a leader may answer a read forwarded by an earlier
+        incarnation of this node, and the answer is matched by id.
         """
         if self.role is Role.LEADER:
             self._leader_read(_PendingRead(self.node_id, request_id, 0))
@@ -638,7 +640,8 @@ class RaftCore:
             return
         acked = sorted((p.acked_round for p in self._progress.values()), reverse=True)
         # The leader itself counts as one acknowledgement of every round.
-        confirmed = acked[self.config.quorum - 2] if self.config.quorum > 1 else self._round
+        needed = self.config.quorum - 1 - ("read-index-one-ack-short" in self._plants)
+        confirmed = acked[needed - 1] if needed > 0 else self._round
         if confirmed < self._read_round_in_flight:
             return
         remaining = []
@@ -822,6 +825,9 @@ class RaftCore:
             else:
                 self._send(sender, ReadIndexResponse(self.term, body.request_id, None))
         elif isinstance(body, ReadIndexResponse):
+            # A change of term fails every forwarded read, so this answer is
+            # from this term's leader; the id names one read of this
+            # incarnation only if ids are never reused (see request_read).
             if self._forwarded_reads.pop(body.request_id, None) is not None:
                 if body.index is None:
                     self._failed_reads.append((body.request_id, "the leader could not confirm its leadership"))

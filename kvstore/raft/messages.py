@@ -154,6 +154,12 @@ _TYPE_NAMES: dict[type, str] = {
     ReadIndexResponse: "read_resp",
 }
 
+#: The C{type} names L{from_dict} knows.  The peer protocol checks a
+#: message's type against them before validating it, so that a type this
+#: node does not know can be told apart (and skipped when its sender marked
+#: it optional) from a malformed message of a known type.
+MESSAGE_TYPES: frozenset[str] = frozenset(_TYPE_NAMES.values())
+
 
 def to_dict(message: Message) -> dict[str, Any]:
     """

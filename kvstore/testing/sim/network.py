@@ -46,6 +46,8 @@ class SimulatedNetwork:
     @ivar on_deliver: observers C{f(message)} called before each delivery.
     @ivar after_deliver: observers C{f(message)} called after the receiver
         processed a delivered message.
+    @ivar extra_delay: callables C{f(message) -> seconds} added to each
+        message's delay (a fault profile slows some messages down on purpose).
     @ivar stats: counts of what happened to messages, by fate.
     """
 
@@ -63,6 +65,7 @@ class SimulatedNetwork:
         self.on_send: list[Callable[[Message], None]] = []
         self.on_deliver: list[Callable[[Message], None]] = []
         self.after_deliver: list[Callable[[Message], None]] = []
+        self.extra_delay: list[Callable[[Message], float]] = []
         self.stats = {
             "sent": 0, "delivered": 0, "dropped": 0, "duplicated": 0, "lost_to_crash": 0, "cut": 0, "filtered": 0,
         }
@@ -93,6 +96,8 @@ class SimulatedNetwork:
         for _ in range(copies):
             slow = w.slow and rng.random() < w.slow
             delay = rng.uniform(*(w.slow_latency if slow else w.latency))
+            for extra in self.extra_delay:
+                delay += extra(message)
             if self._in_order:
                 link = (message.sender, message.receiver)
                 now = self._clock.seconds()

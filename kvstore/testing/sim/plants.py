@@ -11,4 +11,8 @@ PLANTS: dict[str, str] = {
     "read-without-leadership-check": "the leader answers ReadIndex without a heartbeat round confirming leadership",
     "forget-vote-on-restart": "a restarted node ignores the vote it had stored",
     "skip-checksum-on-recovery": "WAL recovery trusts records without verifying their checksums",
+    "reuse-read-ids": "a node numbers its forwarded reads from 1 on every boot (issue 9, defect 1)",
+    "read-index-one-ack-short": "the leader confirms a read index with one acknowledgement fewer than a quorum",
+    "no-check-quorum": "a leader that has not heard from a majority keeps leading (check-quorum disabled)",
+    "even-quorum-too-small": "the quorum of an even-sized cluster is half its members (peers//2+1)",
 }

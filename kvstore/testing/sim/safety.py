@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 from kvstore.node import Node
 from kvstore.raft.core import Role
-from kvstore.raft.messages import Message, RequestVoteResponse
+from kvstore.raft.messages import AppendEntriesResponse, Message, RequestVoteResponse
 
 PROPERTIES = {
     "election-safety": "at most one leader per term",
@@ -33,6 +33,7 @@ PROPERTIES = {
     "linearizability": "the client history is linearizable per key",
     "stale-read-value": "a stale read returns a value that was written at some point",
     "liveness": "after faults stop, a leader is elected and every request completes",
+    "leader-steps-down": "a leader that has not heard from a majority for two election timeouts steps down (check-quorum)",
     "storage-recovery": "a crashed node's storage recovers without error",
     "unexpected-error": "no exception escapes the code under test",
 }
@@ -55,10 +56,17 @@ class SafetyMonitor:
     @param durable_log: C{durable_log(node_id)} gives the entries that node
         would recover after a crash now (its WAL's durable prefix, or what a
         crashed node recovered).
+    @param step_down_within: how long a leader may go on leading without
+        acknowledgements from a majority (check-quorum); None: not checked.
     """
 
     def __init__(
-        self, now: Callable[[], float], members: Sequence[int], quorum: int, durable_log: Callable[[int], Sequence[Any]]
+        self,
+        now: Callable[[], float],
+        members: Sequence[int],
+        quorum: int,
+        durable_log: Callable[[int], Sequence[Any]],
+        step_down_within: float | None = None,
     ) -> None:
         self._now = now
         self._members = tuple(members)
@@ -75,6 +83,10 @@ class SafetyMonitor:
         self._leaders_checked: set[tuple[int, int]] = set()
         self.elections = 0
         self.steps = 0
+        self.step_down_within = step_down_within
+        # (leader, follower) -> (term, when) of the last AppendEntriesResponse delivered
+        self._acks: dict[tuple[int, int], tuple[int, float]] = {}
+        self._leader_since: dict[tuple[int, int], float] = {}
 
     def violate(self, prop: str, detail: str) -> None:
         assert prop in PROPERTIES, prop
@@ -118,6 +130,11 @@ class SafetyMonitor:
                     f"node {message.sender} voted for {previous} and then for {message.receiver} in term {body.term}",
                 )
 
+    def on_deliver(self, message: Message) -> None:
+        """Note acknowledgements reaching a node, for the check-quorum check."""
+        if isinstance(message.body, AppendEntriesResponse):
+            self._acks[(message.receiver, message.sender)] = (message.body.term, self._now())
+
     # -- checks ----------------------------------------------------------
 
     def step(self) -> None:
@@ -133,8 +150,11 @@ class SafetyMonitor:
                     self.violate("election-safety", f"nodes {leader} and {node_id} both lead term {term}")
                 if (node_id, term) not in self._leaders_checked:
                     self._leaders_checked.add((node_id, term))
+                    self._leader_since[(node_id, term)] = self._now()
                     self.elections += 1
                     self._check_leader(node_id)
+                if self.step_down_within is not None:
+                    self._check_leader_heard(node_id, term)
             commit = core.commit_index
             seen = self._commit_seen[node_id]
             if commit > seen:
@@ -151,6 +171,29 @@ class SafetyMonitor:
                 self._commit_seen[node_id] = commit
         if self.steps % 64 == 0:
             self.full_check()
+
+    def _check_leader_heard(self, node_id: int, term: int) -> None:
+        """
+        A leader must step down once a majority has not acknowledged it for
+        C{step_down_within}: the time since which fewer than C{quorum - 1}
+        followers acknowledged it (in its term) bounds how long it leads.
+        """
+        needed = self._quorum - 1
+        if needed < 1:
+            return
+        since = self._leader_since[(node_id, term)]
+        heard = sorted(
+            (when for (leader, _), (t, when) in self._acks.items() if leader == node_id and t == term), reverse=True
+        )
+        if len(heard) >= needed:
+            since = max(since, heard[needed - 1])
+        assert self.step_down_within is not None
+        if self._now() - since > self.step_down_within:
+            self.violate(
+                "leader-steps-down",
+                f"node {node_id} still leads term {term} {self._now() - since:.3f}s after a majority last "
+                f"acknowledged it (bound {self.step_down_within:.3f}s)",
+            )
 
     def _check_leader(self, node_id: int) -> None:
         core = self.nodes[node_id].core
