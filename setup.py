@@ -31,6 +31,8 @@ setup(
     install_requires=[
         "twisted[tls]>=24.7",
         "service-identity",
+        # --config reads TOML: the standard library's tomllib from 3.11.
+        "tomli>=1.1; python_version < '3.11'",
     ],
     extras_require={
         "test": [

@@ -3,8 +3,8 @@
 Command-line options for ``twistd kvstore``, validated into a L{NodeConfig}.
 
 This module is pure: it parses and checks strings and builds a frozen
-configuration object, and never imports the reactor, opens a file or touches
-the network.  Everything a node needs to know about itself and its cluster is
+configuration object, and never imports the reactor, opens a file (but the
+C{--config} file, through L{kvstore.config_file}) or touches the network.  Everything a node needs to know about itself and its cluster is
 decided here, once, so that the rest of the program receives values that are
 already known to be consistent (for example, election timeouts that are long
 enough compared with the heartbeat interval, and a membership in which every
@@ -21,12 +21,14 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
+import sys
 import textwrap
 from dataclasses import dataclass
 from typing import Sequence
 
 from twisted.python import usage
 
+from kvstore.config_file import CommandLineConfig, from_command_line
 from kvstore.protocols.commands import PUT_OVERHEAD_BYTES
 from kvstore.raft.config import RaftConfig
 from kvstore.protocols.peer import (
@@ -622,6 +624,22 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
 
     config: NodeConfig
 
+    #: --log-format (kvstore.log_format): "text" or "json".
+    log_format: str = "text"
+
+    def opt_log_format(self, value: str) -> None:
+        """How the log is written: text (twistd's human-readable lines, the default) or json (one JSON object per line, for journald and log shippers)."""
+        if value not in ("text", "json"):
+            raise usage.UsageError(f"--log-format must be text or json, not {value!r}")
+        self.log_format = value
+
+    #: The --config file's path and what it sets (kvstore.config_file).
+    config_file: CommandLineConfig = CommandLineConfig()
+
+    def opt_config(self, path: str) -> None:
+        """Read options from this TOML file (see docs/operations.md): one file can describe the whole cluster, and --node-id picks this node.  Options given on the command line override the file's."""
+        # Read before parsing, in parseOptions: the file's values go first.
+
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
         Parse as L{usage.Options} does; but as twistd's subcommand, turn a
@@ -629,9 +647,19 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
         twistd itself would print the whole help, about 75 lines, and the
         reason after it, where nobody looks.  Parsed on their own (tests,
         L{parse_config}) the options raise L{usage.UsageError} as usual.
+
+        With C{--config FILE}, the file's options are parsed as if given
+        before the command line's, which therefore override them.
         """
         try:
-            super().parseOptions(options)
+            arguments = list(sys.argv[1:] if options is None else options)
+            self.config_file = from_command_line(
+                arguments, self.shortOpt, self.longOpt, lambda text: _parse_int("node-id", text, 0)
+            )
+            try:
+                super().parseOptions(self.config_file.arguments() + arguments)
+            except usage.UsageError as e:
+                raise usage.UsageError(self.config_file.explain(str(e))) from None
         except usage.UsageError as e:
             if getattr(self, "parent", None) is None:
                 raise

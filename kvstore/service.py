@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 
+from kvstore import log_format, sd_notify
 from kvstore.build import build_node
 from kvstore.clock import install_monotonic_clock
 from kvstore.datadir import DataDirectoryLock, make_directory_durably
@@ -142,6 +143,7 @@ class Options(NodeOptions):
 
     def postOptions(self) -> None:
         super().postOptions()
+        log_format.check_twistd_options(self.log_format, getattr(self, "parent", None))
         # Set by usage.Options when parsed as twistd's subcommand; twistd's
         # own postOptions (which makes its pidfile absolute) runs after this.
         parent = getattr(self, "parent", None)
@@ -206,6 +208,19 @@ class KVStoreService(MultiService):
 
     #: The service that listens for clients and peers (set by build_service).
     listener: "_EarlyListener"
+    #: What systemd is told (kvstore.sd_notify), set when the service starts.
+    systemd: sd_notify.NodeNotifier | None = None
+    #: The reactor of the systemd notifier's timers and log rotation; None:
+    #: the global reactor.
+    clock: Any = None
+    #: --log-format json's observer, which twistd uses once this service
+    #: joins its application (see kvstore.log_format); None: twistd's own.
+    log_observer: Any = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        super().setServiceParent(parent)
+        if self.log_observer is not None:
+            log_format.install(parent, self.log_observer)
 
     def __init__(
         self,
@@ -246,8 +261,21 @@ class KVStoreService(MultiService):
                 f.write(f"{os.getpid()}\n")
         super().startService()
         self.node.start()
+        # READY=1 once listening, STATUS= and WATCHDOG=1; a no-op without $NOTIFY_SOCKET.
+        self.systemd = sd_notify.NodeNotifier.from_environment(os.environ, self.node.core, self._reactor)
+        self.systemd.start(getattr(getattr(self, "listener", None), "_waitingForPort", None))
+
+    def _reactor(self) -> Any:
+        """C{clock} if set (tests), else the global reactor."""
+        if self.clock is not None:
+            return self.clock
+        from twisted.internet import reactor
+
+        return reactor
 
     async def _stop(self) -> None:
+        if self.systemd is not None:
+            self.systemd.stopping()  # STOPPING=1 first: systemd shows the node as deactivating
         self.node.stop()
         await super().stopService()
         try:
@@ -433,6 +461,8 @@ def makeService(options: NodeOptions) -> KVStoreService:
         service = build_service(config, pidfile=getattr(options, "pidfile", None))
     except UsageError as e:
         raise SystemExit(f"twistd kvstore: {e}") from None
+    if getattr(options, "log_format", "text") == "json" and getattr(options, "parent", None) is not None:
+        service.log_observer = log_format.twistd_observer(options.parent, service._reactor)
     if not listens_early(options, service.listener):
         return service
     try:

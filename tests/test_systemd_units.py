@@ -130,7 +130,7 @@ class SystemdUnitTests(SynchronousTestCase):
         """
         text = UNIT.read_text(encoding="utf-8")
         assert _directives(text, "StateDirectory") == ["kvstore/node-%i"]
-        assert _directives(text, "EnvironmentFile") == ["/etc/kvstore/node-%i.conf"]
+        assert _directives(text, "EnvironmentFile") == ["-/etc/kvstore/node-%i.conf"]
         all_opts = _conf_opts(CONF.read_text(encoding="utf-8"))
         assert len(all_opts) == 3
         configs = []
