@@ -8,6 +8,7 @@ Layout::
     <data-dir>/LOCK            held (flock) while a node runs on this directory
     <data-dir>/metadata.json   term, vote and cluster id (atomic replace)
     <data-dir>/wal/            write-ahead log segments (the Raft log)
+    <data-dir>/snapshots/      state machine snapshots (kvstore.storage.snapshots)
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 
 from kvstore import trace
 from kvstore.errors import KeyNotFound, NotLeader, OutcomeUnknown, Unavailable
-from kvstore.raft.core import HardState, NotLeaderError, RaftCore, Ready, Role
+from kvstore.raft.core import HardState, NotLeaderError, RaftCore, Ready, Role, UnsendableEntry
 from kvstore.raft.messages import MAX_FIELD_VALUE, AppendEntries, AppendEntriesResponse, Message
 from kvstore.statemachine import ApplyResult, InvalidCommand, KeyValueStateMachine, encode_delete, encode_put
 from kvstore.storage.errors import StorageError
@@ -59,14 +59,15 @@ class FailedPart(enum.Enum):
     STORAGE = "storage"
     #: The state machine raised while applying a committed entry.
     APPLY = "apply"
-    #: Anything else while handling a batch of the core's outputs: a bug.
+    #: Anything else -- handling a batch of the core's outputs or a peer's
+    #: message, a Raft timer, the timeout sweeper: a bug.
     INTERNAL = "internal"
 
 
 _FATAL_LOG_LINES = {
     FailedPart.STORAGE: "storage failed; this node stops to protect acknowledged data",
     FailedPart.APPLY: "apply failed: the state machine raised on a committed entry; this node stops",
-    FailedPart.INTERNAL: "internal error while handling the Raft core's outputs; this node stops",
+    FailedPart.INTERNAL: "internal error (a bug) in the Raft core or the node; this node stops",
 }
 
 
@@ -223,8 +224,11 @@ class Node:
     # Lifecycle
 
     def start(self) -> None:
-        """Start the core's timers and the timeout sweeper."""
-        self.core.start()
+        """Start the core's timers and the timeout sweeper.  An exception in
+        a core timer is a bug and stops the node, as one in L{_process}
+        does: left to the reactor it would only be logged, and the timer
+        (a leader's heartbeat) would never run again."""
+        self.core.start(on_timer_error=lambda failure: self._fatal(failure, FailedPart.INTERNAL, "a Raft timer"))
         self._schedule_sweep()
         self.wake()
 
@@ -354,7 +358,14 @@ class Node:
             return
         if trace.ENABLED:
             _trace_received(message)
-        self.core.step(message)
+        try:
+            self.core.step(message)
+        except Exception:
+            # The protocol layer has rejected malformed messages, so this is
+            # a bug in the core (see RaftCore.step), and the core may be
+            # half-way through a state change: stop, as in _process.
+            self._fatal(Failure(), FailedPart.INTERNAL, f"handling a message from node {message.sender}")
+            return
         self.wake()
 
     # ------------------------------------------------------------------
@@ -384,7 +395,10 @@ class Node:
         else:
             if self.core.has_ready():
                 self.wake()
-        self._check_leadership()
+        try:
+            self._check_leadership()
+        except Exception:
+            self._fatal(Failure(), FailedPart.INTERNAL, "checking leadership")
 
     def _handle_ready(self, ready: Ready) -> None:
         with _failures_of_storage():
@@ -414,6 +428,8 @@ class Node:
             self._after_durable(ready, synced)
         if ready.committed:
             self._apply(ready)
+        for unsendable in ready.unsendable:
+            self._log_unsendable(unsendable)
         for read_state in ready.reads:
             read = self._pending_reads.pop(read_state.request_id, None)
             if read is not None:
@@ -426,6 +442,26 @@ class Node:
             read = self._pending_reads.pop(request_id, None)
             if read is not None:
                 read.deferred.errback(Unavailable(reason))
+
+    def _log_unsendable(self, unsendable: UnsendableEntry) -> None:
+        """Say why a follower cannot catch up, and why this node steps down
+        if it does (see L{RaftCore._handle_unsendable})."""
+        consequence = (
+            "too few followers have it for anything to commit, so this node steps down for a node without it"
+            " to lead and overwrite it here (it was never committed)"
+            if unsendable.stepped_down
+            else "that follower cannot catch up with this leader; the others still commit"
+        )
+        self.log.error(
+            "log entry {index} is {size} bytes on the wire, over the peer message limit of {limit} bytes"
+            " (a release before issue 9 accepted it): follower {follower} can never receive it; {consequence}",
+            index=unsendable.index,
+            size=unsendable.size,
+            limit=self.core.config.max_entries_bytes,
+            follower=unsendable.follower,
+            stepped_down=unsendable.stepped_down,
+            consequence=consequence,
+        )
 
     def _save_hard_state(self, hard_state: HardState) -> None:
         saved = self._metadata.save(hard_state)
@@ -556,6 +592,20 @@ class Node:
         self._sweep_call = self._clock.callLater(interval, self._sweep)
 
     def _sweep(self) -> None:
+        self._sweep_call = None
+        if self._stopped or self._failed:
+            return
+        try:
+            self._expire()
+        except Exception:
+            # Raised into the reactor, this would only be logged and the
+            # sweeper never rescheduled: clients would wait forever.
+            self._fatal(Failure(), FailedPart.INTERNAL, "the timeout sweeper")
+            return
+        self._schedule_sweep()
+
+    def _expire(self) -> None:
+        """Fail the writes and reads whose deadline has passed."""
         now = self._clock.seconds()
         pending = self._pending_writes
         # Writes are ordered by index and deadlines grow with it.
@@ -576,7 +626,6 @@ class Node:
                 else:
                     waiting.append(read)
             self._reads_waiting_apply = waiting
-        self._schedule_sweep()
 
     def _fail_writes(self, reason: str) -> None:
         pending, self._pending_writes = self._pending_writes, OrderedDict()

@@ -18,7 +18,10 @@ Time comes only from the injected C{IReactorTime} and randomness only from the
 injected C{random.Random}, so the same inputs always give the same outputs:
 this is what lets the tests and the simulator run whole clusters on a
 C{task.Clock}.  Timer callbacks change state and queue outputs, then call the
-injected C{wake} hook; they never do I/O.
+injected C{wake} hook; they never do I/O.  An exception in a timer callback
+is a bug; it goes to the C{on_timer_error} hook given to L{RaftCore.start}
+(the node fail-stops), because raised into the reactor it would only be
+logged, and a heartbeat timer that raised once would never be rescheduled.
 
 The algorithm follows the extended Raft paper (Figure 2, sections 5 and 8)
 and Ongaro's thesis: Pre-Vote (9.6), leader stickiness and check-quorum
@@ -37,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.python.failure import Failure
 
 from kvstore.raft.config import RaftConfig
 from kvstore.raft.messages import (
@@ -102,6 +106,21 @@ class ReadState:
     index: int
 
 
+@dataclass(frozen=True)
+class UnsendableEntry:
+    """
+    The leader cannot send C{follower} the entry at C{index}: it is C{size}
+    bytes on the wire, over the per-message limit (a release before the
+    limit accepted it).  With C{stepped_down}, too few followers are past
+    such entries for anything to commit, and the leader stepped down.
+    """
+
+    follower: int
+    index: int
+    size: int
+    stepped_down: bool
+
+
 @dataclass
 class Ready:
     """
@@ -122,6 +141,9 @@ class Ready:
         order, exactly once.
     @ivar reads: reads whose index is now known.
     @ivar failed_reads: reads that cannot be served, with a reason.
+    @ivar unsendable: followers newly found to need an entry too large for
+        any peer message (see L{RaftCore._handle_unsendable}); empty almost
+        always.
     """
 
     hard_state: HardState | None = None
@@ -133,6 +155,7 @@ class Ready:
     committed: list[EntryTuple] = field(default_factory=list)
     reads: list[ReadState] = field(default_factory=list)
     failed_reads: list[tuple[int, str]] = field(default_factory=list)
+    unsendable: list[UnsendableEntry] = field(default_factory=list)
 
     def needs_persist(self) -> bool:
         return self.hard_state is not None or self.truncate_from is not None or bool(self.entries)
@@ -253,13 +276,26 @@ class RaftCore:
         self._heartbeat_timer: IDelayedCall | None = None
         self._quorum_check_at = 0.0
         self._started = False
+        self._on_timer_error: Callable[[Failure], None] | None = None
+        # Leader only: follower -> (index, size) of an entry too large for
+        # any message that it needs, and which of those are not yet reported.
+        self._stuck: dict[int, tuple[int, int]] = {}
+        self._stuck_unreported: list[int] = []
 
     # ------------------------------------------------------------------
     # Lifecycle
 
-    def start(self) -> None:
-        """Start the timers.  A one-node cluster elects itself at once."""
+    def start(self, on_timer_error: Callable[[Failure], None] | None = None) -> None:
+        """
+        Start the timers.  A one-node cluster elects itself at once.
+
+        @param on_timer_error: receives the failure of a timer callback that
+            raised (a bug); without it the exception propagates to whoever
+            runs the timer.  The caller, not the core, decides what a bug
+            means (the node fail-stops), so the core stays free of I/O.
+        """
         self._started = True
+        self._on_timer_error = on_timer_error
         if not self.config.peers:
             self._campaign(pre_vote=False)
         else:
@@ -333,6 +369,7 @@ class RaftCore:
             or self._failed_reads
             or self._needs_broadcast
             or (self._read_round_wanted and self._read_round_in_flight is None)
+            or bool(self._stuck_unreported)
         )
 
     def ready(self) -> Ready:
@@ -350,7 +387,9 @@ class RaftCore:
                 for peer in self.config.peers:
                     self._send_append(peer, heartbeat=commit_moved)
             self._maybe_start_read_round()
+        unsendable = self._handle_unsendable()
         rd = Ready()
+        rd.unsendable = unsendable
         if self._hard_state_dirty:
             rd.hard_state = HardState(self.term, self.voted_for)
             self._hard_state_dirty = False
@@ -392,13 +431,26 @@ class RaftCore:
     # ------------------------------------------------------------------
     # Timers
 
+    def _call_later(self, delay: float, callback: Callable[[], None]) -> IDelayedCall:
+        """Schedule a timer callback whose exception goes to the
+        C{on_timer_error} hook (see L{start})."""
+        return self._clock.callLater(delay, self._run_timer, callback)
+
+    def _run_timer(self, callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception:
+            if self._on_timer_error is None:
+                raise
+            self._on_timer_error(Failure())
+
     def _random_timeout(self) -> float:
         return self._rng.uniform(self.config.election_timeout_min, self.config.election_timeout_max)
 
     def _reset_election_deadline(self) -> None:
         self._election_deadline = self._clock.seconds() + self._random_timeout()
         if self._election_timer is None or not self._election_timer.active():
-            self._election_timer = self._clock.callLater(
+            self._election_timer = self._call_later(
                 self._election_deadline - self._clock.seconds(), self._on_election_timer
             )
 
@@ -409,7 +461,7 @@ class RaftCore:
         now = self._clock.seconds()
         if now < self._election_deadline:
             # The deadline moved while the timer was pending; sleep again.
-            self._election_timer = self._clock.callLater(self._election_deadline - now, self._on_election_timer)
+            self._election_timer = self._call_later(self._election_deadline - now, self._on_election_timer)
             return
         self._campaign(pre_vote=self.config.pre_vote)
         self._wake()
@@ -427,7 +479,7 @@ class RaftCore:
             # A probe that got no answer within a heartbeat is retried.
             progress.probe_sent = False
             self._send_append(peer, heartbeat=True)
-        self._heartbeat_timer = self._clock.callLater(self.config.heartbeat_interval, self._on_heartbeat_timer)
+        self._heartbeat_timer = self._call_later(self.config.heartbeat_interval, self._on_heartbeat_timer)
         self._wake()
 
     def _check_quorum(self) -> bool:
@@ -466,6 +518,8 @@ class RaftCore:
         self._needs_broadcast = self._commit_to_broadcast = False
         if was_leader:
             self._progress.clear()
+            self._stuck.clear()
+            self._stuck_unreported.clear()
             if self._heartbeat_timer is not None and self._heartbeat_timer.active():
                 self._heartbeat_timer.cancel()
             self._heartbeat_timer = None
@@ -514,7 +568,7 @@ class RaftCore:
         self._needs_broadcast = True
         self._quorum_check_at = self._clock.seconds() + self.config.election_timeout_max
         if self._heartbeat_timer is None and self.config.peers:
-            self._heartbeat_timer = self._clock.callLater(self.config.heartbeat_interval, self._on_heartbeat_timer)
+            self._heartbeat_timer = self._call_later(self.config.heartbeat_interval, self._on_heartbeat_timer)
         self._maybe_commit()
 
     # ------------------------------------------------------------------
@@ -664,6 +718,13 @@ class RaftCore:
         ) or (progress.state is _ProgressState.REPLICATE and len(progress.inflight) < self.config.max_inflight)
         if can_send_entries and progress.next_index <= self.last_index:
             entries = tuple(self._slice_for_message(progress.next_index))
+            if not entries:
+                # Too large for any message: this follower can never get
+                # past it (see _handle_unsendable).
+                index = progress.next_index
+                if self._stuck.get(peer, (0, 0))[0] != index:
+                    self._stuck[peer] = (index, self._entry_size(self._log[index - 1][2]))
+                    self._stuck_unreported.append(peer)
         if not entries and not heartbeat:
             return
         prev_index = progress.next_index - 1
@@ -707,6 +768,41 @@ class RaftCore:
             result.append(entry)
         return result
 
+    def _handle_unsendable(self) -> list[UnsendableEntry]:
+        """
+        Report followers newly found to need an entry too large for any
+        message (only a release before the limit was enforced could have
+        accepted one), and step down if too few followers are past such
+        entries to form a quorum with this node.
+
+        Such an entry could normally never be received by any peer, so it
+        exists only here, uncommitted; kept as leader by followers that
+        answer its heartbeats, this node would commit nothing ever again,
+        silently.  Stepping down lets a node without it lead and overwrite
+        it here.  But an entry just over the limit may have been sent by an
+        older release, whose message headers were smaller than the largest
+        one the limit allows for, to a majority: then this leader still
+        commits, only the followers stuck behind it can never catch up, and
+        stepping down would hand leadership around among nodes that all
+        have it, forever.  So the leader steps down only when the stuck
+        followers leave it without a quorum.
+        """
+        if not self._stuck_unreported:
+            return []
+        unreported, self._stuck_unreported = self._stuck_unreported, []
+        if self.role is not Role.LEADER:
+            return []
+        # A follower is stuck while it still waits for that entry.
+        stuck = sum(
+            1 for peer, (index, _) in self._stuck.items()
+            if self._progress[peer].next_index == index and self._progress[peer].match_index < index
+        )
+        step_down = 1 + len(self.config.peers) - stuck < self.config.quorum
+        report = [UnsendableEntry(peer, *self._stuck[peer], step_down) for peer in dict.fromkeys(unreported)]
+        if step_down:
+            self._become_follower(self.term, None)
+        return report
+
     def _maybe_commit(self) -> None:
         """
         Advance the commit index to the highest index stored on a majority,
@@ -729,6 +825,11 @@ class RaftCore:
     def _handle_append_response(self, sender: int, response: AppendEntriesResponse) -> None:
         progress = self._progress.get(sender)
         if progress is None:
+            return
+        if response.index > self.last_index:
+            # No correct follower acknowledges or refuses an entry this
+            # leader never had (its log only grows within its term): ignore
+            # it; used as an index it would raise (issue 9, review).
             return
         progress.active = True
         progress.acked_round = max(progress.acked_round, response.round)

@@ -55,6 +55,22 @@ class FileSystem:
             view = view[written:]
             offset += written
 
+    def pread(self, fd: int, length: int, offset: int) -> bytes:
+        """Up to C{length} bytes at C{offset} (fewer only at the end of the file)."""
+        parts = []
+        while length > 0:
+            data = os.pread(fd, length, offset)
+            if not data:
+                break
+            parts.append(data)
+            length -= len(data)
+            offset += len(data)
+        return b"".join(parts)
+
+    def file_size(self, fd: int) -> int:
+        """The current size of the open file C{fd}."""
+        return os.fstat(fd).st_size
+
     def fsync(self, fd: int) -> None:
         os.fsync(fd)
 

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_datadir -*-
 """
 C{kvstore-inspect DATA_DIR...}: describe the data directory of a stopped
-node (cluster, term, vote, log extent).
+node (cluster, term, vote, log extent, snapshots).
 
 Operators need to compare nodes' logs without starting them (starting a
 node may append to its log): the node holding the most up-to-date log (the
@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import Sequence
 
 from twisted.internet.defer import succeed
@@ -26,8 +27,10 @@ from twisted.python.usage import UsageError
 
 from kvstore.datadir import DataDirectoryLock
 from kvstore.storage import CorruptLogError, CorruptMetadataError, MetadataStore, WriteAheadLog
+from kvstore.storage.fs import FileSystem
+from kvstore.storage.snapshots import SnapshotStore
 
-__all__ = ["describe", "main"]
+__all__ = ["describe", "describe_snapshots", "main"]
 
 
 def describe(data_dir: str) -> dict[str, object]:
@@ -56,15 +59,36 @@ def describe(data_dir: str) -> dict[str, object]:
             "last_term": wal.last_term,
         }
         wal.close()
+        result["snapshots"] = describe_snapshots(os.path.join(data_dir, "snapshots"), time.time())
         return result
     finally:
         lock.release()
 
 
+def describe_snapshots(directory: str, now: float) -> list[dict[str, object]]:
+    """
+    Each snapshot in C{directory}, newest first, verified: index, term,
+    size, SHA-256 and age in seconds (from the file's mtime), or the error
+    that makes it unusable.  No directory means no snapshots.
+    """
+    if not os.path.isdir(directory):
+        return []
+    rows: list[dict[str, object]] = []
+    for info, error in SnapshotStore(os.path.abspath(directory), FileSystem()).scan():
+        row: dict[str, object] = {"index": info.index, "term": info.term}
+        row["size"] = os.path.getsize(info.path)
+        row["sha256"] = info.digest if error is None else None
+        row["age_s"] = round(now - os.path.getmtime(info.path), 1)
+        if error is not None:
+            row["damaged"] = error.reason
+        rows.append(row)
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="kvstore-inspect",
-        description="Describe the data directory of a STOPPED kvstore node: cluster, term, vote, log extent.",
+        description="Describe the data directory of a STOPPED kvstore node: cluster, term, vote, log extent, snapshots.",
     )
     parser.add_argument("data_dir", nargs="+", help="one or more node data directories")
     parser.add_argument("--json", action="store_true", help="print JSON")
@@ -84,7 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(rows, indent=2))
     else:
         for row in rows:
-            print(" ".join(f"{k}={v}" for k, v in row.items()))
+            print(" ".join(f"{k}={v}" for k, v in row.items() if k != "snapshots"))
+            for snap in row.get("snapshots", ()):  # type: ignore[attr-defined]
+                print("  snapshot " + " ".join(f"{k}={v}" for k, v in snap.items()))
+    if any("damaged" in snap for row in rows for snap in row.get("snapshots", ())):  # type: ignore[attr-defined]
+        status = 1
     if len(rows) > 1:
         best = max(rows, key=lambda r: (r["last_term"], r["last_index"]))
         print(f"most up-to-date log: {best['data_dir']}", file=sys.stderr if args.json else sys.stdout)
