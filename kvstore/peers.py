@@ -13,6 +13,7 @@ dropping keeps a stopped or slow peer from growing this node's memory.
 
 from __future__ import annotations
 
+import random
 from typing import Callable
 
 from twisted.application.internet import ClientService, backoffPolicy
@@ -44,6 +45,32 @@ from kvstore.raft.messages import AppendEntries, AppendEntriesResponse, Malforme
 # Twisted's buffer before dropping messages for that peer.
 MAX_BUFFERED_WHILE_PAUSED = 8 * 1024 * 1024
 
+#: After the peer refused this node's hello (no protocol version in common),
+#: the next attempt waits 1 s, doubling with each consecutive refusal up to
+#: this many seconds (plus jitter): see L{retry_policy}.
+REFUSED_MAX_DELAY = 30.0
+
+
+def retry_policy(link: "PeerLink", jitter: Callable[[], float] = random.random) -> Callable[[int], float]:
+    """
+    The delay before the next attempt to connect C{link}.  Ordinarily 0.05 s
+    doubling per failed attempt up to 1 s.  After a refusal it is 1 s
+    doubling per consecutive refusal up to L{REFUSED_MAX_DELAY}: a refused
+    link's TCP connect succeeded, which resets L{ClientService}'s attempt
+    count, so without this it would reconnect about twice a second until an
+    operator upgrades a node, each time costing the receiver a warning.
+    Both add up to 1 s of jitter.
+    """
+    ordinary = backoffPolicy(initialDelay=0.05, maxDelay=1.0, factor=2.0, jitter=jitter)
+    refused = backoffPolicy(initialDelay=0.5, maxDelay=REFUSED_MAX_DELAY, factor=2.0, jitter=jitter)
+
+    def policy(attempt: int) -> float:
+        if link.refusals:
+            return refused(link.refusals)
+        return ordinary(attempt)
+
+    return policy
+
 
 @implementer(IPushProducer)
 class PeerClientProtocol(NetstringReceiver):
@@ -66,7 +93,8 @@ class PeerClientProtocol(NetstringReceiver):
         self.buffered_while_paused = 0
         self.version = link.versions.lowest
         self._answered = False
-        self._logged_invalid_answer = False
+        self._close_logged = False
+        self.refused = False
 
     def connectionMade(self) -> None:
         # AppendEntries batches are latency-bound: never wait for Nagle.
@@ -89,6 +117,8 @@ class PeerClientProtocol(NetstringReceiver):
             self._answered = True
             self.version = decode_answer(payload, self._link.versions)
         except PeerRefusal as e:
+            self.refused = True
+            self._close_logged = True  # the link logs the refusal (once)
             self._link.refused(str(e))
             self.transport.loseConnection()  # the receiver closes it too
             self.brokenPeer = 1
@@ -102,7 +132,7 @@ class PeerClientProtocol(NetstringReceiver):
         if self.brokenPeer:
             return  # closing; ignore what is still arriving
         super().dataReceived(data)
-        if self.brokenPeer and not self._logged_invalid_answer:
+        if self.brokenPeer and not self._close_logged:
             # NetstringReceiver found bad framing or an over-long length
             # prefix (refused before buffering) and closed the connection.
             self._log_invalid_answer("invalid netstring framing or length over the limit")
@@ -113,7 +143,7 @@ class PeerClientProtocol(NetstringReceiver):
         self.brokenPeer = 1
 
     def _log_invalid_answer(self, reason: str) -> None:
-        self._logged_invalid_answer = True
+        self._close_logged = True
         self._link.log.warn(
             "closing the connection to peer node {peer}: invalid answer to the hello: {reason}",
             peer=self._link.peer_id,
@@ -159,6 +189,8 @@ class PeerLink:
         self.dropped = 0
         self.sent = 0
         self._last_refusal: str | None = None
+        #: How many connections in a row the peer refused (see L{retry_policy}).
+        self.refusals = 0
 
     @property
     def version(self) -> int | None:
@@ -178,14 +210,18 @@ class PeerLink:
                       peer=self.peer_id, version=version)
 
     def refused(self, reason: str) -> None:
-        # The link reconnects every second or so: log a refusal when it
-        # first happens or changes, not at every attempt.
+        self.refusals += 1
+        # The link keeps reconnecting (less and less often, see
+        # retry_policy): log a refusal when it first happens or changes, not
+        # at every attempt.
         if reason != self._last_refusal:
             self._last_refusal = reason
             self.log.warn("peer node {peer} at {address} refused this node's connection: {reason}",
                           peer=self.peer_id, address=self.address, reason=reason)
 
     def disconnected(self, protocol: PeerClientProtocol) -> None:
+        if not protocol.refused:
+            self.refusals = 0  # the peer accepted, or at least did not refuse
         if self.protocol is protocol:
             self.protocol = None
             self.log.info("lost connection to peer node {peer} at {address}", peer=self.peer_id, address=self.address)
@@ -242,7 +278,7 @@ class PeerLinks(MultiService):
             service = ClientService(
                 peer_endpoint(reactor, host, port),
                 _LinkFactory(link),
-                retryPolicy=backoffPolicy(initialDelay=0.05, maxDelay=1.0, factor=2.0),
+                retryPolicy=retry_policy(link),
                 clock=clock or reactor,  # type: ignore[arg-type]
             )
             service.setServiceParent(self)

@@ -249,6 +249,12 @@ def _version_number(value: object, what: str) -> int:
     return value
 
 
+def _printable(text: str) -> str:
+    """C{text} with every character that is not printable (controls, lone
+    surrogates) replaced by C{?}: the peer chose it, and it is logged as is."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def _short(value: object) -> str:
     """C{value} for a log line, cut short: the peer chose it."""
     text = repr(value)
@@ -449,7 +455,7 @@ def decode_answer(payload: bytes, ours: VersionRange) -> int:
     kind = answer.get("type")
     if kind == "refused":
         reason = answer.get("reason")
-        raise PeerRefusal(reason[:200] if isinstance(reason, str) else "no reason given")
+        raise PeerRefusal(_printable(reason[:200]) if isinstance(reason, str) else "no reason given")
     if kind != "welcome":
         raise MalformedMessage(f"the answer to a hello must be a welcome or a refusal, got type {_short(kind)}")
     version = _version_number(answer.get("version"), "the welcome's version")
