@@ -14,13 +14,12 @@ import random
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from kvstore.build import build_node
 from kvstore.errors import OutcomeUnknown, Unavailable
-from kvstore.node import Node
 from kvstore.raft.config import RaftConfig
-from kvstore.raft.core import RaftCore, Role
+from kvstore.raft.core import Role
 from kvstore.raft.messages import AppendEntries, AppendEntriesResponse, Message, RequestVoteResponse
-from kvstore.statemachine import KeyValueStateMachine
-from kvstore.storage import HardState, LogEntry, MemoryLog, MemoryMetadata
+from kvstore.storage import LogEntry, MemoryLog, MemoryMetadata
 
 _BIG = b"x" * 500  # over the 200-byte limit below
 
@@ -41,15 +40,13 @@ class UnsendableStepDownClientsTests(SynchronousTestCase):
         clock = Clock()
         entries = [LogEntry(1, 1, b""), LogEntry(2, 1, _BIG)]
         config = RaftConfig(0, peers=(1, 2), pre_vote=False, max_append_bytes=100, max_entries_bytes=200)
-        ref: list[Node] = []
-        core = RaftCore(config, clock, random.Random(0), entries=[tuple(e) for e in entries],
-                        wake=lambda: ref[0].wake() if ref else None)
         sent = _Sent()
         fatal: list[object] = []
-        node = Node(core, MemoryLog(entries), MemoryMetadata(), KeyValueStateMachine(), sent, clock,
-                    member_addresses={0: "a:1", 1: "a:2", 2: "a:3"},
-                    make_hard_state=lambda hs: HardState(hs.term, hs.voted_for, "c"), on_fatal=fatal.append)
-        ref.append(node)
+        node = build_node(
+            config, clock=clock, rng=random.Random(0), log=MemoryLog(entries), metadata=MemoryMetadata(),
+            cluster_id="c", peers=sent, member_addresses={0: "a:1", 1: "a:2", 2: "a:3"}, on_fatal=fatal.append,
+        )
+        core = node.core
         node.start()
 
         def settle() -> None:

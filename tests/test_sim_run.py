@@ -1,5 +1,5 @@
 """
-Whole simulated runs (kvstore.sim): a fixed, representative set of seeds
+Whole simulated runs (kvstore.testing.sim): a fixed, representative set of seeds
 passes every checker and together exercises every fault kind; a seed
 replays to the same event trace; each planted bug is caught within a
 bounded number of seeds, naming the property it violates.
@@ -11,13 +11,13 @@ from collections import Counter
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.sim.figure8 import profile_for_seed
-from kvstore.sim.plants import PLANTS
-from kvstore.sim.safety import PROPERTIES
-from kvstore.sim.world import run_seed
+from kvstore.testing.sim.figure8 import profile_for_seed
+from kvstore.testing.sim.plants import PLANTS
+from kvstore.testing.sim.safety import PROPERTIES
+from kvstore.testing.sim.world import run_seed
 
 from tests.class_fixtures import ClassFixtureTestCase, class_fixture_suite
-from tests.parametrize import cases, expand_cases
+from tests.support import parametrize, slow
 
 THREE_NODE_SEEDS = range(0, 40)
 FIVE_NODE_SEEDS = range(0, 10)
@@ -47,6 +47,7 @@ PLANT_CASES = {
 }
 
 
+@slow
 class RepresentativeSeedTests(ClassFixtureTestCase):
     """
     The fixed set of seeds, run once for the class: together they pass and
@@ -103,7 +104,7 @@ class RepresentativeSeedTests(ClassFixtureTestCase):
         assert run_seed(4, 3, profile="mixed").stats["figure8_cutoffs"] == 0
 
 
-@expand_cases
+@slow
 class ReplayAndPlantTests(SynchronousTestCase):
     """Seeds replay exactly, and each planted bug is caught within a bounded number of seeds."""
 
@@ -131,7 +132,7 @@ class ReplayAndPlantTests(SynchronousTestCase):
         for _, _, _, props in PLANT_CASES.values():
             assert props <= set(PROPERTIES)
 
-    @cases("plant", sorted(PLANT_CASES))
+    @parametrize("plant", sorted(PLANT_CASES))
     def test_plant_is_caught(self, plant):
         """With the planted bug switched on, one of a bounded number of seeds
         fails, naming a property the bug breaks, and prints a replay command."""
@@ -145,7 +146,7 @@ class ReplayAndPlantTests(SynchronousTestCase):
         assert result.violations[0].property in expected, result.report()
         assert f"kvstore-sim --seed {seed} --nodes {result.config.nodes} --plant {plant} --trace" in result.report()
 
-    @cases("seed", [0, 1])
+    @parametrize("seed", [0, 1])
     def test_plants_are_off_by_default(self, seed):
         """The same seeds that catch plants pass without them."""
         assert run_seed(seed, 3).ok

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.sim.cli import main
-from kvstore.sim.world import SimConfig, nodes_for_seed, run_seed
+from kvstore.testing.sim.cli import main
+from kvstore.testing.sim.world import SimConfig, nodes_for_seed, run_seed
 
 
 class ClusterSizeTests(SynchronousTestCase):

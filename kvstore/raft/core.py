@@ -236,7 +236,7 @@ class RaftCore:
         self._clock = clock
         self._rng = rng
         self._wake = wake
-        self._plants = plants  # planted bugs, for the simulator's tests only (kvstore.sim.plants)
+        self._plants = plants  # planted bugs, for the simulator's tests only (kvstore.testing.sim.plants)
 
         self.term = hard_state.term
         self.voted_for = None if "forget-vote-on-restart" in plants else hard_state.voted_for
@@ -314,6 +314,14 @@ class RaftCore:
             if timer is not None and timer.active():
                 timer.cancel()
         self._election_timer = self._heartbeat_timer = None
+
+    def set_wake(self, wake: Callable[[], None]) -> None:
+        """
+        Attach the hook called whenever the core has new output for
+        L{ready}.  The node attaches its own C{wake} when it is built around
+        the core, so nothing needs a forward reference to the node.
+        """
+        self._wake = wake
 
     # ------------------------------------------------------------------
     # Log helpers

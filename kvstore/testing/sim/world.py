@@ -33,20 +33,19 @@ from typing import Any, Callable
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
+from kvstore.build import build_node
 from kvstore.errors import KeyNotFound, NotLeader, OutcomeUnknown, Unavailable
 from kvstore.node import Node
 from kvstore.raft.config import RaftConfig
-from kvstore.raft.core import HardState as RaftHardState
-from kvstore.raft.core import RaftCore, Role
-from kvstore.sim.clock import HeapClock
-from kvstore.sim.figure8 import PROFILES, Figure8Faults, profile_for_seed
-from kvstore.sim.fs import SimulatedDisk, SimulatedFileSystem
-from kvstore.sim.linearizability import DELETE, GET, NOT_FOUND, OK, PUT, Operation, check_history
-from kvstore.sim.network import SimulatedNetwork, Weather
-from kvstore.sim.reads import ReadFaults
-from kvstore.sim.safety import SafetyMonitor, Violation
-from kvstore.statemachine import KeyValueStateMachine
-from kvstore.storage import CorruptLogError, CorruptMetadataError, HardState, MetadataStore, WriteAheadLog
+from kvstore.raft.core import Role
+from kvstore.storage import CorruptLogError, CorruptMetadataError, MetadataStore, WriteAheadLog
+from kvstore.testing.sim.clock import HeapClock
+from kvstore.testing.sim.figure8 import PROFILES, Figure8Faults, profile_for_seed
+from kvstore.testing.sim.fs import SimulatedDisk, SimulatedFileSystem
+from kvstore.testing.sim.linearizability import DELETE, GET, NOT_FOUND, OK, PUT, Operation, check_history
+from kvstore.testing.sim.network import SimulatedNetwork, Weather
+from kvstore.testing.sim.reads import ReadFaults
+from kvstore.testing.sim.safety import SafetyMonitor, Violation
 
 DATA = "/var/lib/kvstore"
 CLUSTER_ID = "sim"
@@ -62,7 +61,7 @@ SIZES = range(1, 8)
 _SIZE_BY_SEED = (3, 3, 3, 5, 3, 2, 4, 3, 4, 6, 5, 3, 5, 3, 5, 7)
 
 #: The linearizability search's budget per key.  A key still undecided is
-#: reported and counted as inconclusive (kvstore.sim.cli bounds how many).
+#: reported and counted as inconclusive (kvstore.testing.sim.cli bounds how many).
 SEARCH_STATES = 100_000
 
 
@@ -325,38 +324,28 @@ class Simulation:
         stored = metadata.state
         config_type = _EvenQuorumTooSmall if "even-quorum-too-small" in self.config.plants else RaftConfig
         config = config_type(node_id=node_id, peers=tuple(i for i in self.ids if i != node_id), **self.raft_options)
-        ref: list[Node] = []
-        core = RaftCore(
+        node = build_node(
             config,
-            self.clock,
-            random.Random(self._raft_rng.getrandbits(64)),
-            hard_state=RaftHardState(stored.term, stored.voted_for),
-            entries=wal.entries,  # type: ignore[arg-type]
-            wake=lambda: ref[0].wake() if ref else None,
+            clock=self.clock,
+            rng=random.Random(self._raft_rng.getrandbits(64)),
+            log=wal,
+            metadata=metadata,
+            cluster_id=CLUSTER_ID,
+            peers=self.network,
+            member_addresses={i: f"sim-{i}:7000" for i in self.ids},
+            commit_timeout=self.commit_timeout,
+            read_timeout=self.commit_timeout,
+            on_fatal=lambda f: self.monitor.violate("unexpected-error", f"node {node_id} storage failed: {f.value!r}"),
             plants=self.config.plants,
+            read_id_rng=random.Random(self._read_id_rng.getrandbits(64)),
         )
+        core = node.core
         if (core.term, core.voted_for) != (stored.term, stored.voted_for):
             self.monitor.violate(
                 "terms-and-votes-durable",
                 f"node {node_id} restarted with term {core.term} vote {core.voted_for}; "
                 f"its storage holds term {stored.term} vote {stored.voted_for}",
             )
-        node = Node(
-            core,
-            wal,
-            metadata,
-            KeyValueStateMachine(),
-            self.network,
-            self.clock,
-            member_addresses={i: f"sim-{i}:7000" for i in self.ids},
-            make_hard_state=lambda hs: HardState(hs.term, hs.voted_for, CLUSTER_ID),
-            commit_timeout=self.commit_timeout,
-            read_timeout=self.commit_timeout,
-            on_fatal=lambda f: self.monitor.violate("unexpected-error", f"node {node_id} storage failed: {f.value!r}"),
-            plants=self.config.plants,
-            rng=random.Random(self._read_id_rng.getrandbits(64)),
-        )
-        ref.append(node)
         member.node, member.wal, member.metadata, member.disk = node, wal, metadata, disk
         self.monitor.watch(node_id, node)
         self.network.attach(node_id, node.receive)

@@ -27,9 +27,9 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Sequence
 
-from kvstore.sim.figure8 import PROFILES
-from kvstore.sim.plants import PLANTS
-from kvstore.sim.world import SIZES, RunResult, run_seed
+from kvstore.testing.sim.figure8 import PROFILES
+from kvstore.testing.sim.plants import PLANTS
+from kvstore.testing.sim.world import SIZES, RunResult, run_seed
 
 #: A soak fails when more keys than this share of its seeds (rounded down)
 #: stayed inconclusive in the linearizability search: a single seed with an
