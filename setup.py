@@ -51,11 +51,11 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "kvstore=kvstore.cluster:main",
-            "kvstore-cluster=kvstore.cluster:main",
-            "kvstore-sim=kvstore.sim.cli:main",
-            "kvstore-bench=kvstore.bench:main",
-            "kvstore-inspect=kvstore.datadir:main",
+            "kvstore=kvstore.tools.cluster:main",
+            "kvstore-cluster=kvstore.tools.cluster:main",
+            "kvstore-sim=kvstore.testing.sim.cli:main",
+            "kvstore-bench=kvstore.tools.bench:main",
+            "kvstore-inspect=kvstore.tools.inspect:main",
         ],
     },
     zip_safe=False,

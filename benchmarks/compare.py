@@ -9,13 +9,13 @@ as committed.  Systems run one after another (never two at once), each shape
 for the same C{--duration} after one second of unmeasured warm-up, each on a
 fresh cluster in a temporary directory.
 
-  - kvstore: C{python -m kvstore.bench --json} (it starts its own cluster),
+  - kvstore: C{python -m kvstore.tools.bench --json} (it starts its own cluster),
     with fsync (the default) and once more with C{--no-fsync} for a
     like-for-like comparison with PySyncObj's default.
   - PySyncObj (from PyPI, installed with pip if missing; skipped with a
     message if it cannot be): three C{benchmarks/pysyncobj_node.py}
     processes, each a C{SyncObj} with a C{ReplDict}, driven by the same
-    client (C{kvstore.bench --nodes}) through a small text-protocol front
+    client (C{kvstore.tools.bench --nodes}) through a small text-protocol front
     end.  Variants: its default configuration, C{appendEntriesUseBatch}
     off, the file journal, and the file journal with an msync this harness
     adds (not a PySyncObj option).
@@ -59,7 +59,7 @@ CHECKOUT = os.path.dirname(HERE)
 if CHECKOUT not in sys.path:
     sys.path.insert(0, CHECKOUT)
 
-from kvstore.bench import free_port_block  # noqa: E402
+from kvstore.tools.ports import allocate_port_range  # noqa: E402
 
 SHAPES = {
     # name: (connections, pipelined requests per connection)
@@ -235,12 +235,12 @@ def _from_bench_report(row: dict[str, Any], report: dict[str, Any]) -> dict[str,
 
 
 def _run_bench(extra: list[str], shape: str, args: argparse.Namespace, timeout: float) -> dict[str, Any]:
-    """Run C{kvstore.bench --json} with C{extra} and return its report."""
+    """Run C{kvstore.tools.bench --json} with C{extra} and return its report."""
     connections, pipeline = SHAPES[shape]
     env = dict(os.environ)
     env["PYTHONPATH"] = CHECKOUT + os.pathsep + env.get("PYTHONPATH", "")
     argv = [
-        sys.executable, "-m", "kvstore.bench", "--json",
+        sys.executable, "-m", "kvstore.tools.bench", "--json",
         "-c", str(connections), "-P", str(pipeline),
         "--duration", str(args.duration), "--warmup", "1",
         "--value-size", "100", "--keys", "10000",
@@ -270,7 +270,7 @@ def _run_bench(extra: list[str], shape: str, args: argparse.Namespace, timeout: 
     try:
         return json.loads(text)
     except ValueError:
-        raise RuntimeError(f"kvstore.bench gave no report (exit {process.returncode}): {err_text[-500:]}") from None
+        raise RuntimeError(f"kvstore.tools.bench gave no report (exit {process.returncode}): {err_text[-500:]}") from None
 
 
 # ----------------------------------------------------------------------
@@ -354,7 +354,7 @@ def run_pysyncobj(shape: str, variant: str, args: argparse.Namespace) -> dict[st
     journal, batch = PYSYNCOBJ_VARIANTS[variant]
     row = _row("pysyncobj", variant, shape)
     directory = _mkdtemp("compare-pysyncobj-")
-    base = free_port_block(3, start=22100, also=(10, 11, 12))
+    base = allocate_port_range(3, low=22100, also=(10, 11, 12))
     raft_ports = ",".join(str(base + i) for i in range(3))
     client_ports = [base + 10 + i for i in range(3)]
     nodes = []
@@ -520,7 +520,7 @@ async def _etcd_load(port: int, connections: int, pipeline: int, duration: float
 def run_etcd(shape: str, args: argparse.Namespace) -> dict[str, Any]:
     row = _row("etcd", "fsync", shape)
     directory = _mkdtemp("compare-etcd-")
-    base = free_port_block(3, start=22300, also=(79, 89, 99))
+    base = allocate_port_range(3, low=22300, also=(79, 89, 99))
     peer_ports = [base + i for i in range(3)]
     client_ports = [base + 79 + 10 * i for i in range(3)]
     cluster = ",".join(f"e{i}=http://127.0.0.1:{peer_ports[i]}" for i in range(3))
@@ -643,7 +643,7 @@ def format_report(result: dict[str, Any]) -> str:
     lines += [
         "",
         "Caveats: the client (one Python process) shares the 2 cores with all three server processes of each "
-        "system; kvstore and PySyncObj are driven by the same client (kvstore.bench), etcd by a gRPC client "
+        "system; kvstore and PySyncObj are driven by the same client (kvstore.tools.bench), etcd by a gRPC client "
         "in this script; the machine is shared and noisy. PySyncObj's 'may have diverged' warnings are its own "
         "CRITICAL log lines (follower truncating applied entries); 'replicas differ' is checked by comparing the "
         "three ReplDicts after the run.",

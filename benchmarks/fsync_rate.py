@@ -31,7 +31,7 @@ if __package__ in (None, ""):
 
 from twisted.internet.defer import Deferred, succeed  # noqa: E402
 
-from kvstore.bench import measure_fsync_rate  # noqa: E402
+from kvstore.tools.bench import measure_fsync_rate  # noqa: E402
 from kvstore.storage import LogEntry, WriteAheadLog  # noqa: E402
 
 T = TypeVar("T")

@@ -39,9 +39,15 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from kvstore.bench import free_port_block, percentile  # noqa: E402
+from kvstore.tools.bench import percentile  # noqa: E402
+from kvstore.tools.ports import allocate_port_range  # noqa: E402
 
-LAUNCH = "from kvstore.cluster import run_twistd_child; run_twistd_child()"
+# The builds compared may predate kvstore/tools/ (kvstore.cluster then).
+LAUNCH = (
+    "try:\n    from kvstore.tools.spawn import run_twistd_child\n"
+    "except ImportError:\n    from kvstore.cluster import run_twistd_child\n"
+    "run_twistd_child()"
+)
 
 
 class Build:
@@ -140,7 +146,7 @@ def main() -> int:
     args = p.parse_args()
     builds: list[Build] = []
     try:
-        base = free_port_block(3 * len(args.builds), start=24000)
+        base = allocate_port_range(3 * len(args.builds), low=24000)
         for n, spec in enumerate(args.builds):
             name, _, checkout = spec.partition("=")
             builds.append(Build(name, os.path.abspath(checkout), not args.no_fsync, base + 3 * n))

@@ -2,7 +2,7 @@
 One PySyncObj node for C{benchmarks/compare.py}: a C{SyncObj} holding a
 C{ReplDict} (PySyncObj's batteries), fronted by a small TCP server that speaks
 the subset of kvstore's client text protocol the benchmark client needs, so
-the very same client (C{kvstore.bench}) drives both systems:
+the very same client (C{kvstore.tools.bench}) drives both systems:
 
   - C{PUT <key> <value>} calls C{ReplDict.set(key, value, callback=...)} and
     replies C{<key> added successfully.} only when PySyncObj calls the

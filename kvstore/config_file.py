@@ -207,7 +207,10 @@ def _parse_member_address(reader: _Reader, key: str, value: Any) -> tuple[str, i
     table = (_CLUSTER, _MEMBERS)
     if not isinstance(value, str):
         raise reader.error(table, key, f"expected \"HOST:PORT\", not {_type_name(value)}")
-    match = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]+):(\d+)", value.strip())
+    # Only the characters of a hostname or an IP address: the address goes
+    # into the comma-separated --peers list as ID@HOST:PORT, where a ',' or
+    # an '@' would add members of its own.
+    match = re.fullmatch(r"\[([0-9A-Za-z:.%_-]+)\]:(\d+)|([A-Za-z0-9._-]+):(\d+)", value.strip())
     if match is None:
         raise reader.error(table, key, f"expected \"HOST:PORT\" or \"[IPV6]:PORT\", not {value!r}")
     host = match.group(1) or match.group(3)
@@ -217,6 +220,16 @@ def _parse_member_address(reader: _Reader, key: str, value: Any) -> tuple[str, i
     if host in ("0.0.0.0", "::", "*"):
         raise reader.error(table, key, f"{host!r} is a wildcard address peers cannot connect to; use listen to bind all interfaces")
     return host, port
+
+
+def _check_id_once(
+    reader: _Reader, table: tuple[str, ...], key: str | None, node_id: int, seen: Mapping[int, Any], names: Iterable[str]
+) -> None:
+    """Refuse a node id already named by another key of the same table
+    (C{1} and C{01}): TOML sees two keys, so one would silently win."""
+    if node_id in seen:
+        other = next(n for n in names if re.fullmatch(r"\d+", n) and int(n) == node_id)
+        raise reader.error(table, key, f"node id {node_id} is also written {other!r}; write each node id once")
 
 
 def _format_address(host: str, port: int) -> str:
@@ -275,6 +288,11 @@ def load(
             raise reader.error((_NODE, name), None, "node sections are named by node id, an integer >= 0: [node.0]")
         if not isinstance(section, dict):
             raise reader.error((_NODE,), name, f"expected a table, not {_type_name(section)}")
+        _check_id_once(reader, (_NODE, name), None, int(name), sections, nodes)
+        # Every node's section, not only this node's: the same file is
+        # deployed to every machine, so a mistake is found on the first.
+        if "node-id" in reader.options((_NODE, name), section):
+            raise reader.error((_NODE, name), "node-id", "the section's name is the node id; remove it")
         sections[int(name)] = section
 
     if node_id is None and "node-id" in shared:
@@ -289,6 +307,7 @@ def load(
         for key, value in members_table.items():
             if not re.fullmatch(r"\d+", key):
                 raise reader.error((_CLUSTER, _MEMBERS), key, "member keys are node ids, integers >= 0")
+            _check_id_once(reader, (_CLUSTER, _MEMBERS), key, int(key), members, members_table)
             address = _parse_member_address(reader, key, value)
             for other, other_address in members.items():
                 if other_address == address:
@@ -404,12 +423,18 @@ def from_command_line(arguments: list[str], short: str, long: list[str], parse_n
     except getopt.GetoptError:
         return CommandLineConfig()
     given = frozenset(name[2:] for name, _ in parsed if name.startswith("--"))
-    path = node_text = None
+    node_text = None
+    paths = []
     for name, value in parsed:
         if name == "--config":
-            path = value
+            paths.append(value)
         elif name == "--node-id":
             node_text = value
+    if len(paths) > 1:
+        # Options given twice usually mean the last wins; for files that
+        # would silently skip the first (even a mistyped, missing one).
+        raise ConfigFileError(f"--config given {len(paths)} times ({', '.join(paths)}); give one file")
+    path = paths[0] if paths else None
     if path is None:
         return CommandLineConfig(given=given)
     try:

@@ -59,10 +59,28 @@ _LEGACY_KEYS = frozenset({"message", "time", "system", "isError", "format", "why
 
 def _field_value(value: Any) -> Any:
     try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
+        # allow_nan=False: NaN and Infinity are not JSON (RFC 8259), and
+        # json.dumps would otherwise write them as bare words.
+        json.dumps(value, allow_nan=False)
+    except Exception:  # not JSON: TypeError, ValueError, RecursionError
+        try:
+            return repr(value)
+        except Exception as e:  # one bad field must not cost the event its line
+            return f"<unrepresentable {type(value).__name__}: {e!r}>"
     return value
+
+
+def _dumps(record: Mapping[str, Any]) -> str:
+    """C{record} as strict JSON: readable non-ASCII text, but escapes when
+    some text holds a lone surrogate (a non-UTF-8 file name decoded with
+    surrogateescape), which the observer could not encode as UTF-8 and
+    would drop the whole line."""
+    line = json.dumps(record, ensure_ascii=False, allow_nan=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(record, ensure_ascii=True, allow_nan=False)
+    return line
 
 
 def json_line(event: Mapping[str, Any]) -> str:
@@ -90,7 +108,7 @@ def json_line(event: Mapping[str, Any]) -> str:
         failure = event.get("log_failure")
         if failure is not None:
             record["traceback"] = failure.getTraceback()
-        return json.dumps(record, ensure_ascii=False) + "\n"
+        return _dumps(record) + "\n"
     except Exception as e:  # a log line must never break logging
         return json.dumps({"level": "error", "namespace": __name__, "text": f"unrenderable log event: {e!r}"}) + "\n"
 

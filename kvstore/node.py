@@ -129,9 +129,10 @@ class LogStorage(Protocol):
 
 
 class MetadataStorage(Protocol):
-    """What the node needs of the term/vote metadata store."""
+    """What the node needs of the term/vote metadata store (see
+    L{kvstore.build.HardStateStore})."""
 
-    def save(self, state: Any) -> Deferred[None]: ...
+    def save(self, state: HardState) -> Deferred[None]: ...
 
 
 class PeerSender(Protocol):
@@ -161,8 +162,9 @@ class Node:
     One kvstore member.  Implements the client protocol's
     C{KeyValueService}: L{put}, L{delete}, L{get} and L{status}.
 
-    @param make_hard_state: turns the core's L{HardState} into what the
-        metadata store saves (it adds the cluster id).
+    Build one with L{kvstore.build.build_node}, which wires the core and
+    the storage adapters; the node attaches itself as the core's wake hook.
+
     @param on_fatal: called with a L{Failure} of a L{FatalError} naming the
         L{FailedPart} when the node stops itself (fail-stop): after a failed
         fsync, a failed apply or an internal error in the middle of a batch
@@ -184,7 +186,6 @@ class Node:
         clock: IReactorTime,
         *,
         member_addresses: dict[int, str],
-        make_hard_state: Callable[[HardState], Any],
         commit_timeout: float = 5.0,
         read_timeout: float = 5.0,
         on_fatal: Callable[[Failure], None] = lambda f: None,
@@ -193,18 +194,18 @@ class Node:
         rng: random.Random | None = None,
     ) -> None:
         self.core = core
+        core.set_wake(self.wake)  # the core's outputs schedule a processing pass
         self._wal = wal
         self._metadata = metadata
         self.state_machine = state_machine
         self._peers = peers
         self._clock = clock
         self._member_addresses = member_addresses
-        self._make_hard_state = make_hard_state
         self._commit_timeout = commit_timeout
         self._read_timeout = read_timeout
         self._on_fatal = on_fatal
         self._extra_status = extra_status
-        self._plants = plants  # planted bugs, for the simulator's tests only (kvstore.sim.plants)
+        self._plants = plants  # planted bugs, for the simulator's tests only (kvstore.testing.sim.plants)
 
         self._process_call: IDelayedCall | None = None
         self._pending_writes: OrderedDict[int, _PendingWrite] = OrderedDict()
@@ -449,6 +450,9 @@ class Node:
             "too few followers have it for anything to commit, so this node steps down for a node without it"
             " to lead and overwrite it here (it was never committed)"
             if unsendable.stepped_down
+            else "too few followers have it for anything to commit, and too few lack it to elect a node without"
+            " it, so no leader can commit: see 'An entry too large to replicate' in docs/operations.md"
+            if unsendable.deadlocked
             else "that follower cannot catch up with this leader; the others still commit"
         )
         self.log.error(
@@ -463,7 +467,7 @@ class Node:
         )
 
     def _save_hard_state(self, hard_state: HardState) -> None:
-        saved = self._metadata.save(self._make_hard_state(hard_state))
+        saved = self._metadata.save(hard_state)
         barrier: Deferred[None] = Deferred()
 
         def done(result: object) -> object:

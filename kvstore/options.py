@@ -30,6 +30,7 @@ from twisted.python import usage
 
 from kvstore.config_file import CommandLineConfig, from_command_line
 from kvstore.protocols.commands import PUT_OVERHEAD_BYTES
+from kvstore.raft.config import RaftConfig
 from kvstore.protocols.peer import (
     CLIENT_TEXT_EXPANSION,
     MAX_ENTRIES_BYTES,
@@ -54,6 +55,19 @@ _DEFAULT_KEY_BYTES = 1024
 _DEFAULT_VALUE_BYTES = 65536
 _LINE_OVERHEAD_BYTES = 64
 _DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+#: The Raft core's defaults, which the options keep.
+_RAFT_DEFAULTS = RaftConfig(node_id=0)
+#: How RaftConfig's messages name its fields, as options.
+_RAFT_FIELD_OPTIONS = (
+    ("election_timeout_min", "--election-timeout minimum"),
+    ("election_timeout_max", "--election-timeout maximum"),
+    ("heartbeat_interval", "--heartbeat-interval"),
+    ("max_append_bytes", "--max-append-bytes"),
+    ("max_entries_bytes", "the largest peer message's entries"),
+    ("max_append_entries", "--max-append-entries"),
+    ("max_inflight", "--max-inflight"),
+    ("max_apply_batch", "--max-apply-batch"),
+)
 _MIN_SEGMENT_BYTES = 4096
 
 # Hosts that can be bound but never advertised: a peer cannot connect to them.
@@ -104,7 +118,8 @@ class NodeConfig:
     Durations are in seconds.  C{peers} excludes this node and is sorted by
     node id; C{members} is the full membership.  C{listen} is a Twisted
     server endpoint description, resolved by the service with
-    C{serverFromString}.
+    C{serverFromString}.  C{raft} holds the Raft core's timers and
+    replication limits, validated by L{RaftConfig.validate}.
     """
 
     node_id: int
@@ -114,9 +129,7 @@ class NodeConfig:
     peers: tuple[PeerAddress, ...]
     cluster_id: str
     data_dir: str
-    heartbeat_interval: float
-    election_timeout_min: float
-    election_timeout_max: float
+    raft: RaftConfig
     commit_timeout: float
     read_timeout: float
     max_line_bytes: int
@@ -354,6 +367,22 @@ def _parse_election_timeout(text: str) -> tuple[float, float]:
     )
 
 
+def _raft_config(**fields: object) -> RaftConfig:
+    """
+    The Raft core's configuration, checked by L{RaftConfig.validate} (the
+    one place its rules live), its messages naming the options.
+    """
+    config = RaftConfig(**fields)  # type: ignore[arg-type]  # the callers pass RaftConfig's own fields; **object hides their types
+    try:
+        config.validate()
+    except ValueError as e:
+        message = str(e)
+        for field_name, option in _RAFT_FIELD_OPTIONS:
+            message = message.replace(field_name, option)
+        raise usage.UsageError(message) from None
+    return config
+
+
 def _default_listen(host: str, port: int) -> str:
     if ":" in host:
         return "tcp6:{}:interface={}".format(port, host.replace(":", "\\:"))
@@ -447,6 +476,13 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
             "the metadata.  A power failure or kernel crash can lose "
             "acknowledged writes or let a node vote twice in one term, "
             "which breaks Raft's safety for the whole cluster.",
+        ],
+        [
+            "no-pre-vote",
+            None,
+            "Start real elections at once, without the Pre-Vote round (which "
+            "keeps a node that was cut off from disrupting a healthy leader "
+            "with a higher term when it returns).",
         ],
     ]
 
@@ -547,6 +583,35 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
             "Longest accepted client line, in bytes; a longer line closes the "
             "connection.  Default: max-key-bytes + max-value-bytes + "
             f"{_LINE_OVERHEAD_BYTES}; must be at least max-key-bytes + max-value-bytes + 6 (the largest PUT).",
+        ],
+        [
+            "max-append-bytes",
+            None,
+            "1MiB",
+            "Soft budget for the entries of one AppendEntries message (a "
+            "single larger entry is still sent alone); at most the peer "
+            "message limit.",
+        ],
+        [
+            "max-append-entries",
+            None,
+            str(_RAFT_DEFAULTS.max_append_entries),
+            "Most entries in one AppendEntries message.",
+        ],
+        [
+            "max-inflight",
+            None,
+            str(_RAFT_DEFAULTS.max_inflight),
+            "AppendEntries messages with entries a leader keeps unacknowledged "
+            "per follower (the pipelining window); bounds the memory a slow "
+            "follower costs the leader.",
+        ],
+        [
+            "max-apply-batch",
+            None,
+            str(_RAFT_DEFAULTS.max_apply_batch),
+            "Most committed entries applied in one pass, so that a long "
+            "catch-up never stalls the node.",
         ],
         [
             "segment-bytes",
@@ -650,18 +715,19 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
 
         heartbeat_ms = _parse_positive_float("heartbeat-interval", self["heartbeat-interval"])
         election_min_ms, election_max_ms = _parse_election_timeout(self["election-timeout"])
-        if not election_min_ms > 3 * heartbeat_ms:
-            raise usage.UsageError(
-                f"--election-timeout minimum ({election_min_ms:g} ms) must be more "
-                f"than 3 x --heartbeat-interval ({heartbeat_ms:g} ms), or followers "
-                f"start elections while the leader is healthy"
-            )
-        if not election_max_ms > election_min_ms:
-            raise usage.UsageError(
-                f"--election-timeout maximum ({election_max_ms:g} ms) must be more "
-                f"than its minimum ({election_min_ms:g} ms); the range is what "
-                f"keeps candidates from splitting votes forever"
-            )
+        raft = _raft_config(
+            node_id=node_id,
+            peers=tuple(p.node_id for p in peers),
+            heartbeat_interval=heartbeat_ms / 1000.0,
+            election_timeout_min=election_min_ms / 1000.0,
+            election_timeout_max=election_max_ms / 1000.0,
+            max_append_bytes=_parse_size("max-append-bytes", self["max-append-bytes"], 1),
+            max_entries_bytes=MAX_ENTRIES_BYTES,
+            max_append_entries=_parse_int("max-append-entries", self["max-append-entries"], 1),
+            max_inflight=_parse_int("max-inflight", self["max-inflight"], 1),
+            max_apply_batch=_parse_int("max-apply-batch", self["max-apply-batch"], 1),
+            pre_vote=not self["no-pre-vote"],
+        )
 
         max_key = _parse_size("max-key-bytes", self["max-key-bytes"], 1)
         max_value = _parse_size("max-value-bytes", self["max-value-bytes"], 1)
@@ -686,9 +752,7 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
             peers=peers,
             cluster_id=cluster_id,
             data_dir=data_dir,
-            heartbeat_interval=heartbeat_ms / 1000.0,
-            election_timeout_min=election_min_ms / 1000.0,
-            election_timeout_max=election_max_ms / 1000.0,
+            raft=raft,
             commit_timeout=_parse_positive_float("commit-timeout", self["commit-timeout"]),
             read_timeout=_parse_positive_float("read-timeout", self["read-timeout"]),
             max_line_bytes=max_line,

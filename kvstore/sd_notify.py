@@ -60,7 +60,8 @@ def notify_address(value: str) -> str | bytes | None:
     if value.startswith("/"):
         return value
     if value.startswith("@") and len(value) > 1:
-        return b"\0" + value[1:].encode("utf-8")
+        # fsencode: the environment decoded the bytes with surrogateescape.
+        return b"\0" + os.fsencode(value[1:])
     return None
 
 

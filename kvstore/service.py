@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 
 from kvstore import log_format, sd_notify
+from kvstore.build import build_node
 from kvstore.clock import install_monotonic_clock
 from kvstore.datadir import DataDirectoryLock, make_directory_durably
 from kvstore.node import FailedPart, FatalError, Node
@@ -41,18 +42,8 @@ from kvstore.peers import PeerLinks
 from kvstore.protocols.client import ClientFactory
 from kvstore.protocols.commands import Limits
 from kvstore.protocols.dispatch import DispatchFactory
-from kvstore.protocols.peer import MAX_ENTRIES_BYTES, Membership, PeerServerFactory, encoded_entry_bytes
-from kvstore.raft.config import RaftConfig
-from kvstore.raft.core import HardState as RaftHardState
-from kvstore.raft.core import RaftCore
-from kvstore.statemachine import KeyValueStateMachine
-from kvstore.storage import (
-    CorruptLogError,
-    CorruptMetadataError,
-    HardState,
-    MetadataStore,
-    WriteAheadLog,
-)
+from kvstore.protocols.peer import Membership, PeerServerFactory
+from kvstore.storage import CorruptLogError, CorruptMetadataError, MetadataStore, WriteAheadLog
 from kvstore.storage.fs import FileSystem
 
 __all__ = [
@@ -370,30 +361,6 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
 
         reactor = global_reactor
     lock, wal, metadata = _open_storage(config)
-    peer_ids = tuple(p.node_id for p in config.peers)
-    raft_config = RaftConfig(
-        node_id=config.node_id,
-        peers=peer_ids,
-        heartbeat_interval=config.heartbeat_interval,
-        election_timeout_min=config.election_timeout_min,
-        election_timeout_max=config.election_timeout_max,
-        max_entries_bytes=MAX_ENTRIES_BYTES,
-    )
-    stored = metadata.state
-    node_ref: list[Node] = []
-    core = RaftCore(
-        raft_config,
-        reactor,
-        random.Random(),
-        hard_state=RaftHardState(stored.term, stored.voted_for),
-        # The core and the log share one list's plain tuples rather than
-        # holding every entry twice.
-        entries=wal.entry_tuples(),
-        wake=lambda: node_ref[0].wake() if node_ref else None,
-        # Count entries as the peer protocol encodes them, so that no
-        # AppendEntries exceeds the message limit a follower enforces.
-        entry_size=encoded_entry_bytes,
-    )
     peer_links = PeerLinks(
         reactor,
         config.node_id,
@@ -412,29 +379,27 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
             "fsyncs": wal.fsync_count,
         }
 
-    cluster_id = config.cluster_id
-    node = Node(
-        core,
-        wal,
-        metadata,
-        KeyValueStateMachine(),
-        peer_links,
-        reactor,
+    node = build_node(
+        config.raft,
+        clock=reactor,
+        rng=random.Random(),
+        log=wal,
+        metadata=metadata,
+        cluster_id=config.cluster_id,
+        peers=peer_links,
         member_addresses={m.node_id: m.address for m in config.members},
-        make_hard_state=lambda hs: HardState(hs.term, hs.voted_for, cluster_id),
         commit_timeout=config.commit_timeout,
         read_timeout=config.read_timeout,
         on_fatal=fatal,
         extra_status=link_status,
     )
-    node_ref.append(node)
 
     limits = Limits(
         max_key_bytes=config.max_key_bytes,
         max_value_bytes=config.max_value_bytes,
         max_line_bytes=config.max_line_bytes,
     )
-    membership = Membership(config.node_id, config.cluster_id, frozenset(peer_ids))
+    membership = Membership(config.node_id, config.cluster_id, frozenset(config.raft.peers))
     factory = DispatchFactory(ClientFactory(node, limits), PeerServerFactory(membership, node.receive))
     service = KVStoreService(config, node, wal, lock, peer_links, pidfile)
     listener = _EarlyListener(serverFromString(reactor, config.listen), factory)

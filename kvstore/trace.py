@@ -11,7 +11,7 @@ ended on the storage thread, AppendEntries sent and received, acknowledgement
 sent and received, committed, applied, reply written) and writes them to a
 file when it exits.  C{CLOCK_MONOTONIC} is one clock for every process on the
 machine, so the bench can line the stages of all nodes up against the
-client's own send and receive times (L{kvstore.bench.stage_breakdown}).
+client's own send and receive times (L{kvstore.tools.bench.stage_breakdown}).
 
 Off by default and then free but for one module-global test at each stage:
 call sites are written C{if trace.ENABLED: trace.record(...)}.  It is

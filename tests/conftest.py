@@ -7,7 +7,8 @@ which returns a path relative to the working directory.  Under trial that
 is C{_trial_temp}; under pytest it would be the checkout, littered with a
 directory per test.  So pytest, too, runs every test from a directory of its
 own (under pytest's base temporary directory, kept for the last few runs
-like C{tmp_path}).  trial ignores this file.
+like C{tmp_path}).  And real-process tests count as slow (below).  trial
+ignores this file.
 """
 
 from __future__ import annotations
@@ -27,3 +28,14 @@ def _run_in_scratch_directory(tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield
     finally:
         os.chdir(previous)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """
+    Real-process tests (marked C{integration}) are C{slow} too, so that
+    C{pytest -m "not slow"} runs only the fast, in-process part of the suite
+    (the README says how long it takes); the full command runs everything.
+    """
+    for item in items:
+        if item.get_closest_marker("integration") is not None:
+            item.add_marker(pytest.mark.slow)

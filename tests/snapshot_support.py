@@ -10,7 +10,7 @@ from typing import Any
 try:  # the simulator is moving to kvstore.testing.sim (the layout change)
     from kvstore.testing.sim.fs import SimulatedFileSystem  # type: ignore[import-not-found]
 except ImportError:
-    from kvstore.sim.fs import SimulatedFileSystem
+    from kvstore.testing.sim.fs import SimulatedFileSystem
 
 from kvstore.storage.snapshots import SnapshotInfo, SnapshotMeta, SnapshotStore
 

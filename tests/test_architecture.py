@@ -1,5 +1,7 @@
 """
-The layering rules of docs/architecture.md, checked: the Raft core does no
+The layering rules of docs/architecture.md, checked: the product (kvstore/
+minus tools/ and testing/) imports neither the operator tools nor the
+verification harness; the tools import no harness; the Raft core does no
 I/O and knows nothing of storage, protocols or JSON; storage knows nothing of
 Raft; only the composition root and tools import the global reactor.
 """
@@ -33,8 +35,39 @@ def modules_under(folder: str) -> list[Path]:
     return sorted((PACKAGE / folder).glob("*.py"))
 
 
+def product_modules() -> list[Path]:
+    """Every module of what runs in production: kvstore/ without its tools and harness."""
+    return sorted(
+        path for path in PACKAGE.rglob("*.py")
+        if path.relative_to(PACKAGE).parts[0] not in ("tools", "testing")
+    )
+
+
+def imports_any(path: Path, packages: tuple[str, ...]) -> list[str]:
+    return sorted(
+        name for name in imported_modules(path)
+        if any(name == package or name.startswith(package + ".") for package in packages)
+    )
+
+
 class ArchitectureTests(SynchronousTestCase):
     """Import boundaries between the packages, read from the source with L{ast}."""
+
+    @parametrize("path", product_modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+    def test_product_imports_no_tools_or_harness(self, path: Path) -> None:
+        """Nothing that runs in production imports kvstore.tools or kvstore.testing."""
+        assert imports_any(path, ("kvstore.tools", "kvstore.testing")) == [], path
+
+    @parametrize("path", sorted((PACKAGE / "tools").rglob("*.py")), ids=lambda p: p.name)
+    def test_tools_import_no_harness(self, path: Path) -> None:
+        """The operator tools run without the verification harness."""
+        assert imports_any(path, ("kvstore.testing",)) == [], path
+
+    def test_the_layout_is_as_documented(self) -> None:
+        """The three parts exist where docs/architecture.md says, and the product finds its modules."""
+        for part in ("raft", "storage", "protocols", "tools", "testing", "testing/sim"):
+            assert (PACKAGE / part / "__init__.py").exists(), part
+        assert len(product_modules()) > 20
 
     @parametrize("path", modules_under("raft"), ids=lambda p: p.name)
     def test_raft_core_does_no_io(self, path: Path) -> None:

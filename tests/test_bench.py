@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.bench import Results, format_table, percentile, summarize
+from kvstore.tools.bench import Results, format_table, percentile, summarize
 
 from tests.support import parametrize
 

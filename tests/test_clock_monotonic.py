@@ -289,10 +289,10 @@ def _refuse(config: object) -> None:
 
 
 def _fake_storage(config: object) -> tuple[object, object, object]:
-    from kvstore.storage import HardState
+    from kvstore.storage import MetadataRecord
 
     class _Metadata:
-        state = HardState(0, None, None)
+        state = MetadataRecord(0, None, None)
 
     class _Wal:
         last_index = 0

@@ -79,10 +79,10 @@ class LoadingTests(ConfigFileCase):
         one = parse_config(["--config", path, "--node-id", "1"])
         self.assertEqual((one.host, one.port), ("127.0.0.1", 7001))
         self.assertEqual([str(p) for p in one.peers], ["0@127.0.0.1:7000", "2@[::1]:7002"])
-        self.assertEqual((one.data_dir, one.heartbeat_interval, one.election_timeout_min), ("/data/one", 0.06, 0.3))
+        self.assertEqual((one.data_dir, one.raft.heartbeat_interval, one.raft.election_timeout_min), ("/data/one", 0.06, 0.3))
         self.assertEqual(one.cluster_id, "test-cluster")
         two = parse_config(["--config", path, "--node-id", "2"])
-        self.assertEqual((two.host, two.port, two.heartbeat_interval), ("::1", 7002, 0.05))
+        self.assertEqual((two.host, two.port, two.raft.heartbeat_interval), ("::1", 7002, 0.05))
 
     def test_command_line_overrides_the_file(self) -> None:
         """An option on the command line wins over the file's, before or after --config."""
@@ -93,7 +93,7 @@ class LoadingTests(ConfigFileCase):
         ):
             with self.subTest(argv=argv):
                 config = parse_config(argv)
-                self.assertEqual((config.data_dir, config.heartbeat_interval), ("/cli", 0.07))
+                self.assertEqual((config.data_dir, config.raft.heartbeat_interval), ("/cli", 0.07))
 
     def test_every_option_can_be_set(self) -> None:
         """Every option of the node's Options is accepted as a key and becomes that option."""

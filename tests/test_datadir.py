@@ -7,8 +7,9 @@ from pathlib import Path
 from twisted.internet.defer import succeed
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.datadir import DataDirectoryLock, describe, main
-from kvstore.storage import HardState, LogEntry, MetadataStore, WriteAheadLog
+from kvstore.datadir import DataDirectoryLock
+from kvstore.tools.inspect import describe, main
+from kvstore.storage import MetadataRecord, LogEntry, MetadataStore, WriteAheadLog
 
 from tests.support import captured_output, temporary_directory
 
@@ -19,13 +20,13 @@ def make_node_dir(path: Path, entries: list[tuple[int, int]], term: int) -> None
     wal.append([LogEntry(i, t, b"") for i, t in entries])
     wal.sync()
     wal.close()
-    MetadataStore.open(str(path / "metadata.json"), run_in_thread=run_now).save(HardState(term, 1, "c"))
+    MetadataStore.open(str(path / "metadata.json"), run_in_thread=run_now).save(MetadataRecord(term, 1, "c"))
     (path / "LOCK").write_text("")  # a node that ran here left its lock file
 
 
 class DataDirectoryToolTests(SynchronousTestCase):
     """
-    C{kvstore-inspect} (L{kvstore.datadir}) on data directories written by the real WAL and metadata
+    C{kvstore-inspect} (L{kvstore.tools.inspect}) on data directories written by the real WAL and metadata
     store.
     """
 

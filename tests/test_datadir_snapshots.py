@@ -8,7 +8,7 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.datadir import describe, main
+from kvstore.tools.inspect import describe, main
 from kvstore.storage.snapshots import SnapshotStore
 
 from tests.snapshot_support import write_snapshot

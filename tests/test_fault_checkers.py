@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_fault_checkers -*-
 """
-The fault suite's own checkers (L{kvstore.testing.faults}), fed histories
+The fault suite's own checkers (L{kvstore.testing.history} and L{kvstore.testing.checks}), fed histories
 known to be bad.
 
 A checker that cannot fail proves nothing: the real-process fault scenarios
@@ -15,18 +15,9 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.sim.linearizability import check_history
-from kvstore.testing.faults import (
-    FAILED,
-    OK_STATUS,
-    UNEXPECTED,
-    UNKNOWN,
-    History,
-    Record,
-    check_no_lost_writes,
-    check_replies,
-    classify,
-)
+from kvstore.testing.checks import check_no_lost_writes, check_replies
+from kvstore.testing.history import FAILED, OK_STATUS, UNEXPECTED, UNKNOWN, History, Record, classify
+from kvstore.testing.sim.linearizability import check_history
 
 
 def record(kind: str, key: str, reply: str | None, invoke: float, complete: float, value: str | None = None,

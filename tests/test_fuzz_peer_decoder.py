@@ -16,7 +16,7 @@ from unittest import skipIf
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.cluster import child_environment
+from kvstore.tools.spawn import child_environment
 
 from tests.support import slow, temporary_directory
 

@@ -37,6 +37,8 @@ from kvstore.raft.core import EntryTooLarge, RaftCore, Role
 from kvstore.raft.messages import AppendEntries, AppendEntriesResponse, Message, RequestVoteResponse
 from kvstore.statemachine import encode_put
 
+from tests.support import slow
+
 _LARGEST = 2**63 - 1
 
 #: Characters that each take the most wire bytes per UTF-8 byte among those
@@ -187,6 +189,7 @@ class LeaderBatchingTests(SynchronousTestCase):
             RaftConfig(0, max_append_bytes=2048, max_entries_bytes=1024).validate()
 
 
+@slow
 class LargestWriteEndToEndTests(SynchronousTestCase):
     """The largest allowed write of the worst-case characters, through the
     client parser, the leader, the encoder and the receiving protocol."""

@@ -18,13 +18,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.testing.runners import ManualRunner
 from kvstore.errors import KeyNotFound, NotLeader, OutcomeUnknown, Unavailable
-from kvstore.node import Node
+from kvstore.build import build_node
 from kvstore.raft.config import RaftConfig
-from kvstore.raft.core import HardState as RaftHardState
-from kvstore.raft.core import RaftCore
-from kvstore.raft.messages import Entry, Message
-from kvstore.statemachine import KeyValueStateMachine
-from kvstore.storage import HardState, MetadataStore, WriteAheadLog
+from kvstore.raft.messages import Message
+from kvstore.storage import MetadataStore, WriteAheadLog
 
 T = TypeVar("T")
 
@@ -43,29 +40,18 @@ class SingleNode:
         self.wal = WriteAheadLog.open(str(directory / "wal"), run_in_thread=self.runner)
         self.metadata = MetadataStore.open(str(directory / "metadata.json"), run_in_thread=self.runner)
         self.fatal: list[Failure] = []
-        ref: list[Node] = []
-        hard = self.metadata.state
-        core = RaftCore(
+        self.node = build_node(
             RaftConfig(0),
-            self.clock,
-            random.Random(0),
-            hard_state=RaftHardState(hard.term, hard.voted_for),
-            entries=[Entry(e.index, e.term, e.payload) for e in self.wal.entries],
-            wake=lambda: ref[0].wake() if ref else None,
-        )
-        self.node = Node(
-            core,
-            self.wal,
-            self.metadata,
-            KeyValueStateMachine(),
-            NoPeers(),
-            self.clock,
+            clock=self.clock,
+            rng=random.Random(0),
+            log=self.wal,
+            metadata=self.metadata,
+            cluster_id="test",
+            peers=NoPeers(),
             member_addresses={0: "127.0.0.1:5000"},
-            make_hard_state=lambda hs: HardState(hs.term, hs.voted_for, "test"),
             commit_timeout=commit_timeout,
             on_fatal=self.fatal.append,
         )
-        ref.append(self.node)
         self.node.start()
         self.settle()
 
@@ -212,19 +198,17 @@ class SingleNodeTests(SynchronousTestCase):
         clock = Clock()
         from kvstore.storage import MemoryLog, MemoryMetadata
 
-        ref: list[Node] = []
-        core = RaftCore(RaftConfig(1, peers=(0, 2)), clock, random.Random(0), wake=lambda: ref[0].wake() if ref else None)
-        node = Node(
-            core,
-            MemoryLog(),
-            MemoryMetadata(),
-            KeyValueStateMachine(),
-            NoPeers(),
-            clock,
+        node = build_node(
+            RaftConfig(1, peers=(0, 2)),
+            clock=clock,
+            rng=random.Random(0),
+            log=MemoryLog(),
+            metadata=MemoryMetadata(),
+            cluster_id="c",
+            peers=NoPeers(),
             member_addresses={0: "127.0.0.1:5000", 1: "127.0.0.1:5001", 2: "127.0.0.1:5002"},
-            make_hard_state=lambda hs: HardState(hs.term, hs.voted_for, "c"),
         )
-        ref.append(node)
+        core = node.core
         out = results([node.put("k", "v")])
         assert out[0].check(NotLeader) and out[0].value.leader_id is None
         core.leader_id = 0

@@ -24,10 +24,10 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from kvstore.build import build_node
 from kvstore.errors import OutcomeUnknown
-from kvstore.node import Node
 from kvstore.raft.config import RaftConfig
-from kvstore.raft.core import RaftCore, Role
+from kvstore.raft.core import Role
 from kvstore.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -37,8 +37,7 @@ from kvstore.raft.messages import (
     ReadIndexResponse,
     RequestVoteResponse,
 )
-from kvstore.statemachine import KeyValueStateMachine, encode_put
-from kvstore.storage import HardState
+from kvstore.statemachine import encode_put
 from kvstore.storage.memory import MemoryLog, MemoryMetadata
 
 TIMEOUT = (0.3, 0.6)
@@ -62,14 +61,11 @@ class NodeUnderTest:
         self.peers = RecordingPeers()
         config = RaftConfig(1, (2, 3), heartbeat_interval=0.05, election_timeout_min=TIMEOUT[0],
                             election_timeout_max=TIMEOUT[1], pre_vote=False)
-        ref: list[Node] = []
-        core = RaftCore(config, self.clock, random.Random(1), wake=lambda: ref[0].wake() if ref else None)
-        self.node = Node(
-            core, MemoryLog(), MemoryMetadata(), KeyValueStateMachine(), self.peers, self.clock,
+        self.node = build_node(
+            config, clock=self.clock, rng=random.Random(1), log=MemoryLog(), metadata=MemoryMetadata(),
+            cluster_id="test", peers=self.peers,
             member_addresses={1: "127.0.0.1:1", 2: "127.0.0.1:2", 3: "127.0.0.1:3"},
-            make_hard_state=lambda hs: HardState(hs.term, hs.voted_for, "test"),
         )
-        ref.append(self.node)
         self.node.start()
         self.settle()
 

@@ -20,10 +20,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.errors import Unavailable
 from kvstore.node import FailedPart, FatalError, Node
+from kvstore.build import build_node
 from kvstore.raft.config import RaftConfig
-from kvstore.raft.core import RaftCore
 from kvstore.statemachine import KeyValueStateMachine
-from kvstore.storage import HardState, MemoryLog, MemoryMetadata, StorageFailedError
+from kvstore.storage import MemoryLog, MemoryMetadata, StorageFailedError
 
 
 class _NoPeers:
@@ -48,20 +48,19 @@ class _SingleNode:
         self.clock = Clock()
         self.wal = MemoryLog()
         self.fatal: list[Failure] = []
-        ref: list[Node] = []
-        self.core = RaftCore(RaftConfig(0), self.clock, random.Random(0), wake=lambda: ref[0].wake() if ref else None)
-        self.node = Node(
-            self.core,
-            self.wal,
-            MemoryMetadata(),
-            state_machine if state_machine is not None else KeyValueStateMachine(),
-            _NoPeers(),
-            self.clock,
+        self.node = build_node(
+            RaftConfig(0),
+            clock=self.clock,
+            rng=random.Random(0),
+            log=self.wal,
+            metadata=MemoryMetadata(),
+            cluster_id="c",
+            peers=_NoPeers(),
             member_addresses={0: "127.0.0.1:5000"},
-            make_hard_state=lambda hs: HardState(hs.term, hs.voted_for, "c"),
+            state_machine=state_machine,
             on_fatal=self.fatal.append,
         )
-        ref.append(self.node)
+        self.core = self.node.core
         # The node logs the failure it stops for; these tests expect that.
         test.patch(Node, "log", _SilentLogger())
         self.node.start()

@@ -20,10 +20,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore import node as node_module
+from kvstore.build import build_node
 from kvstore.errors import OutcomeUnknown
 from kvstore.node import FailedPart, FatalError, Node
 from kvstore.raft.config import RaftConfig
-from kvstore.raft.core import RaftCore
 from kvstore.service import (
     EXIT_APPLY_FAILURE,
     EXIT_INTERNAL_FAILURE,
@@ -32,7 +32,7 @@ from kvstore.service import (
     stop_after_fatal,
 )
 from kvstore.statemachine import KeyValueStateMachine
-from kvstore.storage import HardState, MemoryLog, MemoryMetadata
+from kvstore.storage import MemoryLog, MemoryMetadata
 
 _ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,20 +63,19 @@ class _SingleNode:
         self.wal = MemoryLog()
         self.metadata = MemoryMetadata()
         self.fatal: list[Failure] = []
-        ref: list[Node] = []
-        self.core = RaftCore(RaftConfig(0), self.clock, random.Random(0), wake=lambda: ref[0].wake() if ref else None)
-        self.node = Node(
-            self.core,
-            self.wal,
-            self.metadata,
-            state_machine if state_machine is not None else KeyValueStateMachine(),
-            _NoPeers(),
-            self.clock,
+        self.node = build_node(
+            RaftConfig(0),
+            clock=self.clock,
+            rng=random.Random(0),
+            log=self.wal,
+            metadata=self.metadata,
+            cluster_id="c",
+            peers=_NoPeers(),
             member_addresses={0: "127.0.0.1:5000"},
-            make_hard_state=lambda hs: HardState(hs.term, hs.voted_for, "c"),
+            state_machine=state_machine,
             on_fatal=self.fatal.append,
         )
-        ref.append(self.node)
+        self.core = self.node.core
         self.node.start()
         self.clock.advance(0)
         self.clock.advance(0)

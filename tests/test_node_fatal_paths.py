@@ -20,12 +20,12 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore import node as node_module
+from kvstore.build import build_node
 from kvstore.node import FailedPart, FatalError, Node
 from kvstore.raft.config import RaftConfig
-from kvstore.raft.core import RaftCore, Role
+from kvstore.raft.core import Role
 from kvstore.raft.messages import Message, RequestVoteResponse
-from kvstore.statemachine import KeyValueStateMachine
-from kvstore.storage import HardState, MemoryLog, MemoryMetadata
+from kvstore.storage import MemoryLog, MemoryMetadata
 
 
 class _Bug(Exception):
@@ -54,21 +54,19 @@ class _ThreeMemberNode:
         self.clock = Clock()
         self.peers = _Sent()
         self.fatal: list[Failure] = []
-        ref: list[Node] = []
         config = RaftConfig(0, peers=(1, 2), pre_vote=False)
-        self.core = RaftCore(config, self.clock, random.Random(0), wake=lambda: ref[0].wake() if ref else None)
-        self.node = Node(
-            self.core,
-            MemoryLog(),
-            MemoryMetadata(),
-            KeyValueStateMachine(),
-            self.peers,
-            self.clock,
+        self.node = build_node(
+            config,
+            clock=self.clock,
+            rng=random.Random(0),
+            log=MemoryLog(),
+            metadata=MemoryMetadata(),
+            cluster_id="c",
+            peers=self.peers,
             member_addresses={0: "127.0.0.1:5000", 1: "127.0.0.1:5001", 2: "127.0.0.1:5002"},
-            make_hard_state=lambda hs: HardState(hs.term, hs.voted_for, "c"),
             on_fatal=self.fatal.append,
         )
-        ref.append(self.node)
+        self.core = self.node.core
         self.node.start()
         self.settle()
 

@@ -34,6 +34,9 @@ class _Core:
     def start(self) -> None:
         pass
 
+    def set_wake(self, wake: Any) -> None:
+        pass
+
     def has_ready(self) -> bool:
         return self._ready is not None
 
@@ -93,7 +96,6 @@ class FlushOrderTests(SynchronousTestCase):
             _Peers(calls),
             clock,
             member_addresses={},
-            make_hard_state=lambda hs: hs,
         )
         node.wake()
         clock.advance(0)

@@ -11,6 +11,8 @@ from pathlib import Path
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from kvstore.protocols.peer import MAX_ENTRIES_BYTES
+from kvstore.raft.config import RaftConfig
 from kvstore.options import (
     NodeConfig,
     Options,
@@ -18,7 +20,7 @@ from kvstore.options import (
     derive_cluster_id,
     parse_config,
 )
-from tests.parametrize import cases, expand_cases
+from tests.support import parametrize
 
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +40,6 @@ def _error(argv: list[str]) -> str:
     raise AssertionError(f"{argv!r} parsed; expected a UsageError")
 
 
-@expand_cases
 class OptionsTests(SynchronousTestCase):
     """
     L{parse_config} and L{Options}: the seed's command lines, ids, cluster
@@ -160,7 +161,7 @@ class OptionsTests(SynchronousTestCase):
         config = parse_config(["--cluster-id", "prod-eu.1", "--peers", "5001"])
         assert config.cluster_id == "prod-eu.1"
 
-    @cases("value", ["", "has space", "a/b", "x" * 65])
+    @parametrize("value", ["", "has space", "a/b", "x" * 65])
     def test_bad_cluster_id(self, value: str) -> None:
         """
         A cluster id must be 1-64 safe characters.
@@ -183,9 +184,7 @@ class OptionsTests(SynchronousTestCase):
             peers=(),
             cluster_id=derive_cluster_id([PeerAddress(0, "127.0.0.1", 5000)]),
             data_dir="kvstore-data/node-0",
-            heartbeat_interval=0.1,
-            election_timeout_min=1.0,
-            election_timeout_max=2.0,
+            raft=RaftConfig(0, max_entries_bytes=MAX_ENTRIES_BYTES),
             commit_timeout=5.0,
             read_timeout=5.0,
             max_line_bytes=65536 + 1024 + 64,
@@ -219,9 +218,9 @@ class OptionsTests(SynchronousTestCase):
             ["--heartbeat-interval", "50", "--election-timeout", "200-350.5",
              "--commit-timeout", "1.5", "--read-timeout", "0.25"]
         )
-        self.assertAlmostEqual(config.heartbeat_interval, 0.05)
-        self.assertAlmostEqual(config.election_timeout_min, 0.2)
-        self.assertAlmostEqual(config.election_timeout_max, 0.3505)
+        self.assertAlmostEqual(config.raft.heartbeat_interval, 0.05)
+        self.assertAlmostEqual(config.raft.election_timeout_min, 0.2)
+        self.assertAlmostEqual(config.raft.election_timeout_max, 0.3505)
         assert config.commit_timeout == 1.5
         assert config.read_timeout == 0.25
 
@@ -255,7 +254,7 @@ class OptionsTests(SynchronousTestCase):
         config = parse_config(["--host", "10.1.2.3", "--port", "7000"])
         assert config.listen == "tcp:7000:interface=10.1.2.3"
 
-    @cases(
+    @parametrize(
         "description",
         ["tcp:5000:interface=0.0.0.0", "systemd:domain=INET:index=0", "tcp6:5000", "unix:/tmp/kv.sock"],
     )
@@ -269,7 +268,7 @@ class OptionsTests(SynchronousTestCase):
         assert config.listen == description
         assert config.address == "10.0.0.1:5000"
 
-    @cases("description", ["", "bogus:5000", "tcp:notaport", "tcp:5000:nosuch=1"])
+    @parametrize("description", ["", "bogus:5000", "tcp:notaport", "tcp:5000:nosuch=1"])
     def test_bad_listen(self, description: str) -> None:
         """
         An unparseable endpoint description is a usage error.
@@ -278,7 +277,7 @@ class OptionsTests(SynchronousTestCase):
 
     # -- validation errors -----------------------------------------------------------
 
-    @cases(
+    @parametrize(
         "argv, fragment",
         [
             (["--node-id", "x"], "--node-id must be an integer"),

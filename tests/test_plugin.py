@@ -23,6 +23,8 @@ from twisted.trial.unittest import SynchronousTestCase
 import kvstore
 from kvstore.options import Options
 
+from tests.support import slow
+
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_FILE = ROOT / "twisted" / "plugins" / "kvstore_plugin.py"
 
@@ -131,6 +133,7 @@ class PluginTests(SynchronousTestCase):
         )
         assert result.returncode == 0, result.stderr
 
+    @slow
     def test_twistd_help_lists_kvstore(self) -> None:
         """
         `twistd --help` lists the kvstore subcommand.
@@ -139,6 +142,7 @@ class PluginTests(SynchronousTestCase):
         assert result.returncode == 0, result.stderr
         assert any(line.split()[:1] == ["kvstore"] for line in result.stdout.splitlines()), result.stdout
 
+    @slow
     def test_twistd_kvstore_help_documents_every_option(self) -> None:
         """
         `twistd kvstore --help` documents every option of kvstore.options.Options.
@@ -149,6 +153,7 @@ class PluginTests(SynchronousTestCase):
         for name in _option_names():
             assert f"--{name}" in result.stdout, name
 
+    @slow
     def test_twistd_kvstore_rejects_bad_options(self) -> None:
         """
         A usage error stops twistd with a non-zero status and the message, before
@@ -194,5 +199,5 @@ class PluginTests(SynchronousTestCase):
         assert expected <= set(packages)
         assert not [p for p in packages if p.startswith("tests")]
         assert captured["version"] == kvstore.__version__
-        assert "kvstore-cluster=kvstore.cluster:main" in captured["entry_points"]["console_scripts"]
+        assert "kvstore-cluster=kvstore.tools.cluster:main" in captured["entry_points"]["console_scripts"]
         assert "twisted[tls]>=24.7" in captured["install_requires"]

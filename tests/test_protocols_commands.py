@@ -26,7 +26,7 @@ from kvstore.protocols.commands import (
     encode_command,
     parse_command,
 )
-from tests.parametrize import cases, expand_cases
+from tests.support import parametrize
 
 SMALL = Limits.for_sizes(max_key_bytes=8, max_value_bytes=16)
 
@@ -65,7 +65,6 @@ commands = st.one_of(
 limit_sets = st.sampled_from([DEFAULT_LIMITS, SMALL, Limits.for_sizes(1, 0)])
 
 
-@expand_cases
 class CommandParserTests(SynchronousTestCase):
     """
     L{parse_command} and L{encode_command}: every command, its errors, the
@@ -74,7 +73,7 @@ class CommandParserTests(SynchronousTestCase):
 
     # -- each command ------------------------------------------------------------
 
-    @cases(
+    @parametrize(
         "line, expected",
         [
             (b"PUT k v", Put("k", "v")),
@@ -90,7 +89,7 @@ class CommandParserTests(SynchronousTestCase):
         """Every command in the protocol parses to its dataclass."""
         assert parse_command(line) == expected
 
-    @cases(
+    @parametrize(
         "line, expected",
         [
             (b"put k v", Put("k", "v")),
@@ -130,7 +129,7 @@ class CommandParserTests(SynchronousTestCase):
         """A PUT with a key but no separating space for a value is a usage error."""
         assert error_of(b"PUT k") == "Usage: PUT <key> <value>"
 
-    @cases("line", [b"PUT", b"PUT ", b"PUT  v", b"PUT  "])
+    @parametrize("line", [b"PUT", b"PUT ", b"PUT  v", b"PUT  "])
     def test_put_without_key_is_usage_error(self, line: bytes) -> None:
         """A PUT without a key (including an empty key from doubled spaces) is a usage error."""
         assert error_of(line) == "Usage: PUT <key> <value>"
@@ -142,7 +141,7 @@ class CommandParserTests(SynchronousTestCase):
 
     # -- argument errors ---------------------------------------------------------
 
-    @cases(
+    @parametrize(
         "line, message",
         [
             (b"GET", "Usage: GET <key> [STALE]"),
@@ -175,7 +174,7 @@ class CommandParserTests(SynchronousTestCase):
         """A TAB in an unknown command word is shown escaped."""
         assert error_of(b"GET\tk") == "Unknown command 'GET\\tk'"
 
-    @cases("line", [b"", b"\r", b"   ", b" \t "])
+    @parametrize("line", [b"", b"\r", b"   ", b" \t "])
     def test_empty_command(self, line: bytes) -> None:
         """An empty or all-blank line is reported as an empty command."""
         assert error_of(line) == "Empty command"
@@ -198,7 +197,7 @@ class CommandParserTests(SynchronousTestCase):
         """Only one trailing CR is ignored; another one is a control character."""
         assert error_of(b"PUT k v\r\r") == "Control character 0x0d not allowed"
 
-    @cases(
+    @parametrize(
         "line, offset",
         [
             (b"\xff", 0),
@@ -212,7 +211,7 @@ class CommandParserTests(SynchronousTestCase):
         """Bytes that are not strict UTF-8 are rejected, naming the offset."""
         assert error_of(line) == f"Invalid UTF-8 at byte {offset}"
 
-    @cases(
+    @parametrize(
         "line, code",
         [
             (b"PUT k\x00 v", 0),
@@ -226,7 +225,7 @@ class CommandParserTests(SynchronousTestCase):
         """ASCII control characters other than TAB are rejected anywhere in the line."""
         assert error_of(line) == f"Control character 0x{code:02x} not allowed"
 
-    @cases("key", ["a\tb", "a\u00a0b", "a\u3000b", "a\u2028b"])
+    @parametrize("key", ["a\tb", "a\u00a0b", "a\u3000b", "a\u2028b"])
     def test_key_with_whitespace_rejected(self, key: str) -> None:
         """Keys may not contain TAB or Unicode whitespace."""
         assert error_of(f"PUT {key} v".encode()) == "Key must not contain whitespace"
@@ -317,7 +316,7 @@ class CommandParserTests(SynchronousTestCase):
         with self.assertRaises(dataclasses.FrozenInstanceError):
             Put("k", "v").key = "x"  # type: ignore[misc]
 
-    @cases(
+    @parametrize(
         "command, line",
         [
             (Put("k", "a b"), b"PUT k a b\n"),

@@ -23,7 +23,7 @@ from kvstore.protocols.peer import (
 )
 from kvstore.raft.messages import AppendEntries, Entry, MalformedMessage, Message, RequestVote
 
-from tests.parametrize import cases, expand_cases
+from tests.support import parametrize
 
 MEMBERSHIP = Membership(node_id=0, cluster_id="c1", peer_ids=frozenset({1, 2}))
 
@@ -45,7 +45,6 @@ def append_from(sender: int) -> Message:
     return Message(sender, 0, AppendEntries(3, 1, 1, (Entry(2, 3, b"Pk v"),), 1, round=4))
 
 
-@expand_cases
 class PeerProtocolTests(SynchronousTestCase):
     """
     The peer protocol's handshake, decoding and refusals, over a StringTransport.
@@ -67,7 +66,7 @@ class PeerProtocolTests(SynchronousTestCase):
             protocol.dataReceived(data[i : i + 1])
         assert delivered == [append_from(2)]
 
-    @cases(
+    @parametrize(
         "hello",
         [
             encode_hello(1, "other-cluster"),
@@ -89,7 +88,7 @@ class PeerProtocolTests(SynchronousTestCase):
         assert delivered == []
         assert any(e["log_level"] == LogLevel.warn and "rejected peer" in e["log_format"] for e in events)
 
-    @cases(
+    @parametrize(
         "payload",
         [
             b"\xff\xfe invalid utf-8",
@@ -173,7 +172,7 @@ class PeerProtocolTests(SynchronousTestCase):
                 decoded.body.entries == entries and decoded.receiver == receiver
             )
 
-    @cases(
+    @parametrize(
         "entries, prev_term, term",
         [
             ([[2, 3, "a"], [3, 2, "b"]], 1, 3),  # terms decrease

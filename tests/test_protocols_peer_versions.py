@@ -60,7 +60,7 @@ from kvstore.raft.messages import (
     to_dict,
 )
 from tests import release1_peer
-from tests.parametrize import cases, expand_cases
+from tests.support import parametrize
 
 CLUSTER = "c1"
 SENDER, RECEIVER = 1, 0
@@ -383,7 +383,6 @@ class NoCommonVersionTests(SynchronousTestCase):
             decode_hello(encode_hello(SENDER, CLUSTER, VersionRange(5, 6)), RECEIVER_MEMBERSHIP)
 
 
-@expand_cases
 class MessageTypeTests(SynchronousTestCase):
     """
     A receiver that does not know a message's type skips it if, and only
@@ -427,7 +426,7 @@ class MessageTypeTests(SynchronousTestCase):
         self.assertIn("unknown message type 'install_snapshot', not marked optional",
                       " ".join(_messages(events, LogLevel.warn)))
 
-    @cases(
+    @parametrize(
         "envelope",
         [
             {"type": "hint", "optional": 1, "from": SENDER, "to": RECEIVER},
@@ -483,7 +482,7 @@ class MessageTypeTests(SynchronousTestCase):
         )
         self.assertTrue(all(t.since == 1 and not t.optional for t in WIRE_TYPES.values()))
 
-    @cases(
+    @parametrize(
         "wire_type, version, allowed",
         [
             (WireType("old", since=1), 1, True),
@@ -502,7 +501,6 @@ class MessageTypeTests(SynchronousTestCase):
         self.assertEqual(may_send(wire_type, version), allowed)
 
 
-@expand_cases
 class HelloFormatTests(SynchronousTestCase):
     """The hello carries a version range that a receiver checks before anything else."""
 
@@ -517,7 +515,7 @@ class HelloFormatTests(SynchronousTestCase):
         )
         self.assertEqual(read_hello(encode_hello(SENDER, CLUSTER), RECEIVER_MEMBERSHIP).versions, SUPPORTED_VERSIONS)
 
-    @cases(
+    @parametrize(
         "fields",
         [
             {"version": 2},  # a hello without a range is release 1's: version 1
@@ -561,11 +559,10 @@ class HelloFormatTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"")
 
 
-@expand_cases
 class AnswerTests(SynchronousTestCase):
     """The sender reads exactly one answer to its hello, and closes on anything else."""
 
-    @cases(
+    @parametrize(
         "answer",
         [
             encode_welcome(MAX_PROTOCOL_VERSION + 1),

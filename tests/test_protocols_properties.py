@@ -55,7 +55,7 @@ from kvstore.raft.messages import (
     to_dict,
 )
 
-from tests.parametrize import cases, expand_cases
+from tests.support import parametrize, slow
 
 MEMBERSHIP = Membership(node_id=0, cluster_id="c1", peer_ids=frozenset({1, 2}))
 
@@ -143,7 +143,7 @@ json_docs = st.recursive(json_leaf, lambda c: st.lists(c, max_size=3) | st.dicti
     max_size=6), max_leaves=15)
 
 
-@expand_cases
+@slow
 class DecoderPropertyTests(SynchronousTestCase):
     """
     Properties of the client line parser and of the peer decoder on raw bytes.
@@ -196,8 +196,11 @@ class DecoderPropertyTests(SynchronousTestCase):
         """Every valid message survives encode_message / decode_message."""
         assert decode_message(encode_message(message), message.sender, MEMBERSHIP) == message
 
-    @cases("value", [MAX_FIELD_VALUE, 2**64, 10**400])
-    @cases("field", ["term", "from", "to", "id"])
+    @parametrize(
+        "field, value",
+        [(field, value) for value in (MAX_FIELD_VALUE, 2**64, 10**400) for field in ("term", "from", "to", "id")],
+        ids=[f"{field}_{index}" for index in range(3) for field in ("term", "from", "to", "id")],
+    )
     def test_integers_beyond_the_log_format_are_malformed(self, field: str, value: int) -> None:
         """A term (or any integer) the WAL's u64 fields could not store, or that
         leaves no room for more elections, is malformed: accepting a term of

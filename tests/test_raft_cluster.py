@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_raft_cluster -*-
 """
 Scenario tests of whole clusters of production L{Node}s on simulated time
-(L{kvstore.testing.cluster.SimulatedCluster}): elections, partitions,
+(L{kvstore.testing.memory_cluster.InMemoryCluster}): elections, partitions,
 crashes, restarts and linearizable reads, with Raft's safety properties
 checked after every step of simulated time.
 """
@@ -18,7 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from kvstore.errors import NotLeader, OutcomeUnknown, Unavailable
 from kvstore.raft.core import Role
 from kvstore.raft.messages import AppendEntries, AppendEntriesResponse, Message, RequestVote, RequestVoteResponse
-from kvstore.testing.cluster import SimulatedCluster
+from kvstore.testing.memory_cluster import InMemoryCluster
+from kvstore.testing.sim.network import Weather
 
 from tests.support import parametrize
 
@@ -31,7 +32,7 @@ class SafetyChecker:
     once, only committed entries, and its applied index never decreases.
     """
 
-    def __init__(self, cluster: SimulatedCluster) -> None:
+    def __init__(self, cluster: InMemoryCluster) -> None:
         self.cluster = cluster
         self.leader_of_term: dict[int, int] = {}
         self.applied: dict[int, tuple[int, bytes]] = {}  # index -> (term, data) applied anywhere
@@ -74,24 +75,24 @@ class SafetyChecker:
             self.last_applied[i] = (node, applied)
 
 
-def new_cluster(size: int = 3, seed: int = 0, **options: Any) -> tuple[SimulatedCluster, SafetyChecker]:
-    cluster = SimulatedCluster(size, seed, **options)
+def new_cluster(size: int = 3, seed: int = 0, **options: Any) -> tuple[InMemoryCluster, SafetyChecker]:
+    cluster = InMemoryCluster(size, seed, **options)
     return cluster, SafetyChecker(cluster)
 
 
-def put(cluster: SimulatedCluster, node: int, key: str, value: str, check: SafetyChecker, timeout: float = 10.0) -> Any:
+def put(cluster: InMemoryCluster, node: int, key: str, value: str, check: SafetyChecker, timeout: float = 10.0) -> Any:
     d = cluster.node(node).put(key, value)
     return resolve(cluster, d, check, timeout)
 
 
-def resolve(cluster: SimulatedCluster, d: Any, check: SafetyChecker, timeout: float = 10.0) -> Any:
+def resolve(cluster: InMemoryCluster, d: Any, check: SafetyChecker, timeout: float = 10.0) -> Any:
     box: list[Any] = []
     d.addBoth(box.append)
     assert cluster.run_until(lambda: bool(box), timeout, check=check), "no result in time"
     return box[0]
 
 
-def assert_converged(cluster: SimulatedCluster, check: SafetyChecker, timeout: float = 10.0) -> None:
+def assert_converged(cluster: InMemoryCluster, check: SafetyChecker, timeout: float = 10.0) -> None:
     """Wait until every running node has the same log, all of it applied,
     and assert identical logs and state machines."""
     ids = cluster.running()
@@ -107,7 +108,7 @@ def assert_converged(cluster: SimulatedCluster, check: SafetyChecker, timeout: f
     assert all(d == datas[0] for d in datas)
 
 
-def wait_leader(cluster: SimulatedCluster, check: SafetyChecker, among: Any = None, timeout: float = 10.0) -> int:
+def wait_leader(cluster: InMemoryCluster, check: SafetyChecker, among: Any = None, timeout: float = 10.0) -> int:
     allowed = set(among) if among is not None else set(cluster.ids)
 
     def ok() -> bool:
@@ -451,9 +452,10 @@ class ClusterFlowControlTests(SynchronousTestCase):
                 assert body.success
                 outstanding[message.sender] = [i for i in outstanding[message.sender] if i > body.index]
 
-        cluster.network.observers.append(observe)
+        cluster.network.on_send.append(lambda message: observe("sent", message))
+        cluster.network.on_deliver.append(lambda message: observe("delivered", message))
         # Slow links: each message takes 20-40 ms, so the window fills up.
-        cluster.network._latency = (0.02, 0.04)
+        cluster.network.weather = Weather(latency=(0.02, 0.04))
         deferreds = []
         for turn in range(40):
             deferreds += [cluster.node(leader).put(f"k{turn}.{j}", "v") for j in range(7)]
@@ -474,7 +476,8 @@ class ClusterFlowControlTests(SynchronousTestCase):
             if event == "sent" and isinstance(message.body, AppendEntries) and message.body.entries:
                 counts[message.receiver] += 1
 
-        cluster.network.observers.append(observe)
+        cluster.network.on_send.append(lambda message: observe("sent", message))
+        cluster.network.on_deliver.append(lambda message: observe("delivered", message))
         deferreds = [cluster.node(leader).put(f"k{i}", str(i)) for i in range(1000)]
         for d in deferreds:
             assert resolve(cluster, d, check) is None
@@ -493,9 +496,9 @@ class ClusterFlowControlTests(SynchronousTestCase):
         for d in deferreds:
             assert resolve(cluster, d, check) is None
         rejections = []
-        cluster.network.observers.append(
-            lambda event, m: rejections.append(m)
-            if event == "delivered" and isinstance(m.body, AppendEntriesResponse) and not m.body.success
+        cluster.network.on_deliver.append(
+            lambda m: rejections.append(m)
+            if isinstance(m.body, AppendEntriesResponse) and not m.body.success
             else None
         )
         cluster.network.heal()
@@ -514,6 +517,6 @@ class ClusterHarnessTests(SynchronousTestCase):
         cluster.network.filters.append(drop_votes)
         cluster.run(3.0, check=check)
         assert cluster.leaders() == []
-        assert cluster.network.dropped > 0
+        assert cluster.network.stats["filtered"] > 0
         cluster.network.filters.remove(drop_votes)
         wait_leader(cluster, check)

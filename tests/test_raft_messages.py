@@ -28,7 +28,7 @@ from kvstore.raft.messages import (
     to_dict,
 )
 
-from tests.support import parametrize
+from tests.support import parametrize, slow
 
 EXAMPLES = [
     RequestVote(3, 10, 2),
@@ -169,6 +169,7 @@ class RaftMessageTests(SynchronousTestCase):
         with self.assertRaises(MalformedMessage):
             from_dict(raw)
 
+    @slow
     @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(json_values)
     def test_arbitrary_json_raises_only_malformed_message(self, value):
@@ -180,6 +181,7 @@ class RaftMessageTests(SynchronousTestCase):
             return
         assert isinstance(result, Message)
 
+    @slow
     @settings(max_examples=500, deadline=None)
     @given(st.sampled_from(EXAMPLES), st.dictionaries(field_names, json_values | st.lists(st.lists(json_scalars, max_size=4), max_size=3), max_size=3))
     def test_valid_message_with_arbitrary_fields_raises_only_malformed_message(self, body, replacements):

@@ -230,18 +230,25 @@ class ValidationTests(SynchronousTestCase):
         """A zero or negative heartbeat interval is refused."""
         for interval in (0.0, -0.1):
             with self.subTest(interval=interval):
-                self.assertRejected("heartbeat interval must be positive", heartbeat_interval=interval)
+                self.assertRejected("heartbeat_interval must be positive", heartbeat_interval=interval)
 
     def test_election_timeout_below_three_heartbeats(self) -> None:
-        """An election timeout shorter than three heartbeats is refused;
-        exactly three is accepted."""
+        """An election timeout of three heartbeats or less is refused (the
+        one rule, which twistd kvstore's options apply too); just above three
+        is accepted."""
         self.assertRejected(
-            "at least three heartbeat intervals",
+            "must be more than 3 x heartbeat_interval",
             heartbeat_interval=0.1,
             election_timeout_min=0.29,
             election_timeout_max=1.0,
         )
-        RaftConfig(node_id=1, heartbeat_interval=0.125, election_timeout_min=0.375, election_timeout_max=1.0).validate()
+        self.assertRejected(
+            "must be more than 3 x heartbeat_interval",
+            heartbeat_interval=0.125,
+            election_timeout_min=0.375,
+            election_timeout_max=1.0,
+        )
+        RaftConfig(node_id=1, heartbeat_interval=0.125, election_timeout_min=0.376, election_timeout_max=1.0).validate()
 
     def test_election_timeout_range_empty(self) -> None:
         """A maximum election timeout equal to or below the minimum is
@@ -249,7 +256,7 @@ class ValidationTests(SynchronousTestCase):
         for maximum in (1.0, 0.9):
             with self.subTest(maximum=maximum):
                 self.assertRejected(
-                    "maximum must exceed the minimum", election_timeout_min=1.0, election_timeout_max=maximum
+                    "must be more than its minimum", election_timeout_min=1.0, election_timeout_max=maximum
                 )
 
     def test_limits_below_one(self) -> None:

@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from kvstore.node import Node
 from kvstore.raft.core import RaftCore
 from kvstore.raft.messages import AppendEntries, Message, ReadIndexResponse
-from kvstore.testing.cluster import SimulatedCluster
+from kvstore.testing.memory_cluster import InMemoryCluster
 
 
 class _NoStorage:
@@ -42,7 +42,7 @@ def _node(rng: random.Random | None, plants: frozenset[str] = frozenset()) -> No
     core = RaftCore(RaftConfig(node_id=0, peers=(1, 2)), clock, random.Random(0))
     storage = _NoStorage()
     return Node(core, storage, storage, KeyValueStateMachine(), storage, clock, member_addresses={},
-                make_hard_state=lambda hs: hs, rng=rng, plants=plants)
+                rng=rng, plants=plants)
 
 
 class ReadIdTests(SynchronousTestCase):
@@ -54,7 +54,7 @@ class ReadIdTests(SynchronousTestCase):
         # Apply one entry per pass, as a restarted node replays its log in
         # batches: the follower's state machine passes the old read index
         # before it reaches the new write.
-        cluster = SimulatedCluster(3, seed=11, max_apply_batch=1)
+        cluster = InMemoryCluster(3, seed=11, max_apply_batch=1)
         leader = cluster.wait_for_leader()
         follower, other = (i for i in cluster.ids if i != leader)
         self.assertIsNone(cluster.resolve(cluster.node(leader).put("k", "old")))

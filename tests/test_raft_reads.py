@@ -9,7 +9,7 @@ from __future__ import annotations
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.testing.cluster import SimulatedCluster
+from kvstore.testing.memory_cluster import InMemoryCluster
 
 
 class RaftReadTests(SynchronousTestCase):
@@ -18,7 +18,7 @@ class RaftReadTests(SynchronousTestCase):
     def test_forwarded_read_is_retried_after_a_lost_request(self) -> None:
         """A follower whose read request to the leader was dropped asks again at
         a later heartbeat and answers well before the read timeout."""
-        cluster = SimulatedCluster(3, seed=3, read_timeout=5.0)
+        cluster = InMemoryCluster(3, seed=3, read_timeout=5.0)
         leader = cluster.wait_for_leader()
         assert cluster.resolve(cluster.node(leader).put("k", "v")) is None
         follower = next(i for i in cluster.ids if i != leader)
@@ -35,7 +35,7 @@ class RaftReadTests(SynchronousTestCase):
         """A read on a follower that cannot reach the leader fails with
         Unavailable (no stale value) once the read timeout passes or an election
         starts."""
-        cluster = SimulatedCluster(3, seed=4, read_timeout=1.0)
+        cluster = InMemoryCluster(3, seed=4, read_timeout=1.0)
         leader = cluster.wait_for_leader()
         follower = next(i for i in cluster.ids if i != leader)
         cluster.network.isolate(follower, cluster.ids)
@@ -47,7 +47,7 @@ class RaftReadTests(SynchronousTestCase):
         """A linearizable read on the leader or a follower completes in a few
         network round trips, without waiting for the next heartbeat to start
         the leadership-confirming round."""
-        cluster = SimulatedCluster(3, seed=5, heartbeat_interval=0.05)
+        cluster = InMemoryCluster(3, seed=5, heartbeat_interval=0.05)
         leader = cluster.wait_for_leader()
         assert cluster.resolve(cluster.node(leader).put("k", "v")) is None
         follower = next(i for i in cluster.ids if i != leader)

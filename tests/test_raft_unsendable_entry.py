@@ -86,6 +86,31 @@ class UnsendableEntryTests(SynchronousTestCase):
         self.assertEqual(cores[1].commit_index, 3)
         self.assertEqual(reports, [UnsendableEntry(3, 2, _BIG_SIZE, False)])
 
+    def test_half_with_entry_in_an_even_cluster_keeps_leader_and_reports_deadlock(self) -> None:
+        """With 4 nodes of which 2 hold the oversized entry, no side can commit: the leader stays (stepping down
+        would only start elections a holder wins again) and reports the deadlock."""
+        ids = (1, 2, 3, 4)
+        clocks = {i: Clock() for i in ids}
+        shared = [Entry(1, 1, b"a")]
+        logs = {1: shared + [Entry(2, 1, _BIG)], 2: shared + [Entry(2, 1, _BIG)], 3: shared, 4: shared}
+        cores = {
+            i: make_core(i, [p for p in ids if p != i], clocks[i], HardState(1, None), logs[i], **_LIMITS)
+            for i in ids
+        }
+        elect(cores[1], clocks[1], [2, 3])
+        reports = []
+        for _ in range(3):
+            for core in cores.values():
+                rd = drain(core)
+                reports += rd.unsendable
+                for m in rd.messages + rd.messages_after_persist:
+                    cores[m.receiver].step(m)
+            clocks[1].advance(0.05)
+        self.assertIs(cores[1].role, Role.LEADER)
+        self.assertEqual(sorted(r.follower for r in reports), [3, 4])
+        self.assertFalse(any(r.stepped_down for r in reports))
+        self.assertTrue(any(r.deadlocked for r in reports))
+
     def test_cluster_recovers_under_another_leader(self) -> None:
         """After the step-down another node leads, commits, and overwrites the oversized entry."""
         clocks, cores = _cores()

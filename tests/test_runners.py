@@ -22,7 +22,7 @@ from unittest import skipIf
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests import test_raft_log_search
-from tests.support import temporary_directory
+from tests.support import slow, temporary_directory
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 SAMPLE = test_raft_log_search
@@ -53,6 +53,7 @@ def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+@slow
 class RunnerTests(SynchronousTestCase):
     """C{trial} and C{pytest}, each in a new process, run the same tests of
     a sample module and pass."""

@@ -72,10 +72,10 @@ class ServiceStartupTests(SynchronousTestCase):
         service.node.core.start()
         service.node.stop()
         # Save metadata naming cluster "one", as a running node would.
-        from kvstore.storage import HardState, MetadataStore
+        from kvstore.storage import MetadataRecord, MetadataStore
 
         store = MetadataStore.open(str(self.tmp_path / "data" / "metadata.json"), run_in_thread=lambda f: succeed(f()))
-        store.save(HardState(1, 0, "one"))
+        store.save(MetadataRecord(1, 0, "one"))
         service._lock.release()  # type: ignore[attr-defined]
         with self.assertRaises(SystemExit) as e:
             makeService(options(self.tmp_path, "--cluster-id", "two"))

@@ -15,8 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.raft.core import Role
 from kvstore.raft.messages import AppendEntriesResponse, Entry, Message, RequestVoteResponse
-from kvstore.sim.linearizability import DELETE, GET, NOT_FOUND, OK, PUT, Operation, check_history
-from kvstore.sim.safety import SafetyMonitor
+from kvstore.testing.sim.linearizability import DELETE, GET, NOT_FOUND, OK, PUT, Operation, check_history
+from kvstore.testing.sim.safety import SafetyMonitor
 
 
 def put(client: int, value: str, t0: float, t1: float | None) -> Operation:

@@ -1,5 +1,5 @@
 """
-The kvstore-sim command line (kvstore.sim.cli): listing plants, replaying
+The kvstore-sim command line (kvstore.testing.sim.cli): listing plants, replaying
 one seed with its trace, and soak exit status with and without a plant.
 """
 
@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.sim.cli import main
-from kvstore.sim.plants import PLANTS
+from kvstore.testing.sim.cli import main
+from kvstore.testing.sim.plants import PLANTS
 
-from tests.support import captured_output
+from tests.support import captured_output, slow
 
 
 class SimulatorCommandLineTests(SynchronousTestCase):
@@ -40,6 +40,7 @@ class SimulatorCommandLineTests(SynchronousTestCase):
         out = output.read().out
         assert "seeds/s" in out and "coverage: crashes=" in out and "all seeds passed" in out
 
+    @slow
     def test_soak_with_a_plant_fails_and_prints_replay(self):
         """With a planted bug the soak exits non-zero and prints each failing
         seed's replay command."""

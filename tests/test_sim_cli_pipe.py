@@ -15,7 +15,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.testing.processes import ROOT
 
+from tests.support import slow
 
+
+@slow
 class BrokenPipeTests(SynchronousTestCase):
     """The simulator's output piped into a reader that closes early."""
 
@@ -29,7 +32,7 @@ class BrokenPipeTests(SynchronousTestCase):
         read_end, write_end = os.pipe()
         fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
         process = subprocess.Popen(
-            [sys.executable, "-m", "kvstore.sim.cli", "--seed", "1", "--trace"],
+            [sys.executable, "-m", "kvstore.testing.sim.cli", "--seed", "1", "--trace"],
             env=env, stdin=subprocess.DEVNULL, stdout=write_end, stderr=subprocess.PIPE,
         )
         os.close(write_end)

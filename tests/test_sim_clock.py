@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_sim_clock -*-
 """
-The simulator's heap-based clock (kvstore.sim.clock) runs calls as
+The simulator's heap-based clock (kvstore.testing.sim.clock) runs calls as
 C{task.Clock} does: by time, calls due at the same time in the order they
 were scheduled, cancelled calls never, reset calls at their new time.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.sim.clock import HeapClock
+from kvstore.testing.sim.clock import HeapClock
 
 
 class HeapClockTests(SynchronousTestCase):

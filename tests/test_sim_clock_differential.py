@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_sim_clock_differential -*-
 """
-Differential tests of the simulator's heap clock (kvstore.sim.clock)
+Differential tests of the simulator's heap clock (kvstore.testing.sim.clock)
 against C{twisted.internet.task.Clock}: the same program of C{callLater},
 C{cancel}, C{reset}, C{delay} and C{advance} calls (callbacks scheduling
 more calls, at the current time too) must run the same callbacks in the
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.sim.clock import HeapClock
+from kvstore.testing.sim.clock import HeapClock
 
 # Few distinct delays, so that many calls fall due at the same time.
 _DELAYS = st.sampled_from((0.0, 0.5, 1.0, 1.5, 2.0))

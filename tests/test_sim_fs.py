@@ -1,5 +1,5 @@
 """
-Unit tests of the simulated disk (kvstore.sim.fs): a crash keeps only what
+Unit tests of the simulated disk (kvstore.testing.sim.fs): a crash keeps only what
 was fsynced, directory entries need a directory fsync, unsynced tails can be
 torn, fsyncs inside a disk job take simulated time and die with the process,
 and the production WAL and metadata store recover correctly on top of it.
@@ -12,8 +12,8 @@ import random
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.sim.fs import SimulatedDisk, SimulatedFileSystem
-from kvstore.storage import HardState, LogEntry, MetadataStore, WriteAheadLog
+from kvstore.testing.sim.fs import SimulatedDisk, SimulatedFileSystem
+from kvstore.storage import MetadataRecord, LogEntry, MetadataStore, WriteAheadLog
 
 
 def new_fs() -> SimulatedFileSystem:
@@ -158,16 +158,16 @@ class SimulatedFileSystemTests(SynchronousTestCase):
             disk = SimulatedDisk(clock, random.Random(seed), fs)
             store = MetadataStore.open("/d/meta", run_in_thread=disk, fs=fs)
             done: list[object] = []
-            store.save(HardState(1, 0, "c")).addCallback(done.append)
+            store.save(MetadataRecord(1, 0, "c")).addCallback(done.append)
             clock.advance(1)
             assert done
-            store.save(HardState(2, 1, "c")).addCallback(done.append)
+            store.save(MetadataRecord(2, 1, "c")).addCallback(done.append)
             clock.advance(random.Random(seed).uniform(0, 0.01))
             disk.kill()
             fs.crash(random.Random(seed), tear=True)
             state = MetadataStore.open("/d/meta", run_in_thread=disk, fs=fs).state
-            assert state in (HardState(1, 0, "c"), HardState(2, 1, "c"))
+            assert state in (MetadataRecord(1, 0, "c"), MetadataRecord(2, 1, "c"))
             if len(done) == 2:
-                assert state == HardState(2, 1, "c")
+                assert state == MetadataRecord(2, 1, "c")
             seen.add(state.term)
         assert seen == {1, 2}

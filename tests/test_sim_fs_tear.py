@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_sim_fs_tear -*-
 """
-The simulated disk's torn writes (L{kvstore.sim.fs}): a crash tears an
+The simulated disk's torn writes (L{kvstore.testing.sim.fs}): a crash tears an
 unsynced extension per 512-byte sector or 4 KiB page -- kept, dropped,
 zero-filled or garbled -- and never touches fsynced bytes.
 """
@@ -11,7 +11,7 @@ import random
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.sim.fs import PAGE, SECTOR, Fate, SimulatedFileSystem, TearPlan, torn_content
+from kvstore.testing.sim.fs import PAGE, SECTOR, Fate, SimulatedFileSystem, TearPlan, torn_content
 
 
 def fs_with_extension(durable: bytes, extension: bytes) -> SimulatedFileSystem:

@@ -1,5 +1,5 @@
 """
-Unit tests of the linearizability checker (kvstore.sim.linearizability):
+Unit tests of the linearizability checker (kvstore.testing.sim.linearizability):
 known linearizable and non-linearizable histories, unknown outcomes, keys
 checked independently, and the search bound reported as inconclusive.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.sim.linearizability import DELETE, GET, NOT_FOUND, OK, PUT, Operation, check_history
+from kvstore.testing.sim.linearizability import DELETE, GET, NOT_FOUND, OK, PUT, Operation, check_history
 
 
 def put(c, key, value, t0, t1, result=OK):

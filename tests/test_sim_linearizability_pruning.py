@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_sim_linearizability_pruning -*-
 """
 The linearizability checker leaves out unknown writes that no completed
-operation could have observed (kvstore.sim.linearizability._unobservable).
+operation could have observed (kvstore.testing.sim.linearizability._unobservable).
 That must change no verdict: on random small histories (values repeated
 across puts, unknown puts and deletes, reads of missing keys) the checker
 decides exactly as the same search without the pruning.
@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.sim import linearizability
-from kvstore.sim.linearizability import DELETE, GET, NOT_FOUND, OK, PUT, Operation, check_key
+from kvstore.testing.sim import linearizability
+from kvstore.testing.sim.linearizability import DELETE, GET, NOT_FOUND, OK, PUT, Operation, check_key
 
 
 @st.composite

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.sim.linearizability import Operation, check_key
+from kvstore.testing.sim.linearizability import Operation, check_key
 
 # (client, kind, value, result, invoke, complete)
 _SEED_28_KEY_A = [

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.sim.cli import main
-from kvstore.sim.world import SimConfig, nodes_for_seed, run_seed
+from kvstore.testing.sim.cli import main
+from kvstore.testing.sim.figure8 import PROFILES, profile_for_seed
+from kvstore.testing.sim.world import SimConfig, nodes_for_seed, run_seed
 
 
 class ClusterSizeTests(SynchronousTestCase):
@@ -29,13 +30,26 @@ class ClusterSizeTests(SynchronousTestCase):
             self.assertRaises(SystemExit, main, ["--seed", "1", "--nodes", str(nodes)])
 
     def test_default_seed_space_mixes_odd_and_even_sizes(self) -> None:
-        """Without --nodes, 16 consecutive seeds run 2, 3, 4, 5, 6 and 7 nodes,
-        and a seed's size is part of its replay command."""
-        self.assertEqual({nodes_for_seed(s) for s in range(16)}, {2, 3, 4, 5, 6, 7})
-        self.assertEqual({nodes_for_seed(s) for s in range(100, 116)}, {2, 3, 4, 5, 6, 7})
+        """Without --nodes, 128 consecutive seeds run every profile with every
+        size from 2 to 7, and a seed's size is part of its replay command."""
+        for start in (0, 1000):
+            for profile in PROFILES:
+                with self.subTest(start=start, profile=profile):
+                    sizes = {nodes_for_seed(s) for s in range(start, start + 128) if profile_for_seed(s) == profile}
+                    self.assertEqual(sizes, {2, 3, 4, 5, 6, 7})
         config = SimConfig(9)
         self.assertEqual(config.nodes, nodes_for_seed(9))
         self.assertIn(f"--nodes {config.nodes}", config.replay_command())
+
+    def test_reads_seeds_run_five_and_seven_nodes(self) -> None:
+        """The reads profile runs 5 and 7 nodes (where a read index confirmed
+        one acknowledgement short is unsafe) for most of its seeds, and the
+        slow 6- and 7-node seeds stay a small share of a soak."""
+        reads = [nodes_for_seed(s) for s in range(128) if profile_for_seed(s) == "reads"]
+        self.assertGreaterEqual(sum(n in (5, 7) for n in reads), len(reads) // 2)
+        self.assertIn(7, reads)
+        everything = [nodes_for_seed(s) for s in range(128)]
+        self.assertLessEqual(sum(n in (6, 7) for n in everything), len(everything) // 5)
 
     def test_even_quorum_too_small_is_caught_on_even_sizes(self) -> None:
         """With the quorum of an even-sized cluster one node too small, a

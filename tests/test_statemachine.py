@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.statemachine import ApplyResult, InvalidCommand, KeyValueStateMachine, encode_delete, encode_put
 
-from tests.parametrize import cases, expand_cases
+from tests.support import parametrize
 
 
 keys = st.text(st.characters(exclude_categories=("Cs", "Zs", "Zl", "Zp", "Cc")), min_size=1, max_size=5)
@@ -25,7 +25,6 @@ commands = st.lists(
 )
 
 
-@expand_cases
 class KeyValueStateMachineTests(SynchronousTestCase):
     """
     L{KeyValueStateMachine}: applying commands in log order, refusals, and a model check.
@@ -67,7 +66,7 @@ class KeyValueStateMachineTests(SynchronousTestCase):
         assert sm.apply(1, b"") == ApplyResult(True)
         assert sm.applied_index == 1 and len(sm) == 0
 
-    @cases("index", [0, 2, 5])
+    @parametrize("index", [0, 2, 5])
     def test_out_of_order_apply_is_refused(self, index):
         """Applying anything but the next index is a bug and raises."""
         sm = KeyValueStateMachine()
@@ -83,7 +82,7 @@ class KeyValueStateMachineTests(SynchronousTestCase):
             sm.apply(1, encode_put("k", "w"))
         assert sm.get("k") == "v"
 
-    @cases(
+    @parametrize(
         "data",
         [b"P\xff\xfe", b"Pnospace", b"P value", b"D", b"X", b"Xk v"],
         ids=["not-utf8", "put-without-space", "put-empty-key", "delete-empty-key", "unknown-op", "unknown-op-args"],

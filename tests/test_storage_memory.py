@@ -10,7 +10,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.storage import (
-    HardState,
+    MetadataRecord,
     LogEntry,
     MemoryLog,
     MemoryMetadata,
@@ -65,11 +65,11 @@ class MemoryStorageTests(SynchronousTestCase):
     def test_memory_metadata(self) -> None:
         """MemoryMetadata saves synchronously and refuses after fail()."""
         meta = MemoryMetadata()
-        assert meta.state == HardState()
+        assert meta.state == MetadataRecord()
         fired: list[None] = []
-        meta.save(HardState(term=2, voted_for=1)).addCallback(fired.append)
-        assert fired == [None] and meta.durable_state == HardState(term=2, voted_for=1)
+        meta.save(MetadataRecord(term=2, voted_for=1)).addCallback(fired.append)
+        assert fired == [None] and meta.durable_state == MetadataRecord(term=2, voted_for=1)
         meta.fail()
         errors: list[Failure] = []
-        meta.save(HardState(term=3)).addErrback(errors.append)
-        assert errors[0].check(StorageFailedError) and meta.state == HardState(term=2, voted_for=1)
+        meta.save(MetadataRecord(term=3)).addErrback(errors.append)
+        assert errors[0].check(StorageFailedError) and meta.state == MetadataRecord(term=2, voted_for=1)

@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from kvstore.testing.runners import ManualRunner
 from kvstore.storage import (
     CorruptMetadataError,
-    HardState,
+    MetadataRecord,
     MetadataStore,
     StorageFailedError,
 )
@@ -70,10 +70,10 @@ class MetadataStoreTests(SynchronousTestCase):
     """
 
     def test_missing_file_gives_initial_state(self) -> None:
-        """Opening a path with no file gives HardState() and creates the parent directory."""
+        """Opening a path with no file gives MetadataRecord() and creates the parent directory."""
         tmp_path = temporary_directory(self)
         store = open_store(tmp_path / "data" / "meta")
-        assert store.state == HardState() == HardState(term=0, voted_for=None, cluster_id=None)
+        assert store.state == MetadataRecord() == MetadataRecord(term=0, voted_for=None, cluster_id=None)
         assert (tmp_path / "data").is_dir()
 
     def test_save_and_reopen(self) -> None:
@@ -81,21 +81,21 @@ class MetadataStoreTests(SynchronousTestCase):
         tmp_path = temporary_directory(self)
         path = tmp_path / "meta"
         store = open_store(path)
-        state = HardState(term=7, voted_for=2, cluster_id="c-123")
+        state = MetadataRecord(term=7, voted_for=2, cluster_id="c-123")
         fired: list[None] = []
         store.save(state).addCallback(fired.append)
         assert fired == [None]
         assert store.state == store.durable_state == state
         assert open_store(path).state == state
-        store.save(HardState(term=8))
-        assert open_store(path).state == HardState(term=8)
+        store.save(MetadataRecord(term=8))
+        assert open_store(path).state == MetadataRecord(term=8)
 
     def test_save_is_tmp_fsync_rename_fsync_dir(self) -> None:
         """A save writes a tmp file, fsyncs it, renames it over the file, then fsyncs the directory."""
         tmp_path = temporary_directory(self)
         fs = RecordingFileSystem()
         store = open_store(tmp_path / "meta", fs=fs)
-        store.save(HardState(term=1))
+        store.save(MetadataRecord(term=1))
         assert fs.calls == ["create meta.tmp", "fsync", "rename meta.tmp meta", "fsync dir"]
         assert not (tmp_path / "meta.tmp").exists()
 
@@ -103,12 +103,12 @@ class MetadataStoreTests(SynchronousTestCase):
         """A garbage .tmp left by a crash mid-save is ignored and the old state loads."""
         tmp_path = temporary_directory(self)
         path = tmp_path / "meta"
-        open_store(path).save(HardState(term=3, voted_for=1))
+        open_store(path).save(MetadataRecord(term=3, voted_for=1))
         (tmp_path / "meta.tmp").write_bytes(b"half a fi")
         store = open_store(path)
-        assert store.state == HardState(term=3, voted_for=1)
-        store.save(HardState(term=4))
-        assert open_store(path).state == HardState(term=4)
+        assert store.state == MetadataRecord(term=3, voted_for=1)
+        store.save(MetadataRecord(term=4))
+        assert open_store(path).state == MetadataRecord(term=4)
 
     @parametrize(
         "damage",
@@ -125,7 +125,7 @@ class MetadataStoreTests(SynchronousTestCase):
         """Any damaged metadata file raises CorruptMetadataError naming its path."""
         tmp_path = temporary_directory(self)
         path = tmp_path / "meta"
-        open_store(path).save(HardState(term=3, voted_for=1))
+        open_store(path).save(MetadataRecord(term=3, voted_for=1))
         path.write_bytes(damage(path.read_bytes()))
         with self.assertRaises(CorruptMetadataError) as caught:
             open_store(path)
@@ -151,15 +151,15 @@ class MetadataStoreTests(SynchronousTestCase):
         store = open_store(path, run_in_thread=runner)
         fired: list[int] = []
         for term in (1, 2, 3):
-            store.save(HardState(term=term)).addCallback(lambda _, t=term: fired.append(t))
-        assert store.state == HardState(term=3) and store.durable_state == HardState()
+            store.save(MetadataRecord(term=term)).addCallback(lambda _, t=term: fired.append(t))
+        assert store.state == MetadataRecord(term=3) and store.durable_state == MetadataRecord()
         assert len(runner.jobs) == 1
         runner.release()
-        assert fired == [1] and open_store(path).state == HardState(term=1)
+        assert fired == [1] and open_store(path).state == MetadataRecord(term=1)
         assert len(runner.jobs) == 1
         runner.release()
         runner.release()
-        assert fired == [1, 2, 3] and open_store(path).state == HardState(term=3)
+        assert fired == [1, 2, 3] and open_store(path).state == MetadataRecord(term=3)
         assert store.save_count == 3
 
     def test_failed_save_is_fail_stop(self) -> None:
@@ -170,20 +170,20 @@ class MetadataStoreTests(SynchronousTestCase):
         path = tmp_path / "meta"
         store = open_store(path, run_in_thread=runner, fs=fs)
         failed: list[Failure] = []
-        store.save(HardState(term=1)).addErrback(failed.append)
-        store.save(HardState(term=2)).addErrback(failed.append)
+        store.save(MetadataRecord(term=1)).addErrback(failed.append)
+        store.save(MetadataRecord(term=2)).addErrback(failed.append)
         fs.fail_fsync = True
         with capturedLogs():
             runner.release()
         assert failed[0].check(OSError) and failed[1].check(StorageFailedError)
         self.flushLoggedErrors(OSError)
         later: list[Failure] = []
-        store.save(HardState(term=3)).addErrback(later.append)
+        store.save(MetadataRecord(term=3)).addErrback(later.append)
         assert later[0].check(StorageFailedError)
         assert not path.exists()
 
     def test_hard_state_validates(self) -> None:
-        """HardState rejects negative or non-int terms and votes and non-str cluster ids."""
+        """MetadataRecord rejects negative or non-int terms and votes and non-str cluster ids."""
         for bad in ({"term": -1}, {"term": True}, {"voted_for": -2}, {"voted_for": "1"}, {"cluster_id": 5}):
             with self.assertRaises(ValueError):
-                HardState(**bad)  # type: ignore[arg-type]
+                MetadataRecord(**bad)  # type: ignore[arg-type]

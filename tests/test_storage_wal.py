@@ -32,7 +32,7 @@ from kvstore.storage.fs import FileSystem
 from kvstore.storage.records import SEGMENT_HEADER_SIZE, encode_record
 from kvstore.storage.wal import segment_name
 
-from tests.support import temporary_directory
+from tests.support import slow, temporary_directory
 
 T = TypeVar("T")
 
@@ -279,6 +279,7 @@ class WriteAheadLogTruncationTests(SynchronousTestCase):
 class WriteAheadLogRecoveryTests(SynchronousTestCase):
     """Reopening after a crash: a torn tail is cut, any other damage refuses to open."""
 
+    @slow
     def test_torn_tail_at_every_byte_offset(self) -> None:
         """Cutting the last record at every length recovers all earlier records, warns, and truncates."""
         tmp_path = temporary_directory(self)

@@ -14,7 +14,7 @@ from typing import Callable, TypeVar
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.sim.fs import SECTOR, Fate, SimulatedFileSystem, TearPlan
+from kvstore.testing.sim.fs import SECTOR, Fate, SimulatedFileSystem, TearPlan
 from kvstore.storage import CorruptLogError, LogEntry, WriteAheadLog
 from kvstore.storage.wal import segment_name
 from kvstore.testing.runners import run_now

@@ -6,7 +6,7 @@ flush, the log opens, keeps every record a completed fsync covered, and
 invents none; damage inside fsynced data, however many records it covers,
 still refuses to start, naming the file and offset.
 
-The log runs on the simulator's file system (L{kvstore.sim.fs}), which knows
+The log runs on the simulator's file system (L{kvstore.testing.sim.fs}), which knows
 what is durable; a test holds the last flush's fsyncs, applies some of them,
 and then crashes with an explicit L{TearPlan} for the unsynced extension.
 """
@@ -24,10 +24,12 @@ from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.sim.fs import PAGE, SECTOR, Fate, SimulatedFileSystem, TearPlan
+from kvstore.testing.sim.fs import PAGE, SECTOR, Fate, SimulatedFileSystem, TearPlan
 from kvstore.storage import CorruptLogError, LogEntry, WriteAheadLog
 from kvstore.storage.records import SEGMENT_HEADER_SIZE, encode_record
 from kvstore.testing.runners import run_now
+
+from tests.support import slow
 
 T = TypeVar("T")
 
@@ -175,6 +177,7 @@ class TornLastFlushMixin:
 fates = st.sampled_from(list(Fate))
 
 
+@slow
 class TornLastFlushPropertyTests(TornLastFlushMixin, SynchronousTestCase):
     """Random flush sequences, random tears of the last one."""
 
@@ -228,6 +231,7 @@ class TornLastFlushPropertyTests(TornLastFlushMixin, SynchronousTestCase):
         self.assertEqual(recover(crashed.fs, segment_bytes), recovered + [after])
 
 
+@slow
 class TornLastFlushExhaustiveTests(TornLastFlushMixin, SynchronousTestCase):
     """Every combination of fates and lengths, for small unsynced flushes."""
 

@@ -16,7 +16,7 @@ import zlib
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.sim.fs import SECTOR, Fate, SimulatedFileSystem, TearPlan
+from kvstore.testing.sim.fs import SECTOR, Fate, SimulatedFileSystem, TearPlan
 from kvstore.storage import CorruptLogError, LogEntry, WriteAheadLog
 from kvstore.storage.records import SEGMENT_HEADER_SIZE, decode_segment_header, encode_segment_header
 from kvstore.storage.wal import segment_name

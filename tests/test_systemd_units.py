@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.options import parse_config
 
-from tests.parametrize import cases, expand_cases
+from tests.support import parametrize
 
 ROOT = Path(__file__).resolve().parents[1]
 ETC = ROOT / "etc"
@@ -67,7 +67,6 @@ def _exec_start_argv(instance: str, opts: list[str]) -> list[str]:
     return argv
 
 
-@expand_cases
 class SystemdUnitTests(SynchronousTestCase):
     """
     The unit file, its example environment file and the sysusers entry,
@@ -78,7 +77,7 @@ class SystemdUnitTests(SynchronousTestCase):
         self.tmp_path = Path(self.mktemp())
         self.tmp_path.mkdir()
 
-    @cases("name", ["kvstore@.service", "kvstore@1.service"])
+    @parametrize("name", ["kvstore@.service", "kvstore@1.service"])
     def test_systemd_analyze_verify(self, name: str) -> None:
         """
         `systemd-analyze verify` accepts the unit, as a template and as an

@@ -24,6 +24,9 @@ class _IdleCore:
     def stop(self) -> None:
         pass
 
+    def set_wake(self, wake: object) -> None:
+        pass
+
 
 class TraceSaveErrorTests(SynchronousTestCase):
     def _trace_into(self, directory: str) -> None:
@@ -43,7 +46,6 @@ class TraceSaveErrorTests(SynchronousTestCase):
             None,  # type: ignore[arg-type]
             Clock(),
             member_addresses={},
-            make_hard_state=lambda hard_state: hard_state,
         )
         node.stop()
         self.assertEqual(len(self.flushLoggedErrors(FileNotFoundError)), 1)

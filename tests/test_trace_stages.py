@@ -11,9 +11,10 @@ import os
 from twisted.internet.defer import succeed
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore import bench, trace
+from kvstore import trace
 from kvstore.storage.records import LogEntry
 from kvstore.storage.wal import WriteAheadLog
+from kvstore.tools import bench
 
 
 def _trace_on(case: SynchronousTestCase, directory: str | None = None) -> list:
@@ -119,7 +120,7 @@ class BreakdownTests(SynchronousTestCase):
 class ReadAddressTests(SynchronousTestCase):
     def test_read_targets(self) -> None:
         """--read-from picks all nodes, only the leader, or only followers."""
-        cluster = bench.Cluster([("h", 1), ("h", 2), ("h", 3)])
+        cluster = bench.TargetNodes([("h", 1), ("h", 2), ("h", 3)])
         cluster.leader = ("h", 2)
         self.assertEqual(bench.read_addresses(cluster, "all"), [("h", 1), ("h", 2), ("h", 3)])
         self.assertEqual(bench.read_addresses(cluster, "leader"), [("h", 2)])

@@ -15,7 +15,7 @@ import subprocess
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore import bench
+from kvstore.tools import bench
 from kvstore.testing.processes import ROOT
 
 

@@ -24,6 +24,8 @@ from kvstore.options import Options as NodeOptions
 from kvstore.service import Options, build_service, makeService
 from kvstore.testing.processes import ROOT, Timeout, allocate_port, allocate_port_range, wait_until
 
+from tests.support import slow
+
 #: Seconds a start-up refusal may take (twistd scans plugins first).
 _REFUSAL_TIMEOUT = 60
 
@@ -54,6 +56,7 @@ def _twistd(*args: str, cwd: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@slow
 class OptionErrorTests(SynchronousTestCase):
     """A mistyped or invalid kvstore option under twistd."""
 
@@ -97,6 +100,7 @@ class OptionErrorTests(SynchronousTestCase):
         self.assertEqual(os.listdir(cwd), [])
 
 
+@slow
 class PortInUseTests(SynchronousTestCase):
     """A node whose port is taken refuses to start like the other start-up refusals."""
 
@@ -155,7 +159,7 @@ class PortInUseTests(SynchronousTestCase):
         holder.listen()
         root = self.mktemp()
         launcher = subprocess.Popen(
-            [sys.executable, "-m", "kvstore.cluster", "--nodes", "2", "--base-port", str(base),
+            [sys.executable, "-m", "kvstore.tools.cluster", "--nodes", "2", "--base-port", str(base),
              "--data-dir", root],
             env=_environment(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, start_new_session=True,

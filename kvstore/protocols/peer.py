@@ -47,6 +47,7 @@ from kvstore.raft.messages import (
     AppendEntriesResponse,
     MalformedMessage,
     Message,
+    entries_to_json,
     from_dict,
     to_dict,
 )
@@ -286,9 +287,7 @@ class _EntriesEncoder:
         cached = self._cache.get(key)
         if cached is not None and cached[0] is first and cached[1] is last:
             return cached[2]
-        text = _encoder.encode(
-            [[index, term, payload.decode("utf-8")] for index, term, payload in entries]
-        ).encode("utf-8")
+        text = _encoder.encode(entries_to_json(entries)).encode("utf-8")
         if len(self._cache) >= self._size:
             del self._cache[next(iter(self._cache))]
         self._cache[key] = (first, last, text)

@@ -14,6 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:g} ms"
+
+
 @dataclass(frozen=True)
 class RaftConfig:
     """
@@ -59,6 +63,11 @@ class RaftConfig:
 
     def validate(self) -> None:
         """
+        The one check of these parameters: the core runs it when it starts,
+        and C{twistd kvstore}'s options run it to refuse a bad command line
+        (L{kvstore.options}, which names the options in place of the field
+        names of the messages).
+
         @raises ValueError: if a parameter or a relation between parameters
             is unreasonable.
         """
@@ -66,17 +75,28 @@ class RaftConfig:
             raise ValueError("a node cannot be its own peer")
         if len(set(self.peers)) != len(self.peers):
             raise ValueError("duplicate peer ids")
-        if self.heartbeat_interval <= 0:
-            raise ValueError("heartbeat interval must be positive")
-        if self.election_timeout_min < 3 * self.heartbeat_interval:
-            raise ValueError("election timeout minimum must be at least three heartbeat intervals")
-        if self.election_timeout_max <= self.election_timeout_min:
-            raise ValueError("election timeout maximum must exceed the minimum")
+        if not self.heartbeat_interval > 0:
+            raise ValueError("heartbeat_interval must be positive")
+        if not self.election_timeout_min > 3 * self.heartbeat_interval:
+            raise ValueError(
+                f"election_timeout_min ({_ms(self.election_timeout_min)}) must be more than "
+                f"3 x heartbeat_interval ({_ms(self.heartbeat_interval)}), or followers "
+                f"start elections while the leader is healthy"
+            )
+        if not self.election_timeout_max > self.election_timeout_min:
+            raise ValueError(
+                f"election_timeout_max ({_ms(self.election_timeout_max)}) must be more "
+                f"than its minimum ({_ms(self.election_timeout_min)}); the range is what "
+                f"keeps candidates from splitting votes forever"
+            )
         for name in ("max_append_bytes", "max_append_entries", "max_inflight", "max_apply_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_append_bytes > self.max_entries_bytes:
-            raise ValueError("max_append_bytes must not exceed max_entries_bytes (the hard per-message limit)")
+            raise ValueError(
+                f"max_append_bytes ({self.max_append_bytes}) must not exceed max_entries_bytes "
+                f"({self.max_entries_bytes}), the hard per-message limit"
+            )
 
     @property
     def members(self) -> tuple[int, ...]:

@@ -112,13 +112,18 @@ class UnsendableEntry:
     The leader cannot send C{follower} the entry at C{index}: it is C{size}
     bytes on the wire, over the per-message limit (a release before the
     limit accepted it).  With C{stepped_down}, too few followers are past
-    such entries for anything to commit, and the leader stepped down.
+    such entries for anything to commit, and the leader stepped down.  With
+    C{deadlocked}, too few are past it for this leader to commit and too few
+    lack it for any of them to be elected: the leader stays (stepping down
+    would only start elections that a node holding the entry wins again), and
+    nothing commits until an operator acts.
     """
 
     follower: int
     index: int
     size: int
     stepped_down: bool
+    deadlocked: bool = False
 
 
 @dataclass
@@ -231,7 +236,7 @@ class RaftCore:
         self._clock = clock
         self._rng = rng
         self._wake = wake
-        self._plants = plants  # planted bugs, for the simulator's tests only (kvstore.sim.plants)
+        self._plants = plants  # planted bugs, for the simulator's tests only (kvstore.testing.sim.plants)
 
         self.term = hard_state.term
         self.voted_for = None if "forget-vote-on-restart" in plants else hard_state.voted_for
@@ -309,6 +314,14 @@ class RaftCore:
             if timer is not None and timer.active():
                 timer.cancel()
         self._election_timer = self._heartbeat_timer = None
+
+    def set_wake(self, wake: Callable[[], None]) -> None:
+        """
+        Attach the hook called whenever the core has new output for
+        L{ready}.  The node attaches its own C{wake} when it is built around
+        the core, so nothing needs a forward reference to the node.
+        """
+        self._wake = wake
 
     # ------------------------------------------------------------------
     # Log helpers
@@ -777,7 +790,13 @@ class RaftCore:
         commits, only the followers stuck behind it can never catch up, and
         stepping down would hand leadership around among nodes that all
         have it, forever.  So the leader steps down only when the stuck
-        followers leave it without a quorum.
+        followers leave it without a quorum, and only if those followers
+        (which lack the entry) are themselves a quorum: a node without the
+        entry needs their votes alone, since a node holding the entry (a
+        longer log) refuses it.  In an even-sized cluster where exactly half
+        hold it, neither side can commit: stepping down would start an
+        election every timeout, each won by a node holding the entry, so the
+        leader stays and the report says the cluster is deadlocked.
         """
         if not self._stuck_unreported:
             return []
@@ -789,8 +808,12 @@ class RaftCore:
             1 for peer, (index, _) in self._stuck.items()
             if self._progress[peer].next_index == index and self._progress[peer].match_index < index
         )
-        step_down = 1 + len(self.config.peers) - stuck < self.config.quorum
-        report = [UnsendableEntry(peer, *self._stuck[peer], step_down) for peer in dict.fromkeys(unreported)]
+        no_quorum = 1 + len(self.config.peers) - stuck < self.config.quorum
+        step_down = no_quorum and stuck >= self.config.quorum
+        deadlocked = no_quorum and not step_down
+        report = [
+            UnsendableEntry(peer, *self._stuck[peer], step_down, deadlocked) for peer in dict.fromkeys(unreported)
+        ]
         if step_down:
             self._become_follower(self.term, None)
         return report

@@ -15,7 +15,7 @@ never trusts a peer to send well-formed data.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Union
+from typing import Any, Iterable, NamedTuple, Union
 
 
 #: How the Raft core stores and hands out log entries: a plain
@@ -178,7 +178,7 @@ def to_dict(message: Message) -> dict[str, Any]:
         out["prev_term"] = body.prev_log_term
         out["commit"] = body.leader_commit
         out["round"] = body.round
-        out["entries"] = [[index, term, payload.decode("utf-8")] for index, term, payload in body.entries]
+        out["entries"] = entries_to_json(body.entries)
     elif isinstance(body, AppendEntriesResponse):
         out["success"] = body.success
         out["index"] = body.index
@@ -198,6 +198,16 @@ def to_dict(message: Message) -> dict[str, Any]:
         out["id"] = body.request_id
         out["index"] = body.index
     return out
+
+
+def entries_to_json(entries: Iterable[EntryTuple]) -> list[list[Any]]:
+    """
+    Log entries in their JSON-compatible form, C{[index, term, text]}: the
+    one encoding of entries on the wire (L{to_dict} and the peer protocol's
+    encoder use it; L{from_dict} reads it back).  Payloads must be UTF-8
+    text, as kvstore's commands are.
+    """
+    return [[index, term, payload.decode("utf-8")] for index, term, payload in entries]
 
 
 #: Exclusive bound on every integer field: the WAL stores terms and indexes

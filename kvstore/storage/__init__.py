@@ -16,7 +16,7 @@ from kvstore.storage.errors import (
     StorageFailedError,
 )
 from kvstore.storage.memory import MemoryLog, MemoryMetadata
-from kvstore.storage.metadata import HardState, MetadataStore
+from kvstore.storage.metadata import MetadataRecord, MetadataStore
 from kvstore.storage.records import FORMAT_VERSION, LogEntry
 from kvstore.storage.wal import ThreadRunner, WriteAheadLog, default_thread_runner
 
@@ -25,7 +25,7 @@ __all__ = [
     "LogEntry",
     "WriteAheadLog",
     "MetadataStore",
-    "HardState",
+    "MetadataRecord",
     "MemoryLog",
     "MemoryMetadata",
     "ThreadRunner",

@@ -17,7 +17,7 @@ from typing import Sequence
 from twisted.internet.defer import Deferred, fail, succeed
 
 from kvstore.storage.errors import StorageFailedError
-from kvstore.storage.metadata import HardState
+from kvstore.storage.metadata import MetadataRecord
 from kvstore.storage.records import LogEntry
 
 __all__ = ["MemoryLog", "MemoryMetadata"]
@@ -147,24 +147,24 @@ class MemoryLog:
 class MemoryMetadata:
     """A L{MetadataStore} look-alike; saves complete synchronously."""
 
-    def __init__(self, state: HardState | None = None) -> None:
-        self._state = state if state is not None else HardState()
+    def __init__(self, state: MetadataRecord | None = None) -> None:
+        self._state = state if state is not None else MetadataRecord()
         self._durable_state = self._state
         self.save_count = 0
         self._failure: BaseException | None = None
         self.path = "<memory>"
 
     @property
-    def state(self) -> HardState:
+    def state(self) -> MetadataRecord:
         return self._state
 
     @property
-    def durable_state(self) -> HardState:
+    def durable_state(self) -> MetadataRecord:
         return self._durable_state
 
-    def save(self, state: HardState) -> "Deferred[None]":
-        if not isinstance(state, HardState):
-            raise TypeError(f"expected HardState, not {type(state).__name__}")
+    def save(self, state: MetadataRecord) -> "Deferred[None]":
+        if not isinstance(state, MetadataRecord):
+            raise TypeError(f"expected MetadataRecord, not {type(state).__name__}")
         if self._failure is not None:
             return fail(StorageFailedError("memory metadata failed earlier"))
         self._state = self._durable_state = state

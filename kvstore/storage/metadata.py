@@ -40,7 +40,7 @@ from kvstore.storage.errors import CorruptMetadataError, StorageFailedError
 from kvstore.storage.fs import FileSystem
 from kvstore.storage.wal import ThreadRunner, default_thread_runner
 
-__all__ = ["HardState", "MetadataStore", "METADATA_FORMAT_VERSION"]
+__all__ = ["MetadataRecord", "MetadataStore", "METADATA_FORMAT_VERSION"]
 
 METADATA_FORMAT_VERSION = 1
 _MAGIC = b"kvstore-metadata"
@@ -50,9 +50,12 @@ _MAX_FILE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
-class HardState:
+class MetadataRecord:
     """
-    The state Raft must persist before acting on it.
+    What the metadata file holds: Raft's hard state (the term and vote, which
+    must be durable before the node acts on them; the Raft core's
+    C{HardState}, here as plain values because storage knows no Raft) and
+    the cluster id recorded at bootstrap.
 
     @ivar term: the latest term this node has seen (0 when fresh).
     @ivar voted_for: the node id voted for in C{term}, or L{None}.
@@ -81,14 +84,14 @@ class HardState:
         return {"term": self.term, "voted_for": self.voted_for, "cluster_id": self.cluster_id}
 
 
-def encode_metadata(state: HardState) -> bytes:
+def encode_metadata(state: MetadataRecord) -> bytes:
     """The complete file content for C{state}."""
     body = json.dumps(state.to_dict(), sort_keys=True).encode("utf-8")
     header = b"%s %d %08x\n" % (_MAGIC, METADATA_FORMAT_VERSION, zlib.crc32(body))
     return header + body
 
 
-def decode_metadata(path: str, data: bytes) -> HardState:
+def decode_metadata(path: str, data: bytes) -> MetadataRecord:
     """
     Parse and verify file content read from C{path}.
 
@@ -116,13 +119,13 @@ def decode_metadata(path: str, data: bytes) -> HardState:
         fields = json.loads(body.decode("utf-8"))
         if not isinstance(fields, dict) or set(fields) != {"term", "voted_for", "cluster_id"}:
             raise ValueError(f"unexpected fields {sorted(fields) if isinstance(fields, dict) else fields!r}")
-        return HardState(**fields)
+        return MetadataRecord(**fields)
     except (ValueError, TypeError) as e:
         raise CorruptMetadataError(path, f"invalid content: {e}") from None
 
 
 class _Save:
-    def __init__(self, content: bytes, state: HardState) -> None:
+    def __init__(self, content: bytes, state: MetadataRecord) -> None:
         self.content = content
         self.state = state
         self.deferred: Deferred[None] = Deferred()
@@ -130,7 +133,7 @@ class _Save:
 
 class MetadataStore:
     """
-    The durable L{HardState}, saved atomically through a thread runner.
+    The durable L{MetadataRecord}, saved atomically through a thread runner.
 
     @ivar path: the metadata file.
     """
@@ -138,7 +141,7 @@ class MetadataStore:
     log = Logger()
 
     def __init__(
-        self, path: str, state: HardState, *, run_in_thread: ThreadRunner, fs: FileSystem
+        self, path: str, state: MetadataRecord, *, run_in_thread: ThreadRunner, fs: FileSystem
     ) -> None:
         """Use L{MetadataStore.open}."""
         self.path = path
@@ -163,7 +166,7 @@ class MetadataStore:
         """
         Load the metadata at C{path} (blocking; call at start-up).
 
-        A missing file gives C{HardState()}; the parent directory is created
+        A missing file gives C{MetadataRecord()}; the parent directory is created
         if needed.  A leftover C{<path>.tmp} from an interrupted save is
         ignored.
 
@@ -189,16 +192,16 @@ class MetadataStore:
                 fs.close(fd)
             fs.fsync_dir(directory)
         else:
-            state = HardState()
+            state = MetadataRecord()
         return cls(path, state, run_in_thread=runner, fs=fs)
 
     @property
-    def state(self) -> HardState:
+    def state(self) -> MetadataRecord:
         """The most recently requested state (saved, or being saved)."""
         return self._state
 
     @property
-    def durable_state(self) -> HardState:
+    def durable_state(self) -> MetadataRecord:
         """The most recent state known to be on disk."""
         return self._durable_state
 
@@ -207,7 +210,7 @@ class MetadataStore:
         """Number of completed saves since open."""
         return self._save_count
 
-    def save(self, state: HardState) -> "Deferred[None]":
+    def save(self, state: MetadataRecord) -> "Deferred[None]":
         """
         Replace the stored state with C{state}, atomically and durably.
 
@@ -217,10 +220,10 @@ class MetadataStore:
         all saves queued behind it errback and the store refuses further
         saves (fail-stop).
 
-        @raise TypeError: if C{state} is not a L{HardState}.
+        @raise TypeError: if C{state} is not a L{MetadataRecord}.
         """
-        if not isinstance(state, HardState):
-            raise TypeError(f"expected HardState, not {type(state).__name__}")
+        if not isinstance(state, MetadataRecord):
+            raise TypeError(f"expected MetadataRecord, not {type(state).__name__}")
         if self._failure is not None:
             return fail(StorageFailedError(f"metadata store {self.path} failed earlier"))
         save = _Save(encode_metadata(state), state)

@@ -188,7 +188,7 @@ class _Unlink:
 _Op = Union[_Write, _Create, _Truncate, _Unlink]
 
 
-#: The planted bug (kvstore.sim.plants) that makes recovery trust records
+#: The planted bug (kvstore.testing.sim.plants) that makes recovery trust records
 #: without verifying their checksums.
 PLANT_SKIP_CHECKSUM = "skip-checksum-on-recovery"
 
@@ -417,7 +417,7 @@ class WriteAheadLog:
             runner.
         @param fs: the file system; tests may pass one that fails.
         @param plants: planted bugs, for the simulator's tests only
-            (L{kvstore.sim.plants}); empty in production.
+            (L{kvstore.testing.sim.plants}); empty in production.
         @raise CorruptLogError: on any damage other than a torn tail.
         """
         if segment_bytes < 1:

@@ -396,7 +396,7 @@ def pytest_argv(tests: Iterable[str]) -> list[str]:
 
 
 def sim_argv(seeds: int, args: Sequence[str]) -> list[str]:
-    return [sys.executable, "-m", "kvstore.sim.cli", "--seeds", str(seeds), "--jobs", "1", *args]
+    return [sys.executable, "-m", "kvstore.testing.sim.cli", "--seeds", str(seeds), "--jobs", "1", *args]
 
 
 CAUGHT, SURVIVED, ERROR, TIMEOUT, SKIPPED = "caught", "survived", "error", "timeout", "-"

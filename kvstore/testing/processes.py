@@ -22,8 +22,6 @@ The building blocks:
 
 from __future__ import annotations
 
-import os
-import random
 import signal
 import socket
 import subprocess
@@ -32,7 +30,9 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypeVar
 
-from kvstore.cluster import child_environment, spawn, twistd_command
+from kvstore.protocols.replies import parse_status
+from kvstore.tools.ports import allocate_port, allocate_port_range
+from kvstore.tools.spawn import ROOT, child_environment, spawn, twistd_command
 
 __all__ = [
     "ROOT",
@@ -51,17 +51,9 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: The directory that contains the C{kvstore} package: the checkout root
-#: when running from a checkout.
-ROOT = Path(__file__).resolve().parents[2]
 
 #: Options that make elections quick, so tests spend little time waiting.
 FAST_ELECTIONS = ("--heartbeat-interval", "50", "--election-timeout", "300-600")
-
-#: Ports handed out by this process, never handed out twice.
-_allocated: set[int] = set()
-_allocation_lock = threading.Lock()
-_rng = random.Random(os.getpid() ^ time.monotonic_ns())
 
 
 class Timeout(AssertionError):
@@ -99,48 +91,6 @@ def wait_until(
             suffix = f" (last error: {last_error!r})" if last_error is not None else ""
             raise Timeout(f"timed out after {timeout:g}s waiting for {text}{suffix}")
         pause.wait(interval)
-
-
-# ---------------------------------------------------------------------------
-# Ports
-
-
-def _port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    # Without SO_REUSEADDR: stricter than the node (Twisted sets it), so a
-    # port in TIME_WAIT is skipped rather than handed out.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def allocate_port_range(count: int = 1, low: int = 20000, high: int = 29999) -> int:
-    """
-    Find C{count} consecutive free TCP ports on 127.0.0.1 in C{[low, high]}
-    and return the first.
-
-    The default range lies below Linux's usual ephemeral range (32768-60999),
-    so outgoing connections never take a port a test is about to listen on.
-    Ports are chosen at random (seeded per process, so concurrent test runs
-    rarely try the same ones) and never handed out twice by one process.
-    """
-    for _ in range(1000):
-        base = _rng.randint(low, high - count + 1)
-        ports = range(base, base + count)
-        with _allocation_lock:
-            if any(p in _allocated for p in ports):
-                continue
-            if all(_port_is_free(p) for p in ports):
-                _allocated.update(ports)
-                return base
-    raise RuntimeError(f"no {count} consecutive free ports in {low}-{high}")
-
-
-def allocate_port(low: int = 20000, high: int = 29999) -> int:
-    """One free TCP port on 127.0.0.1; see L{allocate_port_range}."""
-    return allocate_port_range(1, low, high)
 
 
 # ---------------------------------------------------------------------------
@@ -225,13 +175,6 @@ def command(port: int, line: str, host: str = "127.0.0.1", timeout: float = 10.0
     """Send one request on a new connection and return the reply."""
     with Client(host, port, timeout) as client:
         return client.request(line)
-
-
-def parse_status(reply: str) -> dict[str, str]:
-    """Parse a C{STATUS} reply, C{name=value ...}, into a dict."""
-    if reply.startswith("Error"):
-        raise ValueError(f"STATUS failed: {reply}")
-    return dict(item.split("=", 1) for item in reply.split())
 
 
 # ---------------------------------------------------------------------------

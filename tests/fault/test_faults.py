@@ -2,13 +2,13 @@
 Fault scenarios against real node processes: kill -9 (of the leader, of a
 random node, of every node), SIGSTOP of the leader, and network partitions
 made with a fault-injecting TCP proxy between every pair of peers
-(L{kvstore.testing.faults.PeerProxy}).
+(L{kvstore.testing.proxy.PeerProxy}).
 
 During each scenario 24 client connections send pipelined PUT, GET and
 DELETE requests on 64 shared keys and record every operation.  Afterwards
 the faults are healed, every key is read linearizably, and the history
 (final reads included) is checked for linearizability with
-L{kvstore.sim.linearizability.check_history}, separately for lost
+L{kvstore.testing.sim.linearizability.check_history}, separately for lost
 acknowledged writes, and for replies that answer another request.  A check
 that cannot decide (a key whose linearizability search hit its bound) or a
 scenario that never ran its checks fails the test: nothing passes unchecked.  Each scenario prints one line of figures (run with
@@ -33,22 +33,15 @@ from typing import Sequence
 import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.sim.linearizability import check_history
-from kvstore.testing.faults import (
-    OK_STATUS,
-    History,
-    ProxiedCluster,
-    Record,
-    TermMonitor,
-    Workload,
-    check_no_lost_writes,
-    check_replies,
-    classify,
-    summarize,
-)
+from kvstore.testing.checks import check_no_lost_writes, check_replies, summarize
+from kvstore.testing.history import OK_STATUS, History, Record, classify
 from kvstore.testing.processes import FAST_ELECTIONS, NodeProcess, wait_until
+from kvstore.testing.proxy import ProxiedCluster
+from kvstore.testing.sim.linearizability import check_history
+from kvstore.testing.workload import TermMonitor, Workload
 
 from tests.fault.support import raise_fd_limit
+from tests.support import parametrize
 
 #: The linearizability search bound per key, above the checker's default:
 #: a full-cluster kill -9 leaves hundreds of unknown outcomes, which widen the
@@ -60,7 +53,6 @@ FAULT_MAX_STATES = 600_000
 #: kill -9 all scenario, before the checker tried the earliest-invoked
 #: operation first (which cut the states clean histories need by 100-1000x).
 INCONCLUSIVE_KEYS_ALLOWED = 1
-from tests.parametrize import cases, expand_cases
 
 pytestmark = pytest.mark.integration
 
@@ -239,7 +231,6 @@ def _request(sock: socket.socket, line: str) -> str:
     return _read_line(sock)
 
 
-@expand_cases
 class FaultScenarioTests(ClusterTestCase):
     """
     Each fault scenario, under a concurrent workload, keeps the history
@@ -363,7 +354,7 @@ class FaultScenarioTests(ClusterTestCase):
     # ---------------------------------------------------------------------------
     # Partitions
 
-    @cases("mode", ["drop", "stall"])
+    @parametrize("mode", ["drop", "stall"])
     def test_partition_isolate_leader(self, mode: str) -> None:
         """
         The leader is cut off from both followers (connections reset, or

@@ -27,12 +27,12 @@ from pathlib import Path
 import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.testing.faults import fd_count, rss_kib
+from kvstore.tools.procinfo import fd_count, rss_kib
 from kvstore.testing.processes import NodeProcess, ProcessCluster, wait_until
 
 from tests.class_fixtures import ClassFixtureTestCase, class_fixture_suite
 from tests.fault.support import raise_fd_limit
-from tests.parametrize import cases, expand_cases
+from tests.support import parametrize
 
 pytestmark = pytest.mark.integration
 
@@ -168,7 +168,6 @@ def _peer_payload_cases(leader: int, peer: int) -> list[tuple[str, bytes]]:
     ]
 
 
-@expand_cases
 class HostileInputTests(ClassFixtureTestCase):
     """
     Attacks on one three-node cluster shared by the class (set up once, as
@@ -260,7 +259,7 @@ class HostileInputTests(ClassFixtureTestCase):
             assert client.request("GET k") == "Error: Key k not found"
         _check_healthy(state, leader, before, "invalid UTF-8 lines")
 
-    @cases("size_mib", [8])
+    @parametrize("size_mib", [8])
     def test_multi_megabyte_line(self, size_mib: int) -> None:
         """
         A line of several MiB is refused with one error reply and the connection
@@ -393,7 +392,7 @@ class HostileInputTests(ClassFixtureTestCase):
     # ---------------------------------------------------------------------------
     # The peer side
 
-    @cases("prefix", [b"99999999999999999999999999:", b"16777217:", b"4294967296:"])
+    @parametrize("prefix", [b"99999999999999999999999999:", b"16777217:", b"4294967296:"])
     def test_peer_absurd_length(self, prefix: bytes) -> None:
         """A netstring announcing an absurd length is refused at once, before
         a byte of it is buffered, with or without a hello first."""

@@ -1,5 +1,5 @@
 """
-The C{kvstore-cluster} launcher (L{kvstore.cluster}), run as a real process.
+The C{kvstore-cluster} launcher (L{kvstore.tools.cluster}), run as a real process.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _alive(pid: int) -> bool:
 
 
 class Launcher:
-    """A running C{python -m kvstore.cluster} and what it has printed."""
+    """A running C{python -m kvstore.tools.cluster} and what it has printed."""
 
     def __init__(self, tmp_path: Path, nodes: int = 3) -> None:
         self.base_port = allocate_port_range(nodes)
@@ -55,7 +55,7 @@ class Launcher:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "kvstore.cluster",
+                sys.executable, "-m", "kvstore.tools.cluster",
                 "--nodes", str(nodes),
                 "--base-port", str(self.base_port),
                 "--data-dir", str(self.data_dir),
@@ -180,9 +180,9 @@ class ClusterLauncherTests(ProcessTestCase):
 
     def test_entry_point_and_help(self) -> None:
         """setup.py declares the console script, and --help works."""
-        assert "kvstore-cluster=kvstore.cluster:main" in (ROOT / "setup.py").read_text()
+        assert "kvstore-cluster=kvstore.tools.cluster:main" in (ROOT / "setup.py").read_text()
         result = subprocess.run(
-            [sys.executable, "-m", "kvstore.cluster", "--help"],
+            [sys.executable, "-m", "kvstore.tools.cluster", "--help"],
             capture_output=True, text=True, timeout=30, cwd=self.tmp_path,
             env=dict(os.environ, PYTHONPATH=str(ROOT)),
         )

@@ -1,11 +1,14 @@
 # -*- test-case-name: tests.test_raft_cluster -*-
 """
-A whole kvstore cluster in one process, on simulated time.
+L{InMemoryCluster}: a whole kvstore cluster in one process, on simulated
+time, for unit tests that drive it step by step (unlike the simulator,
+L{kvstore.testing.sim}, which runs a seeded fault schedule on its own).
 
-Each member is the production L{Node} around the production L{RaftCore} and
-L{KeyValueStateMachine}, over in-memory storage; members talk through a
-L{SimulatedNetwork} that delivers messages after a delay on a shared
-C{task.Clock} and can cut any link.  Nothing here reimplements Raft: it only
+Each member is the production L{Node} (built by L{build_node}) around the
+production L{RaftCore} and L{KeyValueStateMachine}, over in-memory storage;
+members talk through the simulator's L{SimulatedNetwork}, in order per
+link and with fair weather, after a delay on a shared C{task.Clock}; any
+link can be cut.  Nothing here reimplements Raft: it only
 replaces the disk, the sockets and the wall clock, which is what makes the
 tests deterministic and fast (seconds of simulated time take milliseconds).
 """
@@ -19,110 +22,19 @@ from typing import Any, Callable, Iterable
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
+from kvstore.build import build_node
 from kvstore.node import Node
 from kvstore.raft.config import RaftConfig
-from kvstore.raft.core import HardState as RaftHardState
 from kvstore.raft.core import RaftCore, Role
-from kvstore.raft.messages import Entry, Message
-from kvstore.statemachine import KeyValueStateMachine
-from kvstore.storage import HardState, MemoryLog, MemoryMetadata
+from kvstore.raft.messages import Entry
+from kvstore.storage import MemoryLog, MemoryMetadata
+from kvstore.testing.sim.network import SimulatedNetwork, Weather
 
 CLUSTER_ID = "simulated"
 
 
-class SimulatedNetwork:
-    """
-    Delivers messages between members after a random delay, in the order a
-    TCP connection would (per link, a message is never delivered before an
-    earlier one on the same link), unless told to drop them.
-
-    @ivar blocked: directed links C{(sender, receiver)} that drop everything.
-    @ivar filters: callables C{filter(message) -> bool}; a message for which
-        any returns true is dropped when sent (to lose only some message
-        types, for example).
-    @ivar observers: callables C{observer(event, message)} told of every
-        message as it is C{"sent"}, C{"dropped"} or C{"delivered"}; tests
-        use them to count messages in flight.
-    """
-
-    def __init__(self, clock: Clock, rng: random.Random, latency: tuple[float, float] = (0.0005, 0.002)) -> None:
-        self._clock = clock
-        self._rng = rng
-        self._latency = latency
-        self.blocked: set[tuple[int, int]] = set()
-        self._deliver: dict[int, Callable[[Message], None]] = {}
-        self._last_arrival: dict[tuple[int, int], float] = {}
-        self.filters: list[Callable[[Message], bool]] = []
-        self.observers: list[Callable[[str, Message], None]] = []
-        self.sent = 0
-        self.dropped = 0
-
-    def _notify(self, event: str, message: Message) -> None:
-        for observer in self.observers:
-            observer(event, message)
-
-    def attach(self, node_id: int, deliver: Callable[[Message], None]) -> None:
-        self._deliver[node_id] = deliver
-
-    def detach(self, node_id: int) -> None:
-        self._deliver.pop(node_id, None)
-
-    def send(self, message: Message) -> None:
-        link = (message.sender, message.receiver)
-        self.sent += 1
-        self._notify("sent", message)
-        if link in self.blocked or any(f(message) for f in self.filters):
-            self.dropped += 1
-            self._notify("dropped", message)
-            return
-        now = self._clock.seconds()
-        arrival = max(now + self._rng.uniform(*self._latency), self._last_arrival.get(link, 0.0))
-        self._last_arrival[link] = arrival
-        self._clock.callLater(arrival - now, self._arrive, message)
-
-    def _arrive(self, message: Message) -> None:
-        if (message.sender, message.receiver) in self.blocked:
-            self.dropped += 1
-            self._notify("dropped", message)
-            return
-        deliver = self._deliver.get(message.receiver)
-        if deliver is None:
-            self._notify("dropped", message)
-            return
-        self._notify("delivered", message)
-        deliver(message)
-
-    def isolate(self, node_id: int, members: Iterable[int]) -> None:
-        """Cut every link to and from C{node_id}."""
-        for other in members:
-            if other != node_id:
-                self.blocked.add((node_id, other))
-                self.blocked.add((other, node_id))
-
-    def partition(self, *groups: Iterable[int]) -> None:
-        """Allow traffic only within each group."""
-        sets = [set(g) for g in groups]
-        for a in sets:
-            for b in sets:
-                if a is not b:
-                    for x in a:
-                        for y in b:
-                            self.blocked.add((x, y))
-
-    def heal(self) -> None:
-        self.blocked.clear()
-
-
-class _Sender:
-    def __init__(self, network: SimulatedNetwork) -> None:
-        self._network = network
-
-    def send(self, message: Message) -> None:
-        self._network.send(message)
-
-
 @dataclass
-class SimulatedMember:
+class InMemoryMember:
     """One member's durable storage, and its running node when it is up."""
 
     node_id: int
@@ -136,7 +48,7 @@ class SimulatedMember:
         return self.node.core
 
 
-class SimulatedCluster:
+class InMemoryCluster:
     """
     C{size} members on one L{Clock}.  Use L{run} to let simulated time pass.
     """
@@ -154,14 +66,14 @@ class SimulatedCluster:
     ) -> None:
         self.clock = Clock()
         self.rng = random.Random(seed)
-        self.network = SimulatedNetwork(self.clock, self.rng)
+        self.network = SimulatedNetwork(self.clock, self.rng, Weather(latency=(0.0005, 0.002)), in_order=True)
         self.ids = tuple(range(size))
         self._heartbeat_interval = heartbeat_interval
         self._election_timeout = election_timeout
         self._commit_timeout = commit_timeout
         self._read_timeout = read_timeout
         self._raft_options = raft_options
-        self.members = {i: SimulatedMember(i) for i in self.ids}
+        self.members = {i: InMemoryMember(i) for i in self.ids}
         for i in self.ids:
             self.start(i)
 
@@ -179,29 +91,18 @@ class SimulatedCluster:
             election_timeout_max=self._election_timeout[1],
             **self._raft_options,
         )
-        hard = member.metadata.durable_state
-        ref: list[Node] = []
-        core = RaftCore(
+        node = build_node(
             config,
-            self.clock,
-            random.Random(self.rng.random()),
-            hard_state=RaftHardState(hard.term, hard.voted_for),
-            entries=[Entry(e.index, e.term, e.payload) for e in member.log.entries],
-            wake=lambda: ref[0].wake() if ref else None,
-        )
-        node = Node(
-            core,
-            member.log,
-            member.metadata,
-            KeyValueStateMachine(),
-            _Sender(self.network),
-            self.clock,
+            clock=self.clock,
+            rng=random.Random(self.rng.random()),
+            log=member.log,
+            metadata=member.metadata,
+            cluster_id=CLUSTER_ID,
+            peers=self.network,
             member_addresses={i: f"127.0.0.1:{5000 + i}" for i in self.ids},
-            make_hard_state=lambda hs: HardState(hs.term, hs.voted_for, CLUSTER_ID),
             commit_timeout=self._commit_timeout,
             read_timeout=self._read_timeout,
         )
-        ref.append(node)
         member.node = node
         self.network.attach(node_id, node.receive)
         node.start()

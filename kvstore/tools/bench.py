@@ -36,7 +36,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from kvstore import trace
-from kvstore.cluster import spawn, twistd_command
+from kvstore.protocols.replies import parse_leader_address, parse_status
+from kvstore.tools.ports import allocate_port_range
+from kvstore.tools.procinfo import rss_kib
+from kvstore.tools.spawn import spawn, twistd_command
 
 
 @dataclass
@@ -254,7 +257,7 @@ def format_breakdown(rows: Sequence[dict[str, Any]]) -> str:
 # The load
 
 
-class Cluster:
+class TargetNodes:
     """What the tool knows of the target: node addresses and the leader."""
 
     def __init__(self, addresses: list[tuple[str, int]]) -> None:
@@ -284,7 +287,7 @@ class Worker:
 
     def __init__(
         self,
-        cluster: Cluster,
+        cluster: TargetNodes,
         target: tuple[str, int] | None,
         writes: bool,
         args: argparse.Namespace,
@@ -364,7 +367,7 @@ class Worker:
                 if text.startswith("Error: "):
                     results.record_error(text)
                     if "Not leader" in text and redirect is None:
-                        redirect = _parse_leader(text) or ("", 0)
+                        redirect = parse_leader_address(text) or ("", 0)
                 else:
                     results.ok += 1
                     results.latencies.append((now - sent) / 1e9)
@@ -389,17 +392,6 @@ class Worker:
         return redirect
 
 
-def _parse_leader(text: str) -> tuple[str, int] | None:
-    marker = " at "
-    if marker not in text:
-        return None
-    host, _, port = text.rsplit(marker, 1)[1].strip().rpartition(":")
-    try:
-        return host, int(port)
-    except ValueError:
-        return None
-
-
 async def read_status(address: tuple[str, int]) -> dict[str, str]:
     """One node's STATUS as a dictionary (empty if it does not answer)."""
     try:
@@ -409,10 +401,13 @@ async def read_status(address: tuple[str, int]) -> dict[str, str]:
         writer.close()
     except (OSError, asyncio.TimeoutError):
         return {}
-    return dict(token.partition("=")[::2] for token in line.split())
+    try:
+        return parse_status(line)
+    except ValueError:
+        return {}
 
 
-async def preload(cluster: Cluster, keys: int, value_size: int, quiet: bool) -> None:
+async def preload(cluster: TargetNodes, keys: int, value_size: int, quiet: bool) -> None:
     """
     Write every key of the key space once, so that reads find values.  Uses
     16 pipelining connections to the leader; fails loudly if a write fails.
@@ -442,7 +437,7 @@ async def preload(cluster: Cluster, keys: int, value_size: int, quiet: bool) -> 
         sys.stderr.write(f"preloaded {keys} keys in {time.monotonic() - started:.1f} s\n")
 
 
-async def run_load(cluster: Cluster, args: argparse.Namespace, quiet: bool) -> Results:
+async def run_load(cluster: TargetNodes, args: argparse.Namespace, quiet: bool) -> Results:
     """Run the workload against C{cluster} and collect results."""
     results = Results()
     rng = random.Random(args.seed)
@@ -484,7 +479,7 @@ async def run_load(cluster: Cluster, args: argparse.Namespace, quiet: bool) -> R
     return results
 
 
-def read_addresses(cluster: Cluster, read_from: str) -> list[tuple[str, int]]:
+def read_addresses(cluster: TargetNodes, read_from: str) -> list[tuple[str, int]]:
     """
     The nodes reading connections go to: C{all} nodes in turn, only the
     C{leader} (found before the load starts), or only the C{followers}.
@@ -516,28 +511,7 @@ async def _progress(results: Results) -> None:
 # Servers the tool starts itself
 
 
-def free_port_block(count: int, start: int = 21000, also: tuple[int, ...] = ()) -> int:
-    """
-    A base port such that C{count} consecutive ports, and C{base + a} for
-    each offset C{a} in C{also}, are free, below the kernel's ephemeral
-    range (a client reconnecting to a dead node must never connect to
-    itself).
-    """
-    for base in range(start, 30000 - count - max(also, default=0), count + 7):
-        ok = True
-        for port in [*range(base, base + count), *(base + a for a in also)]:
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free port block")
-
-
-class LocalCluster:
+class BenchNodes:
     """Node processes the tool starts in a temporary directory."""
 
     def __init__(self, size: int, fsync: bool, extra: Sequence[str] = (), traced: bool = False) -> None:
@@ -545,11 +519,11 @@ class LocalCluster:
         self.directory = tempfile.mkdtemp(prefix="kvstore-bench-")
         self.trace_directory: str | None = None
         if traced:
-            # The nodes inherit this environment (kvstore.cluster.spawn).
+            # The nodes inherit this environment (kvstore.tools.spawn.spawn).
             self.trace_directory = os.path.join(self.directory, "trace")
             os.mkdir(self.trace_directory)
             os.environ[trace.ENVIRONMENT_VARIABLE] = self.trace_directory
-        self.base = free_port_block(size)
+        self.base = allocate_port_range(size, low=21000)
         self.addresses = [("127.0.0.1", self.base + i) for i in range(size)]
         self.processes: list[subprocess.Popen[bytes]] = []
         for i in range(size):
@@ -607,10 +581,10 @@ class TrivialServer:
     """A subprocess answering every line at once: the tool's ceiling."""
 
     def __init__(self) -> None:
-        self.port = free_port_block(1, start=21500)
+        self.port = allocate_port_range(1, low=21000)
         self.addresses = [("127.0.0.1", self.port)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "kvstore.bench", "--serve-trivial", str(self.port)], stdin=subprocess.DEVNULL
+            [sys.executable, "-m", "kvstore.tools.bench", "--serve-trivial", str(self.port)], stdin=subprocess.DEVNULL
         )
 
     def pids(self) -> list[int]:
@@ -666,15 +640,11 @@ def measure_fsync_rate(directory: str, seconds: float) -> float:
         os.unlink(path)
 
 
-def _rss_kib(pid: int) -> int | None:
+def _rss_kib_or_none(pid: int) -> int | None:
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
+        return rss_kib(pid)
+    except (OSError, ValueError):
         return None
-    return None
 
 
 # ----------------------------------------------------------------------
@@ -686,7 +656,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="kvstore-bench",
         description=(
             "Load-test a kvstore cluster and report throughput and latency. Without --nodes it "
-            "starts its own cluster on 127.0.0.1, on the first free block of ports from 21000 "
+            "starts its own cluster on 127.0.0.1, on a free block of ports from 21000 "
             "(below 30000), with data in a temporary directory, and stops it at the end."
         ),
     )
@@ -698,7 +668,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=("kvstore", "trivial"),
         default="kvstore",
         help="'trivial' measures the tool's own ceiling against a do-nothing server (started on a free "
-        "port from 21500)",
+        "port from 21000)",
     )
     p.add_argument("--connections", "-c", type=int, default=50, help="client connections (default 50)")
     p.add_argument("--pipeline", "-P", type=int, default=10, help="requests in flight per connection (default 10)")
@@ -761,7 +731,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM (a timeout, a CI runner) unwinds through the finally below,
     # which stops the servers this tool started.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    started: LocalCluster | TrivialServer | None = None
+    started: BenchNodes | TrivialServer | None = None
     raw_fsync_rate: float | None = None
     if args.target == "trivial":
         started = TrivialServer()
@@ -776,7 +746,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         target = f"existing nodes {args.nodes}"
         fsync = "as configured on the nodes"
     else:
-        started = LocalCluster(args.cluster_size, fsync=not args.no_fsync, extra=args.node_option, traced=args.trace)
+        started = BenchNodes(args.cluster_size, fsync=not args.no_fsync, extra=args.node_option, traced=args.trace)
         addresses = started.addresses
         target = f"local {args.cluster_size}-node cluster started by the tool"
         fsync = "OFF (--unsafe-no-fsync, comparison only)" if args.no_fsync else "on"
@@ -793,25 +763,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "consistency": args.consistency,
         "read_from": args.read_from,
     }
-    cluster = Cluster(addresses)
+    cluster = TargetNodes(addresses)
     report: dict[str, Any] = {}
 
     def add_trace() -> None:
         leaders = [node["address"] for node in report.get("nodes", ()) if node["role"] == "leader"]
-        if isinstance(started, LocalCluster) and args.trace and leaders:
+        if isinstance(started, BenchNodes) and args.trace and leaders:
             report["trace"] = stage_breakdown(results.write_times, started.traces(), leaders[0])
 
     try:
-        if isinstance(started, LocalCluster) and args.fsync_probe > 0:
+        if isinstance(started, BenchNodes) and args.fsync_probe > 0:
             raw_fsync_rate = measure_fsync_rate(started.directory, args.fsync_probe)
         results = asyncio.run(run_load(cluster, args, quiet=args.json))
         report.update(summarize(results, settings))
         if started is not None:
-            report["server_rss_kib"] = [_rss_kib(pid) for pid in started.pids()]
+            report["server_rss_kib"] = [_rss_kib_or_none(pid) for pid in started.pids()]
         if raw_fsync_rate is not None:
             report["raw_fsyncs_per_s"] = round(raw_fsync_rate, 1)
     finally:
-        if isinstance(started, LocalCluster):
+        if isinstance(started, BenchNodes):
             started.stop(before_removal=add_trace)
         elif started is not None:
             started.stop()

@@ -1,13 +1,17 @@
 # -*- test-case-name: tests.test_sim_run -*-
 """
-The simulated network: every message's fate is drawn from a seeded RNG.
+The simulated network, shared by the simulator (L{kvstore.testing.sim.world})
+and the in-memory cluster (L{kvstore.testing.memory_cluster}): every
+message's fate is drawn from a seeded RNG on a shared clock.
 
 Per message it may be dropped, delayed (occasionally by much more than
 usual, which reorders it behind later messages), or duplicated (the copy
-gets its own delay).  Directed links can be cut; the cut is checked both
-when a message is sent and when it arrives, so a partition that changes
-while messages are in flight affects them realistically.  A message for a
-node that is down when it arrives is lost.
+gets its own delay), as the L{Weather} says; with C{in_order}, each link
+delivers in the order it was sent, as a TCP connection would.  Directed
+links can be cut; the cut is checked both when a message is sent and when
+it arrives, so a partition that changes while messages are in flight
+affects them realistically.  A message for a node that is down when it
+arrives is lost.
 """
 
 from __future__ import annotations
@@ -34,26 +38,37 @@ class Weather:
 
 class SimulatedNetwork:
     """
+    @ivar weather: the per-message fault probabilities and latencies.
     @ivar blocked: directed links C{(sender, receiver)} that lose everything.
+    @ivar filters: predicates C{f(message)}; a message for which any is true
+        is lost when sent (to lose only some message types, say).
     @ivar on_send: observers C{f(message)} called for each message sent.
     @ivar on_deliver: observers C{f(message)} called before each delivery.
     @ivar after_deliver: observers C{f(message)} called after the receiver
         processed a delivered message.
     @ivar extra_delay: callables C{f(message) -> seconds} added to each
         message's delay (a fault profile slows some messages down on purpose).
+    @ivar stats: counts of what happened to messages, by fate.
     """
 
-    def __init__(self, clock: IReactorTime, rng: random.Random) -> None:
+    def __init__(
+        self, clock: IReactorTime, rng: random.Random, weather: Weather | None = None, *, in_order: bool = False
+    ) -> None:
         self._clock = clock
         self._rng = rng
-        self.weather = Weather()
+        self.weather = weather if weather is not None else Weather()
+        self._in_order = in_order
+        self._last_arrival: dict[tuple[int, int], float] = {}
         self.blocked: set[tuple[int, int]] = set()
+        self.filters: list[Callable[[Message], bool]] = []
         self._receivers: dict[int, Callable[[Message], None]] = {}
         self.on_send: list[Callable[[Message], None]] = []
         self.on_deliver: list[Callable[[Message], None]] = []
         self.after_deliver: list[Callable[[Message], None]] = []
         self.extra_delay: list[Callable[[Message], float]] = []
-        self.stats = {"sent": 0, "delivered": 0, "dropped": 0, "duplicated": 0, "lost_to_crash": 0, "cut": 0}
+        self.stats = {
+            "sent": 0, "delivered": 0, "dropped": 0, "duplicated": 0, "lost_to_crash": 0, "cut": 0, "filtered": 0,
+        }
 
     def attach(self, node_id: int, receive: Callable[[Message], None]) -> None:
         self._receivers[node_id] = receive
@@ -68,6 +83,9 @@ class SimulatedNetwork:
         if (message.sender, message.receiver) in self.blocked:
             self.stats["cut"] += 1
             return
+        if self.filters and any(f(message) for f in self.filters):
+            self.stats["filtered"] += 1
+            return
         w, rng = self.weather, self._rng
         if w.drop and rng.random() < w.drop:
             self.stats["dropped"] += 1
@@ -80,6 +98,12 @@ class SimulatedNetwork:
             delay = rng.uniform(*(w.slow_latency if slow else w.latency))
             for extra in self.extra_delay:
                 delay += extra(message)
+            if self._in_order:
+                link = (message.sender, message.receiver)
+                now = self._clock.seconds()
+                arrival = max(now + delay, self._last_arrival.get(link, 0.0))
+                self._last_arrival[link] = arrival
+                delay = arrival - now
             self._clock.callLater(delay, self._arrive, message)
 
     def _arrive(self, message: Message) -> None:
@@ -110,3 +134,14 @@ class SimulatedNetwork:
                     self.blocked.add((x, y))
                     if both_ways:
                         self.blocked.add((y, x))
+
+    def isolate(self, node_id: int, members: Iterable[int]) -> None:
+        """Cut every link to and from C{node_id}."""
+        self.cut([node_id], [m for m in members if m != node_id])
+
+    def partition(self, *groups: Iterable[int]) -> None:
+        """Allow traffic only within each group."""
+        sets = [list(g) for g in groups]
+        for i, a in enumerate(sets):
+            for b in sets[i + 1:]:
+                self.cut(a, b)

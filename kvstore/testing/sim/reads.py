@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from kvstore.raft.core import Role
 
 if TYPE_CHECKING:
-    from kvstore.sim.world import Simulation
+    from kvstore.testing.sim.world import Simulation
 
 
 class ReadFaults:

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from kvstore.raft.core import Role
 
 if TYPE_CHECKING:
-    from kvstore.sim.world import Simulation
+    from kvstore.testing.sim.world import Simulation
 
 PROFILES = ("mixed", "figure8", "reads")
 
@@ -55,7 +55,7 @@ PROFILES = ("mixed", "figure8", "reads")
 def profile_for_seed(seed: int) -> str:
     """The profile a seed runs with unless one is chosen explicitly: two
     seeds in eight (0 and 4 modulo 8) run C{figure8}, three (2, 3 and 6)
-    run C{reads} (L{kvstore.sim.reads}), the other three (1, 5 and 7) the
+    run C{reads} (L{kvstore.testing.sim.reads}), the other three (1, 5 and 7) the
     uniform C{mixed} schedule."""
     return {0: "figure8", 4: "figure8", 2: "reads", 3: "reads", 6: "reads"}.get(seed % 8, "mixed")
 
