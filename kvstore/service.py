@@ -38,7 +38,7 @@ from kvstore.datadir import DataDirectoryLock, make_directory_durably
 from kvstore.node import FailedPart, FatalError, Node
 from kvstore.options import NodeConfig, format_address
 from kvstore.options import Options as NodeOptions
-from kvstore.peers import PeerLinks
+from kvstore.protocols.peer_links import PeerLinks
 from kvstore.protocols.client import ClientFactory
 from kvstore.protocols.commands import Limits
 from kvstore.protocols.dispatch import DispatchFactory

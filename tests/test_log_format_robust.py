@@ -67,12 +67,12 @@ class UnrepresentableFieldTests(SynchronousTestCase):
         event = {
             "log_format": "peer {peer} said {thing}",
             "log_level": LogLevel.warn,
-            "log_namespace": "kvstore.peers",
+            "log_namespace": "kvstore.protocols.peer_links",
             "log_time": 1.0,
             "peer": 2,
             "thing": _BadRepr(),
         }
         record = _strict_loads(json_line(event))
-        self.assertEqual((record["level"], record["namespace"]), ("warn", "kvstore.peers"))
+        self.assertEqual((record["level"], record["namespace"]), ("warn", "kvstore.protocols.peer_links"))
         self.assertEqual(record["fields"]["peer"], 2)
         self.assertIn("RuntimeError", record["fields"]["thing"])

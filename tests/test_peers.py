@@ -19,7 +19,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.peers import MAX_BUFFERED_WHILE_PAUSED, PeerClientProtocol, PeerLink, PeerLinks
+from kvstore.protocols.peer_links import MAX_BUFFERED_WHILE_PAUSED, PeerClientProtocol, PeerLink, PeerLinks
 from kvstore.protocols.peer import encode_hello, encode_message
 from kvstore.raft.messages import AppendEntriesResponse, Message
 

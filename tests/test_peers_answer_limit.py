@@ -10,7 +10,7 @@ from __future__ import annotations
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.peers import PeerClientProtocol, PeerLink
+from kvstore.protocols.peer_links import PeerClientProtocol, PeerLink
 from kvstore.protocols.peer import MAX_HELLO_BYTES, encode_hello, encode_welcome
 
 

@@ -19,7 +19,7 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.peers import REFUSED_MAX_DELAY, PeerClientProtocol, PeerLink, PeerLinks
+from kvstore.protocols.peer_links import REFUSED_MAX_DELAY, PeerClientProtocol, PeerLink, PeerLinks
 from kvstore.protocols.peer import VersionRange, encode_hello, encode_refusal, encode_welcome
 
 PORT = 20002

@@ -12,7 +12,7 @@ from twisted.internet.protocol import Factory
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.peers import PeerClientProtocol, PeerLink
+from kvstore.protocols.peer_links import PeerClientProtocol, PeerLink
 from kvstore.protocols.dispatch import DispatchFactory
 
 

@@ -1,6 +1,6 @@
 """
 Tests for the versioning of the peer protocol (L{kvstore.protocols.peer},
-the hello and answer of L{kvstore.peers}): two ends agree on the highest
+the hello and answer of L{kvstore.protocols.peer_links}): two ends agree on the highest
 version both speak, a node of the next release with an extra optional
 message works with a node of this release, a node of release 1 works with
 this one, and only ends with no version in common are refused.
@@ -26,7 +26,7 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.peers import PeerClientProtocol, PeerLink
+from kvstore.protocols.peer_links import PeerClientProtocol, PeerLink
 from kvstore.protocols.dispatch import DispatchFactory
 from kvstore.protocols.peer import (
     MAX_LOGGED_SKIPPED_TYPES,
@@ -704,7 +704,7 @@ class DocumentationTests(SynchronousTestCase):
 
     def test_limits_match_the_code(self) -> None:
         """Every limit the document gives is the one the code enforces."""
-        from kvstore.peers import MAX_BUFFERED_WHILE_PAUSED
+        from kvstore.protocols.peer_links import MAX_BUFFERED_WHILE_PAUSED
         from kvstore.protocols.peer import (
             APPEND_HEADER_BYTES,
             ENTRY_OVERHEAD_BYTES,

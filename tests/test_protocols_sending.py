@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.peers import PeerClientProtocol, PeerLink
+from kvstore.protocols.peer_links import PeerClientProtocol, PeerLink
 from kvstore.protocols.client import ClientProtocol
 from kvstore.protocols.sending import send_now
 

@@ -231,7 +231,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # -- network and client protocol ---------------------------------------------
     Mutant(
         "paused-peer-unbounded",
-        "kvstore/peers.py",
+        "kvstore/protocols/peer_links.py",
         "if protocol.buffered_while_paused > MAX_BUFFERED_WHILE_PAUSED:",
         "if False:",
         ("tests/test_peers.py",),
