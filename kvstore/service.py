@@ -360,6 +360,13 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
+    # Parsed before storage is opened: a systemd endpoint with no socket
+    # passed by systemd, or any other endpoint twisted cannot make, is a
+    # one-line refusal, not a traceback.
+    try:
+        endpoint = serverFromString(reactor, config.listen)
+    except Exception as e:
+        raise UsageError(f"cannot listen on {config.listen!r}: {_endpoint_error(config.listen, e)}") from None
     lock, wal, metadata = _open_storage(config)
     peer_links = PeerLinks(
         reactor,
@@ -402,7 +409,7 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
     membership = Membership(config.node_id, config.cluster_id, frozenset(config.raft.peers))
     factory = DispatchFactory(ClientFactory(node, limits), PeerServerFactory(membership, node.receive))
     service = KVStoreService(config, node, wal, lock, peer_links, pidfile)
-    listener = _EarlyListener(serverFromString(reactor, config.listen), factory)
+    listener = _EarlyListener(endpoint, factory)
     # A port that cannot be bound must stop twistd, not leave a node that
     # nobody can reach.
     listener._raiseSynchronously = True
@@ -412,6 +419,13 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
     if monotonic:
         install_monotonic_clock(reactor)
     return service
+
+
+def _endpoint_error(description: str, error: Exception) -> str:
+    """Why Twisted could not make a server endpoint from C{description}."""
+    if description.startswith("systemd:") and isinstance(error, (IndexError, KeyError)):
+        return "no such socket was passed by systemd (is the node started by its .socket unit?)"
+    return str(error) or type(error).__name__
 
 
 def _cannot_listen(config: NodeConfig, error: Exception) -> str:
