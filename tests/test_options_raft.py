@@ -65,6 +65,18 @@ class OneElectionRuleTests(SynchronousTestCase):
         self.assertIn("--election-timeout minimum (375 ms) must be more than 3 x --heartbeat-interval (125 ms)",
                       str(error))
 
+    def test_exactly_three_heartbeats_is_refused_whatever_the_rounding(self) -> None:
+        """Exactly 3 heartbeats is refused for every whole-millisecond heartbeat, although in float seconds
+        3 * 0.009 is a hair below 0.027 (found in review)."""
+        for heartbeat_ms in (9, 18, 19, 36, 37, 100, 125):
+            with self.subTest(heartbeat_ms=heartbeat_ms):
+                self.assertRaises(
+                    usage.UsageError,
+                    parse_config,
+                    ["--heartbeat-interval", str(heartbeat_ms), "--election-timeout",
+                     f"{3 * heartbeat_ms}-{6 * heartbeat_ms}"],
+                )
+
     def test_just_above_is_accepted_by_both(self) -> None:
         """Just above 3 heartbeats is fine for both."""
         RaftConfig(0, heartbeat_interval=0.1, election_timeout_min=0.301, election_timeout_max=0.6).validate()

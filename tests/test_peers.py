@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_peers -*-
 """
-Outbound peer links (L{kvstore.peers}), on in-memory transports and a
+Outbound peer links (L{kvstore.protocols.peer_links}), on in-memory transports and a
 L{MemoryReactorClock}: no real socket is opened.
 
 What matters is that sending never grows this node's memory without bound

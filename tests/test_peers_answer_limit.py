@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_peers_answer_limit -*-
 """
 The sending end of a peer link reads at most one hello's worth (4 KiB) of
-answer (L{kvstore.peers.PeerClientProtocol}): whoever listens at a peer's
+answer (L{kvstore.protocols.peer_links.PeerClientProtocol}): whoever listens at a peer's
 address cannot make this node buffer more than that.
 """
 

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_peers_refusal -*-
 """
 A sending end whose hello the receiver refuses (no peer protocol version in
-common, L{kvstore.peers}): it says why once, and it does not hammer the
+common, L{kvstore.protocols.peer_links}): it says why once, and it does not hammer the
 receiver, on in-memory transports and a L{MemoryReactorClock}.
 
 A refusal lasts until an operator upgrades one of the two nodes, and every

@@ -77,7 +77,9 @@ class RaftConfig:
             raise ValueError("duplicate peer ids")
         if not self.heartbeat_interval > 0:
             raise ValueError("heartbeat_interval must be positive")
-        if not self.election_timeout_min > 3 * self.heartbeat_interval:
+        # Compared in whole microseconds: in float seconds, 0.027 > 3 * 0.009
+        # (0.026999999999999996) would let exactly 3x through for some values.
+        if not round(self.election_timeout_min * 1_000_000) > 3 * round(self.heartbeat_interval * 1_000_000):
             raise ValueError(
                 f"election_timeout_min ({_ms(self.election_timeout_min)}) must be more than "
                 f"3 x heartbeat_interval ({_ms(self.heartbeat_interval)}), or followers "
