@@ -98,7 +98,13 @@ class FakeRunner:
             return 0, str(cwd / "kvstore" / "__init__.py") + "\n"
         kind = "pytest" if "pytest" in argv else "sim"
         self.calls.append((kind, (cwd / "pkg/a.py").read_text()))
-        return self.statuses[kind], f"{kind} output\n"
+        status = self.statuses[kind]
+        # Exit 1 comes with the runner's own failure report (a crash is
+        # given as a negative "status": exit 1 with a traceback).
+        report = {"pytest": "1 failed in 0.1s", "sim": "1 FAILING seed(s); properties violated: x x1"}[kind]
+        if status is not None and status < 0:
+            return 1, "Traceback (most recent call last):\nSyntaxError: unmatched ')'\n"
+        return status, f"{kind} output\n" + (report + "\n" if status == 1 else "")
 
 
 class RunMutantTests(SynchronousTestCase):
@@ -148,6 +154,17 @@ class RunMutantTests(SynchronousTestCase):
         for statuses in ({"pytest": 2, "sim": 0}, {"pytest": 0, "sim": 2}):
             with self.subTest(statuses=statuses):
                 outcome, _ = self.run_with(statuses)
+                self.assertEqual(outcome.result, "ERROR")
+
+    def test_a_crash_is_not_a_catch(self) -> None:
+        """Exit 1 from an uncaught exception (the copy does not even import),
+        without pytest's or kvstore-sim's failure report, is an error, not a
+        catch; for a mutant only the simulator may catch too."""
+        required = Mutant("m", "pkg/a.py", "x = 1", "x = 2", ("tests/test_a.py",), "x", sim_required=True)
+        for statuses, mutant in (({"pytest": -1, "sim": 0}, None), ({"pytest": 0, "sim": -1}, None),
+                                 ({"pytest": 2, "sim": -1}, required)):
+            with self.subTest(statuses=statuses):
+                outcome, _ = self.run_with(statuses, mutant)
                 self.assertEqual(outcome.result, "ERROR")
 
     def test_fast_skips_the_simulator_once_the_tests_caught_it(self) -> None:

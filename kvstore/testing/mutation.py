@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -402,11 +403,22 @@ def sim_argv(seeds: int, args: Sequence[str]) -> list[str]:
 CAUGHT, SURVIVED, ERROR, TIMEOUT, SKIPPED = "caught", "survived", "error", "timeout", "-"
 
 
-def _verdict(status: int | None) -> str:
-    """pytest and kvstore-sim both exit 1 when a test or seed fails; any
-    other failure (a usage or collection error) is not a catch."""
+#: What pytest and kvstore-sim print when a test or a seed failed.  Python
+#: exits 1 on an uncaught exception too (a SyntaxError or ImportError in the
+#: scratch copy, before a single seed ran): exit 1 without this report is a
+#: crash, not a catch.
+PYTEST_FAILED = re.compile(r"\b\d+ failed\b")
+SIM_FAILED = re.compile(r"FAILING seed\(s\)|FAILED: too many inconclusive")
+
+
+def _verdict(status: int | None, output: str, failed: re.Pattern[str]) -> str:
+    """pytest and kvstore-sim both exit 1 when a test or seed fails, and say
+    so in C{output} (matched by C{failed}); any other failure (a usage or
+    collection error, a traceback) is not a catch."""
     if status is None:
         return TIMEOUT
+    if status == 1 and not failed.search(output):
+        return ERROR
     return {0: SURVIVED, 1: CAUGHT}.get(status, ERROR)
 
 
@@ -465,13 +477,13 @@ def run_mutant(root: Path, mutant: Mutant, seeds: int, *, runner: Runner = run_c
             outcome.details.append(problem)
             return outcome
         status, output = runner(pytest_argv(mutant.tests), tree, timeout)
-        outcome.tests = _verdict(status)
+        outcome.tests = _verdict(status, output, PYTEST_FAILED)
         if outcome.tests != SURVIVED:
             outcome.details.append("tests: " + _tail(output))
         if mutant.sim and not (fast and outcome.tests == CAUGHT and not mutant.sim_required):
             for args in mutant.sim:
                 status, output = runner(sim_argv(seeds, args), tree, timeout)
-                outcome.sim = _verdict(status)
+                outcome.sim = _verdict(status, output, SIM_FAILED)
                 if outcome.sim != SURVIVED:
                     outcome.details.append(f"kvstore-sim {' '.join(args)}: " + _tail(output))
                     break
