@@ -15,6 +15,7 @@ follow C{Not leader} replies, and retry only what is known not to have been
 applied.  See C{docs/client.md}.
 """
 
+from kvstore.client import errors
 from kvstore.client.blocking import Client
 from kvstore.client.errors import (
     BadRequest,
@@ -28,15 +29,5 @@ from kvstore.client.errors import (
     Unavailable,
 )
 
-__all__ = [
-    "Client",
-    "ClientError",
-    "NotApplied",
-    "KeyNotFound",
-    "BadRequest",
-    "Unavailable",
-    "NoLeader",
-    "ConnectionFailed",
-    "OutcomeUnknown",
-    "ProtocolError",
-]
+# The client and every error class, listed once (in errors.__all__).
+__all__ = ["Client", *errors.__all__]
