@@ -29,6 +29,7 @@ from typing import Sequence
 from twisted.python import usage
 
 from kvstore.config_file import CommandLineConfig, from_command_line
+from kvstore.socket_activation import is_systemd_description, parse_description
 from kvstore.protocols.commands import PUT_OVERHEAD_BYTES
 from kvstore.raft.config import RaftConfig
 from kvstore.protocols.peer import (
@@ -396,13 +397,20 @@ def _check_listen(description: str) -> str:
 
     This uses Twisted's own description parser (a private helper of
     L{twisted.internet.endpoints}).  It checks the syntax, the endpoint type
-    (including plugin types such as C{systemd}) and, for C{tcp}, C{unix} and
-    C{ssl}, the arguments; the service builds the real endpoint with
-    C{serverFromString} and reports anything left, such as a missing systemd
-    socket.
+    (including plugin types) and, for C{tcp}, C{unix} and C{ssl}, the
+    arguments; the service builds the real endpoint with C{serverFromString}
+    and reports anything left.  C{systemd} descriptions are kvstore's own
+    (L{kvstore.socket_activation}): checked here, and whether systemd passed
+    the socket is checked by the service.
     """
     if not description.strip():
         raise usage.UsageError("--listen must not be empty")
+    if is_systemd_description(description):  # kvstore's own (kvstore.socket_activation)
+        try:
+            parse_description(description)
+        except ValueError as e:
+            raise usage.UsageError(f"--listen {description!r}: {e}") from None
+        return description
     from twisted.internet import endpoints
 
     parse = getattr(endpoints, "_parseServer", None)
@@ -507,7 +515,8 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
             None,
             "Twisted server endpoint description to listen on, replacing the "
             "default tcp:<port>:interface=<host>; e.g. "
-            "tcp:5000:interface=0.0.0.0 or systemd:domain=INET:index=0. "
+            "tcp:5000:interface=0.0.0.0, or systemd to adopt the socket "
+            "passed by a systemd .socket unit (systemd:name=NAME if several). "
             "--host and --port are still what is advertised.",
         ],
         [

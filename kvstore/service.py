@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 
-from kvstore import log_format, sd_notify
+from kvstore import log_format, sd_notify, socket_activation
 from kvstore.build import build_node
 from kvstore.clock import install_monotonic_clock
 from kvstore.datadir import DataDirectoryLock, make_directory_durably
@@ -364,7 +364,11 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
     # passed by systemd, or any other endpoint twisted cannot make, is a
     # one-line refusal, not a traceback.
     try:
-        endpoint = serverFromString(reactor, config.listen)
+        if socket_activation.is_systemd_description(config.listen):
+            passed = socket_activation.listen_environment(os.environ)
+            endpoint = socket_activation.server_endpoint(reactor, config.listen, passed, os.getpid())
+        else:
+            endpoint = serverFromString(reactor, config.listen)
     except Exception as e:
         raise UsageError(f"cannot listen on {config.listen!r}: {_endpoint_error(config.listen, e)}") from None
     lock, wal, metadata = _open_storage(config)
@@ -422,9 +426,7 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
 
 
 def _endpoint_error(description: str, error: Exception) -> str:
-    """Why Twisted could not make a server endpoint from C{description}."""
-    if description.startswith("systemd:") and isinstance(error, (IndexError, KeyError)):
-        return "no such socket was passed by systemd (is the node started by its .socket unit?)"
+    """Why no server endpoint could be made from C{description}."""
     return str(error) or type(error).__name__
 
 
@@ -433,7 +435,11 @@ def _cannot_listen(config: NodeConfig, error: Exception) -> str:
     if isinstance(error, CannotListenError):
         where = format_address(error.interface or "0.0.0.0", error.port)
         reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
-        return f"cannot listen on {where}: {reason} (is another node or program using port {error.port}?)"
+        hint = f"is another node or program using port {error.port}?"
+        passed = socket_activation.listen_environment(os.environ)
+        if passed.get("LISTEN_PID") == str(os.getpid()):
+            hint = f"systemd passed this node {passed.get('LISTEN_FDS')} socket(s): adopt one with --listen systemd"
+        return f"cannot listen on {where}: {reason} ({hint})"
     return f"cannot listen on {config.listen!r}: {error}"
 
 

@@ -36,5 +36,5 @@ class SystemdEndpointWithoutSocketTests(SynchronousTestCase):
         message = str(raised.exception.code)
         self.assertEqual(len(message.splitlines()), 1, message)
         self.assertIn("systemd:domain=INET:index=0", message)
-        self.assertIn("no such socket was passed by systemd", message)
+        self.assertIn("systemd passed no socket", message)
         self.assertFalse(data.exists())
