@@ -448,3 +448,29 @@ def from_command_line(arguments: list[str], short: str, long: list[str], parse_n
     flags = [o for o in long if not o.endswith("=") and o not in ("help", "version")]
     node_id = None if node_text is None else parse_node_id(node_text)
     return CommandLineConfig(path, load(text, path, parameters=parameters, flags=flags, node_id=node_id), given)
+
+
+def with_absolute_config(arguments: list[str], short: str, long: list[str]) -> list[str]:
+    """
+    C{arguments} (parsed with the option parser's C{getopt} tables C{short}
+    and C{long}), rewritten one option per argument with the C{--config}
+    path made absolute: what a reload parses again later, when twistd may
+    have changed directory (C{--rundir}).  Arguments that do not parse are
+    returned as they are (the option parser reports them).
+    """
+    import getopt
+    import os
+
+    try:
+        parsed, rest = getopt.getopt(arguments, short, long)
+    except getopt.GetoptError:
+        return list(arguments)
+    rewritten: list[str] = []
+    for name, value in parsed:
+        if name.startswith("--"):
+            if name == "--config":
+                value = os.path.abspath(value)
+            rewritten.append(f"{name}={value}" if f"{name[2:]}=" in long else name)
+        else:
+            rewritten.extend([name, value] if f"{name[1:]}:" in short else [name])
+    return rewritten + rest

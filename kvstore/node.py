@@ -595,6 +595,24 @@ class Node:
     # ------------------------------------------------------------------
     # Timeouts
 
+    def set_timeouts(self, commit_timeout: float, read_timeout: float) -> None:
+        """
+        Change the commit and read timeouts while the node runs (a
+        configuration reload, L{kvstore.reload}).  New requests get the new
+        ones; a request already waiting keeps its deadline, but no later
+        than the new timeout from now, which also keeps the writes'
+        deadlines in index order (L{_expire} relies on it).
+        """
+        now = self._clock.seconds()
+        self._commit_timeout, self._read_timeout = commit_timeout, read_timeout
+        for write in self._pending_writes.values():
+            write.deadline = min(write.deadline, now + commit_timeout)
+        for read in [*self._pending_reads.values(), *self._reads_waiting_apply]:
+            read.deadline = min(read.deadline, now + read_timeout)
+        if self._sweep_call is not None and self._sweep_call.active():
+            self._sweep_call.cancel()  # its interval follows the timeouts
+            self._schedule_sweep()
+
     def _schedule_sweep(self) -> None:
         interval = max(0.05, min(self._commit_timeout, self._read_timeout) / 4)
         self._sweep_call = self._clock.callLater(interval, self._sweep)

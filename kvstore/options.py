@@ -28,7 +28,8 @@ from typing import Sequence
 
 from twisted.python import usage
 
-from kvstore.config_file import CommandLineConfig, from_command_line
+from kvstore.config_file import CommandLineConfig, from_command_line, with_absolute_config
+from kvstore.log_format import parse_level
 from kvstore.socket_activation import is_systemd_description, parse_description
 from kvstore.protocols.commands import PUT_OVERHEAD_BYTES
 from kvstore.raft.config import RaftConfig
@@ -642,8 +643,19 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
             raise usage.UsageError(f"--log-format must be text or json, not {value!r}")
         self.log_format = value
 
+    #: --log-level (kvstore.log_format.LEVELS), or None when not given: info.
+    log_level: str | None = None
+
+    def opt_log_level(self, value: str) -> None:
+        """Lowest level logged: debug, info (the default), warn, error or critical.  A reload (SIGHUP) can change it."""
+        self.log_level = parse_level(value).name
+
     #: The --config file's path and what it sets (kvstore.config_file).
     config_file: CommandLineConfig = CommandLineConfig()
+
+    #: The command line as parsed, its --config path absolute: a reload
+    #: (kvstore.reload) parses it again, with the file as it is then.
+    arguments: tuple[str, ...] = ()
 
     def opt_config(self, path: str) -> None:
         """Read options from this TOML file (see docs/operations.md): one file can describe the whole cluster, and --node-id picks this node.  Options given on the command line override the file's."""
@@ -662,6 +674,7 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
         """
         try:
             arguments = list(sys.argv[1:] if options is None else options)
+            self.arguments = tuple(with_absolute_config(arguments, self.shortOpt, self.longOpt))
             self.config_file = from_command_line(
                 arguments, self.shortOpt, self.longOpt, lambda text: _parse_int("node-id", text, 0)
             )

@@ -21,6 +21,7 @@ from __future__ import annotations
 import gc
 import os
 import random
+import signal
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -43,6 +44,7 @@ from kvstore.protocols.client import ClientFactory
 from kvstore.protocols.commands import Limits
 from kvstore.protocols.dispatch import DispatchFactory
 from kvstore.protocols.peer import Membership, PeerServerFactory
+from kvstore.reload import RELOADABLE, Reloader, RunningConfig, parse_arguments
 from kvstore.storage import CorruptLogError, CorruptMetadataError, MetadataStore, WriteAheadLog
 from kvstore.storage.fs import FileSystem
 
@@ -143,7 +145,7 @@ class Options(NodeOptions):
 
     def postOptions(self) -> None:
         super().postOptions()
-        log_format.check_twistd_options(self.log_format, getattr(self, "parent", None))
+        log_format.check_twistd_options(self.log_format, getattr(self, "parent", None), self.log_level)
         # Set by usage.Options when parsed as twistd's subcommand; twistd's
         # own postOptions (which makes its pidfile absolute) runs after this.
         parent = getattr(self, "parent", None)
@@ -213,9 +215,18 @@ class KVStoreService(MultiService):
     #: The reactor of the systemd notifier's timers and log rotation; None:
     #: the global reactor.
     clock: Any = None
-    #: --log-format json's observer, which twistd uses once this service
-    #: joins its application (see kvstore.log_format); None: twistd's own.
+    #: The log observer twistd uses once this service joins its application
+    #: (see kvstore.log_format): the --log-level filter in front of the
+    #: --log-format observer; None: twistd's own (--syslog, --logger).
     log_observer: Any = None
+    #: That filter, whose level a reload changes; None: twistd's own observer.
+    log_filter: log_format.LevelFilter | None = None
+    #: Reloads the configuration (kvstore.reload); set by makeService.
+    reloader: Reloader | None = None
+    #: Whether SIGHUP reloads while the service runs (twistd's node only).
+    reload_on_sighup = False
+    #: The client protocol's factory, whose limits a reload changes.
+    client_factory: ClientFactory
 
     def setServiceParent(self, parent: Any) -> None:
         super().setServiceParent(parent)
@@ -264,6 +275,39 @@ class KVStoreService(MultiService):
         # READY=1 once listening, STATUS= and WATCHDOG=1; a no-op without $NOTIFY_SOCKET.
         self.systemd = sd_notify.NodeNotifier.from_environment(os.environ, self.node.core, self._reactor)
         self.systemd.start(getattr(getattr(self, "listener", None), "_waitingForPort", None))
+        if self.reload_on_sighup and self.reloader is not None:
+            self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
+
+    _previous_sighup: Any = None
+
+    def _sighup(self, signum: int, frame: Any) -> None:
+        """The SIGHUP handler: runs between two bytecodes of whatever the
+        main thread was doing, so it only asks the reactor to reload."""
+        self._reactor().callFromThread(self.reload)
+
+    def reload(self) -> None:
+        """Reload the configuration (SIGHUP; see kvstore.reload)."""
+        if self.reloader is not None and self.running:
+            self.reloader.reload()
+
+    def apply_config(self, new: RunningConfig) -> None:
+        """
+        Apply a reloaded configuration's run-time settings
+        (L{kvstore.reload.RELOADABLE}): everything is computed before
+        anything changes, so a value that fails leaves all as it was.
+        """
+        config = new.config
+        limits = Limits(
+            max_key_bytes=config.max_key_bytes,
+            max_value_bytes=config.max_value_bytes,
+            max_line_bytes=config.max_line_bytes,
+        )
+        level = log_format.parse_level(new.log_level)
+        self.node.set_timeouts(config.commit_timeout, config.read_timeout)
+        self.client_factory.limits = limits
+        if self.log_filter is not None:
+            self.log_filter.level = level
+        self.config = config
 
     def _reactor(self) -> Any:
         """C{clock} if set (tests), else the global reactor."""
@@ -274,6 +318,9 @@ class KVStoreService(MultiService):
         return reactor
 
     async def _stop(self) -> None:
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
         if self.systemd is not None:
             self.systemd.stopping()  # STOPPING=1 first: systemd shows the node as deactivating
         self.node.stop()
@@ -411,8 +458,10 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
         max_line_bytes=config.max_line_bytes,
     )
     membership = Membership(config.node_id, config.cluster_id, frozenset(config.raft.peers))
-    factory = DispatchFactory(ClientFactory(node, limits), PeerServerFactory(membership, node.receive))
+    client_factory = ClientFactory(node, limits)
+    factory = DispatchFactory(client_factory, PeerServerFactory(membership, node.receive))
     service = KVStoreService(config, node, wal, lock, peer_links, pidfile)
+    service.client_factory = client_factory
     listener = _EarlyListener(endpoint, factory)
     # A port that cannot be bound must stop twistd, not leave a node that
     # nobody can reach.
@@ -481,8 +530,7 @@ def makeService(options: NodeOptions) -> KVStoreService:
         service = build_service(config, pidfile=getattr(options, "pidfile", None))
     except UsageError as e:
         raise SystemExit(f"twistd kvstore: {e}") from None
-    if getattr(options, "log_format", "text") == "json" and getattr(options, "parent", None) is not None:
-        service.log_observer = log_format.twistd_observer(options.parent, service._reactor)  # type: ignore[arg-type]  # parent checked not None above
+    attach_log_and_reload(service, options)
     if not listens_early(options, service.listener):
         return service
     try:
@@ -491,3 +539,38 @@ def makeService(options: NodeOptions) -> KVStoreService:
         service._lock.release()
         raise SystemExit(f"twistd kvstore: {_cannot_listen(config, e)}") from None
     return service
+
+
+def attach_log_and_reload(service: KVStoreService, options: NodeOptions) -> None:
+    """
+    Give C{service} its log observer (C{--log-format} behind the
+    C{--log-level} filter) and its L{Reloader}; under twistd (C{options}
+    has a C{parent}), SIGHUP reloads while it runs.  With twistd's
+    C{--syslog} or C{--logger}, twistd's own observer stays, and a reload
+    cannot change the log level (it is then reported as needing a restart).
+    """
+    parent = getattr(options, "parent", None)
+    log_level = getattr(options, "log_level", None) or "info"
+    reloadable = RELOADABLE
+    if parent is not None and log_format.kvstore_observes(parent):
+        observer = log_format.twistd_observer(parent, service._reactor, getattr(options, "log_format", "text"))
+        service.log_filter = log_format.LevelFilter(observer, log_format.parse_level(log_level))
+        service.log_observer = service.log_filter
+    else:
+        reloadable = RELOADABLE - {"log-level"}  # twistd's own observer: nothing to filter with
+    arguments = list(getattr(options, "arguments", []))
+    service.reloader = Reloader(
+        RunningConfig(service.config, getattr(options, "log_format", "text"), log_level),
+        parse=lambda: parse_arguments(arguments),
+        apply=service.apply_config,
+        source=_reload_source(options),
+        reloadable=reloadable,
+    )
+    service.reload_on_sighup = parent is not None
+
+
+def _reload_source(options: NodeOptions) -> str:
+    """What a reload reads, for its log line: the --config file's absolute
+    path, or the command line alone."""
+    path = getattr(getattr(options, "config_file", None), "path", None)
+    return os.path.abspath(path) if path else "the command line (no --config file)"
