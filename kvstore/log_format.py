@@ -158,20 +158,56 @@ def _cut(text: str, budget: int) -> str:
     return text[:low] + _marker(len(text) - low)
 
 
-def _longest_string(record: dict[str, Any]) -> tuple[dict[str, Any], str, int] | None:
-    """The container, key and encoded size of the longest string of
-    C{record} still worth cutting, or L{None}."""
+def _cuttable_strings(record: dict[str, Any]) -> list[tuple[dict[str, Any], str, int]]:
+    """The container, key and encoded size of every string of C{record}
+    still worth cutting."""
     candidates: list[tuple[dict[str, Any], str]] = [(record, key) for key in ("text", "traceback") if key in record]
     candidates += [(record["fields"], key) for key in record.get("fields", {})]
-    best: tuple[dict[str, Any], str, int] | None = None
+    found = []
     for container, key in candidates:
         value = container[key]
         if not isinstance(value, str):
             continue
         size = _size(_dumps(value))
-        if size > _MIN_KEPT_BYTES and (best is None or size > best[2]):
-            best = (container, key, size)
-    return best
+        if size > _MIN_KEPT_BYTES:
+            found.append((container, key, size))
+    return found
+
+
+def _longest_string(record: dict[str, Any]) -> tuple[dict[str, Any], str, int] | None:
+    """The container, key and encoded size of the longest string of
+    C{record} still worth cutting, or L{None}."""
+    return max(_cuttable_strings(record), key=lambda found: found[2], default=None)
+
+
+def _cut_all_to_one_size(record: dict[str, Any], excess: int) -> bool:
+    """
+    Cut every string of C{record} longer than some size to that size, the
+    largest that removes C{excess} bytes (not below L{_MIN_KEPT_BYTES}):
+    one rendering of each string, where cutting the longest one at a time
+    re-rendered the whole event once per string (seconds of the reactor's
+    time for an event of a thousand fields).  Returns C{False}, changing
+    nothing, when cutting every string to L{_MIN_KEPT_BYTES} would not
+    remove C{excess} bytes.
+    """
+    strings = _cuttable_strings(record)
+
+    def removed(size: int) -> int:
+        return sum(found - size for _, _, found in strings if found > size)
+
+    if removed(_MIN_KEPT_BYTES) < excess:
+        return False
+    low, high = _MIN_KEPT_BYTES, max(found for _, _, found in strings)
+    while low < high:  # the largest size that removes enough
+        middle = (low + high + 1) // 2
+        if removed(middle) >= excess:
+            low = middle
+        else:
+            high = middle - 1
+    for container, key, found in strings:
+        if found > low:
+            container[key] = _cut(container[key], low)
+    return True
 
 
 def _fit(record: dict[str, Any], max_bytes: int) -> str:
@@ -190,9 +226,12 @@ def _fit(record: dict[str, Any], max_bytes: int) -> str:
             key: value if isinstance(value, str) or _size(_dumps(value)) <= _STRINGIFY_BYTES else _dumps(value)
             for key, value in record["fields"].items()
         }
-    # Each pass cuts the longest string by the whole excess (or to its
-    # minimum), so this usually ends after one pass per string; a line
-    # written with ASCII escapes (a lone surrogate somewhere) may need more.
+    excess = _size(_dumps(record)) + 1 - max_bytes
+    if excess > 0 and not _cut_all_to_one_size(record, excess):
+        return _minimal(record, max_bytes)
+    # What is left over (a line written with ASCII escapes, because of a
+    # lone surrogate somewhere, is longer than its strings alone): each pass
+    # cuts the longest string by the whole excess (or to its minimum).
     for _ in range(2 * len(record.get("fields", ())) + 6):
         line = _dumps(record)
         excess = _size(line) + 1 - max_bytes
