@@ -83,7 +83,10 @@ def _render(name: str, value: Any) -> str:
     if isinstance(value, tuple):
         return ",".join(str(item) for item in value) or "none"
     if name in _SECONDS and isinstance(value, float):
-        return f"{value:g}s"
+        # Short when exact ("5s", "0.1s"), else every digit: the plan
+        # compares these texts, and a rounded one would hide a change.
+        short = f"{value:g}"
+        return f"{short if float(short) == value else repr(value)}s"
     return str(value)
 
 
