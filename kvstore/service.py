@@ -276,9 +276,22 @@ class KVStoreService(MultiService):
         self.systemd = sd_notify.NodeNotifier.from_environment(os.environ, self.node.core, self._reactor)
         self.systemd.start(getattr(getattr(self, "listener", None), "_waitingForPort", None))
         if self.reload_on_sighup and self.reloader is not None:
-            self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
+            self.install_sighup()
 
     _previous_sighup: Any = None
+    _sighup_installed = False
+
+    def install_sighup(self) -> None:
+        """
+        Reload on SIGHUP from now on.  L{attach_log_and_reload} calls this
+        under twistd, before recovery and long before L{startService}: a
+        SIGHUP meanwhile (C{kill -HUP} while the log is replayed) would
+        otherwise take its default action and kill the node.  Its reload
+        waits for the reactor, so it is carried out once the node runs.
+        """
+        if not self._sighup_installed:
+            self._previous_sighup = signal.signal(signal.SIGHUP, self._sighup)
+            self._sighup_installed = True
 
     def _sighup(self, signum: int, frame: Any) -> None:
         """The SIGHUP handler: runs between two bytecodes of whatever the
@@ -318,9 +331,9 @@ class KVStoreService(MultiService):
         return reactor
 
     async def _stop(self) -> None:
-        if self._previous_sighup is not None:
-            signal.signal(signal.SIGHUP, self._previous_sighup)
-            self._previous_sighup = None
+        if self._sighup_installed:
+            signal.signal(signal.SIGHUP, self._previous_sighup if self._previous_sighup is not None else signal.SIG_DFL)
+            self._previous_sighup, self._sighup_installed = None, False
         if self.systemd is not None:
             self.systemd.stopping()  # STOPPING=1 first: systemd shows the node as deactivating
         self.node.stop()
@@ -526,11 +539,18 @@ def makeService(options: NodeOptions) -> KVStoreService:
     L{listens_early}).
     """
     config = options.config
+    # Recovery (build_service) can take minutes: a SIGHUP meanwhile must not
+    # take its default action and kill the node, but be a reload once it runs.
+    sighups_while_recovering: list[int] = []
+    if getattr(options, "parent", None) is not None:
+        signal.signal(signal.SIGHUP, lambda signum, frame: sighups_while_recovering.append(signum))
     try:
         service = build_service(config, pidfile=getattr(options, "pidfile", None))
     except UsageError as e:
         raise SystemExit(f"twistd kvstore: {e}") from None
     attach_log_and_reload(service, options)
+    if sighups_while_recovering:
+        service._sighup(signal.SIGHUP, None)
     if not listens_early(options, service.listener):
         return service
     try:
@@ -567,6 +587,8 @@ def attach_log_and_reload(service: KVStoreService, options: NodeOptions) -> None
         reloadable=reloadable,
     )
     service.reload_on_sighup = parent is not None
+    if service.reload_on_sighup:
+        service.install_sighup()  # now: recovery comes before startService
 
 
 def _reload_source(options: NodeOptions) -> str:

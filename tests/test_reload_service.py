@@ -49,6 +49,7 @@ class ReloadWiringTests(SynchronousTestCase):
             options.parent = parent  # type: ignore[attr-defined]  # as twistd sets it
         service = build_service(options.config, MemoryReactorClock())
         self.addCleanup(service._lock.release)
+        self.addCleanup(signal.signal, signal.SIGHUP, signal.getsignal(signal.SIGHUP))  # a twistd parent installs the handler
         attach_log_and_reload(service, options)
         if service.log_filter is not None:
             self.addCleanup(service.log_filter.observer._outFile.close)  # type: ignore[attr-defined]
