@@ -608,7 +608,12 @@ class RaftCore:
         @raises ValueError: if C{through_index} is past the snapshot index
             (and so possibly past what has been applied).
         """
-        if through_index > self._snapshot.index:
+        if "compact-past-applied" in self._plants:
+            # The planted bug: compact everything committed, applied (and
+            # in a snapshot) or not, and count what was dropped as applied.
+            through_index = max(through_index, self.commit_index)
+            self.applied = max(self.applied, through_index)
+        elif through_index > self._snapshot.index:
             raise ValueError(
                 f"cannot compact through index {through_index}: the snapshot covers only {self._snapshot.index}"
             )
@@ -663,7 +668,9 @@ class RaftCore:
         index = install.index
         if index <= self.commit_index:
             acknowledged = self.commit_index
-        elif index <= self.last_index and self._term_if_known(index) == install.snapshot_term:
+        elif index <= self.last_index and (
+            self._term_if_known(index) == install.snapshot_term or "keep-conflicting-suffix-after-install" in self._plants
+        ):
             # The entry is committed (a snapshot holds only committed
             # entries), and by log matching so is everything before it.
             acknowledged = self.commit_index = index
