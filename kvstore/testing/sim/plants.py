@@ -16,3 +16,18 @@ PLANTS: dict[str, str] = {
     "no-check-quorum": "a leader that has not heard from a majority keeps leading (check-quorum disabled)",
     "even-quorum-too-small": "the quorum of an even-sized cluster is half its members (peers//2+1)",
 }
+
+#: Planted bugs in log compaction (issue 12), switched on like the others.
+#: They join L{PLANTS} (and so C{kvstore-sim --plant} and the plant
+#: self-test in tests/test_sim_run.py) once the simulator takes snapshots
+#: and each has a seed range that catches it.
+COMPACTION_PLANTS: dict[str, str] = {
+    "compact-past-applied": (
+        "compaction drops every committed entry, applied (and in a snapshot) or not, and counts the dropped ones "
+        "as applied"
+    ),
+    "keep-conflicting-suffix-after-install": (
+        "a follower stepping a leader's snapshot keeps its own log, suffix included, whenever it is long enough, "
+        "without checking the term at the snapshot's index (Raft Figure 13 step 6 without the term check)"
+    ),
+}

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 from kvstore.node import Node
 from kvstore.raft.core import Role
 from kvstore.raft.messages import AppendEntriesResponse, Message, RequestVoteResponse
+from kvstore.testing.sim.compaction_checks import PROPERTIES as _COMPACTION_PROPERTIES
 
 PROPERTIES = {
     "election-safety": "at most one leader per term",
@@ -36,6 +37,7 @@ PROPERTIES = {
     "leader-steps-down": "a leader that has not heard from a majority for two election timeouts steps down (check-quorum)",
     "storage-recovery": "a crashed node's storage recovers without error",
     "unexpected-error": "no exception escapes the code under test",
+    **_COMPACTION_PROPERTIES,
 }
 
 
