@@ -56,21 +56,39 @@ class HardStateStore:
     """
     The metadata store as the node sees it: Raft's L{HardState} in and out,
     saved together with the cluster id the data directory was bootstrapped
-    with (storage knows no Raft, so it keeps its own record type).
+    with (storage knows no Raft, so it keeps its own record type) and the
+    lower bound of the commit index (see L{kvstore.storage.metadata}).
+
+    @ivar commit_index: the highest commit index saved (or being saved) so
+        far; saves never lower it.
     """
 
     def __init__(self, metadata: StoredMetadata, cluster_id: str) -> None:
         self._metadata = metadata
         self._cluster_id = cluster_id
+        stored = metadata.state
+        # What the next commit-only save writes: the stored term and vote,
+        # then the last ones saved (never the core's, which may be ahead).
+        self._hard_state = HardState(stored.term, stored.voted_for)
+        self.commit_index = stored.commit_index
 
     def load(self) -> HardState:
         """The term and vote recovered when the store was opened."""
         stored = self._metadata.state
         return HardState(stored.term, stored.voted_for)
 
-    def save(self, state: HardState) -> Deferred[None]:
-        """Save C{state} durably; the Deferred fires once it is."""
-        return self._metadata.save(MetadataRecord(state.term, state.voted_for, self._cluster_id))
+    def save(self, state: HardState, commit_index: int = 0) -> Deferred[None]:
+        """Save C{state} (with C{commit_index} if it is higher than the one
+        saved before) durably; the Deferred fires once it is."""
+        self._hard_state = state
+        self.commit_index = max(self.commit_index, commit_index)
+        return self._metadata.save(
+            MetadataRecord(state.term, state.voted_for, self._cluster_id, self.commit_index)
+        )
+
+    def save_commit_index(self, commit_index: int) -> Deferred[None]:
+        """Save a higher commit index with the last saved term and vote."""
+        return self.save(self._hard_state, commit_index)
 
 
 def build_node(
@@ -90,6 +108,7 @@ def build_node(
     extra_status: Callable[[], dict[str, object]] = dict,
     plants: frozenset[str] = frozenset(),
     read_id_rng: random.Random | None = None,
+    commit_save_interval: float = 1.0,
 ) -> Node:
     """
     Wire a node from its adapters; it does nothing until C{start()}.
@@ -113,6 +132,9 @@ def build_node(
     @param read_id_rng: where the random start of this boot's read request
         ids comes from (the operating system's by default; the simulator
         passes a seeded one so that a run replays).
+    @param commit_save_interval: how often, in seconds, the node saves the
+        commit index in the metadata file if it moved (0: only with term
+        and vote saves); see L{Node.save_commit_index}.
     """
     hard_state_store = HardStateStore(metadata, cluster_id)
     core = RaftCore(
@@ -140,4 +162,5 @@ def build_node(
         extra_status=extra_status,
         plants=plants,
         rng=read_id_rng,
+        commit_save_interval=commit_save_interval,
     )

@@ -130,9 +130,15 @@ class LogStorage(Protocol):
 
 class MetadataStorage(Protocol):
     """What the node needs of the term/vote metadata store (see
-    L{kvstore.build.HardStateStore})."""
+    L{kvstore.build.HardStateStore}): saves of the term and vote, each
+    carrying a lower bound of the commit index, and saves of a higher
+    commit index alone."""
 
-    def save(self, state: HardState) -> Deferred[None]: ...
+    commit_index: int
+
+    def save(self, state: HardState, commit_index: int = 0) -> Deferred[None]: ...
+
+    def save_commit_index(self, commit_index: int) -> Deferred[None]: ...
 
 
 class PeerSender(Protocol):
@@ -192,6 +198,7 @@ class Node:
         extra_status: Callable[[], dict[str, object]] = dict,
         plants: frozenset[str] = frozenset(),
         rng: random.Random | None = None,
+        commit_save_interval: float = 1.0,
     ) -> None:
         self.core = core
         core.set_wake(self.wake)  # the core's outputs schedule a processing pass
@@ -216,6 +223,9 @@ class Node:
         self._metadata_barrier: Deferred[None] | None = None
         self._leader_term: int | None = None
         self._sweep_call: IDelayedCall | None = None
+        self._commit_save_interval = commit_save_interval
+        self._commit_save_call: IDelayedCall | None = None
+        self._commit_save_running = False
         self._stopped = False
         self._failed = False
         self._failed_reason = ""
@@ -230,6 +240,7 @@ class Node:
         (a leader's heartbeat) would never run again."""
         self.core.start(on_timer_error=lambda failure: self._fatal(failure, FailedPart.INTERNAL, "a Raft timer"))
         self._schedule_sweep()
+        self._schedule_commit_save()
         self.wake()
 
     def stop(self) -> None:
@@ -237,7 +248,7 @@ class Node:
         unavailable error."""
         self._stopped = True
         self.core.stop()
-        for call in (self._process_call, self._sweep_call):
+        for call in (self._process_call, self._sweep_call, self._commit_save_call):
             if call is not None and call.active():
                 call.cancel()
         self._fail_writes("the node is shutting down")
@@ -466,8 +477,61 @@ class Node:
             consequence=consequence,
         )
 
+    def _durable_commit(self) -> int:
+        """
+        The commit index a restart may apply through: committed, and every
+        entry up to it durable in this node's log with the content the core
+        holds.  A commit index learnt from a leader in the same batch as the
+        entries it covers (or as a truncation that replaced them) would be
+        neither until the log's flush finishes, and the metadata file may
+        become durable first: saved before its entries, it could make a
+        restart apply an older, conflicting entry as committed.
+        """
+        core = self.core
+        return min(core.commit_index, core.durable_index)
+
+    def _schedule_commit_save(self) -> None:
+        if self._commit_save_interval > 0 and not self._stopped:
+            self._commit_save_call = self._clock.callLater(self._commit_save_interval, self._commit_save_tick)
+
+    def _commit_save_tick(self) -> None:
+        self._commit_save_call = None
+        if self._stopped or self._failed:
+            return
+        try:
+            self.save_commit_index()
+        except Exception:
+            self._fatal(Failure(), FailedPart.INTERNAL, "saving the commit index")
+            return
+        self._schedule_commit_save()
+
+    def save_commit_index(self) -> Deferred[None]:
+        """
+        Save the durable commit index (L{_durable_commit}) with the last
+        saved term and vote, if it moved since the last save and no such
+        save is running; the Deferred fires once it is on disk.
+
+        Called every C{commit_save_interval} seconds and by the service as
+        it stops: never on a write's path, so it adds no fsync to it.  A
+        restart applies through what was saved (at most an interval behind
+        what was committed), before hearing from any leader.  A failed save
+        stops the node like any other failed metadata save.
+        """
+        commit = self._durable_commit()
+        if self._failed or self._commit_save_running or commit <= self._metadata.commit_index:
+            return succeed(None)
+        self._commit_save_running = True
+        saved = self._metadata.save_commit_index(commit)
+
+        def done(result: object) -> None:
+            self._commit_save_running = False
+            if isinstance(result, Failure):
+                self._fatal(result, _storage_or_internal(result), "saving the commit index")
+
+        return saved.addBoth(done)
+
     def _save_hard_state(self, hard_state: HardState) -> None:
-        saved = self._metadata.save(hard_state)
+        saved = self._metadata.save(hard_state, self._durable_commit())
         barrier: Deferred[None] = Deferred()
 
         def done(result: object) -> object:

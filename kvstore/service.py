@@ -277,6 +277,11 @@ class KVStoreService(MultiService):
         if self.systemd is not None:
             self.systemd.stopping()  # STOPPING=1 first: systemd shows the node as deactivating
         self.node.stop()
+        try:
+            # A node restarted alone then applies everything it had applied.
+            await self.node.save_commit_index()
+        except Exception:
+            self.log.failure("saving the commit index at shutdown failed")
         await super().stopService()
         try:
             await self.wal.close()
