@@ -234,7 +234,10 @@ class NodeSnapshots:
             except Exception:
                 failures.append(Failure())
             finally:
-                chunks.close()
+                try:
+                    chunks.close()
+                except OSError:
+                    pass  # the file is closed already (the process is going down)
 
         def over(result: object) -> object:
             self.busy = None

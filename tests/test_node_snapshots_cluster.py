@@ -55,6 +55,8 @@ class InstallTests(SynchronousTestCase):
     def test_lagging_follower_installs(self) -> None:
         """A follower down for 100 writes receives the snapshot, replaces its state and log, and converges."""
         cluster = SnapshotCluster()
+        on_wire: list[str] = []
+        cluster.network.on_send.append(lambda m: on_wire.append(type(m.body).__name__))
         cluster.start_all()
         with capturedLogs():
             cluster.write_many(10)
@@ -68,6 +70,7 @@ class InstallTests(SynchronousTestCase):
             cluster.run(0.3)
         sent = [s for t in cluster.transfers.values() for s in t.sent]
         self.assertIn(follower, [receiver for receiver, _ in sent])
+        self.assertNotIn("InstallSnapshot", on_wire)  # offers go to the transfer, never to peers
         node = cluster.node(follower)
         self.assertEqual(cluster.data(follower), expected)
         installed = max(index for receiver, index in sent if receiver == follower)
