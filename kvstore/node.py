@@ -363,6 +363,8 @@ class Node:
             "applied": self.state_machine.applied_index,
             "last_index": core.last_index,
             "last_term": core.last_term,
+            "first_index": core.first_index,
+            "snapshot": core.snapshot_index,
             "keys": len(self.state_machine),
             "members": ",".join(str(m) for m in core.config.members),
         }

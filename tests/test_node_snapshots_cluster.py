@@ -42,6 +42,8 @@ class TakingTests(SynchronousTestCase):
                 self.assertEqual(node.core.snapshot_index, indexes[0])
                 self.assertGreater(node.core.snapshot_index, node.core.commit_index - 40)
                 self.assertEqual(node.core.first_index, node.core.snapshot_index - 5 + 1)
+                status = node.status()
+                self.assertEqual((status["snapshot"], status["first_index"]), (indexes[0], indexes[0] - 4))
                 wal = cluster.members[i].wal
                 assert wal is not None
                 self.assertGreater(wal.first_index, 1)
