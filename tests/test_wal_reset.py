@@ -225,3 +225,36 @@ class MemoryLogResetTests(SynchronousTestCase):
             log.append(entries(10, 10, term=1))
         log.append(entries(10, 11, term=2))
         self.assertEqual(log.sync().result, 11)  # type: ignore[attr-defined]
+
+
+class DropPrefixInMemoryTests(SynchronousTestCase):
+    """drop_prefix forgets the dropped entries in memory even where their segment stays on disk."""
+
+    def test_inside_a_segment(self) -> None:
+        """Entries up to the index leave memory at once; the segment stays whole on disk until a later one passes it."""
+        fs = new_fs()
+        log = open_log(fs, segment_bytes=1 << 20)
+        log.append(entries(1, 30))
+        synced(log)
+        log.drop_prefix(20)
+        self.assertEqual((log.first_index, log.last_index), (21, 30))
+        self.assertEqual(log.entries, entries(21, 30))
+        with self.assertRaises(IndexError):
+            log.entry(20)
+        with self.assertRaises(ValueError):
+            log.truncate_suffix(20)
+        log.truncate_suffix(25)
+        log.append(entries(25, 26, term=2))
+        self.assertEqual(synced(log), [26])
+        fs.crash()
+        reopened = open_log(fs, segment_bytes=1 << 20)
+        # On disk the segment is whole: a reopened log starts where it does.
+        self.assertEqual((reopened.first_index, reopened.last_index), (1, 26))
+        self.assertEqual(reopened.entries, entries(1, 24) + entries(25, 26, term=2))
+
+    def test_keeps_the_last_entry(self) -> None:
+        """Dropping past the end keeps the last entry, so the log's last term is still known."""
+        log = open_log(new_fs(), segment_bytes=1 << 20)
+        log.append(entries(1, 5, term=3))
+        log.drop_prefix(50)
+        self.assertEqual((log.first_index, log.last_index, log.last_term), (5, 5, 3))
