@@ -842,7 +842,17 @@ class Node:
         self._maybe_snapshot()
 
     def _snapshot_failed(self, failure: Failure) -> None:
+        """
+        A snapshot could not be taken.  An I/O error stops the node, as any
+        storage failure does.  A refusal by the snapshot store (a snapshot
+        of the same index and term is being received from the leader right
+        now) only skips this one: nothing was compacted, and the next
+        applied entry tries again.
+        """
         if self._stopped or self._failed:
+            return
+        if not failure.check(OSError) and failure.check(StorageError):
+            self.log.warn("snapshot skipped: {error}", error=failure.getErrorMessage())
             return
         self._fatal(failure, _storage_or_internal(failure), "taking a snapshot")
 
