@@ -257,7 +257,7 @@ class Simulation:
         # it, so nodes recover through the snapshot-less path of
         # kvstore.recovery (small thresholds come with the simulator's
         # snapshot profile).
-        self.snapshot_policy = SnapshotPolicy()
+        self.snapshot_policy = SnapshotPolicy(entries=15, catchup_entries=10**6)
         self.client_timeout = p.choice((0.3, 1.5))
         n_clients = p.choice((config.clients, 2 * config.clients))
         self.clients = [_Client(c, random.Random(self._client_rng.getrandbits(64))) for c in range(n_clients)]
@@ -722,7 +722,8 @@ class Simulation:
         commit = nodes[leader].core.commit_index  # type: ignore[union-attr]  # no node is None: checked just above
         if any(n.state_machine.applied_index != commit or n.core.last_index != commit for n in nodes):  # type: ignore[union-attr]  # no node is None: checked just above
             return False
-        data = [n.state_machine._data for n in nodes]  # type: ignore[union-attr]  # no node is None: checked just above
+        # items(), not _data: while a snapshot is taken, writes are in an overlay.
+        data = [n.state_machine.items() for n in nodes]  # type: ignore[union-attr]  # no node is None: checked just above
         if any(d != data[0] for d in data):
             self.monitor.violate("state-machine-safety", f"nodes converged on different data: {data}")
         return True
