@@ -39,6 +39,7 @@ from kvstore.recovery import Recovered, report_line
 from kvstore.statemachine import ApplyResult, InvalidCommand, KeyValueStateMachine, encode_delete, encode_put
 from kvstore.storage.errors import StorageError
 from kvstore.storage.snapshots import SnapshotInfo, SnapshotMeta, SnapshotStore
+from kvstore.storage.wal import ThreadRunner
 
 
 # Marks a committed entry that was not a valid command (see Node._apply).
@@ -751,6 +752,13 @@ class Node:
     def snapshot_store(self) -> SnapshotStore | None:
         """This node's snapshot directory (for the snapshot transfer)."""
         return self._snapshots.store if self._snapshots is not None else None
+
+    @property
+    def snapshot_runner(self) -> ThreadRunner | None:
+        """Runs the snapshots' blocking file work (reading chunks to send,
+        writing received ones) off the reactor: the node's own snapshot
+        thread, apart from the log's."""
+        return self._snapshots.run_in_thread if self._snapshots is not None else None
 
     def set_snapshot_offers(self, offers: SnapshotOffers) -> None:
         """Hand the core's InstallSnapshot offers to C{offers} (the snapshot

@@ -87,6 +87,7 @@ class NodeSnapshots:
 
     @ivar store: the snapshot directory.
     @ivar policy: when to snapshot and what to keep.
+    @ivar run_in_thread: where the blocking file work runs.
     @ivar index: the index of the newest snapshot this node has (taken,
         installed or recovered); what the trigger counts from.
     """
@@ -104,7 +105,7 @@ class NodeSnapshots:
     ) -> None:
         self.store = store
         self.policy = policy
-        self._run = run_in_thread
+        self.run_in_thread = self._run = run_in_thread
         self._cooperator = cooperator
         self.index = index
         self._bytes = 0

@@ -188,6 +188,7 @@ class HookTests(SynchronousTestCase):
         follower.node.release_snapshot("a")
         self.assertEqual(follower.node._snapshots.protected, frozenset())  # type: ignore[union-attr]
         self.assertIs(follower.node.snapshot_store, follower.store)
+        self.assertIs(follower.node.snapshot_runner, run_now)
 
     def test_offers_go_to_the_transfer(self) -> None:
         """An InstallSnapshot the core emits goes to the offers object, never to the peers."""
