@@ -14,6 +14,12 @@ network, and what to do when the node stops itself.  Storage arrives
 already open: whoever opens it chooses its file system and the runner its
 fsyncs go through (a thread, the simulated disk, a test's manual runner), and
 learns of a corrupt log before any node exists.
+
+With a snapshot store, L{build_node} also recovers from the newest usable
+snapshot (L{kvstore.recovery.recover}, which may refuse start-up with a
+L{kvstore.recovery.RecoveryError} naming a file): the state machine is
+restored from it, and the core starts at it with the stored commit index,
+so that the node applies what it knew committed before hearing from anyone.
 """
 
 from __future__ import annotations
@@ -23,23 +29,41 @@ from typing import Callable, Mapping, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import Cooperator
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from kvstore.node import LogStorage, Node, PeerSender
+from kvstore.node_snapshots import NodeSnapshots, SnapshotPolicy
 from kvstore.protocols.peer import encoded_entry_bytes
 from kvstore.raft.config import RaftConfig
-from kvstore.raft.core import HardState, RaftCore
+from kvstore.raft.core import HardState, RaftCore, SnapshotPoint
+from kvstore.recovery import recover
+from kvstore.snapshotting import snapshot_cooperator
 from kvstore.statemachine import KeyValueStateMachine
 from kvstore.storage import MetadataRecord
+from kvstore.storage.records import LogEntry
+from kvstore.storage.snapshots import SnapshotStore
+from kvstore.storage.wal import ThreadRunner, default_thread_runner
 
 __all__ = ["HardStateStore", "RecoverableLog", "StoredMetadata", "build_node"]
+
+_logger = Logger()
 
 
 class RecoverableLog(LogStorage, Protocol):
     """A log the node can start from: what the node writes, plus the
-    entries recovered at open."""
+    entries recovered at open and where they start."""
 
     def entry_tuples(self) -> list[tuple[int, int, bytes]]: ...
+
+    @property
+    def first_index(self) -> int: ...
+
+    @property
+    def last_index(self) -> int: ...
+
+    def entry(self, index: int) -> LogEntry: ...
 
 
 class StoredMetadata(Protocol):
@@ -56,21 +80,39 @@ class HardStateStore:
     """
     The metadata store as the node sees it: Raft's L{HardState} in and out,
     saved together with the cluster id the data directory was bootstrapped
-    with (storage knows no Raft, so it keeps its own record type).
+    with (storage knows no Raft, so it keeps its own record type) and the
+    lower bound of the commit index (see L{kvstore.storage.metadata}).
+
+    @ivar commit_index: the highest commit index saved (or being saved) so
+        far; saves never lower it.
     """
 
     def __init__(self, metadata: StoredMetadata, cluster_id: str) -> None:
         self._metadata = metadata
         self._cluster_id = cluster_id
+        stored = metadata.state
+        # What the next commit-only save writes: the stored term and vote,
+        # then the last ones saved (never the core's, which may be ahead).
+        self._hard_state = HardState(stored.term, stored.voted_for)
+        self.commit_index = stored.commit_index
 
     def load(self) -> HardState:
         """The term and vote recovered when the store was opened."""
         stored = self._metadata.state
         return HardState(stored.term, stored.voted_for)
 
-    def save(self, state: HardState) -> Deferred[None]:
-        """Save C{state} durably; the Deferred fires once it is."""
-        return self._metadata.save(MetadataRecord(state.term, state.voted_for, self._cluster_id))
+    def save(self, state: HardState, commit_index: int = 0) -> Deferred[None]:
+        """Save C{state} (with C{commit_index} if it is higher than the one
+        saved before) durably; the Deferred fires once it is."""
+        self._hard_state = state
+        self.commit_index = max(self.commit_index, commit_index)
+        return self._metadata.save(
+            MetadataRecord(state.term, state.voted_for, self._cluster_id, self.commit_index)
+        )
+
+    def save_commit_index(self, commit_index: int) -> Deferred[None]:
+        """Save a higher commit index with the last saved term and vote."""
+        return self.save(self._hard_state, commit_index)
 
 
 def build_node(
@@ -90,6 +132,12 @@ def build_node(
     extra_status: Callable[[], dict[str, object]] = dict,
     plants: frozenset[str] = frozenset(),
     read_id_rng: random.Random | None = None,
+    commit_save_interval: float = 1.0,
+    snapshots: SnapshotStore | None = None,
+    snapshot_policy: SnapshotPolicy = SnapshotPolicy(),
+    snapshot_runner: ThreadRunner | None = None,
+    cooperator: Cooperator | None = None,
+    recovery_started: float | None = None,
 ) -> Node:
     """
     Wire a node from its adapters; it does nothing until C{start()}.
@@ -113,8 +161,31 @@ def build_node(
     @param read_id_rng: where the random start of this boot's read request
         ids comes from (the operating system's by default; the simulator
         passes a seeded one so that a run replays).
+    @param commit_save_interval: how often, in seconds, the node saves the
+        commit index in the metadata file if it moved (0: only with term
+        and vote saves); see L{Node.save_commit_index}.
+    @param snapshots: the opened snapshot store; without one the node
+        neither recovers from nor takes snapshots.
+    @param snapshot_policy: when to snapshot and how much log to keep.
+    @param snapshot_runner: runs the snapshots' blocking file work (the
+        production service gives a thread apart from the log's).
+    @param cooperator: schedules a snapshot's slices (by default turns of
+        a few milliseconds on C{clock}).
+    @param recovery_started: when start-up began (C{time.monotonic}), for
+        the restart report; by default when recovery begins.
+    @raise kvstore.recovery.RecoveryError: if the snapshots and the log on
+        disk do not fit together (the message names the file).
     """
     hard_state_store = HardStateStore(metadata, cluster_id)
+    machine = state_machine if state_machine is not None else KeyValueStateMachine()
+    recovered = recover(
+        log, snapshots, machine, commit_index=metadata.state.commit_index, cluster_id=cluster_id,
+        started=recovery_started,
+    )
+    if recovered.log_reset:
+        # Queued ahead of every later write, so nothing can be acknowledged
+        # before it is durable; flushed now rather than with the first write.
+        log.sync().addErrback(lambda f: _logger.failure("resetting the log after the snapshot failed", f))
     core = RaftCore(
         config,
         clock,
@@ -125,12 +196,23 @@ def build_node(
         # Count entries as the peer protocol encodes them, so that no
         # AppendEntries exceeds the message limit a follower enforces.
         entry_size=encoded_entry_bytes,
+        snapshot=SnapshotPoint(recovered.index, recovered.term) if recovered.snapshot is not None else None,
+        commit_index=recovered.commit_index,
     )
+    node_snapshots = None
+    if snapshots is not None:
+        node_snapshots = NodeSnapshots(
+            snapshots,
+            snapshot_policy,
+            snapshot_runner if snapshot_runner is not None else default_thread_runner,
+            cooperator if cooperator is not None else snapshot_cooperator(clock),
+            index=recovered.index,
+        )
     return Node(
         core,
         log,
         hard_state_store,
-        state_machine if state_machine is not None else KeyValueStateMachine(),
+        machine,
         peers,
         clock,
         member_addresses=dict(member_addresses),
@@ -140,4 +222,8 @@ def build_node(
         extra_status=extra_status,
         plants=plants,
         rng=read_id_rng,
+        commit_save_interval=commit_save_interval,
+        snapshots=node_snapshots,
+        cluster_id=cluster_id,
+        recovered=recovered,
     )

@@ -68,9 +68,9 @@ _FROM_MEMBERS = ("host", "port", "peers")
 # Expected TOML types of the options kvstore has today; any other option
 # (added later) accepts a string, an integer or a float, and its own parser
 # checks the value.
-_INTEGER = frozenset({"node-id", "port"})
+_INTEGER = frozenset({"node-id", "port", "snapshot-entries", "snapshot-catchup-entries"})
 _NUMBER = frozenset({"heartbeat-interval", "commit-timeout", "read-timeout"})
-_SIZE = frozenset({"max-key-bytes", "max-value-bytes", "max-line-bytes", "segment-bytes"})
+_SIZE = frozenset({"max-key-bytes", "max-value-bytes", "max-line-bytes", "segment-bytes", "snapshot-bytes"})
 _STRING = frozenset({"host", "listen", "cluster-id", "data-dir", "log-format"})
 
 _HEADER_RE = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(?:#.*)?$")

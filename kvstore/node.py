@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import random
+import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,10 +32,14 @@ from twisted.python.failure import Failure
 
 from kvstore import trace
 from kvstore.errors import KeyNotFound, NotLeader, OutcomeUnknown, Unavailable
-from kvstore.raft.core import HardState, NotLeaderError, RaftCore, Ready, Role, UnsendableEntry
-from kvstore.raft.messages import MAX_FIELD_VALUE, AppendEntries, AppendEntriesResponse, Message
+from kvstore.node_snapshots import NodeSnapshots
+from kvstore.raft.core import HardState, NotLeaderError, RaftCore, Ready, Role, SnapshotPoint, UnsendableEntry
+from kvstore.raft.messages import MAX_FIELD_VALUE, AppendEntries, AppendEntriesResponse, InstallSnapshot, Message
+from kvstore.recovery import Recovered, report_line
 from kvstore.statemachine import ApplyResult, InvalidCommand, KeyValueStateMachine, encode_delete, encode_put
 from kvstore.storage.errors import StorageError
+from kvstore.storage.snapshots import SnapshotInfo, SnapshotMeta, SnapshotStore
+from kvstore.storage.wal import ThreadRunner
 
 
 # Marks a committed entry that was not a valid command (see Node._apply).
@@ -125,20 +130,53 @@ class LogStorage(Protocol):
 
     def truncate_suffix(self, from_index: int) -> None: ...
 
+    def drop_prefix(self, upto_index: int) -> None: ...
+
+    def reset_after(self, index: int, term: int) -> None: ...
+
     def sync(self) -> Deferred[int]: ...
 
 
 class MetadataStorage(Protocol):
     """What the node needs of the term/vote metadata store (see
-    L{kvstore.build.HardStateStore})."""
+    L{kvstore.build.HardStateStore}): saves of the term and vote, each
+    carrying a lower bound of the commit index, and saves of a higher
+    commit index alone."""
 
-    def save(self, state: HardState) -> Deferred[None]: ...
+    commit_index: int
+
+    def save(self, state: HardState, commit_index: int = 0) -> Deferred[None]: ...
+
+    def save_commit_index(self, commit_index: int) -> Deferred[None]: ...
 
 
 class PeerSender(Protocol):
     """Delivers messages to peers, best effort: Raft tolerates loss."""
 
     def send(self, message: Message) -> None: ...
+
+
+class SnapshotOffers(Protocol):
+    """
+    Where a leader's core's offers to send a follower the snapshot go
+    (L{Node.set_snapshot_offers}): the snapshot transfer.  Each offer is a
+    C{Message(leader, follower, InstallSnapshot(term, index,
+    snapshot_term))} naming the snapshot the core knows of; it never goes
+    over the wire as such.  The transfer reads the file
+    (L{Node.snapshot_store}, protected from pruning with
+    L{Node.protect_snapshot}) and reports the outcome with
+    L{Node.report_snapshot}.
+    """
+
+    def offer(self, message: Message) -> None: ...
+
+
+class _NoSnapshotTransfer:
+    """The default L{SnapshotOffers}: no transfer is plugged in, so an offer
+    is dropped (the core offers again after its next probe)."""
+
+    def offer(self, message: Message) -> None:
+        pass
 
 
 @dataclass
@@ -192,6 +230,10 @@ class Node:
         extra_status: Callable[[], dict[str, object]] = dict,
         plants: frozenset[str] = frozenset(),
         rng: random.Random | None = None,
+        commit_save_interval: float = 1.0,
+        snapshots: NodeSnapshots | None = None,
+        cluster_id: str | None = None,
+        recovered: Recovered | None = None,
     ) -> None:
         self.core = core
         core.set_wake(self.wake)  # the core's outputs schedule a processing pass
@@ -216,6 +258,16 @@ class Node:
         self._metadata_barrier: Deferred[None] | None = None
         self._leader_term: int | None = None
         self._sweep_call: IDelayedCall | None = None
+        self._commit_save_interval = commit_save_interval
+        self._commit_save_call: IDelayedCall | None = None
+        self._commit_save_running = False
+        self._snapshots = snapshots
+        self._cluster_id = cluster_id
+        self._snapshot_offers: SnapshotOffers = _NoSnapshotTransfer()
+        self._routes: dict[type, Callable[[Message], None]] = {}
+        self._installing: SnapshotPoint | None = None
+        # Logged once the state machine has applied what start-up recovered.
+        self._recovered = recovered
         self._stopped = False
         self._failed = False
         self._failed_reason = ""
@@ -230,6 +282,8 @@ class Node:
         (a leader's heartbeat) would never run again."""
         self.core.start(on_timer_error=lambda failure: self._fatal(failure, FailedPart.INTERNAL, "a Raft timer"))
         self._schedule_sweep()
+        self._schedule_commit_save()
+        self._maybe_report_recovery()
         self.wake()
 
     def stop(self) -> None:
@@ -237,7 +291,7 @@ class Node:
         unavailable error."""
         self._stopped = True
         self.core.stop()
-        for call in (self._process_call, self._sweep_call):
+        for call in (self._process_call, self._sweep_call, self._commit_save_call):
             if call is not None and call.active():
                 call.cancel()
         self._fail_writes("the node is shutting down")
@@ -310,6 +364,8 @@ class Node:
             "applied": self.state_machine.applied_index,
             "last_index": core.last_index,
             "last_term": core.last_term,
+            "first_index": core.first_index,
+            "snapshot": core.snapshot_index,
             "keys": len(self.state_machine),
             "members": ",".join(str(m) for m in core.config.members),
         }
@@ -352,9 +408,21 @@ class Node:
     # ------------------------------------------------------------------
     # Peer input
 
+    def route(self, body_type: type, handler: Callable[[Message], None]) -> None:
+        """
+        Deliver incoming messages whose body is a C{body_type} to
+        C{handler} instead of the Raft core (the snapshot transfer's chunk
+        messages, which the core never sees).
+        """
+        self._routes[body_type] = handler
+
     def receive(self, message: Message) -> None:
         """A validated message from a member arrived."""
         if self._stopped or self._failed:
+            return
+        handler = self._routes.get(type(message.body)) if self._routes else None
+        if handler is not None:
+            handler(message)
             return
         if trace.ENABLED:
             _trace_received(message)
@@ -373,12 +441,12 @@ class Node:
 
     def _process(self) -> None:
         self._process_call = None
-        if self._stopped or self._failed:
+        if self._stopped or self._failed or self._installing is not None:
             return
         # A bounded number of passes per turn keeps the reactor responsive
         # even if the core keeps producing work (a long catch-up).
         for _ in range(8):
-            if not self.core.has_ready():
+            if self._installing is not None or not self.core.has_ready():
                 break
             try:
                 ready = self.core.ready()
@@ -400,7 +468,12 @@ class Node:
         except Exception:
             self._fatal(Failure(), FailedPart.INTERNAL, "checking leadership")
 
-    def _handle_ready(self, ready: Ready) -> None:
+    def _handle_ready(self, ready: Ready, installed: bool = False) -> None:
+        if ready.install_snapshot is not None and not installed:
+            # Before anything else in the batch (the core's ordering rule);
+            # the rest of the batch, and every later one, waits for it.
+            self._install(ready)
+            return
         with _failures_of_storage():
             if ready.hard_state is not None:
                 self._save_hard_state(ready.hard_state)
@@ -423,11 +496,15 @@ class Node:
             with _failures_of_storage():
                 synced = self._wal.sync()
         for message in ready.messages:
-            self._peers.send(message)
+            if type(message.body) is InstallSnapshot:
+                self._snapshot_offers.offer(message)
+            else:
+                self._peers.send(message)
         if synced is not None:
             self._after_durable(ready, synced)
         if ready.committed:
             self._apply(ready)
+            self._maybe_snapshot()
         for unsendable in ready.unsendable:
             self._log_unsendable(unsendable)
         for read_state in ready.reads:
@@ -466,8 +543,61 @@ class Node:
             consequence=consequence,
         )
 
+    def _durable_commit(self) -> int:
+        """
+        The commit index a restart may apply through: committed, and every
+        entry up to it durable in this node's log with the content the core
+        holds.  A commit index learnt from a leader in the same batch as the
+        entries it covers (or as a truncation that replaced them) would be
+        neither until the log's flush finishes, and the metadata file may
+        become durable first: saved before its entries, it could make a
+        restart apply an older, conflicting entry as committed.
+        """
+        core = self.core
+        return min(core.commit_index, core.durable_index)
+
+    def _schedule_commit_save(self) -> None:
+        if self._commit_save_interval > 0 and not self._stopped:
+            self._commit_save_call = self._clock.callLater(self._commit_save_interval, self._commit_save_tick)
+
+    def _commit_save_tick(self) -> None:
+        self._commit_save_call = None
+        if self._stopped or self._failed:
+            return
+        try:
+            self.save_commit_index()
+        except Exception:
+            self._fatal(Failure(), FailedPart.INTERNAL, "saving the commit index")
+            return
+        self._schedule_commit_save()
+
+    def save_commit_index(self) -> Deferred[None]:
+        """
+        Save the durable commit index (L{_durable_commit}) with the last
+        saved term and vote, if it moved since the last save and no such
+        save is running; the Deferred fires once it is on disk.
+
+        Called every C{commit_save_interval} seconds and by the service as
+        it stops: never on a write's path, so it adds no fsync to it.  A
+        restart applies through what was saved (at most an interval behind
+        what was committed), before hearing from any leader.  A failed save
+        stops the node like any other failed metadata save.
+        """
+        commit = self._durable_commit()
+        if self._failed or self._commit_save_running or commit <= self._metadata.commit_index:
+            return succeed(None)
+        self._commit_save_running = True
+        saved = self._metadata.save_commit_index(commit)
+
+        def done(result: object) -> None:
+            self._commit_save_running = False
+            if isinstance(result, Failure):
+                self._fatal(result, _storage_or_internal(result), "saving the commit index")
+
+        return saved.addBoth(done)
+
     def _save_hard_state(self, hard_state: HardState) -> None:
-        saved = self._metadata.save(hard_state)
+        saved = self._metadata.save(hard_state, self._durable_commit())
         barrier: Deferred[None] = Deferred()
 
         def done(result: object) -> object:
@@ -538,6 +668,8 @@ class Node:
         pending = self._pending_writes
         if trace.ENABLED:
             trace.record("commit", ready.committed[-1][0])
+        if self._snapshots is not None:
+            self._snapshots.note_applied(sum(len(e[2]) for e in ready.committed), len(ready.committed))
         for index, term, payload in ready.committed:
             try:
                 result = state_machine.apply(index, payload)
@@ -562,6 +694,12 @@ class Node:
                 write.deferred.callback(None)
             else:
                 write.deferred.errback(KeyNotFound(write.key))
+        self._finish_waiting_reads()
+        self._maybe_report_recovery()
+
+    def _finish_waiting_reads(self) -> None:
+        """Answer the reads whose index the state machine has now applied."""
+        state_machine = self.state_machine
         if self._reads_waiting_apply:
             applied = state_machine.applied_index
             still_waiting = []
@@ -591,6 +729,212 @@ class Node:
                 self._leader_term = None
             if self._pending_writes:
                 self._fail_writes("leadership was lost before the write committed")
+
+    # ------------------------------------------------------------------
+    # Snapshots (issue 12)
+    #
+    # Taking one: once the policy says so after applying, the state machine
+    # is snapshotted without stalling the reactor (NodeSnapshots.take); once
+    # the file is durable the core is told (snapshot_taken), the core and
+    # the log drop what lies catch-up entries before it (compact,
+    # drop_prefix: only now, so that a crash never leaves a log whose
+    # prefix is gone without a durable snapshot covering it), and all but
+    # the newest two snapshots and any being sent are deleted.
+    #
+    # Installing one (Ready.install_snapshot, from a leader through the
+    # snapshot transfer): before anything else in the batch, the state
+    # machine is replaced from the received file (a chunk per reactor
+    # turn, no later batch is handled meanwhile) and the log reset to
+    # continue after it; then the rest of the batch is handled as usual, so
+    # its acknowledgement leaves only once the reset is durable.
+
+    @property
+    def snapshot_store(self) -> SnapshotStore | None:
+        """This node's snapshot directory (for the snapshot transfer)."""
+        return self._snapshots.store if self._snapshots is not None else None
+
+    @property
+    def snapshot_runner(self) -> ThreadRunner | None:
+        """Runs the snapshots' blocking file work (reading chunks to send,
+        writing received ones) off the reactor: the node's own snapshot
+        thread, apart from the log's."""
+        return self._snapshots.run_in_thread if self._snapshots is not None else None
+
+    def set_snapshot_offers(self, offers: SnapshotOffers) -> None:
+        """Hand the core's InstallSnapshot offers to C{offers} (the snapshot
+        transfer's sender side) from now on."""
+        self._snapshot_offers = offers
+
+    def protect_snapshot(self, name: str) -> None:
+        """Keep the snapshot file C{name} (its base name) from being
+        deleted until L{release_snapshot}: a transfer is reading it."""
+        if self._snapshots is not None:
+            self._snapshots.protect(name)
+
+    def release_snapshot(self, name: str) -> None:
+        """Undo one L{protect_snapshot}."""
+        if self._snapshots is not None:
+            self._snapshots.release(name)
+
+    def report_snapshot(self, follower: int, ok: bool) -> None:
+        """The transfer of the offered snapshot to C{follower} ended: whole
+        (C{ok}) or given up.  Tells the core, which probes the follower."""
+        if self._stopped or self._failed:
+            return
+        try:
+            self.core.report_snapshot(follower, ok)
+        except Exception:
+            self._fatal(Failure(), FailedPart.INTERNAL, f"reporting the snapshot sent to node {follower}")
+            return
+        self.wake()
+
+    def step_installed_snapshot(self, leader: int, term: int, index: int, snapshot_term: int) -> None:
+        """
+        The snapshot C{leader} sent in C{term}, through C{index} (whose
+        entry has C{snapshot_term}), is received whole, verified and
+        installed in the snapshot directory: step it into the core, which
+        acknowledges it (once durable) and, unless its log already covers
+        it, has the node install it (L{Ready.install_snapshot}).
+        """
+        self.receive(Message(leader, self.core.node_id, InstallSnapshot(term, index, snapshot_term)))
+
+    def _membership(self) -> dict[str, object]:
+        """The membership recorded in a snapshot's metadata."""
+        members = sorted(self._member_addresses.items())
+        return {"voters": [[node, address] for node, address in members], "learners": []}
+
+    def _maybe_snapshot(self) -> None:
+        snapshots = self._snapshots
+        if snapshots is None or self._installing is not None or self._stopped or self._failed:
+            return
+        if not snapshots.due(self.state_machine.applied_index):
+            return
+        core = self.core
+
+        def make_meta(index: int) -> SnapshotMeta:
+            return SnapshotMeta(
+                index, core.term_at(index), cluster_id=self._cluster_id, membership=self._membership()
+            )
+
+        self.log.debug("snapshotting the state machine at index {index}", index=self.state_machine.applied_index)
+        snapshots.take(self.state_machine, make_meta).addCallbacks(self._snapshot_done, self._snapshot_failed)
+
+    def _snapshot_done(self, info: SnapshotInfo) -> None:
+        if self._stopped or self._failed:
+            return
+        snapshots = self._snapshots
+        assert snapshots is not None
+        self.log.info(
+            "snapshot at index {index} term {term} written ({size} bytes)", index=info.index, term=info.term,
+            size=info.size,
+        )
+        try:
+            core = self.core
+            if self._installing is None and info.index > core.snapshot_index:
+                core.snapshot_taken(info.index, info.term)
+            # Never past the snapshot the core knows of (an installed one
+            # may have replaced this one meanwhile: then nothing is held).
+            through = min(snapshots.compact_through(info.index), core.snapshot_index)
+            if self._installing is None and through >= core.first_index:
+                core.compact(through)
+                with _failures_of_storage():
+                    self._wal.drop_prefix(through)
+                    self._wal.sync().addErrback(self._storage_failed, "dropping the log before a snapshot")
+        except _PartFailed as e:
+            self._fatal(e.failure, e.part, "compacting the log after a snapshot")
+            return
+        except Exception:
+            self._fatal(Failure(), FailedPart.INTERNAL, "compacting the log after a snapshot")
+            return
+        self._prune()
+        self._maybe_snapshot()
+
+    def _snapshot_failed(self, failure: Failure) -> None:
+        """
+        A snapshot could not be taken.  An I/O error stops the node, as any
+        storage failure does.  A refusal by the snapshot store (a snapshot
+        of the same index and term is being received from the leader right
+        now) only skips this one: nothing was compacted, and the next
+        applied entry tries again.
+        """
+        if self._stopped or self._failed:
+            return
+        if not failure.check(OSError) and failure.check(StorageError):
+            self.log.warn("snapshot skipped: {error}", error=failure.getErrorMessage())
+            return
+        self._fatal(failure, _storage_or_internal(failure), "taking a snapshot")
+
+    def _storage_failed(self, failure: Failure, where: str) -> None:
+        if not (self._stopped or self._failed):
+            self._fatal(failure, _storage_or_internal(failure), where)
+
+    def _prune(self) -> None:
+        if self._snapshots is not None:
+            self._snapshots.prune().addErrback(self._storage_failed, "deleting old snapshots")
+
+    def _install(self, ready: Ready) -> None:
+        """Install C{ready.install_snapshot}, then handle the rest of C{ready}
+        (see the section comment above)."""
+        point = ready.install_snapshot
+        assert point is not None
+        snapshots = self._snapshots
+        if snapshots is None:
+            raise _PartFailed(
+                FailedPart.INTERNAL,
+                Failure(RuntimeError("a snapshot to install, but this node has no snapshot directory")),
+            )
+        self._installing = point
+        self.log.info(
+            "installing the leader's snapshot at index {index} term {term}", index=point.index, term=point.term
+        )
+
+        def restore(_: object = None) -> None:
+            if self._stopped or self._failed:
+                return
+            snapshots.restore(self.state_machine, point.index, point.term).addCallbacks(restored, failed)
+
+        def restored(keys: int) -> None:
+            if self._stopped or self._failed:
+                return
+            try:
+                with _failures_of_storage():
+                    self._wal.reset_after(point.index, point.term)
+                self._installing = None
+                # needs_persist() counts the reset: the batch's sync makes
+                # it durable before the acknowledgement leaves.
+                self._handle_ready(ready, installed=True)
+                self._finish_waiting_reads()
+            except _PartFailed as e:
+                self._fatal(e.failure, e.part, e.where or "installing a snapshot")
+                return
+            except Exception:
+                self._fatal(Failure(), FailedPart.INTERNAL, "installing a snapshot")
+                return
+            self.log.info(
+                "installed the leader's snapshot at index {index}: {keys} keys", index=point.index, keys=keys
+            )
+            self._prune()
+            self.wake()
+
+        def failed(failure: Failure) -> None:
+            self._storage_failed(failure, f"installing the snapshot at index {point.index}")
+
+        # A snapshot of the state machine being taken must end first: the
+        # state machine cannot be replaced while it is frozen.
+        if snapshots.busy is not None:
+            snapshots.busy.addCallback(restore)
+        else:
+            restore()
+
+    def _maybe_report_recovery(self) -> None:
+        """Log the restart report once everything known committed at
+        start-up is applied (L{kvstore.recovery.report_line})."""
+        recovered = self._recovered
+        if recovered is not None and self.state_machine.applied_index >= recovered.commit_index:
+            self._recovered = None
+            self.log.info(
+                "{report}", report=report_line(recovered, len(self.state_machine), time.monotonic())
+            )
 
     # ------------------------------------------------------------------
     # Timeouts

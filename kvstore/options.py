@@ -71,6 +71,13 @@ _RAFT_FIELD_OPTIONS = (
     ("max_apply_batch", "--max-apply-batch"),
 )
 _MIN_SEGMENT_BYTES = 4096
+#: When a node snapshots its state machine and how much log it keeps after
+#: (issue 12): every 10,000 applied entries or 64 MiB of log, whichever
+#: comes first, keeping 5,000 entries for followers that lag briefly.
+_DEFAULT_SNAPSHOT_ENTRIES = 10_000
+_DEFAULT_SNAPSHOT_BYTES = 64 * 1024 * 1024
+_DEFAULT_SNAPSHOT_CATCHUP_ENTRIES = 5_000
+_MIN_SNAPSHOT_BYTES = 4096
 
 # Hosts that can be bound but never advertised: a peer cannot connect to them.
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", "*"})
@@ -139,6 +146,9 @@ class NodeConfig:
     max_value_bytes: int
     segment_bytes: int
     fsync: bool
+    snapshot_entries: int = _DEFAULT_SNAPSHOT_ENTRIES
+    snapshot_bytes: int = _DEFAULT_SNAPSHOT_BYTES
+    snapshot_catchup_entries: int = _DEFAULT_SNAPSHOT_CATCHUP_ENTRIES
 
     @property
     def address(self) -> str:
@@ -630,6 +640,29 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
             "Size at which the write-ahead log starts a new segment file "
             f"(at least {_MIN_SEGMENT_BYTES}).",
         ],
+        [
+            "snapshot-entries",
+            None,
+            str(_DEFAULT_SNAPSHOT_ENTRIES),
+            "Snapshot the state machine once this many entries have been "
+            "applied since the last snapshot (or --snapshot-bytes of log, "
+            "whichever comes first), then drop the log it covers.",
+        ],
+        [
+            "snapshot-bytes",
+            None,
+            "64MiB",
+            "Snapshot once the log applied since the last snapshot exceeds "
+            f"this many bytes (at least {_MIN_SNAPSHOT_BYTES}).",
+        ],
+        [
+            "snapshot-catchup-entries",
+            None,
+            str(_DEFAULT_SNAPSHOT_CATCHUP_ENTRIES),
+            "Log entries kept before each snapshot's index, so that a "
+            "follower that lags by fewer catches up from the log rather "
+            "than by receiving the whole snapshot.",
+        ],
     ]
 
     config: NodeConfig
@@ -782,6 +815,9 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
             max_value_bytes=max_value,
             segment_bytes=_parse_size("segment-bytes", self["segment-bytes"], _MIN_SEGMENT_BYTES),
             fsync=not self["unsafe-no-fsync"],
+            snapshot_entries=_parse_int("snapshot-entries", self["snapshot-entries"], 1),
+            snapshot_bytes=_parse_size("snapshot-bytes", self["snapshot-bytes"], _MIN_SNAPSHOT_BYTES),
+            snapshot_catchup_entries=_parse_int("snapshot-catchup-entries", self["snapshot-catchup-entries"], 0),
         )
 
 

@@ -22,6 +22,7 @@ import gc
 import os
 import random
 import signal
+import time
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -45,8 +46,12 @@ from kvstore.protocols.commands import Limits
 from kvstore.protocols.dispatch import DispatchFactory
 from kvstore.protocols.peer import Membership, PeerServerFactory
 from kvstore.reload import RELOADABLE, Reloader, RunningConfig, parse_arguments
+from kvstore.node_snapshots import SnapshotPolicy
+from kvstore.recovery import RecoveryError
 from kvstore.storage import CorruptLogError, CorruptMetadataError, MetadataStore, WriteAheadLog
 from kvstore.storage.fs import FileSystem
+from kvstore.storage.snapshots import CorruptSnapshotError, SnapshotStore
+from kvstore.storage.wal import StorageThread
 
 __all__ = [
     "Options",
@@ -227,6 +232,8 @@ class KVStoreService(MultiService):
     reload_on_sighup = False
     #: The client protocol's factory, whose limits a reload changes.
     client_factory: ClientFactory
+    #: The thread snapshot files are written on (set by build_service).
+    snapshot_thread: StorageThread | None = None
 
     def setServiceParent(self, parent: Any) -> None:
         super().setServiceParent(parent)
@@ -337,7 +344,14 @@ class KVStoreService(MultiService):
         if self.systemd is not None:
             self.systemd.stopping()  # STOPPING=1 first: systemd shows the node as deactivating
         self.node.stop()
+        try:
+            # A node restarted alone then applies everything it had applied.
+            await self.node.save_commit_index()
+        except Exception:
+            self.log.failure("saving the commit index at shutdown failed")
         await super().stopService()
+        if self.snapshot_thread is not None:
+            self.snapshot_thread.stop()
         try:
             await self.wal.close()
         finally:
@@ -354,7 +368,7 @@ class KVStoreService(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
 
-def _open_storage(config: NodeConfig) -> tuple[DataDirectoryLock, WriteAheadLog, MetadataStore]:
+def _open_storage(config: NodeConfig) -> tuple[DataDirectoryLock, WriteAheadLog, MetadataStore, SnapshotStore]:
     make_directory_durably(config.data_dir)
     lock = DataDirectoryLock(config.data_dir)
     lock.acquire()
@@ -368,13 +382,14 @@ def _open_storage(config: NodeConfig) -> tuple[DataDirectoryLock, WriteAheadLog,
                 f"not {config.cluster_id!r}; refusing to mix clusters"
             )
         wal = WriteAheadLog.open(os.path.join(config.data_dir, "wal"), segment_bytes=config.segment_bytes, fs=fs)
+        snapshots = SnapshotStore.open(os.path.join(config.data_dir, "snapshots"), fs=fs)
     except (CorruptLogError, CorruptMetadataError) as e:
         lock.release()
         raise UsageError(f"refusing to start: {e}") from None
     except BaseException:
         lock.release()
         raise
-    return lock, wal, metadata
+    return lock, wal, metadata, snapshots
 
 
 class _EarlyListener(StreamServerEndpointService):
@@ -431,7 +446,8 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
             endpoint = serverFromString(reactor, config.listen)
     except Exception as e:
         raise UsageError(f"cannot listen on {config.listen!r}: {_endpoint_error(config.listen, e)}") from None
-    lock, wal, metadata = _open_storage(config)
+    started = time.monotonic()
+    lock, wal, metadata, snapshots = _open_storage(config)
     peer_links = PeerLinks(
         reactor,
         config.node_id,
@@ -450,20 +466,38 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
             "fsyncs": wal.fsync_count,
         }
 
-    node = build_node(
-        config.raft,
-        clock=reactor,
-        rng=random.Random(),
-        log=wal,
-        metadata=metadata,
-        cluster_id=config.cluster_id,
-        peers=peer_links,
-        member_addresses={m.node_id: m.address for m in config.members},
-        commit_timeout=config.commit_timeout,
-        read_timeout=config.read_timeout,
-        on_fatal=fatal,
-        extra_status=link_status,
-    )
+    # Snapshot files are written and fsynced on a thread of their own, so
+    # that a large snapshot's fsync never holds up the log's group commits.
+    snapshot_thread = StorageThread(reactor)
+    try:
+        node = build_node(
+            config.raft,
+            clock=reactor,
+            rng=random.Random(),
+            log=wal,
+            metadata=metadata,
+            cluster_id=config.cluster_id,
+            peers=peer_links,
+            member_addresses={m.node_id: m.address for m in config.members},
+            commit_timeout=config.commit_timeout,
+            read_timeout=config.read_timeout,
+            on_fatal=fatal,
+            extra_status=link_status,
+            snapshots=snapshots,
+            snapshot_policy=SnapshotPolicy(
+                entries=config.snapshot_entries,
+                bytes=config.snapshot_bytes,
+                catchup_entries=config.snapshot_catchup_entries,
+            ),
+            snapshot_runner=snapshot_thread,
+            recovery_started=started,
+        )
+    except (RecoveryError, CorruptSnapshotError) as e:
+        lock.release()
+        raise UsageError(f"refusing to start: {e}") from None
+    except BaseException:
+        lock.release()
+        raise
 
     limits = Limits(
         max_key_bytes=config.max_key_bytes,
@@ -475,6 +509,7 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
     factory = DispatchFactory(client_factory, PeerServerFactory(membership, node.receive))
     service = KVStoreService(config, node, wal, lock, peer_links, pidfile)
     service.client_factory = client_factory
+    service.snapshot_thread = snapshot_thread
     listener = _EarlyListener(endpoint, factory)
     # A port that cannot be bound must stop twistd, not leave a node that
     # nobody can reach.

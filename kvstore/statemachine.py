@@ -309,6 +309,21 @@ class KeyValueStateMachine:
         self._data = decoder.finish()
         self.applied_index = index
 
+    def restore_decoded(self, index: int, decoder: "ContentDecoder") -> None:
+        """
+        L{restore} from content already fed to C{decoder} (InstallSnapshot
+        feeds it one chunk per reactor turn, so that replacing a large state
+        never stalls the node): replace the whole state with the decoded
+        map, as of log C{index}.  Nothing changes if the content is invalid.
+
+        @raise InvalidSnapshotContent: if the content is not complete C{kv/1}.
+        @raise SnapshotInProgress: if a snapshot is open.
+        """
+        if self._overlay is not None:
+            raise SnapshotInProgress("cannot restore while a snapshot is in progress")
+        self._data = decoder.finish()
+        self.applied_index = index
+
     def apply(self, index: int, data: bytes) -> ApplyResult:
         """
         Apply the committed command at log C{index}.  An empty command is the

@@ -288,20 +288,21 @@ def _refuse(config: object) -> None:
     raise _Refused()
 
 
-def _fake_storage(config: object) -> tuple[object, object, object]:
+def _fake_storage(config: object) -> tuple[object, object, object, None]:
     from kvstore.storage import MetadataRecord
 
     class _Metadata:
         state = MetadataRecord(0, None, None)
 
     class _Wal:
+        first_index = 1
         last_index = 0
         fsync_count = 0
 
         def entry_tuples(self) -> list[tuple[int, int, bytes]]:
             return []
 
-    return object(), _Wal(), _Metadata()
+    return object(), _Wal(), _Metadata(), None  # no snapshot store
 
 
 def _node_config(data_dir: str) -> object:

@@ -118,7 +118,7 @@ class MetadataStoreTests(SynchronousTestCase):
             lambda data: b"X" + data[1:],  # bad magic
             lambda data: data.split(b"\n", 1)[0],  # no body
             lambda data: b"",  # empty file
-            lambda data: data.replace(b"metadata 1 ", b"metadata 9 "),  # unknown version
+            lambda data: data.replace(b"metadata 2 ", b"metadata 9 "),  # unknown version
         ],
     )
     def test_corrupt_file_refuses_to_open(self, damage: Callable[[bytes], bytes]) -> None:

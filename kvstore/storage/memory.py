@@ -32,6 +32,7 @@ class MemoryLog:
         @param first_index: index of the first entry (or of the next, if empty).
         """
         self._first_index = first_index
+        self._base_term = 0
         self._entries: list[LogEntry] = []
         self._failure: BaseException | None = None
         self._closed = False
@@ -60,7 +61,7 @@ class MemoryLog:
 
     @property
     def last_term(self) -> int:
-        return self._entries[-1][1] if self._entries else 0
+        return self._entries[-1][1] if self._entries else self._base_term
 
     @property
     def durable_index(self) -> int:
@@ -123,6 +124,17 @@ class MemoryLog:
         if upto >= self._first_index:
             del self._entries[: upto - self._first_index + 1]
             self._first_index = upto + 1
+
+    def reset_after(self, index: int, term: int) -> None:
+        """Same contract as L{WriteAheadLog.reset_after}: empty, continuing at C{index + 1}."""
+        self._check_writable()
+        if index < 0 or term < 0:
+            raise ValueError(f"cannot reset the log after index {index} term {term}")
+        self._entries = []
+        self._first_index = index + 1
+        self._base_term = term
+        self._durable_index = min(self._durable_index, index)
+        self._dirty = True
 
     def sync(self) -> "Deferred[int]":
         """Make everything durable at once; fires synchronously."""

@@ -8,19 +8,35 @@ rename it over C{<path>}, fsync the directory.  After a crash the file is
 either the old version or the new one, never a mixture; a leftover C{.tmp}
 is simply ignored (and overwritten by the next save).
 
-File format (version 1)::
+File format (version 2)::
 
-    kvstore-metadata 1 <crc32 of the body, 8 lowercase hex digits>\\n
+    kvstore-metadata 2 <crc32 of the body, 8 lowercase hex digits>\\n
     <body: UTF-8 JSON object {"term": int, "voted_for": int|null,
-                              "cluster_id": str|null}>
+                              "cluster_id": str|null, "commit_index": int}>
+
+Version 1 files (no C{commit_index}) are still read, as C{commit_index 0};
+this build writes version 2 only, so an older build refuses the file with
+"unsupported format version" rather than misreading it.
 
 The checksum is over the exact body bytes, so the JSON need not be
 canonical.  A file that fails any check refuses to load with
 L{CorruptMetadataError} naming the path: starting with a forgotten vote could
 let this node vote twice in one term.
 
-The commit index is deliberately not stored: Raft recovers it from the
-leader, and storing it would add an fsync to the commit path for nothing.
+Why the commit index is here, and why it costs no fsync on the write path:
+a restarted node that cannot reach a leader must still serve (stale reads)
+at least what it knew to be committed, so it applies its log through the
+stored commit index before it hears from anyone.  The value is only ever a
+I{lower bound} on what is committed, which is all that recovery needs, so
+it need not be saved when the commit index moves: the node writes it along
+with every term/vote save it makes anyway, and otherwise at most once per
+interval from a timer, a save no client and no acknowledgement waits for
+(L{kvstore.node.Node}).  Writing it into every WAL flush would need a new
+record type in the log format; fsyncing it whenever it moves would put a
+second fsync on every write's path.  The node saves only a commit index
+whose entries are already durable in its log (see L{kvstore.node}), so a
+crash can never leave this file claiming entries the log lacks or holds
+with other content.
 """
 
 from __future__ import annotations
@@ -40,9 +56,12 @@ from kvstore.storage.errors import CorruptMetadataError, StorageFailedError
 from kvstore.storage.fs import FileSystem
 from kvstore.storage.wal import ThreadRunner, default_thread_runner
 
-__all__ = ["MetadataRecord", "MetadataStore", "METADATA_FORMAT_VERSION"]
+__all__ = ["MetadataRecord", "MetadataStore", "METADATA_FORMAT_VERSION", "READABLE_METADATA_VERSIONS"]
 
-METADATA_FORMAT_VERSION = 1
+METADATA_FORMAT_VERSION = 2
+#: The versions this build reads (version 1 had no commit index).
+READABLE_METADATA_VERSIONS = (1, 2)
+_FIELDS = {1: {"term", "voted_for", "cluster_id"}, 2: {"term", "voted_for", "cluster_id", "commit_index"}}
 _MAGIC = b"kvstore-metadata"
 _TMP_SUFFIX = ".tmp"
 #: A metadata file larger than this is certainly not ours.
@@ -62,11 +81,15 @@ class MetadataRecord:
     @ivar cluster_id: identifies the cluster this data directory belongs to,
         so a node pointed at another cluster's data can refuse to start;
         L{None} until assigned.
+    @ivar commit_index: a lower bound on the Raft commit index whose
+        entries were durable in the log when it was saved (module
+        docstring); 0 when unknown.
     """
 
     term: int = 0
     voted_for: int | None = None
     cluster_id: str | None = None
+    commit_index: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.term, int) or isinstance(self.term, bool) or self.term < 0:
@@ -79,9 +102,16 @@ class MetadataRecord:
             raise ValueError(f"voted_for must be None or a non-negative int, not {self.voted_for!r}")
         if self.cluster_id is not None and not isinstance(self.cluster_id, str):
             raise ValueError(f"cluster_id must be None or a str, not {self.cluster_id!r}")
+        if not isinstance(self.commit_index, int) or isinstance(self.commit_index, bool) or self.commit_index < 0:
+            raise ValueError(f"commit_index must be a non-negative int, not {self.commit_index!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"term": self.term, "voted_for": self.voted_for, "cluster_id": self.cluster_id}
+        return {
+            "term": self.term,
+            "voted_for": self.voted_for,
+            "cluster_id": self.cluster_id,
+            "commit_index": self.commit_index,
+        }
 
 
 def encode_metadata(state: MetadataRecord) -> bytes:
@@ -103,11 +133,12 @@ def decode_metadata(path: str, data: bytes) -> MetadataRecord:
     parts = header.split(b" ")
     if len(parts) != 3 or parts[0] != _MAGIC:
         raise CorruptMetadataError(path, "not a kvstore metadata file (bad header)")
-    if parts[1] != str(METADATA_FORMAT_VERSION).encode():
+    version = next((v for v in READABLE_METADATA_VERSIONS if parts[1] == str(v).encode()), None)
+    if version is None:
         raise CorruptMetadataError(
             path,
             f"unsupported format version {parts[1]!r} "
-            f"(this build reads version {METADATA_FORMAT_VERSION})",
+            f"(this build reads versions {', '.join(map(str, READABLE_METADATA_VERSIONS))})",
         )
     try:
         expected = int(parts[2], 16)
@@ -117,7 +148,7 @@ def decode_metadata(path: str, data: bytes) -> MetadataRecord:
         raise CorruptMetadataError(path, "checksum mismatch")
     try:
         fields = json.loads(body.decode("utf-8"))
-        if not isinstance(fields, dict) or set(fields) != {"term", "voted_for", "cluster_id"}:
+        if not isinstance(fields, dict) or set(fields) != _FIELDS[version]:
             raise ValueError(f"unexpected fields {sorted(fields) if isinstance(fields, dict) else fields!r}")
         return MetadataRecord(**fields)
     except (ValueError, TypeError) as e:

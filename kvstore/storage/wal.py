@@ -377,6 +377,10 @@ class WriteAheadLog:
         self._run_in_thread = run_in_thread
         self._fs = fs
         self._writer = writer
+        self._base_term = 0  # last_term of an empty log (see reset_after)
+        # The index of entries[0]: the first segment's first index, or later
+        # once drop_prefix dropped entries that segment still holds on disk.
+        self._first = segments[0].first_index
         self._durable_index = self.last_index
         self._fsync_count = 0
         self._pending_ops: list[_Op] = []
@@ -603,18 +607,20 @@ class WriteAheadLog:
 
     @property
     def first_index(self) -> int:
-        """Index of the first entry (or of the next entry, when empty)."""
-        return self._segments[0].first_index
+        """Index of the first entry held (or of the next entry, when empty).
+        After L{drop_prefix} the first segment on disk may start earlier."""
+        return self._first
 
     @property
     def last_index(self) -> int:
         """Index of the last entry; C{first_index - 1} (0 when fresh) when empty."""
-        return self._segments[0].first_index + len(self._entries) - 1
+        return self._first + len(self._entries) - 1
 
     @property
     def last_term(self) -> int:
-        """Term of the last entry, or 0 when the log is empty."""
-        return self._entries[-1][1] if self._entries else 0
+        """Term of the last entry; when the log is empty, the term given to
+        the last L{reset_after} since open, or 0."""
+        return self._entries[-1][1] if self._entries else self._base_term
 
     @property
     def durable_index(self) -> int:
@@ -755,21 +761,71 @@ class WriteAheadLog:
 
     def drop_prefix(self, upto_index: int) -> None:
         """
-        Delete whole segments whose entries all have index C{<= upto_index}.
+        Forget the entries with index C{<= upto_index}: delete the whole
+        segments holding only such entries, and drop them from memory.
 
         For log compaction after a snapshot covering C{upto_index}.  The last
         segment is never deleted, and a segment holding any entry above
-        C{upto_index} is kept whole, so C{first_index} may stay below
-        C{upto_index + 1}.  Deletion happens oldest-first at the next flush.
+        C{upto_index} is kept whole on disk (so a reopened log may start
+        below C{upto_index + 1}); in memory the entries up to C{upto_index}
+        go at once, so that a node holds only the entries after its last
+        compaction, not a whole segment's worth, whatever C{segment_bytes}
+        is.  The last entry always stays (it carries C{last_term}).
+        Deletion happens oldest-first at the next flush.
 
         @raise StorageFailedError: after a failed flush, or once closed.
         """
         self._check_writable()
         while len(self._segments) > 1 and self._segments[1].first_index - 1 <= upto_index:
             doomed = self._segments.pop(0)
-            count = self._segments[0].first_index - doomed.first_index
-            del self._entries[:count]
             self._pending_ops.append(_Unlink(doomed.path))
+        if self._entries:
+            first = max(self._first, min(upto_index + 1, self.last_index))
+            del self._entries[: first - self._first]
+            self._first = first
+
+    def reset_after(self, index: int, term: int) -> None:
+        """
+        Drop every entry and continue the log at C{index + 1}: after a
+        snapshot through C{(index, term)} was installed (InstallSnapshot),
+        none of this log may stay, since it may conflict with the snapshot.
+
+        Takes effect in memory at once (the log is empty, C{first_index ==
+        index + 1}, C{last_term == term}); on disk it is ordered with the
+        other queued work and durable once a later L{sync} fires.  Entries
+        appended afterwards (from C{index + 1}) go into the new segment.
+
+        Crash safety.  Call it only once the snapshot is durable.  The
+        segments are deleted newest first, the directory fsynced after each
+        (as for L{truncate_suffix}), so the survivors are always a prefix
+        of the old log; then the new, empty segment C{wal-<index+1>.log} is
+        created as every segment is (temporary name, fsync, rename,
+        directory fsync).  A crash at any point thus leaves the old log, a
+        prefix of it, no segment at all (opened as an empty log), or the
+        new log: never old and new segments together.  Recovery
+        (L{kvstore.recovery}) finds the snapshot and reconciles it with
+        whichever of these it sees (a log that ends before the snapshot, or
+        holds another term at its index, is reset again).
+
+        @raise ValueError: if C{index} or C{term} is negative.
+        @raise StorageFailedError: after a failed flush, or once closed.
+        """
+        self._check_writable()
+        if index < 0 or term < 0:
+            raise ValueError(f"cannot reset the log after index {index} term {term}")
+        for doomed in reversed(self._segments):
+            self._pending_ops.append(_Unlink(doomed.path))
+        first = index + 1
+        segment = _Segment(first, os.path.join(self._directory, segment_name(first)))
+        self._segments = [segment]
+        self._pending_ops.append(_Create(segment.path, first))
+        del self._entries[:]
+        self._first = first
+        self._base_term = term
+        # No entry is durable with the log's (now empty) content until the
+        # reset is: cap what the current and the next flush may claim.
+        self._durable_index = min(self._durable_index, index)
+        self._durable_cap = min(self._durable_cap, index)
 
     # ------------------------------------------------------------------
     # Group commit

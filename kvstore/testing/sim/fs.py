@@ -254,6 +254,12 @@ class SimulatedFileSystem(FileSystem):
             inode.data.extend(bytes(offset - len(inode.data)))
         inode.data[offset : offset + len(data)] = data
 
+    def pread(self, fd: int, length: int, offset: int) -> bytes:
+        return bytes(self._fd(fd).data[offset : offset + length])
+
+    def file_size(self, fd: int) -> int:
+        return len(self._fd(fd).data)
+
     def fsync(self, fd: int) -> None:
         inode = self._fd(fd)
         snapshot = bytes(inode.data)

@@ -39,7 +39,11 @@ from kvstore.errors import KeyNotFound, NotLeader, OutcomeUnknown, Unavailable
 from kvstore.node import Node
 from kvstore.raft.config import RaftConfig
 from kvstore.raft.core import Role
+from kvstore.node_snapshots import SnapshotPolicy
+from kvstore.recovery import RecoveryError
+from kvstore.snapshotting import snapshot_cooperator
 from kvstore.storage import CorruptLogError, CorruptMetadataError, MetadataStore, WriteAheadLog
+from kvstore.storage.snapshots import CorruptSnapshotError, SnapshotStore
 from kvstore.testing.sim.clock import HeapClock
 from kvstore.testing.sim.figure8 import PROFILES, Figure8Faults, profile_for_seed
 from kvstore.testing.sim.fs import SimulatedDisk, SimulatedFileSystem
@@ -249,9 +253,16 @@ class Simulation:
         self.new_leader_crash_probability = p.choice((0.0, 0.0, 0.2, 0.5))
         self._leaders_seen: set[tuple[int, int]] = set()
         self.commit_timeout = 1.0
+        # The production policy: a run's few hundred entries never reach
+        # it, so nodes recover through the snapshot-less path of
+        # kvstore.recovery (small thresholds come with the simulator's
+        # snapshot profile).
+        self.snapshot_policy = SnapshotPolicy(entries=15, catchup_entries=10**6)
         self.client_timeout = p.choice((0.3, 1.5))
         n_clients = p.choice((config.clients, 2 * config.clients))
         self.clients = [_Client(c, random.Random(self._client_rng.getrandbits(64))) for c in range(n_clients)]
+        # How often a node saves its commit index (restarts apply through it).
+        self.commit_save_interval = p.choice((0.05, 0.2, 1.0))
 
         profile = config.fault_profile
         if profile not in PROFILES:
@@ -325,31 +336,40 @@ class Simulation:
         assert member.node is None
         member.incarnation += 1
         disk = SimulatedDisk(self.clock, random.Random(self._disk_rng.getrandbits(64)), member.fs, _disk_latency)
+        config_type = _EvenQuorumTooSmall if "even-quorum-too-small" in self.config.plants else RaftConfig
+        config = config_type(node_id=node_id, peers=tuple(i for i in self.ids if i != node_id), **self.raft_options)
         try:
             metadata = MetadataStore.open(f"{DATA}/metadata.json", run_in_thread=disk, fs=member.fs)
             wal = WriteAheadLog.open(f"{DATA}/wal", segment_bytes=self.segment_bytes, run_in_thread=disk, fs=member.fs,
                                      plants=self.config.plants)
-        except (CorruptLogError, CorruptMetadataError) as e:
+            snapshots = SnapshotStore.open(f"{DATA}/snapshots", fs=member.fs)
+            stored = metadata.state
+            # Through the production recovery (kvstore.recovery): the newest
+            # usable snapshot, the log after it, the stored commit index.
+            node = build_node(
+                config,
+                clock=self.clock,
+                rng=random.Random(self._raft_rng.getrandbits(64)),
+                log=wal,
+                metadata=metadata,
+                cluster_id=CLUSTER_ID,
+                peers=self.network,
+                member_addresses={i: f"sim-{i}:7000" for i in self.ids},
+                commit_timeout=self.commit_timeout,
+                read_timeout=self.commit_timeout,
+                on_fatal=lambda f: self.monitor.violate("unexpected-error", f"node {node_id} storage failed: {f.value!r}"),
+                plants=self.config.plants,
+                read_id_rng=random.Random(self._read_id_rng.getrandbits(64)),
+                commit_save_interval=self.commit_save_interval,
+                snapshots=snapshots,
+                snapshot_policy=self.snapshot_policy,
+                snapshot_runner=disk,
+                # Simulated time stands still within a turn: bound turns by steps.
+                cooperator=snapshot_cooperator(self.clock, max_steps=4),
+            )
+        except (CorruptLogError, CorruptMetadataError, CorruptSnapshotError, RecoveryError) as e:
             self.monitor.violate("storage-recovery", f"node {node_id} cannot restart: {e}")
             raise _SimulationStopped() from None
-        stored = metadata.state
-        config_type = _EvenQuorumTooSmall if "even-quorum-too-small" in self.config.plants else RaftConfig
-        config = config_type(node_id=node_id, peers=tuple(i for i in self.ids if i != node_id), **self.raft_options)
-        node = build_node(
-            config,
-            clock=self.clock,
-            rng=random.Random(self._raft_rng.getrandbits(64)),
-            log=wal,
-            metadata=metadata,
-            cluster_id=CLUSTER_ID,
-            peers=self.network,
-            member_addresses={i: f"sim-{i}:7000" for i in self.ids},
-            commit_timeout=self.commit_timeout,
-            read_timeout=self.commit_timeout,
-            on_fatal=lambda f: self.monitor.violate("unexpected-error", f"node {node_id} storage failed: {f.value!r}"),
-            plants=self.config.plants,
-            read_id_rng=random.Random(self._read_id_rng.getrandbits(64)),
-        )
         core = node.core
         if (core.term, core.voted_for) != (stored.term, stored.voted_for):
             self.monitor.violate(
@@ -702,7 +722,8 @@ class Simulation:
         commit = nodes[leader].core.commit_index  # type: ignore[union-attr]  # no node is None: checked just above
         if any(n.state_machine.applied_index != commit or n.core.last_index != commit for n in nodes):  # type: ignore[union-attr]  # no node is None: checked just above
             return False
-        data = [n.state_machine._data for n in nodes]  # type: ignore[union-attr]  # no node is None: checked just above
+        # items(), not _data: while a snapshot is taken, writes are in an overlay.
+        data = [n.state_machine.items() for n in nodes]  # type: ignore[union-attr]  # no node is None: checked just above
         if any(d != data[0] for d in data):
             self.monitor.violate("state-machine-safety", f"nodes converged on different data: {data}")
         return True
