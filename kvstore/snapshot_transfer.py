@@ -594,10 +594,12 @@ class SnapshotReceiver:
     removed.  Once every byte is written the file is verified and renamed
     into place (a bad checksum: refused, nothing installed) and
     C{installed(leader, term, index, snapshot_term)} is called.  If it
-    returns a Deferred, the final C{done} answer goes to the leader when
-    that fires (the node fires it once the core's acknowledgement is
-    durable); if it returns C{None}, the core's own acknowledgement is the
-    only one.
+    returns a Deferred, a C{done} answer goes to the leader when that fires
+    (the node fires it once the core's acknowledgement is durable), and
+    repeated chunks of the transfer are answered done only from then on; if
+    it returns C{None}, the core's own acknowledgement is the answer to the
+    last chunk, and repeated chunks (a leader that missed it) are answered
+    done.
     """
 
     log = Logger()
@@ -677,6 +679,13 @@ class SnapshotReceiver:
                 leader, body, 0, "info",
                 f"chunk of an older transfer (index {body.index} in term {body.term}; receiving"
                 f" {t.name} of term {t.term})",
+            )
+            return
+        if t is None and completed is not None and (body.term, body.index) < completed[0][1:3]:
+            self._refuse(
+                leader, body, 0, "info",
+                f"chunk of an older transfer (index {body.index} in term {body.term}; installed"
+                f" {snapshot_name(completed[0][2], completed[0][3])} of term {completed[0][1]})",
             )
             return
         if t is None or (body.term, body.index) > (t.term, t.index):
@@ -772,6 +781,10 @@ class SnapshotReceiver:
             self.log.failure("installing snapshot {name} failed", name=t.name)
             return
         if acknowledged is None:
+            # The node took it without a confirmation to wait for: its
+            # core's acknowledgement is the answer, and a leader that missed
+            # it and asks again is answered done.
+            self._completed = (record, True)
             return
 
         def durable(_: object) -> None:
