@@ -8,11 +8,27 @@ notice that entries became durable (L{RaftCore.persisted}) and its own timers
 -- and accumulates outputs that the caller collects with L{RaftCore.ready}.
 The caller (L{kvstore.node}) must handle a L{Ready} in this order:
 
+  0. install C{install_snapshot}, if set, before anything else in the
+     batch: replace the state machine with the snapshot's content and reset
+     the log storage to continue after the snapshot's C{(index, term)},
+     durably (the entries of the batch continue it; C{committed} never holds
+     an entry at or below an installed snapshot);
   1. persist C{hard_state}, then C{truncate_from}/C{entries};
   2. send C{messages} at once (they do not depend on local durability);
   3. send C{messages_after_persist} only once step 1 is durable;
   4. apply C{committed} entries in order, and answer C{reads} once the
      state machine has applied up to each read's index.
+
+Log compaction (Raft paper section 7): the core holds its log as a plain
+list of entries starting at C{first_index}; everything before is covered by
+the snapshot the core knows of (C{snapshot_index}/C{snapshot_term}),
+possibly with a catch-up tail of older entries still held.  The node reports
+a durable local snapshot with L{RaftCore.snapshot_taken} and drops entries
+with L{RaftCore.compact}.  A leader whose follower needs a compacted entry
+emits an L{InstallSnapshot} body in C{messages} for the node to hand to its
+snapshot transfer (it never goes over the wire as such); the node reports
+the transfer's end with L{RaftCore.report_snapshot}.  A follower's node
+steps an L{InstallSnapshot} once the whole file is verified on disk.
 
 Time comes only from the injected C{IReactorTime} and randomness only from the
 injected C{random.Random}, so the same inputs always give the same outputs:
@@ -49,6 +65,7 @@ from kvstore.raft.messages import (
     Body,
     Entry,
     EntryTuple,
+    InstallSnapshot,
     Message,
     ReadIndexRequest,
     ReadIndexResponse,
@@ -78,6 +95,24 @@ def _default_entry_size(payload: bytes) -> int:
     """The size an entry is counted at when the caller gives no measure:
     its payload plus a fixed allowance for index, term and framing."""
     return len(payload) + 32
+
+
+class CompactedIndex(LookupError):
+    """The term of an index below the held log was asked for: the entry was
+    compacted into the snapshot and its term is no longer known (only the
+    snapshot's own index, and the entry just before the held log when known,
+    keep theirs)."""
+
+
+@dataclass(frozen=True)
+class SnapshotPoint:
+    """The last entry a snapshot covers: its C{index} and C{term}."""
+
+    index: int
+    term: int
+
+
+_NO_SNAPSHOT = SnapshotPoint(0, 0)
 
 
 class NotLeaderError(Exception):
@@ -132,6 +167,9 @@ class Ready:
     One batch of outputs; see the module docstring for the order in which
     they must be handled.
 
+    @ivar install_snapshot: a snapshot a leader sent, which replaces this
+        follower's state machine and whole log; handled before everything
+        else in the batch (see the module docstring).  L{None} almost always.
     @ivar hard_state: the new term/vote to persist, or L{None} if unchanged.
     @ivar truncate_from: drop every stored entry with an index at or above
         this before appending C{entries}; L{None} if nothing is dropped.
@@ -161,20 +199,29 @@ class Ready:
     reads: list[ReadState] = field(default_factory=list)
     failed_reads: list[tuple[int, str]] = field(default_factory=list)
     unsendable: list[UnsendableEntry] = field(default_factory=list)
+    install_snapshot: SnapshotPoint | None = None
 
     def needs_persist(self) -> bool:
-        return self.hard_state is not None or self.truncate_from is not None or bool(self.entries)
+        return (
+            self.hard_state is not None
+            or self.truncate_from is not None
+            or bool(self.entries)
+            or self.install_snapshot is not None
+        )
 
 
 class _ProgressState(enum.Enum):
     PROBE = "probe"  # one message at a time until the follower's log position is found
     REPLICATE = "replicate"  # optimistic pipelining up to max_inflight messages
+    SNAPSHOT = "snapshot"  # needs a compacted entry: a snapshot transfer is under way, only heartbeats go
 
 
 class _Progress:
     """The leader's view of one follower."""
 
-    __slots__ = ("next_index", "match_index", "state", "inflight", "probe_sent", "acked_round", "active")
+    __slots__ = (
+        "next_index", "match_index", "state", "inflight", "probe_sent", "acked_round", "active", "pending_snapshot"
+    )
 
     def __init__(self, next_index: int) -> None:
         self.next_index = next_index
@@ -184,6 +231,8 @@ class _Progress:
         self.probe_sent = False
         self.acked_round = 0
         self.active = False  # heard from since the last check-quorum
+        # In the SNAPSHOT state: the snapshot offered to this follower.
+        self.pending_snapshot = _NO_SNAPSHOT
 
     def become_probe(self) -> None:
         self.state = _ProgressState.PROBE
@@ -196,6 +245,12 @@ class _Progress:
         self.inflight.clear()
         self.probe_sent = False
         self.next_index = self.match_index + 1
+
+    def become_snapshot(self, snapshot: SnapshotPoint) -> None:
+        self.state = _ProgressState.SNAPSHOT
+        self.inflight.clear()
+        self.probe_sent = False
+        self.pending_snapshot = snapshot
 
 
 @dataclass
@@ -210,9 +265,20 @@ class RaftCore:
     """
     One member's Raft state.  See the module docstring for the contract.
 
-    Invariants: C{applied <= commit_index <= last_index};
-    C{durable_index <= last_index}; every entry at or below C{commit_index}
-    is committed and is never truncated.
+    Invariants: C{snapshot_index <= applied <= commit_index <= last_index};
+    C{first_index <= snapshot_index + 1}; C{durable_index <= last_index};
+    every entry at or below C{commit_index} is committed and is never
+    truncated.
+
+    @param snapshot: the newest durable snapshot, when the node restarts
+        from one.  C{entries} then continue it: they may start at any index
+        up to C{snapshot.index + 1} (older ones are the catch-up tail) and
+        must reach C{snapshot.index}; without a snapshot they start at 1.
+    @param commit_index: the persisted commit index, clamped to
+        C{[snapshot.index, last index]}.  The first L{ready} hands out the
+        entries after the snapshot through it as C{committed}, so a
+        restarted node applies what it knows is committed before it hears
+        from a leader.
     """
 
     def __init__(
@@ -225,6 +291,9 @@ class RaftCore:
         wake: Callable[[], None] = lambda: None,
         plants: frozenset[str] = frozenset(),
         entry_size: Callable[[bytes], int] = _default_entry_size,
+        *,
+        snapshot: SnapshotPoint | None = None,
+        commit_index: int = 0,
     ) -> None:
         config.validate()
         # How many bytes an entry with this payload takes in an
@@ -246,16 +315,25 @@ class RaftCore:
         # Plain tuples, never named ones: see EntryTuple.  tuple() of a plain
         # tuple is the same object, so a list from storage is shared, not copied.
         self._log: list[EntryTuple] = [tuple(e) for e in entries]  # type: ignore[misc]  # tuple(e) of a 3-tuple is a 3-tuple; mypy widens it to tuple[Any, ...]
-        for position, entry in enumerate(self._log, start=1):
+        # The log is held from _first on: the entry at index i is
+        # _log[i - _first].  Older entries are compacted into _snapshot.
+        self._snapshot = snapshot if snapshot is not None else _NO_SNAPSHOT
+        self._first = self._log[0][0] if self._log else self._snapshot.index + 1
+        for position, entry in enumerate(self._log, start=self._first):
             if entry[0] != position:
-                raise ValueError(f"log entries must be contiguous from index 1, found {entry[0]} at {position}")
-        self.commit_index = 0
-        self.applied = 0  # highest index handed out in Ready.committed
+                raise ValueError(f"log entries must be contiguous, found {entry[0]} at {position}")
+        self._check_log_continues_snapshot()
+        # The term of the entry just before the held log, when known: it
+        # lets an AppendEntries start right at the held log.
+        self._boundary_term: int | None = self._known_boundary_term()
+        self.applied = self._snapshot.index  # highest index handed out in Ready.committed (or installed)
+        self.commit_index = max(self._snapshot.index, min(commit_index, self.last_index))
         # Everything recovered from storage is durable already.
-        self.durable_index = len(self._log)
-        self._unstable_from = len(self._log) + 1
+        self.durable_index = self.last_index
+        self._unstable_from = self.last_index + 1
         self._truncate_from: int | None = None
         self._hard_state_dirty = False
+        self._install: SnapshotPoint | None = None  # for the next Ready
 
         self._messages: list[Message] = []
         self._messages_after_persist: list[Message] = []
@@ -326,31 +404,104 @@ class RaftCore:
     # ------------------------------------------------------------------
     # Log helpers
 
+    def _check_log_continues_snapshot(self) -> None:
+        """Refuse a log that does not continue the snapshot: a gap after it,
+        or a different entry at its index, means the caller's recovery chose
+        a snapshot and a log that do not belong together."""
+        snapshot = self._snapshot
+        if snapshot.index == 0:
+            if self._first != 1:
+                raise ValueError(f"without a snapshot the log must start at index 1, not {self._first}")
+            return
+        if self._first > snapshot.index + 1:
+            raise ValueError(
+                f"log starts at index {self._first}, leaving a gap after the snapshot at index {snapshot.index}"
+            )
+        if self.last_index < snapshot.index:
+            raise ValueError(f"log ends at index {self.last_index}, before the snapshot at index {snapshot.index}")
+        term = self._log[snapshot.index - self._first][1] if self._first <= snapshot.index else snapshot.term
+        if term != snapshot.term:
+            raise ValueError(
+                f"log holds entry {snapshot.index} of term {term}, the snapshot says term {snapshot.term}"
+            )
+
+    def _known_boundary_term(self) -> int | None:
+        """The term of the entry at C{first_index - 1}, if the log starts at
+        the beginning or right after the snapshot; L{None} otherwise."""
+        if self._first == 1:
+            return 0
+        if self._first == self._snapshot.index + 1:
+            return self._snapshot.term
+        return None
+
+    @property
+    def first_index(self) -> int:
+        """The index of the first entry still held (C{last_index + 1} if
+        none is)."""
+        return self._first
+
     @property
     def last_index(self) -> int:
-        return len(self._log)
+        return self._first + len(self._log) - 1
 
     @property
     def last_term(self) -> int:
-        return self._log[-1][1] if self._log else 0
+        if self._log:
+            return self._log[-1][1]
+        # An empty log follows the snapshot (or nothing: term 0).
+        return self._snapshot.term
+
+    @property
+    def snapshot_index(self) -> int:
+        """The index of the newest snapshot the core knows of (0 if none)."""
+        return self._snapshot.index
+
+    @property
+    def snapshot_term(self) -> int:
+        """The term of the entry at L{snapshot_index} (0 if none)."""
+        return self._snapshot.term
 
     def term_at(self, index: int) -> int:
-        """The term of the entry at C{index} (0 for index 0)."""
-        if index == 0:
-            return 0
-        return self._log[index - 1][1]
+        """
+        The term of the entry at C{index} (0 for index 0).
+
+        @raises CompactedIndex: if the entry was compacted away and is not
+            the snapshot's own, whose term is kept.
+        """
+        position = index - self._first
+        if position >= 0:
+            return self._log[position][1]
+        term = self._term_if_known(index)
+        if term is None:
+            raise CompactedIndex(index)
+        return term
+
+    def _term_if_known(self, index: int) -> int | None:
+        """The term of the entry at C{index} at or below C{last_index}, or
+        L{None} if it was compacted away and its term is not kept."""
+        position = index - self._first
+        if position >= 0:
+            return self._log[position][1]
+        # The held log starts at most just after the snapshot, so the
+        # snapshot's own entry is either held or this boundary entry.
+        if position == -1:
+            return self._boundary_term
+        return None
 
     def entries(self, low: int, high: int) -> list[Entry]:
-        """Entries with C{low <= index <= high}, as named L{Entry}s (a copy;
-        for inspection, not the hot path)."""
-        return [Entry._make(t) for t in self._log[low - 1 : high]]
+        """Entries with C{low <= index <= high} that are still held, as named
+        L{Entry}s (a copy; for inspection, not the hot path)."""
+        low = max(low, self._first)
+        if high < low:
+            return []
+        return [Entry._make(t) for t in self._log[low - self._first : high - self._first + 1]]
 
     def _truncate(self, from_index: int) -> None:
         if from_index <= self.commit_index:
             raise AssertionError(
                 f"refusing to truncate committed entry {from_index} (commit index {self.commit_index})"
             )
-        del self._log[from_index - 1 :]
+        del self._log[from_index - self._first :]
         self._truncate_from = from_index if self._truncate_from is None else min(self._truncate_from, from_index)
         self._unstable_from = min(self._unstable_from, from_index)
         self.durable_index = min(self.durable_index, from_index - 1)
@@ -365,6 +516,7 @@ class RaftCore:
         """Whether L{ready} would return anything to do."""
         return bool(
             self._hard_state_dirty
+            or self._install is not None
             or self._truncate_from is not None
             or self._unstable_from <= self.last_index
             or self._messages
@@ -395,20 +547,21 @@ class RaftCore:
         unsendable = self._handle_unsendable()
         rd = Ready()
         rd.unsendable = unsendable
+        rd.install_snapshot, self._install = self._install, None
         if self._hard_state_dirty:
             rd.hard_state = HardState(self.term, self.voted_for)
             self._hard_state_dirty = False
         rd.truncate_from = self._truncate_from
         self._truncate_from = None
         if self._unstable_from <= self.last_index:
-            rd.entries = self._log[self._unstable_from - 1 :]
+            rd.entries = self._log[self._unstable_from - self._first :]
         self._unstable_from = self.last_index + 1
         rd.persist_through = (self.last_index, self.last_term)
         rd.messages, self._messages = self._messages, []
         rd.messages_after_persist, self._messages_after_persist = self._messages_after_persist, []
         if self.applied < self.commit_index:
             upto = min(self.commit_index, self.applied + self.config.max_apply_batch)
-            rd.committed = self._log[self.applied : upto]
+            rd.committed = self._log[self.applied + 1 - self._first : upto + 1 - self._first]
             self.applied = upto
         rd.reads, self._reads = self._reads, []
         rd.failed_reads, self._failed_reads = self._failed_reads, []
@@ -420,11 +573,114 @@ class RaftCore:
         had C{term} when it was handed out.  A report about entries that have
         since been truncated is recognised by the term and ignored.
         """
-        if index <= self.durable_index or index > self.last_index or self.term_at(index) != term:
+        if index <= self.durable_index or index > self.last_index or self._term_if_known(index) != term:
             return
         self.durable_index = index
         if self.role is Role.LEADER:
             self._maybe_commit()
+
+    # ------------------------------------------------------------------
+    # Snapshots and compaction
+
+    def snapshot_taken(self, index: int, term: int) -> None:
+        """
+        Report a durable local snapshot of the state machine through
+        C{index}, whose entry has C{term}.  The core offers the newest one
+        it knows of to followers that need compacted entries, and allows
+        L{compact} up to it.  An older one than the core knows is ignored.
+
+        @raises ValueError: if C{index} has not been applied yet, or the log
+            holds another term there.
+        """
+        if index > self.applied:
+            raise ValueError(f"snapshot at index {index} is past the applied index {self.applied}")
+        if index <= self._snapshot.index:
+            return
+        if self.term_at(index) != term:
+            raise ValueError(f"snapshot at index {index} says term {term}, the log holds term {self.term_at(index)}")
+        self._snapshot = SnapshotPoint(index, term)
+
+    def compact(self, through_index: int) -> None:
+        """
+        Drop the held entries at or below C{through_index}, which the
+        snapshot covers.  Entries already dropped are not an error.
+
+        @raises ValueError: if C{through_index} is past the snapshot index
+            (and so possibly past what has been applied).
+        """
+        if through_index > self._snapshot.index:
+            raise ValueError(
+                f"cannot compact through index {through_index}: the snapshot covers only {self._snapshot.index}"
+            )
+        if through_index < self._first:
+            return
+        self._boundary_term = self._log[through_index - self._first][1]
+        del self._log[: through_index - self._first + 1]
+        self._first = through_index + 1
+
+    def report_snapshot(self, follower: int, ok: bool) -> None:
+        """
+        The node's transfer of the snapshot offered to C{follower} ended:
+        C{ok} if the follower received it whole, otherwise it gave up.
+        Either way the follower is probed again: after success from just
+        past the snapshot (its acknowledgement usually arrives first and has
+        already ended the transfer state); after failure from its match
+        index, which offers a snapshot again at the next heartbeat if it
+        still needs one.
+        """
+        progress = self._progress.get(follower) if self.role is Role.LEADER else None
+        if progress is None or progress.state is not _ProgressState.SNAPSHOT:
+            return
+        offered = progress.pending_snapshot.index
+        progress.become_probe()
+        if ok:
+            progress.next_index = max(progress.next_index, offered + 1)
+            self._send_append(follower)
+        else:
+            # The heartbeat timer clears this, so the offer is not repeated
+            # at once in a loop.
+            progress.probe_sent = True
+
+    def _offer_snapshot(self, peer: int, progress: _Progress) -> None:
+        """Ask the node to send C{peer} the newest snapshot: its next entry
+        was compacted away, so no AppendEntries can reach it."""
+        progress.become_snapshot(self._snapshot)
+        self._send(peer, InstallSnapshot(self.term, self._snapshot.index, self._snapshot.term))
+
+    def _handle_install_snapshot(self, sender: int, install: InstallSnapshot) -> None:
+        """
+        A leader's snapshot through C{install.index} is on disk here.  If
+        this node's commit index covers it, nothing changes; if its log
+        holds that entry, the snapshot agrees with the log, which is kept;
+        otherwise the snapshot replaces the state machine and the whole log.
+        The acknowledgement claims everything through the snapshot's index
+        is stored, so it leaves only once the batch is durable.
+        """
+        if self.role is not Role.FOLLOWER or self.leader_id != sender:
+            self._become_follower(self.term, sender)
+        self._last_heard_from_leader = self._clock.seconds()
+        self._reset_election_deadline()
+        index = install.index
+        if index <= self.commit_index:
+            acknowledged = self.commit_index
+        elif index <= self.last_index and self._term_if_known(index) == install.snapshot_term:
+            # The entry is committed (a snapshot holds only committed
+            # entries), and by log matching so is everything before it.
+            acknowledged = self.commit_index = index
+        else:
+            point = SnapshotPoint(index, install.snapshot_term)
+            self._log = []
+            self._first = index + 1
+            self._snapshot = point
+            self._boundary_term = point.term
+            self.commit_index = self.applied = index
+            self.durable_index = min(self.durable_index, index)
+            self._unstable_from = index + 1
+            # The log storage is reset, so nothing older is left to drop.
+            self._truncate_from = None
+            self._install = point
+            acknowledged = index
+        self._send(sender, AppendEntriesResponse(self.term, True, acknowledged), after_persist=True)
 
     def _send(self, to: int, body: Body, after_persist: bool = False) -> None:
         message = Message(self.node_id, to, body)
@@ -717,6 +973,27 @@ class RaftCore:
 
     def _send_append(self, peer: int, heartbeat: bool = False) -> None:
         progress = self._progress[peer]
+        prev_index = progress.next_index - 1
+        prev_term = None if progress.state is _ProgressState.SNAPSHOT else self._term_if_known(prev_index)
+        if prev_term is None:
+            # The follower needs an entry that was compacted away: offer the
+            # snapshot, paced like a probe (after a failed transfer, at the
+            # next heartbeat).
+            if progress.state is _ProgressState.REPLICATE or (
+                progress.state is _ProgressState.PROBE and not progress.probe_sent
+            ):
+                self._offer_snapshot(peer, progress)
+            # Only heartbeats go meanwhile, anchored at a snapshot (which is
+            # committed): they keep the follower from campaigning and count
+            # for reads, and once it holds the snapshot its success ends the
+            # transfer state even if its first acknowledgement was lost.
+            if heartbeat:
+                anchor = progress.pending_snapshot if progress.state is _ProgressState.SNAPSHOT else self._snapshot
+                self._send(
+                    peer,
+                    AppendEntries(self.term, anchor.index, anchor.term, (), self.commit_index, self._round),
+                )
+            return
         entries: tuple[EntryTuple, ...] = ()
         can_send_entries = (
             progress.state is _ProgressState.PROBE and not progress.probe_sent
@@ -728,17 +1005,16 @@ class RaftCore:
                 # past it (see _handle_unsendable).
                 index = progress.next_index
                 if self._stuck.get(peer, (0, 0))[0] != index:
-                    self._stuck[peer] = (index, self._entry_size(self._log[index - 1][2]))
+                    self._stuck[peer] = (index, self._entry_size(self._log[index - self._first][2]))
                     self._stuck_unreported.append(peer)
         if not entries and not heartbeat:
             return
-        prev_index = progress.next_index - 1
         self._send(
             peer,
             AppendEntries(
                 term=self.term,
                 prev_log_index=prev_index,
-                prev_log_term=self.term_at(prev_index),
+                prev_log_term=prev_term,
                 entries=entries,
                 leader_commit=self.commit_index,
                 round=self._round,
@@ -766,7 +1042,7 @@ class RaftCore:
         end = min(self.last_index, start + self.config.max_append_entries - 1)
         result: list[EntryTuple] = []
         total = 0
-        for entry in self._log[start - 1 : end]:
+        for entry in self._log[start - self._first : end - self._first + 1]:
             total += entry_size(entry[2])
             if total > hard_limit or (total > budget and result):
                 break
@@ -855,6 +1131,10 @@ class RaftCore:
                 progress.match_index = response.index
                 if progress.state is _ProgressState.PROBE:
                     progress.become_replicate()
+                elif progress.state is _ProgressState.SNAPSHOT:
+                    # At or past the snapshot offered, the follower holds it.
+                    if response.index >= progress.pending_snapshot.index:
+                        progress.become_replicate()
                 elif progress.next_index <= response.index:
                     progress.next_index = response.index + 1
                 self._maybe_commit()
@@ -866,6 +1146,8 @@ class RaftCore:
             # we are waiting for, or of an index already known to match.
             if response.index <= progress.match_index:
                 pass
+            elif progress.state is _ProgressState.SNAPSHOT:
+                pass  # a heartbeat's, while the follower waits for the snapshot
             elif progress.state is _ProgressState.PROBE and response.index != progress.next_index - 1:
                 pass
             else:
@@ -880,11 +1162,17 @@ class RaftCore:
         self._confirm_reads()
 
     def _last_index_of_term(self, term: int, at_or_below: int) -> int:
-        """The last index at or below C{at_or_below} holding C{term}, or 0.
+        """The last index at or below C{at_or_below} holding C{term}, or 0
+        (also when that entry was compacted away and its term not kept).
         Terms never decrease along the log, so this is a binary search: a
         scan would stall the reactor on a log of millions of entries."""
-        index = bisect.bisect_right(self._log, term, hi=min(at_or_below, self.last_index), key=_term_of)
-        if index > 0 and self.term_at(index) == term:
+        first = self._first
+        high = min(at_or_below, self.last_index) - first + 1
+        position = bisect.bisect_right(self._log, term, hi=high, key=_term_of) if high > 0 else 0
+        # position - 1 is the last held entry with a term <= term; before
+        # the held log, only the boundary entry's term may be known.
+        index = first + position - 1
+        if index >= 0 and index <= at_or_below and self._term_if_known(index) == term:
             return index
         return 0
 
@@ -912,7 +1200,7 @@ class RaftCore:
                     self._become_follower(body.term, None)
             elif isinstance(body, RequestVoteResponse) and body.pre_vote and body.granted:
                 pass  # a granted pre-vote echoes the term we asked about
-            elif isinstance(body, AppendEntries):
+            elif isinstance(body, (AppendEntries, InstallSnapshot)):
                 self._become_follower(body.term, sender)
             else:
                 self._become_follower(body.term, None)
@@ -920,6 +1208,8 @@ class RaftCore:
             # A stale leader or candidate learns the current term from us.
             if isinstance(body, AppendEntries):
                 self._send(sender, AppendEntriesResponse(self.term, False, body.prev_log_index))
+            elif isinstance(body, InstallSnapshot):
+                self._send(sender, AppendEntriesResponse(self.term, False, body.index))
             elif isinstance(body, RequestVote):
                 self._send(sender, RequestVoteResponse(self.term, False, body.pre_vote))
             elif isinstance(body, ReadIndexRequest):
@@ -940,6 +1230,8 @@ class RaftCore:
                 self._leader_read(_PendingRead(sender, body.request_id, 0))
             else:
                 self._send(sender, ReadIndexResponse(self.term, body.request_id, None))
+        elif isinstance(body, InstallSnapshot):
+            self._handle_install_snapshot(sender, body)
         elif isinstance(body, ReadIndexResponse):
             # A change of term fails every forwarded read, so this answer is
             # from this term's leader; the id names one read of this
@@ -968,18 +1260,28 @@ class RaftCore:
             self._resend_forwarded_reads(sender)
 
         prev = append.prev_log_index
-        if prev > self.last_index:
+        entries = append.entries
+        last_new = prev + len(entries)
+        snapshot_index = self._snapshot.index
+        if prev < snapshot_index:
+            # Everything through the snapshot is committed, so it matches
+            # the log of any leader of this term (and the term of prev may
+            # be compacted away): only the entries after it need checking.
+            entries = entries[snapshot_index - prev :]
+            prev = snapshot_index
+        elif prev > self.last_index:
             self._send(
                 sender,
                 AppendEntriesResponse(self.term, False, prev, self.last_index + 1, 0, append.round),
                 after_persist=True,
             )
             return
-        if self.term_at(prev) != append.prev_log_term:
+        elif self.term_at(prev) != append.prev_log_term:
             conflict_term = self.term_at(prev)
-            # The first index of the conflicting term (binary search: terms
-            # never decrease along the log).
-            first = bisect.bisect_left(self._log, conflict_term, hi=prev, key=_term_of) + 1
+            # The first index held of the conflicting term (binary search:
+            # terms never decrease along the log).  prev is at or past the
+            # snapshot index, so hi is never negative.
+            first = bisect.bisect_left(self._log, conflict_term, hi=prev - self._first + 1, key=_term_of) + self._first
             self._send(
                 sender,
                 AppendEntriesResponse(self.term, False, prev, first, conflict_term, append.round),
@@ -988,17 +1290,20 @@ class RaftCore:
             return
 
         new_entries: Sequence[EntryTuple] = ()
-        for offset, (index, term, _) in enumerate(append.entries):
-            if index > self.last_index:
-                new_entries = append.entries[offset:]
+        log = self._log
+        first_held = self._first
+        last_index = self.last_index
+        for offset, (index, term, _) in enumerate(entries):
+            if index > last_index:
+                new_entries = entries[offset:]
                 break
-            if self.term_at(index) != term:
+            # index > prev >= the snapshot index >= first_held - 1: held.
+            if log[index - first_held][1] != term:
                 self._truncate(index)
-                new_entries = append.entries[offset:]
+                new_entries = entries[offset:]
                 break
         if new_entries:
             self._append(new_entries)
-        last_new = prev + len(append.entries)
         if append.leader_commit > self.commit_index:
             self.commit_index = max(self.commit_index, min(append.leader_commit, last_new))
         # The acknowledgement claims everything through last_new is stored,

@@ -121,6 +121,24 @@ class ReadIndexResponse:
     index: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class InstallSnapshot:
+    """
+    The leader's snapshot through C{index}, whose entry had C{snapshot_term}
+    (log compaction, Raft paper section 7).  The core never sends the
+    snapshot itself: a leader's core emits this body to ask its node to
+    transfer the snapshot file to a follower whose next entry was compacted
+    away, and a follower's node steps it into its core only once the whole
+    file is received and verified on disk.  It is a local message between a
+    node and its core, so it is not one of the L{MESSAGE_TYPES} a peer may
+    send; its dictionary form exists for validation and inspection.
+    """
+
+    term: int
+    index: int
+    snapshot_term: int
+
+
 #: The most data one L{SnapshotChunk} may carry: the 1 MiB chunks a sender
 #: reads, plus slack for a sender configured with slightly larger ones.  A
 #: receiver refuses more, so a peer cannot make it hold a message of
@@ -180,6 +198,7 @@ Body = Union[
     AppendEntriesResponse,
     ReadIndexRequest,
     ReadIndexResponse,
+    InstallSnapshot,
     SnapshotChunk,
     SnapshotChunkResponse,
 ]
@@ -206,13 +225,19 @@ _TYPE_NAMES: dict[type, str] = {
     AppendEntriesResponse: "append_resp",
     ReadIndexRequest: "read",
     ReadIndexResponse: "read_resp",
+    InstallSnapshot: "install_snapshot",
 }
 
-#: The C{type} names L{from_dict} knows.  The peer protocol checks a
-#: message's type against them before validating it, so that a type this
-#: node does not know can be told apart (and skipped when its sender marked
-#: it optional) from a malformed message of a known type.
-MESSAGE_TYPES: frozenset[str] = frozenset(_TYPE_NAMES.values())
+#: The C{type} names L{from_dict} knows but a peer never sends: a node and
+#: its core exchange them (see L{InstallSnapshot}).
+LOCAL_TYPES: frozenset[str] = frozenset({"install_snapshot"})
+
+#: The C{type} names a peer may send (every type L{from_dict} knows except
+#: the L{LOCAL_TYPES}).  The peer protocol checks a message's type against
+#: them before validating it, so that a type this node does not know can be
+#: told apart (and skipped when its sender marked it optional) from a
+#: malformed message of a known type.
+MESSAGE_TYPES: frozenset[str] = frozenset(_TYPE_NAMES.values()) - LOCAL_TYPES
 
 
 def to_dict(message: Message) -> dict[str, Any]:
@@ -251,6 +276,9 @@ def to_dict(message: Message) -> dict[str, Any]:
     elif isinstance(body, ReadIndexResponse):
         out["id"] = body.request_id
         out["index"] = body.index
+    elif isinstance(body, InstallSnapshot):
+        out["index"] = body.index
+        out["snapshot_term"] = body.snapshot_term
     return out
 
 
@@ -371,6 +399,11 @@ def from_dict(d: Any) -> Message:
         if index is not None:
             index = _int(d, "index")
         body = ReadIndexResponse(term=term, request_id=_int(d, "id"), index=index)
+    elif kind == "install_snapshot":
+        snapshot_term = _int(d, "snapshot_term")
+        if snapshot_term > term:
+            raise MalformedMessage(f"snapshot term {snapshot_term} is above the sender's term {term}")
+        body = InstallSnapshot(term=term, index=_int(d, "index"), snapshot_term=snapshot_term)
     else:
         raise MalformedMessage(f"unknown message type {kind!r}")
     return Message(sender=sender, receiver=receiver, body=body)
