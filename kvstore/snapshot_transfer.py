@@ -54,6 +54,7 @@ from twisted.python.failure import Failure
 from kvstore.raft.messages import (
     MAX_SNAPSHOT_CHUNK_BYTES,
     AppendEntriesResponse,
+    InstallSnapshot,
     MalformedMessage,
     Message,
     SnapshotChunk,
@@ -888,8 +889,9 @@ class TransferRouter:
 
     The node calls:
       - L{offer} with each outgoing C{InstallSnapshot} message the core
-        emits (instead of sending it): it starts a sender for that
-        follower, replacing one for another snapshot or term;
+        emits, instead of sending it (it returns C{False} for any other
+        message): it starts a sender for that follower, replacing one for
+        another snapshot or term;
       - L{receive} with each incoming message before stepping the core: it
         takes L{SnapshotChunk} and L{SnapshotChunkResponse} (returns
         C{True}: do not step the core with them) and watches
@@ -940,11 +942,17 @@ class TransferRouter:
             run_in_thread=run_in_thread, idle_timeout=idle_timeout,
         )
 
-    def offer(self, message: Message) -> None:
-        """The core's C{InstallSnapshot} for C{message.receiver}: send that
-        snapshot (its body names C{term}, C{index}, C{snapshot_term})."""
-        body: Any = message.body
+    def offer(self, message: Message) -> bool:
+        """
+        If C{message} is the core's C{InstallSnapshot} for a follower, send
+        that follower the snapshot it names and return C{True} (the message
+        itself must not go on the wire); otherwise return C{False}.
+        """
+        body = message.body
+        if not isinstance(body, InstallSnapshot):
+            return False
         self.send_snapshot(message.receiver, body.term, body.index, body.snapshot_term)
+        return True
 
     def send_snapshot(self, follower: int, term: int, index: int, snapshot_term: int) -> None:
         """Send the snapshot at C{index}/C{snapshot_term} to C{follower} for

@@ -11,11 +11,17 @@ exactly once.
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.raft.messages import AppendEntriesResponse, Message, SnapshotChunk, SnapshotChunkResponse
+from kvstore.raft.messages import (
+    AppendEntriesResponse,
+    InstallSnapshot,
+    Message,
+    SnapshotChunk,
+    SnapshotChunkResponse,
+)
 from kvstore.snapshot_transfer import DEFAULT_WINDOW, SnapshotSender
 from kvstore.storage.snapshots import snapshot_name
 from kvstore.testing.runners import ManualRunner
@@ -294,6 +300,17 @@ class GiveUpTests(SynchronousTestCase):
 class RouterTests(SynchronousTestCase):
     """The router starts, replaces and stops senders, and tells the node once."""
 
+    def test_offer_takes_only_install_snapshot(self) -> None:
+        """offer() starts a transfer for the core's InstallSnapshot (True: not
+        for the wire) and leaves every other message alone (False)."""
+        pair = Pair(20_000)
+        self.assertFalse(pair.leader.offer(Message(LEADER, FOLLOWER, AppendEntriesResponse(TERM, True, 1))))
+        self.assertEqual(pair.leader.senders, {})
+        self.assertTrue(pair.leader.offer(Message(LEADER, FOLLOWER, InstallSnapshot(TERM, 50, 2))))
+        sender = pair.leader.senders[FOLLOWER]
+        self.assertEqual((sender.follower, sender.term, sender.index, sender.snapshot_term), (FOLLOWER, TERM, 50, 2))
+        self.assertEqual(len(pair.network.chunks_sent()), 4)
+
     def test_same_offer_again_keeps_the_transfer(self) -> None:
         """The core repeating its offer does not restart the transfer."""
         pair = Pair(20_000)
@@ -364,7 +381,7 @@ class RouterTests(SynchronousTestCase):
                         send=lambda m: None, clock=pair.clock, **options,  # type: ignore[arg-type]
                     )
 
-    def test_runner_result_used_for_reads(self) -> None:
+    def test_run_now_fails_its_deferred(self) -> None:
         """run_now fails its Deferred (not the caller) when the job raises."""
         from kvstore.snapshot_transfer import run_now
 
@@ -376,4 +393,3 @@ class RouterTests(SynchronousTestCase):
         d.addErrback(failures.append)
         self.assertEqual(len(failures), 1)
         self.assertEqual(self.successResultOf(run_now(lambda: 5)), 5)
-        self.assertIsNone(self.successResultOf(succeed(None)))
