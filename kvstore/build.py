@@ -29,8 +29,11 @@ from kvstore.node import LogStorage, Node, PeerSender
 from kvstore.protocols.peer import encoded_entry_bytes
 from kvstore.raft.config import RaftConfig
 from kvstore.raft.core import HardState, RaftCore
+from kvstore.snapshot_transfer import attach_transfers, run_now
 from kvstore.statemachine import KeyValueStateMachine
 from kvstore.storage import MetadataRecord
+from kvstore.storage.snapshots import SnapshotStore
+from kvstore.storage.wal import ThreadRunner
 
 __all__ = ["HardStateStore", "RecoverableLog", "StoredMetadata", "build_node"]
 
@@ -90,6 +93,8 @@ def build_node(
     extra_status: Callable[[], dict[str, object]] = dict,
     plants: frozenset[str] = frozenset(),
     read_id_rng: random.Random | None = None,
+    transfer_store: SnapshotStore | None = None,
+    transfer_runner: ThreadRunner = run_now,
 ) -> Node:
     """
     Wire a node from its adapters; it does nothing until C{start()}.
@@ -113,6 +118,10 @@ def build_node(
     @param read_id_rng: where the random start of this boot's read request
         ids comes from (the operating system's by default; the simulator
         passes a seeded one so that a run replays).
+    @param transfer_store: the snapshot directory InstallSnapshot sends
+        from and receives into; with it the node gets a
+        L{kvstore.snapshot_transfer.TransferRouter} (chunks through
+        C{peers}, file work through C{transfer_runner}).
     """
     hard_state_store = HardStateStore(metadata, cluster_id)
     core = RaftCore(
@@ -126,7 +135,7 @@ def build_node(
         # AppendEntries exceeds the message limit a follower enforces.
         entry_size=encoded_entry_bytes,
     )
-    return Node(
+    node = Node(
         core,
         log,
         hard_state_store,
@@ -141,3 +150,6 @@ def build_node(
         plants=plants,
         rng=read_id_rng,
     )
+    if transfer_store is not None:
+        attach_transfers(node, transfer_store, peers, clock, run_in_thread=transfer_runner)
+    return node

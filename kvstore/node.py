@@ -141,6 +141,18 @@ class PeerSender(Protocol):
     def send(self, message: Message) -> None: ...
 
 
+class TransferHooks(Protocol):
+    """The snapshot transfer as the node sees it (a
+    L{kvstore.snapshot_transfer.TransferRouter}, attached by
+    L{kvstore.snapshot_transfer.attach_transfers})."""
+
+    def offer(self, message: Message) -> bool: ...
+
+    def receive(self, message: Message) -> bool: ...
+
+    def stop(self) -> None: ...
+
+
 @dataclass
 class _PendingWrite:
     term: int
@@ -219,6 +231,10 @@ class Node:
         self._stopped = False
         self._failed = False
         self._failed_reason = ""
+        #: Takes the core's InstallSnapshot messages (they name a file to
+        #: send, they do not go on the wire) and the snapshot chunks and
+        #: their answers, which the core never sees.
+        self.transfers: TransferHooks | None = None
 
     # ------------------------------------------------------------------
     # Lifecycle
@@ -242,6 +258,8 @@ class Node:
                 call.cancel()
         self._fail_writes("the node is shutting down")
         self._fail_reads("the node is shutting down")
+        if self.transfers is not None:
+            self.transfers.stop()
         if trace.ENABLED:
             trace.save()
 
@@ -359,6 +377,8 @@ class Node:
         if trace.ENABLED:
             _trace_received(message)
         try:
+            if self.transfers is not None and self.transfers.receive(message):
+                return  # the snapshot transfer's own message
             self.core.step(message)
         except Exception:
             # The protocol layer has rejected malformed messages, so this is
@@ -422,7 +442,10 @@ class Node:
         if ready.needs_persist() or ready.messages_after_persist:
             with _failures_of_storage():
                 synced = self._wal.sync()
+        transfers = self.transfers
         for message in ready.messages:
+            if transfers is not None and transfers.offer(message):
+                continue
             self._peers.send(message)
         if synced is not None:
             self._after_durable(ready, synced)

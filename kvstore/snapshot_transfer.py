@@ -51,6 +51,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from kvstore.node import Node, PeerSender
+from kvstore.raft.core import Role
 from kvstore.raft.messages import (
     MAX_SNAPSHOT_CHUNK_BYTES,
     AppendEntriesResponse,
@@ -74,6 +76,7 @@ __all__ = [
     "SnapshotSender",
     "SnapshotReceiver",
     "TransferRouter",
+    "attach_transfers",
     "run_now",
 ]
 
@@ -170,10 +173,12 @@ class SnapshotSender:
     Create one per follower being sent to, and L{start} it.  Feed it the
     follower's L{SnapshotChunkResponse}s (L{receive_response}) and, when
     the core acknowledges the snapshot, L{complete}.  It ends exactly once,
-    calling C{on_finish(sender, ok)}: C{ok} when the follower has the
-    snapshot, not when it gave up (timeouts, a file it cannot read, a
+    calling C{on_finish(sender, ok)}: C{ok} True when the follower has the
+    snapshot, False when it gave up (timeouts, a file it cannot read, a
     follower that refuses the whole file again and again, or
-    L{unsendable}).  L{cancel} ends it without calling C{on_finish}.
+    L{unsendable}), C{None} when it found that this node no longer leads in
+    its term (C{still_leading()} is false: nobody is left to tell).
+    L{cancel} ends it without calling C{on_finish}.
 
     @ivar name: the file's name; protect it from pruning until the sender
         has finished (L{TransferRouter.protected} does).
@@ -196,7 +201,8 @@ class SnapshotSender:
         snapshot_term: int,
         send: Callable[[Message], None],
         clock: IReactorTime,
-        on_finish: Callable[["SnapshotSender", bool], None] = lambda sender, ok: None,
+        on_finish: Callable[["SnapshotSender", bool | None], None] = lambda sender, ok: None,
+        still_leading: Callable[[], bool] = lambda: True,
         run_in_thread: ThreadRunner = run_now,
         window: int = DEFAULT_WINDOW,
         chunk_bytes: int = CHUNK_SIZE,
@@ -218,6 +224,7 @@ class SnapshotSender:
         self._send = send
         self._clock = clock
         self._on_finish = on_finish
+        self._still_leading = still_leading
         self._jobs = _Jobs(run_in_thread)
         self._window = window
         self._chunk_bytes = chunk_bytes
@@ -298,12 +305,17 @@ class SnapshotSender:
         older peer protocol version): give up at once."""
         self._finish(False, "the follower's peer protocol version cannot carry snapshot chunks")
 
-    def _finish(self, ok: bool, why: str) -> None:
+    def _finish(self, ok: bool | None, why: str) -> None:
         if self.finished:
             return
         self._end()
         self.ok = ok
-        if ok:
+        if ok is None:
+            self.log.info(
+                "stopped sending snapshot {name} to node {follower}: {why}",
+                name=self.name, follower=self.follower, why=why,
+            )
+        elif ok:
             self.log.info(
                 "snapshot {name} sent to node {follower} ({why}; {chunks} chunks, {retransmitted} sent again)",
                 name=self.name, follower=self.follower, why=why, chunks=self.stats["chunks"],
@@ -422,9 +434,17 @@ class SnapshotSender:
         else:
             self._timer = self._clock.callLater(self._timeout, self._timed_out)
 
+    def _leading(self) -> bool:
+        """Whether this node still leads in the transfer's term; if not,
+        end without an outcome (the chunks would only be refused)."""
+        if self._still_leading():
+            return True
+        self._finish(None, f"this node no longer leads in term {self.term}")
+        return False
+
     def _timed_out(self) -> None:
         self._timer = None
-        if self.finished:
+        if self.finished or not self._leading():
             return
         assert self.size is not None
         if self._acked == self.size:
@@ -460,6 +480,8 @@ class SnapshotSender:
     def receive_response(self, body: SnapshotChunkResponse) -> None:
         """The follower answered a chunk (answers of other transfers are ignored)."""
         if self.finished or body.term != self.term or body.index != self.index or self.size is None:
+            return
+        if not self._leading():
             return
         if body.done:
             self._finish(True, "the follower installed it")
@@ -903,7 +925,11 @@ class TransferRouter:
     It calls C{report(follower, ok)} when a transfer ends (the node calls
     C{core.report_snapshot(follower, ok)}) and, through the receiver,
     C{installed(leader, term, index, snapshot_term)} when a snapshot has
-    arrived (the node steps the core with it).
+    arrived (the node steps the core with it).  C{protect(name)} and
+    C{release(name)} bracket each transfer's use of a file (the node's
+    pruning spares protected files), and a sender whose
+    C{leading(term)} turns false ends quietly.  L{attach_transfers} wires
+    all of this to a node.
     """
 
     log = Logger()
@@ -919,6 +945,9 @@ class TransferRouter:
         installed: Callable[[int, int, int, int], "Deferred[Any] | None"],
         report: Callable[[int, bool], None],
         run_in_thread: ThreadRunner = run_now,
+        leading: Callable[[int], bool] = lambda term: True,
+        protect: Callable[[str], None] = lambda name: None,
+        release: Callable[[str], None] = lambda name: None,
         window: int = DEFAULT_WINDOW,
         chunk_bytes: int = CHUNK_SIZE,
         timeout: float = DEFAULT_TIMEOUT,
@@ -932,6 +961,9 @@ class TransferRouter:
         self._clock = clock
         self._report = report
         self._run_in_thread = run_in_thread
+        self._leading = leading
+        self._protect = protect
+        self._release = release
         self._sender_options: dict[str, Any] = dict(
             window=window, chunk_bytes=chunk_bytes, timeout=timeout, max_retries=max_retries,
             completion_timeout=completion_timeout,
@@ -965,19 +997,28 @@ class TransferRouter:
                 "a new offer of snapshot {new} to node {follower} replaces the transfer of {old}",
                 new=snapshot_name(index, snapshot_term), follower=follower, old=current.name,
             )
-            del self.senders[follower]
+            self._remove(current)
             current.cancel()
         sender = SnapshotSender(
             self._store, leader=self._node_id, follower=follower, term=term, index=index,
             snapshot_term=snapshot_term, send=self._send, clock=self._clock, on_finish=self._finished,
-            run_in_thread=self._run_in_thread, **self._sender_options,
+            still_leading=lambda: self._leading(term), run_in_thread=self._run_in_thread, **self._sender_options,
         )
         self.senders[follower] = sender
+        self._protect(sender.name)
         sender.start()
 
-    def _finished(self, sender: SnapshotSender, ok: bool) -> None:
-        if self.senders.get(sender.follower) is sender:
-            del self.senders[sender.follower]
+    def _remove(self, sender: SnapshotSender) -> bool:
+        """Forget C{sender} if it is the current one for its follower, and
+        unprotect its file."""
+        if self.senders.get(sender.follower) is not sender:
+            return False
+        del self.senders[sender.follower]
+        self._release(sender.name)
+        return True
+
+    def _finished(self, sender: SnapshotSender, ok: bool | None) -> None:
+        if self._remove(sender) and ok is not None:
             self._report(sender.follower, ok)
 
     def receive(self, message: Message) -> bool:
@@ -1016,11 +1057,70 @@ class TransferRouter:
     def stop_sending(self) -> None:
         """End every transfer this node is sending, without reports (it no
         longer leads; its core has forgotten its followers' progress)."""
-        senders, self.senders = self.senders, {}
-        for sender in senders.values():
+        for sender in list(self.senders.values()):
+            self._remove(sender)
             sender.cancel()
 
     def stop(self) -> None:
         """End everything (the node stops)."""
         self.stop_sending()
         self.receiver.stop()
+
+
+def attach_transfers(
+    node: Node,
+    store: SnapshotStore,
+    peers: PeerSender,
+    clock: IReactorTime,
+    *,
+    run_in_thread: ThreadRunner = run_now,
+    protect: Callable[[str], None] = lambda name: None,
+    release: Callable[[str], None] = lambda name: None,
+    **options: Any,
+) -> TransferRouter:
+    """
+    Give C{node} a L{TransferRouter} over C{store} and return it: the
+    node's core emits C{InstallSnapshot}s and reads its leader and term;
+    chunks go out through C{peers} (the node's own peer sender); an
+    arrived snapshot is stepped into the core, through the node's
+    C{step_installed_snapshot} hook if it has one (it may return a
+    Deferred, see L{SnapshotReceiver}), else as an C{InstallSnapshot}
+    message from the leader; each transfer's end is reported with
+    C{core.report_snapshot}.  If C{peers} has an C{unsendable} observer
+    list (L{kvstore.protocols.peer_links.PeerLinks}), the router joins it,
+    so a follower of an older protocol version fails its transfer at once.
+    C{options} are L{TransferRouter}'s tuning keywords.
+    """
+    core = node.core
+
+    def installed(leader: int, term: int, index: int, snapshot_term: int) -> "Deferred[Any] | None":
+        hook = getattr(node, "step_installed_snapshot", None)
+        if hook is not None:
+            result: Deferred[Any] | None = hook(leader, term, index, snapshot_term)
+            return result
+        node.receive(Message(leader, core.node_id, InstallSnapshot(term, index, snapshot_term)))
+        return None
+
+    def report(follower: int, ok: bool) -> None:
+        core.report_snapshot(follower, ok)
+        node.wake()
+
+    router = TransferRouter(
+        store,
+        node_id=core.node_id,
+        send=peers.send,
+        clock=clock,
+        current_leader=lambda: (core.leader_id, core.term),
+        installed=installed,
+        report=report,
+        run_in_thread=run_in_thread,
+        leading=lambda term: core.role is Role.LEADER and core.term == term,
+        protect=protect,
+        release=release,
+        **options,
+    )
+    node.transfers = router
+    observers = getattr(peers, "unsendable", None)
+    if isinstance(observers, list):
+        observers.append(router.unsendable)
+    return router

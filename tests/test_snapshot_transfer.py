@@ -352,6 +352,39 @@ class RouterTests(SynchronousTestCase):
         self.assertEqual(pair.leader.protected(), frozenset())
         self.assertEqual(pair.reports, [(FOLLOWER, True)])
 
+    def test_protect_and_release_hooks_bracket_each_transfer(self) -> None:
+        """The node's protect/release hooks are called once each per
+        transfer: at its start, and when it ends, is replaced or stopped."""
+        calls: list[tuple[str, str]] = []
+        pair = Pair(protect=lambda n: calls.append(("protect", n)), release=lambda n: calls.append(("release", n)))
+        name = snapshot_name(50, 2)
+        pair.offer()
+        self.assertEqual(calls, [("protect", name)])
+        with capturedLogs():
+            pair.offer(term=TERM + 1)
+        self.assertEqual(calls, [("protect", name), ("release", name), ("protect", name)])
+        pair.leader.stop_sending()
+        self.assertEqual(calls[-1], ("release", name))
+        pair.offer(term=TERM + 2)
+        pair.network.lose = lambda m: True
+        with capturedLogs():
+            pair.clock.pump([2.0] * 10)
+        self.assertEqual(pair.reports, [(FOLLOWER, False)])
+        self.assertEqual([c[0] for c in calls], ["protect", "release"] * 3)
+
+    def test_sender_of_a_node_that_no_longer_leads_ends_quietly(self) -> None:
+        """When leading(term) turns false, the sender ends at its next timer
+        or answer, without a report, and releases its file."""
+        leading = [True]
+        pair = Pair(leading=lambda term: leading[0])
+        pair.offer()
+        leading[0] = False
+        with capturedLogs():
+            pair.deliver_all()
+        self.assertEqual(pair.leader.senders, {})
+        self.assertEqual(pair.reports, [])
+        self.assertEqual(pair.leader.protected(), frozenset())
+
     def test_chunk_messages_never_reach_the_core(self) -> None:
         """receive() takes chunks and answers (True) and lets every other message through (False)."""
         pair = Pair()
