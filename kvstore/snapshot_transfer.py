@@ -953,6 +953,7 @@ class TransferRouter:
         timeout: float = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         completion_timeout: float = DEFAULT_COMPLETION_TIMEOUT,
+        max_restarts: int = DEFAULT_MAX_RESTARTS,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
         self._store = store
@@ -966,7 +967,7 @@ class TransferRouter:
         self._release = release
         self._sender_options: dict[str, Any] = dict(
             window=window, chunk_bytes=chunk_bytes, timeout=timeout, max_retries=max_retries,
-            completion_timeout=completion_timeout,
+            completion_timeout=completion_timeout, max_restarts=max_restarts,
         )
         self.senders: dict[int, SnapshotSender] = {}
         self.receiver = SnapshotReceiver(

@@ -117,9 +117,12 @@ class Pair:
     def run(self, seconds: float = 600.0, step: float = 0.1, rng: random.Random | None = None) -> None:
         """Deliver everything (in a random order with C{rng}) and advance
         the clock until nothing is left to do or C{seconds} have passed."""
-        waited = 0.0
+        waited, budget = 0.0, 100_000
         while waited < seconds:
             while self.network.queue:
+                budget -= 1
+                if budget < 0:
+                    raise AssertionError("the network never went quiet")
                 self.deliver_one(rng.randrange(len(self.network.queue)) if rng else 0)
             if not self.leader.senders and self.follower.receiver.in_progress is None and not self.network.queue:
                 return

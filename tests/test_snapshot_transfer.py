@@ -117,6 +117,7 @@ class WholeTransferTests(SynchronousTestCase):
         for _ in range(1000):
             if not runner.jobs and not pair.network.queue:
                 break
+            self.assertLessEqual(len(runner.jobs), 2)  # one per side at most
             if runner.jobs:
                 runner.release()
             pair.deliver_all()
@@ -261,6 +262,45 @@ class GiveUpTests(SynchronousTestCase):
         self.assertGreater(pair.clock.seconds(), 10 * 2.0)
         self.assertEqual(len(pair.installs), 1)
         self.assertNotIn((FOLLOWER, False), pair.reports)
+
+    def test_retries_count_only_timeouts_in_a_row(self) -> None:
+        """Two losses far apart, each repaired by one timeout, do not add up
+        to a give-up when only one timeout in a row is allowed."""
+        pair = Pair(10_000, timeout=2.0, max_retries=1, window=1)
+        lost: set[int] = set()
+
+        def lose(message: Message) -> bool:
+            body = message.body
+            if isinstance(body, SnapshotChunk) and body.offset in (0, 5 * CHUNK) and body.offset not in lost:
+                lost.add(body.offset)
+                return True
+            return False
+
+        pair.network.lose = lose
+        pair.offer()
+        with capturedLogs():
+            pair.run(step=1.0)
+        self.assertEqual(lost, {0, 5 * CHUNK})
+        self.assertEqual(len(pair.installs), 1)
+        self.assertNotIn((FOLLOWER, False), pair.reports)
+
+    def test_file_refused_whole_again_and_again_is_given_up(self) -> None:
+        """A leader file that fails the follower's checksum every time is
+        sent 1 + max_restarts times, then the transfer fails; the follower
+        keeps nothing."""
+        pair = Pair(10_000, max_restarts=2)
+        fs, path = pair.leader_fs, pair.info.path
+        fd = fs.open_rw(path)
+        fs.pwrite_all(fd, b"\x00" if fs.pread(fd, 1, 5000) != b"\x00" else b"\x01", 5000)
+        fs.close(fd)
+        pair.offer()
+        with capturedLogs() as events:
+            pair.run()
+        self.assertEqual(pair.reports, [(FOLLOWER, False)])
+        self.assertEqual(pair.installs, [])
+        self.assertEqual(pair.follower_files(), [])
+        self.assertEqual(sum("checksum mismatch" in formatEvent(e) for e in events), 3)
+        self.assertTrue(any("refused the whole file 3 times" in formatEvent(e) for e in events))
 
     def test_missing_file_fails_at_once(self) -> None:
         """An offer of a snapshot the leader does not have fails with a warning."""
