@@ -26,7 +26,8 @@ leaves the link free for the AppendEntries of the other followers.  Loss is
 repaired by going back to the first unacknowledged chunk, at once when the
 follower refuses a chunk that skipped ahead, or after C{timeout} seconds
 without progress; after C{max_retries} such timeouts in a row the sender
-gives up and the core offers again later.  Since the follower always says
+gives up and the core offers again later (the router starts a transfer to a
+follower whose transfers keep failing 1 s later, doubling up to 30 s).  Since the follower always says
 where it is, an interrupted transfer of the same snapshot resumes where the
 follower got to, and one the follower lost (it restarted) starts over.
 
@@ -98,6 +99,13 @@ DEFAULT_MAX_RESTARTS = 2
 #: Seconds a receiver keeps an unfinished transfer without a new chunk
 #: before it removes the partial file.
 DEFAULT_IDLE_TIMEOUT = 30.0
+#: Seconds a leader waits before sending a snapshot to a follower again
+#: after a failed transfer, doubling with each failure in a row up to
+#: L{MAX_RETRY_BACKOFF}: the core offers again at its next heartbeat, and a
+#: follower that cannot take the file (an older protocol version, a missing
+#: file) must not cost a file open and a warning every heartbeat.
+RETRY_BACKOFF = 1.0
+MAX_RETRY_BACKOFF = 30.0
 #: Chunks a receiver accepts ahead of its writes (a sender with a larger
 #: window than this is refused the excess, and goes back).
 MAX_QUEUED_CHUNKS = 16
@@ -253,6 +261,7 @@ class SnapshotSender:
         self._refused_at: int | None = None  # the follower's position in its latest refusal
         self._all_acked_at: float | None = None
         self._probing = False
+        self._start_call: IDelayedCall | None = None
 
     def __repr__(self) -> str:
         return (
@@ -262,8 +271,15 @@ class SnapshotSender:
 
     # -- lifecycle -------------------------------------------------------
 
-    def start(self) -> None:
-        """Open the file (in the runner) and begin sending."""
+    def start(self, delay: float = 0.0) -> None:
+        """Open the file (in the runner) and begin sending, after C{delay}
+        seconds if given (the file is protected meanwhile)."""
+        if delay > 0:
+            self._start_call = self._clock.callLater(delay, self.start)
+            return
+        self._start_call = None
+        if self.finished:
+            return
         self._jobs(self._file_size).addCallbacks(self._opened, self._open_failed)
 
     def _file_size(self) -> int:
@@ -332,6 +348,9 @@ class SnapshotSender:
         if self.finished:
             return
         self.finished = True
+        if self._start_call is not None and self._start_call.active():
+            self._start_call.cancel()
+        self._start_call = None
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -970,6 +989,8 @@ class TransferRouter:
             completion_timeout=completion_timeout, max_restarts=max_restarts,
         )
         self.senders: dict[int, SnapshotSender] = {}
+        #: Failed transfers in a row, per follower (see L{RETRY_BACKOFF}).
+        self.failures: dict[int, int] = {}
         self.receiver = SnapshotReceiver(
             store, node_id=node_id, send=send, clock=clock, current_leader=current_leader, installed=installed,
             run_in_thread=run_in_thread, idle_timeout=idle_timeout,
@@ -1007,7 +1028,14 @@ class TransferRouter:
         )
         self.senders[follower] = sender
         self._protect(sender.name)
-        sender.start()
+        failures = self.failures.get(follower, 0)
+        delay = min(MAX_RETRY_BACKOFF, RETRY_BACKOFF * 2 ** (failures - 1)) if failures else 0.0
+        if delay:
+            self.log.info(
+                "sending snapshot {name} to node {follower} in {delay:g} s ({failures} failed transfers in a row)",
+                name=sender.name, follower=follower, delay=delay, failures=failures,
+            )
+        sender.start(delay)
 
     def _remove(self, sender: SnapshotSender) -> bool:
         """Forget C{sender} if it is the current one for its follower, and
@@ -1020,6 +1048,10 @@ class TransferRouter:
 
     def _finished(self, sender: SnapshotSender, ok: bool | None) -> None:
         if self._remove(sender) and ok is not None:
+            if ok:
+                self.failures.pop(sender.follower, None)
+            else:
+                self.failures[sender.follower] = self.failures.get(sender.follower, 0) + 1
             self._report(sender.follower, ok)
 
     def receive(self, message: Message) -> bool:

@@ -321,6 +321,49 @@ class GiveUpTests(SynchronousTestCase):
         self.assertEqual(pair.reports, [(FOLLOWER, False)])
         self.assertEqual(pair.leader.protected(), frozenset())
 
+    def test_offers_after_failures_wait_longer_and_longer(self) -> None:
+        """After failed transfers to a follower, the next one starts 1 s, then
+        2 s, 4 s ... at most 30 s after the offer (the core offers at every
+        heartbeat); the file is protected meanwhile; a success starts the
+        count again."""
+        pair = Pair(3_000)
+        name = snapshot_name(50, 2)
+        with capturedLogs():
+            for failures, delay in [(0, 0.0), (1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 16.0), (6, 30.0), (7, 30.0)]:
+                self.assertEqual(pair.leader.failures.get(FOLLOWER, 0), failures)
+                before = len(pair.network.chunks_sent())
+                pair.offer()
+                self.assertEqual(pair.leader.protected(), frozenset({name}))
+                if delay:
+                    pair.clock.advance(delay - 0.001)
+                    self.assertEqual(len(pair.network.chunks_sent()), before, (failures, delay))
+                    pair.clock.advance(0.001)
+                self.assertEqual(len(pair.network.chunks_sent()), before + 4, (failures, delay))
+                pair.leader.unsendable(pair.network.sent[-1])
+                pair.network.queue.clear()
+            self.assertEqual(pair.leader.failures[FOLLOWER], 8)
+            pair.offer()
+            pair.clock.advance(30)
+            pair.deliver_all()
+            pair.leader.receive(Message(FOLLOWER, LEADER, AppendEntriesResponse(TERM, True, 50)))
+        self.assertEqual(pair.reports[-1], (FOLLOWER, True))
+        self.assertEqual(pair.leader.failures, {})
+        before = len(pair.network.chunks_sent())
+        pair.offer(term=TERM + 1)
+        self.assertEqual(len(pair.network.chunks_sent()), before + 4)
+
+    def test_waiting_transfer_is_cancelled_cleanly(self) -> None:
+        """A transfer waiting out its back-off that is stopped never starts."""
+        pair = Pair(3_000)
+        pair.offer()
+        with capturedLogs():
+            pair.leader.unsendable(pair.network.sent[-1])
+            pair.offer()
+            pair.leader.stop_sending()
+            pair.clock.advance(10)
+        self.assertEqual(len(pair.network.chunks_sent()), 4)
+        self.assertEqual(pair.leader.protected(), frozenset())
+
     def test_follower_that_never_installs_is_given_up(self) -> None:
         """Once every byte is acknowledged, the sender waits at most the
         completion timeout for the follower to install the file (here its
