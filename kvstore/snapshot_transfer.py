@@ -1100,31 +1100,55 @@ class TransferRouter:
         self.receiver.stop()
 
 
+class _Offers:
+    """The router as a node's C{SnapshotOffers} (an C{offer} returning nothing)."""
+
+    def __init__(self, router: TransferRouter) -> None:
+        self._router = router
+
+    def offer(self, message: Message) -> None:
+        self._router.offer(message)
+
+
 def attach_transfers(
     node: Node,
-    store: SnapshotStore,
-    peers: PeerSender,
-    clock: IReactorTime,
+    store: SnapshotStore | None = None,
+    peers: PeerSender | None = None,
+    clock: IReactorTime | None = None,
     *,
     run_in_thread: ThreadRunner = run_now,
-    protect: Callable[[str], None] = lambda name: None,
-    release: Callable[[str], None] = lambda name: None,
     **options: Any,
 ) -> TransferRouter:
     """
-    Give C{node} a L{TransferRouter} over C{store} and return it: the
-    node's core emits C{InstallSnapshot}s and reads its leader and term;
-    chunks go out through C{peers} (the node's own peer sender); an
-    arrived snapshot is stepped into the core, through the node's
-    C{step_installed_snapshot} hook if it has one (it may return a
-    Deferred, see L{SnapshotReceiver}), else as an C{InstallSnapshot}
-    message from the leader; each transfer's end is reported with
-    C{core.report_snapshot}.  If C{peers} has an C{unsendable} observer
-    list (L{kvstore.protocols.peer_links.PeerLinks}), the router joins it,
-    so a follower of an older protocol version fails its transfer at once.
-    C{options} are L{TransferRouter}'s tuning keywords.
+    Give C{node} a L{TransferRouter} and return it.
+
+    The router reads the core's leader, term and role; its chunks go out
+    through C{peers} (the node's own peer sender); it sends from and
+    receives into C{store} (by default the node's C{snapshot_store});
+    its file work goes through C{run_in_thread}; C{options} are
+    L{TransferRouter}'s tuning keywords.  If C{peers} has an C{unsendable}
+    observer list (L{kvstore.protocols.peer_links.PeerLinks}), the router
+    joins it, so a follower of an older protocol version fails its
+    transfer at once.
+
+    The node side uses the node's snapshot hooks where it has them
+    (C{step_installed_snapshot}, C{report_snapshot}, C{protect_snapshot},
+    C{release_snapshot}, C{set_snapshot_offers}), and otherwise steps and
+    reports to the core directly.  Either way the node's C{transfers}
+    attribute is set, through which it hands the router incoming messages
+    first (chunks, their answers, and the AppendEntriesResponses that end
+    a transfer), offers (unless C{set_snapshot_offers} took them) and its
+    stop.
     """
     core = node.core
+    if store is None:
+        store = getattr(node, "snapshot_store", None)
+        if store is None:
+            raise ValueError("no snapshot store: pass one, or build the node with its snapshot directory")
+    if peers is None:
+        peers = node._peers
+    if clock is None:
+        clock = node._clock
 
     def installed(leader: int, term: int, index: int, snapshot_term: int) -> "Deferred[Any] | None":
         hook = getattr(node, "step_installed_snapshot", None)
@@ -1135,6 +1159,10 @@ def attach_transfers(
         return None
 
     def report(follower: int, ok: bool) -> None:
+        hook = getattr(node, "report_snapshot", None)
+        if hook is not None:
+            hook(follower, ok)
+            return
         core.report_snapshot(follower, ok)
         node.wake()
 
@@ -1148,11 +1176,14 @@ def attach_transfers(
         report=report,
         run_in_thread=run_in_thread,
         leading=lambda term: core.role is Role.LEADER and core.term == term,
-        protect=protect,
-        release=release,
+        protect=getattr(node, "protect_snapshot", lambda name: None),
+        release=getattr(node, "release_snapshot", lambda name: None),
         **options,
     )
     node.transfers = router
+    set_offers = getattr(node, "set_snapshot_offers", None)
+    if set_offers is not None:
+        set_offers(_Offers(router))
     observers = getattr(peers, "unsendable", None)
     if isinstance(observers, list):
         observers.append(router.unsendable)

@@ -198,3 +198,55 @@ class BuildWiringTests(SynchronousTestCase):
         write_snapshot(store, 1, 1, content_for(1, 100))
         self.assertTrue(router.offer(Message(1, 2, InstallSnapshot(1, 1, 1))))
         self.assertTrue(peers.sent and all(isinstance(m.body, SnapshotChunk) for m in peers.sent))
+
+    def test_uses_the_node_snapshot_hooks_when_the_node_has_them(self) -> None:
+        """With a node that has the node branch's snapshot hooks
+        (snapshot_store, set_snapshot_offers, protect/release_snapshot,
+        report_snapshot, step_installed_snapshot), attach_transfers goes
+        through them rather than the core."""
+        import random
+
+        from twisted.internet.task import Clock
+
+        from kvstore.build import build_node
+        from kvstore.raft.config import RaftConfig
+        from kvstore.storage import MemoryMetadata
+
+        fs = ReadableSimulatedFileSystem()
+        fs.makedirs_durable("/data")
+        store = SnapshotStore.open(DIRECTORY, fs)
+        sent: list[Message] = []
+
+        class Peers:
+            def send(self, message: Message) -> None:
+                sent.append(message)
+
+        node = build_node(
+            RaftConfig(1, peers=(2,)), clock=Clock(), rng=random.Random(0), log=MemoryLog(),
+            metadata=MemoryMetadata(), cluster_id="c1", peers=Peers(),
+            member_addresses={1: "127.0.0.1:5001", 2: "127.0.0.1:5002"},
+        )
+        calls: list[tuple[Any, ...]] = []
+        offers: list[Any] = []
+        hooks: dict[str, Any] = dict(
+            snapshot_store=store,
+            set_snapshot_offers=offers.append,
+            protect_snapshot=lambda name: calls.append(("protect", name)),
+            release_snapshot=lambda name: calls.append(("release", name)),
+            report_snapshot=lambda follower, ok: calls.append(("report", follower, ok)),
+            step_installed_snapshot=lambda *a: calls.append(("installed", *a)),
+        )
+        for name, value in hooks.items():
+            setattr(node, name, value)
+        router = attach_transfers(node)
+        self.assertIs(node.transfers, router)
+        [plugged] = offers
+        write_snapshot(store, 1, 1, content_for(1, 100))
+        plugged.offer(Message(1, 2, InstallSnapshot(1, 1, 1)))
+        name = snapshot_name(1, 1)
+        self.assertEqual(calls, [("protect", name)])
+        self.assertTrue(sent and isinstance(sent[0].body, SnapshotChunk))
+        router.unsendable(sent[0])
+        self.assertEqual(calls, [("protect", name), ("release", name), ("report", 2, False)])
+        router.receiver._installed(2, 1, 1, 1)
+        self.assertEqual(calls[-1], ("installed", 2, 1, 1, 1))
