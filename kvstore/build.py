@@ -45,6 +45,7 @@ from kvstore.storage import MetadataRecord
 from kvstore.storage.records import LogEntry
 from kvstore.storage.snapshots import SnapshotStore
 from kvstore.storage.wal import ThreadRunner, default_thread_runner
+from kvstore.snapshot_transfer import attach_transfers
 
 __all__ = ["HardStateStore", "RecoverableLog", "StoredMetadata", "build_node"]
 
@@ -208,7 +209,7 @@ def build_node(
             cooperator if cooperator is not None else snapshot_cooperator(clock),
             index=recovered.index,
         )
-    return Node(
+    node = Node(
         core,
         log,
         hard_state_store,
@@ -227,3 +228,11 @@ def build_node(
         cluster_id=cluster_id,
         recovered=recovered,
     )
+    if node_snapshots is not None:
+        # The chunked InstallSnapshot transfer, over the same snapshot
+        # directory and the snapshots' file thread.
+        attach_transfers(
+            node, snapshots, peers, clock,
+            run_in_thread=snapshot_runner if snapshot_runner is not None else default_thread_runner,
+        )
+    return node

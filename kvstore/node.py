@@ -179,6 +179,18 @@ class _NoSnapshotTransfer:
         pass
 
 
+class TransferHooks(Protocol):
+    """The snapshot transfer as the node sees it (a
+    L{kvstore.snapshot_transfer.TransferRouter}, attached by
+    L{kvstore.snapshot_transfer.attach_transfers})."""
+
+    def offer(self, message: Message) -> bool: ...
+
+    def receive(self, message: Message) -> bool: ...
+
+    def stop(self) -> None: ...
+
+
 @dataclass
 class _PendingWrite:
     term: int
@@ -271,6 +283,10 @@ class Node:
         self._stopped = False
         self._failed = False
         self._failed_reason = ""
+        #: Takes the core's InstallSnapshot messages (they name a file to
+        #: send, they do not go on the wire) and the snapshot chunks and
+        #: their answers, which the core never sees.
+        self.transfers: TransferHooks | None = None
 
     # ------------------------------------------------------------------
     # Lifecycle
@@ -296,6 +312,8 @@ class Node:
                 call.cancel()
         self._fail_writes("the node is shutting down")
         self._fail_reads("the node is shutting down")
+        if self.transfers is not None:
+            self.transfers.stop()
         if trace.ENABLED:
             trace.save()
 
@@ -427,6 +445,8 @@ class Node:
         if trace.ENABLED:
             _trace_received(message)
         try:
+            if self.transfers is not None and self.transfers.receive(message):
+                return  # the snapshot transfer's own message
             self.core.step(message)
         except Exception:
             # The protocol layer has rejected malformed messages, so this is

@@ -474,13 +474,20 @@ class MessageTypeTests(SynchronousTestCase):
         self.assertEqual(len(_messages(events, LogLevel.info)), MAX_LOGGED_SKIPPED_TYPES)
         self.assertFalse(transport.disconnecting)
 
-    def test_every_type_of_this_release_is_a_required_version_one_type(self) -> None:
-        """This release adds no message type: its types are release 1's six,
-        so a release 1 receiver understands everything it is sent."""
+    def test_every_type_of_this_release_is_required_and_only_snapshot_frames_are_new(self) -> None:
+        """This release's types are release 1's six, which every receiver
+        understands, plus the snapshot transfer's two frames of version 3,
+        all required."""
         self.assertEqual(
-            sorted(WIRE_TYPES), ["append", "append_resp", "read", "read_resp", "vote", "vote_resp"]
+            sorted(WIRE_TYPES),
+            ["append", "append_resp", "read", "read_resp", "snapshot_chunk", "snapshot_chunk_resp", "vote",
+             "vote_resp"],
         )
-        self.assertTrue(all(t.since == 1 and not t.optional for t in WIRE_TYPES.values()))
+        self.assertTrue(all(not t.optional for t in WIRE_TYPES.values()))
+        self.assertEqual(
+            sorted(name for name, t in WIRE_TYPES.items() if t.since != 1), ["snapshot_chunk", "snapshot_chunk_resp"]
+        )
+        self.assertEqual({t.since for t in WIRE_TYPES.values() if t.since != 1}, {3})
 
     @parametrize(
         "wire_type, version, allowed",

@@ -9,6 +9,14 @@ Sending is best effort: a message for a peer that is not connected, or whose
 connection is backed up far beyond what a healthy peer would let happen, is
 dropped.  Raft tolerates lost messages (heartbeats and probes retry), and
 dropping keeps a stopped or slow peer from growing this node's memory.
+
+A message of a type that only later protocol versions carry (the snapshot
+transfer's binary frames) goes only to a peer whose answer to the hello
+chose such a version (L{may_send}).  Until the answer arrives it is dropped
+like a message to a disconnected peer; a peer that chose an older version
+never gets it: the link logs that once per connection and tells the
+C{unsendable} observers, so the snapshot sender can report its transfer
+failed at once rather than time out.
 """
 
 from __future__ import annotations
@@ -34,9 +42,12 @@ from kvstore.protocols.peer import (
     SUPPORTED_VERSIONS,
     PeerRefusal,
     VersionRange,
+    WireType,
     decode_answer,
     encode_hello,
     encode_message,
+    may_send,
+    wire_type_of,
 )
 from kvstore.protocols.sending import send_now
 from kvstore.raft.messages import AppendEntries, AppendEntriesResponse, MalformedMessage, Message
@@ -99,6 +110,14 @@ class PeerClientProtocol(NetstringReceiver):
         self._answered = False
         self._close_logged = False
         self.refused = False
+        #: The later-version types this connection has logged as unsendable.
+        self.logged_unsendable: set[str] = set()
+
+    @property
+    def answered(self) -> bool:
+        """Whether the receiver's welcome has arrived, so that L{version} is
+        the negotiated version rather than the lowest of this node's range."""
+        return self._answered and not self.refused
 
     def connectionMade(self) -> None:
         # AppendEntries batches are latency-bound: never wait for Nagle.
@@ -230,6 +249,31 @@ class PeerLink:
             self.protocol = None
             self.log.info("lost connection to peer node {peer} at {address}", peer=self.peer_id, address=self.address)
 
+    def allows(self, wire_type: WireType) -> bool | None:
+        """
+        Whether a message of C{wire_type} may go to the peer now: C{True} if
+        the negotiated version allows it, C{False} if the peer chose a
+        version that does not (logged once per connection), C{None} if that
+        is not known yet (not connected, or the welcome has not arrived):
+        the message is dropped, as one to a disconnected peer.
+        """
+        protocol = self.protocol
+        if protocol is None or not protocol.answered:
+            return None
+        if may_send(wire_type, protocol.version):
+            return True
+        if wire_type.name not in protocol.logged_unsendable:
+            protocol.logged_unsendable.add(wire_type.name)
+            self.log.warn(
+                "not sending {type} messages to peer node {peer}: it speaks peer protocol version {version} with"
+                " this node, and they need version {since} or later (upgrade node {peer})",
+                type=wire_type.name,
+                peer=self.peer_id,
+                version=protocol.version,
+                since=wire_type.since,
+            )
+        return False
+
     def send(self, payload: bytes) -> None:
         protocol = self.protocol
         if protocol is None:
@@ -261,6 +305,10 @@ class PeerLinks(MultiService):
     """
     All outbound links of a node, as one service; implements the node's
     C{PeerSender}.
+
+    @ivar unsendable: observers C{f(message)} told of each message that was
+        not sent because its receiver negotiated a protocol version that
+        cannot carry it (the snapshot transfer fails its transfer at once).
     """
 
     def __init__(
@@ -275,6 +323,7 @@ class PeerLinks(MultiService):
         super().__init__()
         hello = encode_hello(node_id, cluster_id)
         self._encode = encode
+        self.unsendable: list[Callable[[Message], None]] = []
         self.links: dict[int, PeerLink] = {}
         for peer_id, (host, port) in sorted(peers.items()):
             link = PeerLink(peer_id, f"{host}:{port}", hello)
@@ -288,9 +337,19 @@ class PeerLinks(MultiService):
             service.setServiceParent(self)
 
     def send(self, message: Message) -> None:
-        """Send C{message} to its receiver if connected; drop it otherwise."""
+        """Send C{message} to its receiver if connected and the negotiated
+        protocol version carries it; drop it otherwise."""
         link = self.links.get(message.receiver)
         if link is not None:
+            wire_type = wire_type_of(message)
+            if wire_type is not None:
+                allowed = link.allows(wire_type)
+                if not allowed:
+                    link.dropped += 1
+                    if allowed is False:
+                        for observer in self.unsendable:
+                            observer(message)
+                    return
             payload = self._encode(message)
             if trace.ENABLED:
                 _trace_sent(message)

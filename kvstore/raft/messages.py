@@ -139,6 +139,58 @@ class InstallSnapshot:
     snapshot_term: int
 
 
+#: The most data one L{SnapshotChunk} may carry: the 1 MiB chunks a sender
+#: reads, plus slack for a sender configured with slightly larger ones.  A
+#: receiver refuses more, so a peer cannot make it hold a message of
+#: arbitrary size (the peer protocol's own limit is 16 MiB).
+MAX_SNAPSHOT_CHUNK_BYTES = (1 << 20) + (64 << 10)
+
+#: The largest snapshot file a receiver accepts to receive (1 TiB): far
+#: above any state this store can hold in memory, far below what would let
+#: a peer's announced size overflow anything.
+MAX_SNAPSHOT_BYTES = 1 << 40
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotChunk:
+    """
+    One piece of the leader's snapshot file on its way to a follower
+    (InstallSnapshot, thesis section 5.3, in chunks).  C{index} and
+    C{snapshot_term} name the snapshot (its last included entry), C{size}
+    is the whole file's length in bytes, and C{data} the bytes at
+    C{offset}.  C{term} is the leader's term: a follower accepts chunks only
+    from the leader of its current term.  The Raft core never sees chunks:
+    the node hands them to L{kvstore.snapshot_transfer}, which steps the
+    core once the whole file is received and verified.
+    """
+
+    term: int
+    index: int
+    snapshot_term: int
+    size: int
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotChunkResponse:
+    """
+    The follower's answer to a L{SnapshotChunk} of the transfer of the
+    snapshot at C{index} in the leader's C{term}.  C{offset} is cumulative:
+    the next byte the follower expects (everything before it is written).
+    C{accepted} says whether the chunk answered was written; a refusal still
+    carries the follower's position, so the sender knows where to go on
+    from (or that it must start over, at 0).  C{done} says the whole file
+    is received, verified and installed here.
+    """
+
+    term: int
+    index: int
+    offset: int
+    accepted: bool
+    done: bool = False
+
+
 Body = Union[
     RequestVote,
     RequestVoteResponse,
@@ -147,6 +199,8 @@ Body = Union[
     ReadIndexRequest,
     ReadIndexResponse,
     InstallSnapshot,
+    SnapshotChunk,
+    SnapshotChunkResponse,
 ]
 
 
@@ -353,3 +407,61 @@ def from_dict(d: Any) -> Message:
     else:
         raise MalformedMessage(f"unknown message type {kind!r}")
     return Message(sender=sender, receiver=receiver, body=body)
+
+
+
+def _check_bound(name: str, value: object) -> int:
+    if type(value) is not int or not 0 <= value < MAX_FIELD_VALUE:
+        raise MalformedMessage(f"field {name!r} must be a non-negative integer below 2**63, got {value!r}")
+    return value
+
+
+def check_snapshot_chunk(body: SnapshotChunk) -> SnapshotChunk:
+    """
+    Check everything a peer chose in a L{SnapshotChunk}: integers in
+    bounds, a snapshot that exists (index and term at least 1, its term not
+    above the sender's), a size under L{MAX_SNAPSHOT_BYTES}, and 1 to
+    L{MAX_SNAPSHOT_CHUNK_BYTES} bytes of data that lie within the file.
+    The peer protocol's decoder calls it, and so does the receiver (the
+    simulator's network carries messages undecoded).
+
+    @raises MalformedMessage: naming the first thing wrong.
+    """
+    for name in ("term", "index", "snapshot_term", "size", "offset"):
+        _check_bound(name, getattr(body, name))
+    if not isinstance(body.data, bytes):
+        raise MalformedMessage("a snapshot chunk's data must be bytes")
+    if body.index < 1 or body.snapshot_term < 1:
+        raise MalformedMessage(f"snapshot index {body.index} and term {body.snapshot_term} must be at least 1")
+    if body.snapshot_term > body.term:
+        raise MalformedMessage(f"snapshot term {body.snapshot_term} is above the sender's term {body.term}")
+    if not 1 <= body.size <= MAX_SNAPSHOT_BYTES:
+        raise MalformedMessage(f"snapshot size {body.size} is outside 1 to {MAX_SNAPSHOT_BYTES} bytes")
+    if not 1 <= len(body.data) <= MAX_SNAPSHOT_CHUNK_BYTES:
+        raise MalformedMessage(
+            f"a snapshot chunk carries {len(body.data)} bytes, outside 1 to {MAX_SNAPSHOT_CHUNK_BYTES}"
+        )
+    if body.offset + len(body.data) > body.size:
+        raise MalformedMessage(
+            f"chunk at offset {body.offset} of {len(body.data)} bytes runs past the snapshot size {body.size}"
+        )
+    return body
+
+
+def check_snapshot_chunk_response(body: SnapshotChunkResponse) -> SnapshotChunkResponse:
+    """
+    Check a L{SnapshotChunkResponse}: integers in bounds, an offset within
+    the largest snapshot, booleans that are booleans, and C{done} only with
+    C{accepted}.
+
+    @raises MalformedMessage: naming the first thing wrong.
+    """
+    for name in ("term", "index", "offset"):
+        _check_bound(name, getattr(body, name))
+    if type(body.accepted) is not bool or type(body.done) is not bool:
+        raise MalformedMessage("a snapshot chunk response's accepted and done must be booleans")
+    if body.offset > MAX_SNAPSHOT_BYTES:
+        raise MalformedMessage(f"offset {body.offset} is past the largest snapshot ({MAX_SNAPSHOT_BYTES} bytes)")
+    if body.done and not body.accepted:
+        raise MalformedMessage("a snapshot chunk response cannot be done without being accepted")
+    return body
