@@ -88,9 +88,9 @@ MUTANTS: tuple[Mutant, ...] = (
     # -- quorum and votes --------------------------------------------------
     Mutant(
         "quorum-even-sizes",
-        "kvstore/raft/config.py",
-        "return (len(self.peers) + 1) // 2 + 1",
-        "return len(self.peers) // 2 + 1",
+        "kvstore/raft/membership.py",
+        "return len(self.voter_ids) // 2 + 1",
+        "return (len(self.voter_ids) - 1) // 2 + 1",
         ("tests/test_raft_quorum.py", "tests/test_raft_core.py", "tests/test_raft_cluster.py"),
         "the quorum is one too small for even cluster sizes (2 of 4 make a 'majority')",
         sim_required=True,
@@ -124,8 +124,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "commit-without-majority",
         CORE,
-        "candidate = matches[self.config.quorum - 1]",
-        "candidate = matches[self.config.quorum - 2]",
+        "candidate = matches[self._quorum - 1]",
+        "candidate = matches[self._quorum - 2]",
         ("tests/test_raft_core.py", "tests/test_raft_quorum.py"),
         "the leader advances the commit index one replica short of a majority",
     ),
@@ -151,8 +151,8 @@ MUTANTS: tuple[Mutant, ...] = (
         CORE,
         # A phantom acknowledgement at the head of the list: every confirmation
         # then needs one real acknowledgement fewer.
-        "acked = sorted((p.acked_round for p in self._progress.values()), reverse=True)",
-        "acked = [self._round] + sorted((p.acked_round for p in self._progress.values()), reverse=True)",
+        "acked = sorted((self._progress[p].acked_round for p in self._voter_peers), reverse=True)",
+        "acked = [self._round] + sorted((self._progress[p].acked_round for p in self._voter_peers), reverse=True)",
         ("tests/test_raft_core.py", "tests/test_raft_reads.py", "tests/test_raft_quorum.py"),
         "a read index is confirmed with one acknowledgement too few",
         sim_required=True,
