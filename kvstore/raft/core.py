@@ -63,11 +63,12 @@ bug in the thesis's algorithm, fixed in Ongaro's 2015 erratum), and only
 when no other configuration entry is uncommitted.  A leader that removes
 itself keeps leading, without counting itself, until the change commits,
 then steps down and sends L{TimeoutNow} to its most up-to-date voter.
-Messages from removed ids are dropped (ids are never reused).  Vote
-requests from ids this node does not know (yet) are still answered, as
-the thesis requires (4.1): a node whose log lacks a newer member's
-addition may hold the vote that member needs, and only a node that is a
-voter in its own configuration ever campaigns.
+Vote requests from removed ids, and any of their messages with a higher
+term, are dropped (ids are never reused), so a removed node cannot
+disrupt the cluster.  Vote requests from ids this node does not know
+(yet) are still answered, as the thesis requires (4.1): a node whose log
+lacks a newer member's addition may hold the vote that member needs, and
+only a node that is a voter in its own configuration ever campaigns.
 
 Leadership transfer (thesis 3.10, L{RaftCore.transfer_leadership}): the
 leader stops accepting proposals, brings the target's log up to date, sends
@@ -542,8 +543,10 @@ class RaftCore:
             # New members get replicated to at once; members removed keep
             # theirs until the change commits, so they can learn of it
             # (they no longer count: _voter_peers).
+            # A new member is probed with the configuration entry itself
+            # (the last one): it answers with where its log ends.
             for peer in sorted(configuration.member_ids - {self.node_id} - self._progress.keys()):
-                self._progress[peer] = _Progress(self.last_index + 1)
+                self._progress[peer] = _Progress(self.last_index)
             self._configuration_unsettled = True
             self._ensure_heartbeat_timer()
 
@@ -690,7 +693,9 @@ class RaftCore:
         if self._progress[target].match_index == self.last_index:
             self._send(target, TimeoutNow(self.term))
         else:
-            self._send_append(target)
+            # Entries if any may go, else a heartbeat: its answer shows
+            # where the target's log stands and drives the catch-up.
+            self._send_append(target, heartbeat=True)
 
     def _maybe_send_timeout_now(self, peer: int) -> None:
         """Send the transfer target L{TimeoutNow} once its log matches this
@@ -1582,15 +1587,21 @@ class RaftCore:
         """
         Handle one message from a peer.  Anything about the message is
         checked here and a message that makes no sense is ignored: one from
-        this node's own id, or from an id its configuration says was
-        removed (a removed node cannot disrupt the cluster: its vote
-        requests and higher terms are never seen).  Messages from ids this
-        node does not know yet are handled (see the module docstring: a
-        newer configuration may hold them); only voters are counted.
+        this node's own id, and, from an id this node's configuration says
+        was removed, any vote request and anything of a higher term (so a
+        removed node cannot disrupt the cluster; a removed leader still
+        leads its term until the change commits, and a removed follower
+        still answers it).  Messages from ids this node does not know yet
+        are handled (see the module docstring: a newer configuration may
+        hold them); only voters are counted.
         """
         body = message.body
         sender = message.sender
-        if sender == self.node_id or message.receiver != self.node_id or sender in self._configuration.removed:
+        if sender == self.node_id or message.receiver != self.node_id:
+            return
+        if sender in self._configuration.removed and (
+            body.term > self.term or isinstance(body, (RequestVote, RequestVoteResponse))
+        ):
             return
         if body.term > self.term:
             if isinstance(body, RequestVote):
