@@ -204,6 +204,7 @@ class LearnerTests(SynchronousTestCase):
         leader = cores.elect(1)
         leader.request_read(7)
         cores.pump(drop=cut(2, 3))
+        cores.heartbeat(1, among=[1, 4, 5], beats=3)  # learners echo the round with each heartbeat
         self.assertEqual(cores.reads.get(1, []), [])
         cores.heartbeat(1, among=[1, 2])
         self.assertEqual([r.request_id for r in cores.reads[1]], [7])

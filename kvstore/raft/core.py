@@ -1167,8 +1167,7 @@ class RaftCore:
             self._reset_election_deadline()
 
     def _campaign(self, pre_vote: bool, leadership_transfer: bool = False) -> None:
-        if not self._is_voter:
-            return  # only voters campaign (callers check; this guards the rule)
+        """Start an election (callers check that this node is a voter)."""
         if pre_vote:
             self.role = Role.PRE_CANDIDATE
             term = self.term + 1
@@ -1341,7 +1340,9 @@ class RaftCore:
         self._read_round_in_flight = self._round
         for read in waiting:
             read.round = self._round
-        for peer in self.config.peers:
+        # Only voters' acknowledgements confirm a round (learners get the
+        # round number with their next heartbeat, which confirms nothing).
+        for peer in self._voter_peers:
             self._send_append(peer, heartbeat=True)
 
     def _confirm_reads(self) -> None:
