@@ -85,6 +85,9 @@ class Cores:
     @ivar committed: index -> (term, payload) of every entry any node was
         handed as committed; a different one at the same index raises
         L{Conflict} (State Machine Safety).
+    @ivar commit_terms: index -> the term of the node that first reported
+        it committed: the entry was committed in that term or earlier, so
+        every leader of a later term must hold it (Leader Completeness).
     @ivar reads: node id -> the reads its Readys answered.
     """
 
@@ -98,8 +101,11 @@ class Cores:
         self.clocks: dict[int, Clock] = {}
         self.cores: dict[int, RaftCore] = {}
         self.committed: dict[int, tuple[int, bytes]] = {}
+        self.commit_terms: dict[int, int] = {}
         self.reads: dict[int, list[ReadState]] = {}
+        self.bootstrap: dict[int, Configuration] = {}
         for node_id in sorted(ids if ids is not None else members.member_ids):
+            self.bootstrap[node_id] = members
             self.clocks[node_id] = Clock()
             self.cores[node_id] = make_core(node_id, members, self.clocks[node_id], plants=plants, **options)
 
@@ -110,20 +116,22 @@ class Cores:
         """Start a new node, empty, from the configuration C{members} (for
         a joining node, typically one without itself, or without voters)."""
         self.clocks[node_id] = Clock()
+        self.bootstrap[node_id] = members
         core = make_core(node_id, members, self.clocks[node_id], plants=self.plants, **{**self.options, **options})
         self.cores[node_id] = core
         return core
 
     def restart(self, node_id: int, members: Configuration | None = None) -> RaftCore:
         """Replace C{node_id}'s core by one built from what it persisted
-        (its log and vote; the bootstrap configuration, or C{members}): a
-        crash and restart, which also forgets the leader it knew."""
+        (its log and vote; the configuration it started from, or
+        C{members}): a crash and restart, which also forgets the leader it
+        knew."""
         old = self.cores[node_id]
         self.drain(node_id)
         self.clocks[node_id] = Clock()
         core = make_core(
             node_id,
-            members if members is not None else self.members,
+            members if members is not None else self.bootstrap[node_id],
             self.clocks[node_id],
             entries=[tuple(e) for e in old.entries(1, old.last_index)],  # type: ignore[misc]
             hard_state=HardState(old.term, old.voted_for),
@@ -142,6 +150,7 @@ class Cores:
             core.persisted(*rd.persist_through)
         self.reads.setdefault(node_id, []).extend(rd.reads)
         for index, term, payload in rd.committed:
+            self.commit_terms.setdefault(index, core.term)
             seen = self.committed.setdefault(index, (term, payload))
             if seen != (term, payload):
                 raise Conflict(f"node {node_id} committed {(term, payload)!r} at {index}, another {seen!r}")

@@ -232,6 +232,21 @@ class LearnerTests(SynchronousTestCase):
             self.assertEqual(rd.messages + rd.messages_after_persist, [])
         self.assertEqual((cores[4].role, cores[4].term), (Role.FOLLOWER, 0))
 
+    def test_new_learner_does_not_campaign_before_its_addition_commits(self) -> None:
+        """A node holding its own uncommitted addition as a learner does not campaign either."""
+        cores = Cores(configuration([1, 2, 3]), ids=[1, 2, 3])
+        leader = cores.elect(1)
+        leader.propose_change(AddLearner(4, address(4)))
+        learner = cores.add(4, Configuration({}))
+        cores.pump(drop=cut(2, 3))
+        self.assertEqual(learner.configuration, configuration([1, 2, 3], [4]))
+        self.assertTrue(learner.configuration_change_pending)
+        for _ in range(5):
+            cores.campaign(4)
+            rd = cores.drain(4)
+            self.assertEqual(rd.messages + rd.messages_after_persist, [])
+        self.assertIs(learner.role, Role.FOLLOWER)
+
     def test_candidate_asks_and_counts_voters_only(self) -> None:
         """A candidate sends vote requests to voters only, and a learner's granted vote does not count."""
         cores = Cores(configuration([1, 2, 3], [4]))
@@ -385,6 +400,36 @@ class RemovedNodeTests(SynchronousTestCase):
         for _ in range(5):
             cores.campaign(1)
             self.assertEqual(bodies_of(cores.drain(1).messages_after_persist, RequestVote), [])
+
+
+    def test_removed_leader_that_crashed_before_the_commit_finishes_the_change(self) -> None:
+        """A leader that appended its own removal and restarted before it committed is the only node holding
+        it; the voter left behind cannot win without its vote, so it campaigns (counting the new voters only),
+        commits the removal and hands over, then never campaigns again."""
+        cores = Cores(configuration([1, 2]))
+        cores.elect(2)
+        index, _ = cores[2].propose_change(RemoveMember(2))  # type: ignore[misc]
+        cores.drain(2)  # appended here, never sent
+        removed = cores.restart(2)
+        self.assertEqual(removed.configuration, configuration([1], removed=[2]))
+        cores.expire_lease(1)
+        cores.campaign(1)
+        cores.pump()
+        self.assertIsNot(cores[1].role, Role.LEADER, "won without the longer log's vote")
+        cores.campaign(2)
+        cores.pump(among=[2])
+        self.assertIs(removed.role, Role.CANDIDATE, "elected by its own vote, though no longer a voter")
+        cores.campaign(2)
+        delivered = cores.pump()
+        self.assertEqual([(m.sender, m.receiver) for m in bodies_of(delivered, TimeoutNow)], [(2, 1)])
+        self.assertIs(cores[1].role, Role.LEADER)
+        self.assertEqual(cores[1].configuration, configuration([1], removed=[2]))
+        self.assertGreaterEqual(cores[1].commit_index, index)
+        self.assertIs(removed.role, Role.FOLLOWER)
+        cores.heartbeat(1)
+        for _ in range(5):
+            cores.campaign(2)
+            self.assertEqual(bodies_of(cores.drain(2).messages_after_persist, RequestVote), [])
 
 
 class OwnTermRuleTests(SynchronousTestCase):

@@ -46,7 +46,9 @@ and a conflict hint for fast log back-off (5.3).
 
 Membership (thesis chapter 4, L{kvstore.raft.membership}): the core keeps
 the current L{Configuration} of voters and learners; only voters count in
-elections, commit, ReadIndex and check-quorum, and only voters campaign.
+elections, commit, ReadIndex and check-quorum, and only voters campaign
+(and a node whose removal it holds but does not know to be committed: see
+L{RaftCore._may_campaign}).
 A change is one server at a time (L{RaftCore.propose_change}), logged as a
 configuration entry holding the whole new configuration.  A configuration
 takes effect on each node as soon as its entry is I{appended} to that
@@ -121,6 +123,7 @@ from kvstore.raft.messages import (
 
 
 _term_of = itemgetter(1)  # the term of an (index, term, payload) entry
+_payload_of = itemgetter(2)
 
 
 class Role(enum.Enum):
@@ -553,6 +556,11 @@ class RaftCore:
     def _note_configurations(self, entries: Sequence[EntryTuple]) -> None:
         """Record the configuration entries among C{entries}, just
         appended; the last becomes current at once."""
+        # On every append, so the common case is one pass in C: a batch
+        # with no payload below b"\x01" (only empty no-ops and 0x00 entries
+        # are) holds no configuration entry.
+        if not entries or min(map(_payload_of, entries)) >= b"\x01":
+            return
         found = False
         for index, _, payload in entries:
             if payload[:1] == b"\x00":
@@ -1092,13 +1100,35 @@ class RaftCore:
             # The deadline moved while the timer was pending; sleep again.
             self._election_timer = self._call_later(self._election_deadline - now, self._on_election_timer)
             return
-        if not self._is_voter:
+        if not self._may_campaign():
             # A learner, a removed node or one not yet told it was added:
             # it never campaigns, but keeps the timer for when it is a voter.
             self._reset_election_deadline()
             return
         self._campaign(pre_vote=self.config.pre_vote)
         self._wake()
+
+    def _may_campaign(self) -> bool:
+        """
+        Whether this node may start an election: if it is a voter; or if
+        the configuration that removed it is not known to be committed and
+        it was a voter before.  The latter is the removed leader that
+        crashed before its removal committed: it may be the only node
+        holding that entry, and the voters it leaves behind (which lack it)
+        cannot win without its vote, since its log is longer.  It counts the
+        votes of the new configuration's voters only, never its own, and
+        steps down once the removal commits.  Once it knows the removal is
+        committed, it never campaigns again.
+        """
+        if self._is_voter:
+            return True
+        history = self._configurations
+        return (
+            len(history) > 1
+            and history[-1][0] > self.commit_index
+            and self.node_id in history[-2][1].voter_ids
+            and bool(self._voter_peers)
+        )
 
     def _on_heartbeat_timer(self) -> None:
         self._heartbeat_timer = None
@@ -1177,7 +1207,9 @@ class RaftCore:
             term = self.term
             self._fail_forwarded_reads("election started")
         self.leader_id = None
-        self._votes = {self.node_id}
+        # A node removed by an uncommitted configuration may campaign (see
+        # _may_campaign) but its own vote does not count.
+        self._votes = {self.node_id} if self._is_voter else set()
         if len(self._votes) >= self._quorum:
             if pre_vote:
                 self._campaign(pre_vote=False)
@@ -1204,6 +1236,9 @@ class RaftCore:
         self._progress = {
             peer: _Progress(self.last_index + 1) for peer in sorted(self._configuration.member_ids - {self.node_id})
         }
+        # Act on the current configuration's commit (a leader elected while
+        # its own removal is uncommitted steps down once it commits).
+        self._configuration_unsettled = True
         # The no-op entry lets this term commit something promptly, which
         # both commits older entries (Figure 8 rule) and enables reads.
         self._append([(self.last_index + 1, self.term, b"")])
