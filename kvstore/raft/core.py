@@ -543,11 +543,11 @@ class RaftCore:
         self._voter_peers = tuple(sorted(configuration.voter_ids - {self.node_id}))
         self._quorum = self._quorum_of(configuration)
         if self.role is Role.LEADER:
-            # New members get replicated to at once; members removed keep
-            # theirs until the change commits, so they can learn of it
-            # (they no longer count: _voter_peers).
-            # A new member is probed with the configuration entry itself
-            # (the last one): it answers with where its log ends.
+            # New members get replicated to at once, probed with the
+            # configuration entry itself (the last one): the answer says
+            # where their log ends.  Members removed keep their progress
+            # until the change commits, so they can learn of it (they no
+            # longer count: _voter_peers).
             for peer in sorted(configuration.member_ids - {self.node_id} - self._progress.keys()):
                 self._progress[peer] = _Progress(self.last_index)
             self._configuration_unsettled = True
