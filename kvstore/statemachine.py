@@ -335,7 +335,7 @@ class KeyValueStateMachine:
         if index != self.applied_index + 1:
             raise AssertionError(f"apply out of order: {index} after {self.applied_index}")
         self.applied_index = index
-        if not data:
+        if not data or data[0] == 0:  # the no-op, or Raft's own entry (0x00: kvstore.raft.membership)
             return _OK
         op = data[0]
         try:

@@ -283,7 +283,7 @@ class LeaderOffersSnapshotTests(SynchronousTestCase):
         """A back-off below the held log makes the leader emit InstallSnapshot naming its snapshot, and no AppendEntries."""
         _, leader = self._lagging()
         rd = drain(leader)
-        self.assertEqual(bodies(rd.messages, InstallSnapshot, to=2), [InstallSnapshot(3, 20, 2)])
+        self.assertEqual(bodies(rd.messages, InstallSnapshot, to=2), [InstallSnapshot(3, 20, 2, leader.configuration)])
         self.assertEqual(bodies(rd.messages, AppendEntries, to=2), [])
         self.assertEqual(rd.messages_after_persist, [])
 
@@ -308,7 +308,7 @@ class LeaderOffersSnapshotTests(SynchronousTestCase):
         (append,) = bodies(drain(leader).messages, AppendEntries, to=2)
         self.assertEqual((append.prev_log_index, append.prev_log_term), (17, 2))
         leader.step(msg(3, 1, AppendEntriesResponse(3, False, 25, 17, 0)))
-        self.assertEqual(bodies(drain(leader).messages, InstallSnapshot, to=3), [InstallSnapshot(3, 20, 2)])
+        self.assertEqual(bodies(drain(leader).messages, InstallSnapshot, to=3), [InstallSnapshot(3, 20, 2, leader.configuration)])
 
     def test_follower_in_snapshot_state_gets_only_heartbeats(self) -> None:
         """While the snapshot is sent, proposals send the follower nothing and heartbeats are anchored at the snapshot."""
@@ -360,7 +360,7 @@ class LeaderOffersSnapshotTests(SynchronousTestCase):
         rd = drain(leader)
         self.assertEqual(bodies(rd.messages, InstallSnapshot) + bodies(rd.messages, AppendEntries, to=2), [])
         clock.advance(HEARTBEAT)
-        self.assertEqual(bodies(drain(leader).messages, InstallSnapshot, to=2), [InstallSnapshot(3, 20, 2)])
+        self.assertEqual(bodies(drain(leader).messages, InstallSnapshot, to=2), [InstallSnapshot(3, 20, 2, leader.configuration)])
 
     def test_new_offer_names_the_newest_snapshot(self) -> None:
         """An offer made after a newer local snapshot names that one."""
@@ -372,7 +372,7 @@ class LeaderOffersSnapshotTests(SynchronousTestCase):
         leader.snapshot_taken(26, 3)
         leader.compact(26)
         clock.advance(HEARTBEAT)
-        self.assertEqual(bodies(drain(leader).messages, InstallSnapshot, to=2), [InstallSnapshot(3, 26, 3)])
+        self.assertEqual(bodies(drain(leader).messages, InstallSnapshot, to=2), [InstallSnapshot(3, 26, 3, leader.configuration)])
 
     def test_report_for_follower_not_in_snapshot_state_is_ignored(self) -> None:
         """A report about a follower that is not being sent a snapshot, or from a non-leader, changes nothing."""
@@ -403,7 +403,7 @@ class LeaderOffersSnapshotTests(SynchronousTestCase):
         # Follower 2 never got 19..26: it refuses, and 19 is compacted away.
         leader.step(msg(2, 1, AppendEntriesResponse(3, False, 26, 19, 0)))
         rd = drain(leader)
-        self.assertEqual(bodies(rd.messages, InstallSnapshot, to=2), [InstallSnapshot(3, 26, 3)])
+        self.assertEqual(bodies(rd.messages, InstallSnapshot, to=2), [InstallSnapshot(3, 26, 3, leader.configuration)])
         self.assertEqual(bodies(rd.messages, AppendEntries, to=2), [])
 
 

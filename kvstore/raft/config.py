@@ -47,6 +47,13 @@ class RaftConfig:
     @ivar max_apply_batch: committed entries handed out for applying in one
         L{Ready}, so a long catch-up never stalls the reactor.
     @ivar pre_vote: run the Pre-Vote round before real elections.
+    @ivar auto_promote_learners: the leader promotes a learner to voter once
+        it has caught up (see the next two).
+    @ivar learner_promotion_lag: a learner counts as caught up while its
+        last acknowledged entry is at most this many entries behind the
+        leader's last entry...
+    @ivar learner_promotion_heartbeats: ...and it is promoted once it has
+        been caught up (and answering) at this many heartbeats in a row.
     """
 
     node_id: int
@@ -60,6 +67,9 @@ class RaftConfig:
     max_inflight: int = 32
     max_apply_batch: int = 4096
     pre_vote: bool = True
+    auto_promote_learners: bool = True
+    learner_promotion_lag: int = 1000
+    learner_promotion_heartbeats: int = 3
 
     def validate(self) -> None:
         """
@@ -91,7 +101,11 @@ class RaftConfig:
                 f"than its minimum ({_ms(self.election_timeout_min)}); the range is what "
                 f"keeps candidates from splitting votes forever"
             )
-        for name in ("max_append_bytes", "max_append_entries", "max_inflight", "max_apply_batch"):
+        if self.learner_promotion_lag < 0:
+            raise ValueError("learner_promotion_lag must not be negative")
+        for name in (
+            "max_append_bytes", "max_append_entries", "max_inflight", "max_apply_batch", "learner_promotion_heartbeats"
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_append_bytes > self.max_entries_bytes:
@@ -102,10 +116,14 @@ class RaftConfig:
 
     @property
     def members(self) -> tuple[int, ...]:
-        """All member ids, this node included, sorted."""
+        """All member ids, this node included, sorted: the bootstrap
+        configuration's (the core's current one is
+        L{RaftCore.configuration<kvstore.raft.core.RaftCore.configuration>})."""
         return tuple(sorted((self.node_id, *self.peers)))
 
     @property
     def quorum(self) -> int:
-        """How many members make a majority."""
+        """How many members of the bootstrap configuration make a majority
+        (the core counts the voters of its current configuration:
+        L{kvstore.raft.membership.Configuration.quorum})."""
         return (len(self.peers) + 1) // 2 + 1

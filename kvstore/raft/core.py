@@ -43,6 +43,41 @@ The algorithm follows the extended Raft paper (Figure 2, sections 5 and 8)
 and Ongaro's thesis: Pre-Vote (9.6), leader stickiness and check-quorum
 (4.2.3, 6.2), the no-op entry at the start of a term and ReadIndex (6.4),
 and a conflict hint for fast log back-off (5.3).
+
+Membership (thesis chapter 4, L{kvstore.raft.membership}): the core keeps
+the current L{Configuration} of voters and learners; only voters count in
+elections, commit, ReadIndex and check-quorum, and only voters campaign
+(and a node whose removal it holds but does not know to be committed: see
+L{RaftCore._may_campaign}).
+A change is one server at a time (L{RaftCore.propose_change}), logged as a
+configuration entry holding the whole new configuration.  A configuration
+takes effect on each node as soon as its entry is I{appended} to that
+node's log, not when it commits (thesis 4.1): a leader must count the new
+configuration's quorum for the very entry that introduces it, and a node
+must use the newest configuration it holds so that any two quorums of
+consecutive configurations overlap.  If the entry is truncated, the node
+rolls back to the configuration before it (the core keeps the
+C{(index, configuration)} history of the entries it holds).  Two rules make
+single-server changes safe: a leader starts a change only once an entry of
+its own term has committed (otherwise an older uncommitted configuration
+on another node can elect a leader that overwrites a committed change: the
+bug in the thesis's algorithm, fixed in Ongaro's 2015 erratum), and only
+when no other configuration entry is uncommitted.  A leader that removes
+itself keeps leading, without counting itself, until the change commits,
+then steps down and sends L{TimeoutNow} to its most up-to-date voter.
+Vote requests from removed ids, and any of their messages with a higher
+term, are dropped (ids are never reused), so a removed node cannot
+disrupt the cluster.  Vote requests from ids this node does not know
+(yet) are still answered, as the thesis requires (4.1): a node whose log
+lacks a newer member's addition may hold the vote that member needs, and
+only a node that is a voter in its own configuration ever campaigns.
+
+Leadership transfer (thesis 3.10, L{RaftCore.transfer_leadership}): the
+leader stops accepting proposals, brings the target's log up to date, sends
+it L{TimeoutNow}, and resumes if the target has not taken over within the
+minimum election timeout.  The target campaigns at once, without Pre-Vote
+and with C{leadership_transfer} set so that leader stickiness lets its
+vote requests through.
 """
 
 from __future__ import annotations
@@ -59,6 +94,18 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from kvstore.raft.config import RaftConfig
+from kvstore.raft.membership import (
+    ChangeInProgress,
+    ChangeRefused,
+    Configuration,
+    ConfigurationChange,
+    LeaderNotReady,
+    MemberRole,
+    PromoteLearner,
+    decode_configuration_entry,
+    encode_configuration_entry,
+    is_raft_payload,
+)
 from kvstore.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -71,10 +118,12 @@ from kvstore.raft.messages import (
     ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
+    TimeoutNow,
 )
 
 
 _term_of = itemgetter(1)  # the term of an (index, term, payload) entry
+_payload_of = itemgetter(2)
 
 
 class Role(enum.Enum):
@@ -122,6 +171,45 @@ class NotLeaderError(Exception):
     def __init__(self, leader_id: int | None) -> None:
         super().__init__(leader_id)
         self.leader_id = leader_id
+
+
+class LeadershipTransferInProgress(NotLeaderError):
+    """A proposal was refused because this leader is handing leadership to
+    C{target} (L{RaftCore.transfer_leadership}); nothing was appended.  It
+    is a L{NotLeaderError} naming the target, so a client retries there."""
+
+    def __init__(self, target: int) -> None:
+        super().__init__(target)
+        self.target = target
+
+    def __str__(self) -> str:
+        return f"leadership is being transferred to node {self.target}"
+
+
+class TransferRefused(Exception):
+    """L{RaftCore.transfer_leadership} refused; str() is the text after
+    C{"Error: "} in the node's reply."""
+
+
+class TransferToSelf(TransferRefused):
+    def __init__(self, node_id: int) -> None:
+        super().__init__(f"Node {node_id} is already the leader")
+
+
+class TransferToLearner(TransferRefused):
+    def __init__(self, node_id: int) -> None:
+        super().__init__(f"Node {node_id} is a learner; leadership goes only to a voter")
+
+
+class TransferToNonMember(TransferRefused):
+    def __init__(self, node_id: int) -> None:
+        super().__init__(f"Node {node_id} is not a member")
+
+
+class TransferInProgress(TransferRefused):
+    def __init__(self, target: int) -> None:
+        super().__init__(f"Leadership transfer to node {target} in progress")
+        self.target = target
 
 
 @dataclass(frozen=True)
@@ -220,7 +308,8 @@ class _Progress:
     """The leader's view of one follower."""
 
     __slots__ = (
-        "next_index", "match_index", "state", "inflight", "probe_sent", "acked_round", "active", "pending_snapshot"
+        "next_index", "match_index", "state", "inflight", "probe_sent", "acked_round", "active", "pending_snapshot",
+        "recent", "caught_up_beats",
     )
 
     def __init__(self, next_index: int) -> None:
@@ -233,6 +322,10 @@ class _Progress:
         self.active = False  # heard from since the last check-quorum
         # In the SNAPSHOT state: the snapshot offered to this follower.
         self.pending_snapshot = _NO_SNAPSHOT
+        # Learner promotion: heard from since the last heartbeat, and for
+        # how many heartbeats in a row it was close to the leader's log.
+        self.recent = False
+        self.caught_up_beats = 0
 
     def become_probe(self) -> None:
         self.state = _ProgressState.PROBE
@@ -279,6 +372,12 @@ class RaftCore:
         entries after the snapshot through it as C{committed}, so a
         restarted node applies what it knows is committed before it hears
         from a leader.
+    @param configuration: the configuration as of the snapshot (the one the
+        snapshot carries) or, without a snapshot, the bootstrap
+        configuration the log starts from; configuration entries in
+        C{entries} after it are replayed.  L{None}: the bootstrap
+        configuration of C{config} (C{node_id} and C{peers}, all voters,
+        addresses unknown).
     """
 
     def __init__(
@@ -294,6 +393,7 @@ class RaftCore:
         *,
         snapshot: SnapshotPoint | None = None,
         commit_index: int = 0,
+        configuration: Configuration | None = None,
     ) -> None:
         config.validate()
         # How many bytes an entry with this payload takes in an
@@ -335,6 +435,22 @@ class RaftCore:
         self._hard_state_dirty = False
         self._install: SnapshotPoint | None = None  # for the next Ready
 
+        # Membership: the configuration as of the snapshot (or the bootstrap
+        # one), then one (index, configuration) per configuration entry in
+        # the held log after it.  The last is current (effective once
+        # appended); a truncation pops what it removes.
+        base = configuration if configuration is not None else Configuration.bootstrap(config.node_id, config.peers)
+        self._snapshot_configuration = base
+        self._configurations: list[tuple[int, Configuration]] = [(self._snapshot.index, base)]
+        for index, _, payload in self._log:
+            if index > self._snapshot.index and is_raft_payload(payload):
+                self._configurations.append((index, decode_configuration_entry(payload)))
+        self._leadership_transfer: int | None = None  # the target, while this leader hands over
+        self._leadership_transfer_deadline = 0.0
+        # Leader: a configuration was appended whose commit it must act on
+        # (see _on_configuration_committed).
+        self._configuration_unsettled = False
+
         self._messages: list[Message] = []
         self._messages_after_persist: list[Message] = []
         self._reads: list[ReadState] = []
@@ -364,13 +480,251 @@ class RaftCore:
         # any message that it needs, and which of those are not yet reported.
         self._stuck: dict[int, tuple[int, int]] = {}
         self._stuck_unreported: list[int] = []
+        self._use_configuration()
+
+    # ------------------------------------------------------------------
+    # Membership
+
+    @property
+    def configuration(self) -> Configuration:
+        """The current configuration: the newest in the log, committed or
+        not (a configuration takes effect when appended; see the module
+        docstring).  The node compares it after each L{ready} to add and
+        remove peer links."""
+        return self._configuration
+
+    @property
+    def configuration_index(self) -> int:
+        """The index of the entry holding the current configuration (the
+        snapshot's index, or 0, when no configuration entry is held after
+        it)."""
+        return self._configurations[-1][0]
+
+    @property
+    def configuration_change_pending(self) -> bool:
+        """Whether the current configuration is not committed yet."""
+        return self._configurations[-1][0] > self.commit_index
+
+    @property
+    def snapshot_configuration(self) -> Configuration:
+        """The configuration as of L{snapshot_index}: what the node writes
+        into the snapshot, and what a snapshot offer carries."""
+        return self._snapshot_configuration
+
+    def configuration_at(self, index: int) -> Configuration:
+        """
+        The configuration in effect at C{index}: the one of the last
+        configuration entry at or before it.  The node asks for it when it
+        snapshots the state machine at its applied index.
+
+        @raises ValueError: if C{index} is before the snapshot (its
+            configuration is no longer known).
+        """
+        if index < self._configurations[0][0]:
+            raise ValueError(f"the configuration at index {index}, before the snapshot, is not known")
+        for at, configuration in reversed(self._configurations):
+            if at <= index:
+                return configuration
+        raise AssertionError("unreachable: the first configuration is at or before the snapshot")
+
+    def _quorum_of(self, configuration: Configuration) -> int:
+        if "even-quorum-too-small" in self._plants:
+            # The planted bug: half the voters of an even-sized cluster.
+            return (len(configuration.voter_ids) - 1) // 2 + 1
+        return configuration.quorum
+
+    def _use_configuration(self) -> None:
+        """Make the last configuration of the history current (after an
+        append, a truncation, a snapshot install or at start)."""
+        configuration = self._configurations[-1][1]
+        self._configuration = configuration
+        self._is_voter = self.node_id in configuration.voter_ids
+        # The other voters, whose acknowledgements count in quorums.
+        self._voter_peers = tuple(sorted(configuration.voter_ids - {self.node_id}))
+        self._quorum = self._quorum_of(configuration)
+        if self.role is Role.LEADER:
+            # New members get replicated to at once, probed with the
+            # configuration entry itself (the last one): the answer says
+            # where their log ends.  Members removed keep their progress
+            # until the change commits, so they can learn of it (they no
+            # longer count: _voter_peers).
+            for peer in sorted(configuration.member_ids - {self.node_id} - self._progress.keys()):
+                self._progress[peer] = _Progress(self.last_index)
+            self._configuration_unsettled = True
+            self._ensure_heartbeat_timer()
+
+    def _note_configurations(self, entries: Sequence[EntryTuple]) -> None:
+        """Record the configuration entries among C{entries}, just
+        appended; the last becomes current at once."""
+        # On every append, so the common case is one pass in C: a batch
+        # with no payload below b"\x01" (only empty no-ops and 0x00 entries
+        # are) holds no configuration entry.
+        if not entries or min(map(_payload_of, entries)) >= b"\x01":
+            return
+        found = False
+        for index, _, payload in entries:
+            if payload[:1] == b"\x00":
+                self._configurations.append((index, decode_configuration_entry(payload)))
+                found = True
+        if found:
+            self._use_configuration()
+
+    def _change_refusal(self) -> ChangeRefused | NotLeaderError | None:
+        """Why this node may not start a configuration change now, if it may not."""
+        if self.role is not Role.LEADER:
+            return NotLeaderError(self.leader_id)
+        if self._leadership_transfer is not None:
+            return LeadershipTransferInProgress(self._leadership_transfer)
+        if not self._committed_in_current_term() and "change-before-own-term-commit" not in self._plants:
+            return LeaderNotReady()
+        if self.configuration_change_pending and "two-changes-at-once" not in self._plants:
+            return ChangeInProgress()
+        return None
+
+    def propose_change(self, change: ConfigurationChange) -> tuple[int, int] | None:
+        """
+        Start a single-server membership change: append a configuration
+        entry holding the configuration C{change} leads to.  It takes effect
+        here at once (and on each follower when appended there).
+
+        @return: C{(index, term)} of the configuration entry: the change is
+            done when an entry with this index and term is committed (the
+            node waits for it as for a write).  L{None} if the current
+            configuration already is what C{change} asks for and is
+            committed (an idempotent retry): nothing was appended.
+        @raises NotLeaderError: this node is not the leader (a
+            L{LeadershipTransferInProgress} while it hands leadership over).
+        @raises LeaderNotReady: no entry of this leader's term has committed
+            yet.
+        @raises ChangeInProgress: another configuration entry is not
+            committed yet.
+        @raises ChangeRefused: the change itself is refused: the subclasses
+            L{UnknownMember}, L{IdTaken}, L{IdRemoved}, L{LastVoter},
+            L{InvalidAddress} of L{kvstore.raft.membership}.
+        """
+        refusal = self._change_refusal()
+        if refusal is not None:
+            raise refusal
+        configuration = self._configuration.after(change)
+        if configuration is None:
+            return None
+        index = self.last_index + 1
+        entry = (index, self.term, encode_configuration_entry(configuration))
+        self._append([entry])
+        self._needs_broadcast = True
+        self._maybe_commit()
+        return index, self.term
+
+    def _on_configuration_committed(self) -> None:
+        """
+        Leader: the current configuration just committed.  Stop replicating
+        to members it removed; if it removed this leader, step down and hand
+        leadership to the voter whose log is furthest ahead (it holds the
+        committed change) with L{TimeoutNow}, so the cluster need not wait
+        an election timeout.
+        """
+        configuration = self._configuration
+        for peer in [p for p in self._progress if p not in configuration.member_ids]:
+            del self._progress[peer]
+            self._stuck.pop(peer, None)
+        if self._is_voter:
+            return
+        successor = max(self._voter_peers, key=lambda p: (self._progress[p].match_index, -p), default=None)
+        if successor is not None and self._progress[successor].match_index >= self.configuration_index:
+            self._send(successor, TimeoutNow(self.term))
+        self._become_follower(self.term, None)
+
+    def _maybe_promote_learners(self) -> None:
+        """
+        At each heartbeat: promote a learner that has been within
+        C{learner_promotion_lag} entries of this leader's log, and heard
+        from, for C{learner_promotion_heartbeats} heartbeats in a row.  One
+        at a time (a change is refused while another is pending; the count
+        carries on and the promotion happens at a later heartbeat).
+        """
+        config = self.config
+        ready: list[int] = []
+        for peer in sorted(self._configuration.learner_ids):
+            progress = self._progress.get(peer)
+            if progress is None:
+                continue
+            if progress.recent and self.last_index - progress.match_index <= config.learner_promotion_lag:
+                progress.caught_up_beats += 1
+            else:
+                progress.caught_up_beats = 0
+            progress.recent = False
+            if progress.caught_up_beats >= config.learner_promotion_heartbeats:
+                ready.append(peer)
+        if ready and config.auto_promote_learners and self._change_refusal() is None:
+            self.propose_change(PromoteLearner(ready[0]))
+
+    # ------------------------------------------------------------------
+    # Leadership transfer
+
+    @property
+    def transfer_target(self) -> int | None:
+        """The voter this leader is handing leadership to, if any; while
+        set, proposals are refused with L{LeadershipTransferInProgress}."""
+        return self._leadership_transfer
+
+    def transfer_leadership(self, target: int) -> None:
+        """
+        Hand leadership to the voter C{target} (thesis 3.10): refuse
+        proposals from now on, bring C{target}'s log up to date, then send
+        it L{TimeoutNow}.  The transfer ends when this node learns of a
+        newer term (normally C{target}'s election) or, if C{target} has not
+        taken over within the minimum election timeout, is abandoned and
+        proposals are accepted again.  Asking again for the same target
+        while it runs changes nothing.
+
+        @raises NotLeaderError: this node is not the leader.
+        @raises TransferRefused: C{target} is this node, a learner or not a
+            member (L{TransferToSelf}, L{TransferToLearner},
+            L{TransferToNonMember}), or a transfer to another node is under
+            way (L{TransferInProgress}).
+        """
+        if self.role is not Role.LEADER:
+            raise NotLeaderError(self.leader_id)
+        if target == self.node_id:
+            raise TransferToSelf(target)
+        if self._leadership_transfer is not None:
+            if self._leadership_transfer == target:
+                return
+            raise TransferInProgress(self._leadership_transfer)
+        role = self._configuration.role(target)
+        if role is None:
+            raise TransferToNonMember(target)
+        if role is MemberRole.LEARNER:
+            raise TransferToLearner(target)
+        self._leadership_transfer = target
+        self._leadership_transfer_deadline = self._clock.seconds() + self.config.election_timeout_min
+        if self._progress[target].match_index == self.last_index:
+            self._send(target, TimeoutNow(self.term))
+        else:
+            # Entries if any may go, else a heartbeat: its answer shows
+            # where the target's log stands and drives the catch-up.
+            self._send_append(target, heartbeat=True)
+
+    def _maybe_send_timeout_now(self, peer: int) -> None:
+        """Send the transfer target L{TimeoutNow} once its log matches this
+        leader's (no proposal can lengthen the log meanwhile); again at
+        each acknowledgement, in case one is lost."""
+        if self._leadership_transfer == peer and self._progress[peer].match_index == self.last_index:
+            self._send(peer, TimeoutNow(self.term))
+
+    def _handle_timeout_now(self, sender: int) -> None:
+        """This node's leader asks it to take over: campaign at once."""
+        if self.role is Role.LEADER or sender != self.leader_id or not self._is_voter:
+            return
+        self._campaign(pre_vote=False, leadership_transfer=True)
 
     # ------------------------------------------------------------------
     # Lifecycle
 
     def start(self, on_timer_error: Callable[[Failure], None] | None = None) -> None:
         """
-        Start the timers.  A one-node cluster elects itself at once.
+        Start the timers.  A node that is the only voter of its
+        configuration elects itself at once.
 
         @param on_timer_error: receives the failure of a timer callback that
             raised (a bug); without it the exception propagates to whoever
@@ -379,7 +733,7 @@ class RaftCore:
         """
         self._started = True
         self._on_timer_error = on_timer_error
-        if not self.config.peers:
+        if self._is_voter and not self._voter_peers:
             self._campaign(pre_vote=False)
         else:
             self._reset_election_deadline()
@@ -502,12 +856,19 @@ class RaftCore:
                 f"refusing to truncate committed entry {from_index} (commit index {self.commit_index})"
             )
         del self._log[from_index - self._first :]
+        if self._configurations[-1][0] >= from_index:
+            # A configuration entry went with the suffix: roll back to the
+            # one before it (the first is at the snapshot, never truncated).
+            while self._configurations[-1][0] >= from_index:
+                self._configurations.pop()
+            self._use_configuration()
         self._truncate_from = from_index if self._truncate_from is None else min(self._truncate_from, from_index)
         self._unstable_from = min(self._unstable_from, from_index)
         self.durable_index = min(self.durable_index, from_index - 1)
 
     def _append(self, entries: Sequence[EntryTuple]) -> None:
         self._log.extend(map(tuple, entries))  # type: ignore[arg-type]  # tuple(e) of a 3-tuple is a 3-tuple; mypy widens it to tuple[Any, ...]
+        self._note_configurations(entries)
 
     # ------------------------------------------------------------------
     # Output
@@ -527,6 +888,7 @@ class RaftCore:
             or self._needs_broadcast
             or (self._read_round_wanted and self._read_round_in_flight is None)
             or bool(self._stuck_unreported)
+            or (self._configuration_unsettled and self.role is Role.LEADER and not self.configuration_change_pending)
         )
 
     def ready(self) -> Ready:
@@ -541,9 +903,12 @@ class RaftCore:
                 # Send even without new entries if the commit index moved,
                 # so followers learn it now rather than a heartbeat later.
                 commit_moved, self._commit_to_broadcast = self._commit_to_broadcast, False
-                for peer in self.config.peers:
+                for peer in self._progress:
                     self._send_append(peer, heartbeat=commit_moved)
             self._maybe_start_read_round()
+            if self._configuration_unsettled and not self.configuration_change_pending:
+                self._configuration_unsettled = False
+                self._on_configuration_committed()
         unsendable = self._handle_unsendable()
         rd = Ready()
         rd.unsendable = unsendable
@@ -599,6 +964,9 @@ class RaftCore:
         if self.term_at(index) != term:
             raise ValueError(f"snapshot at index {index} says term {term}, the log holds term {self.term_at(index)}")
         self._snapshot = SnapshotPoint(index, term)
+        # The configuration history now starts at the snapshot.
+        configuration = self._snapshot_configuration = self.configuration_at(index)
+        self._configurations = [(index, configuration)] + [c for c in self._configurations if c[0] > index]
 
     def compact(self, through_index: int) -> None:
         """
@@ -650,7 +1018,9 @@ class RaftCore:
         """Ask the node to send C{peer} the newest snapshot: its next entry
         was compacted away, so no AppendEntries can reach it."""
         progress.become_snapshot(self._snapshot)
-        self._send(peer, InstallSnapshot(self.term, self._snapshot.index, self._snapshot.term))
+        self._send(
+            peer, InstallSnapshot(self.term, self._snapshot.index, self._snapshot.term, self._snapshot_configuration)
+        )
 
     def _handle_install_snapshot(self, sender: int, install: InstallSnapshot) -> None:
         """
@@ -686,6 +1056,12 @@ class RaftCore:
             # The log storage is reset, so nothing older is left to drop.
             self._truncate_from = None
             self._install = point
+            # The snapshot's configuration replaces the whole history (a
+            # sender that does not know it leaves this node's own in force).
+            configuration = install.configuration if install.configuration is not None else self._configuration
+            self._snapshot_configuration = configuration
+            self._configurations = [(index, configuration)]
+            self._use_configuration()
             acknowledged = index
         self._send(sender, AppendEntriesResponse(self.term, True, acknowledged), after_persist=True)
 
@@ -731,8 +1107,35 @@ class RaftCore:
             # The deadline moved while the timer was pending; sleep again.
             self._election_timer = self._call_later(self._election_deadline - now, self._on_election_timer)
             return
+        if not self._may_campaign():
+            # A learner, a removed node or one not yet told it was added:
+            # it never campaigns, but keeps the timer for when it is a voter.
+            self._reset_election_deadline()
+            return
         self._campaign(pre_vote=self.config.pre_vote)
         self._wake()
+
+    def _may_campaign(self) -> bool:
+        """
+        Whether this node may start an election: if it is a voter; or if
+        the configuration that removed it is not known to be committed and
+        it was a voter before.  The latter is the removed leader that
+        crashed before its removal committed: it may be the only node
+        holding that entry, and the voters it leaves behind (which lack it)
+        cannot win without its vote, since its log is longer.  It counts the
+        votes of the new configuration's voters only, never its own, and
+        steps down once the removal commits.  Once it knows the removal is
+        committed, it never campaigns again.
+        """
+        if self._is_voter:
+            return True
+        history = self._configurations
+        return (
+            len(history) > 1
+            and history[-1][0] > self.commit_index
+            and self.node_id in history[-2][1].voter_ids
+            and bool(self._voter_peers)
+        )
 
     def _on_heartbeat_timer(self) -> None:
         self._heartbeat_timer = None
@@ -742,11 +1145,14 @@ class RaftCore:
         if now >= self._quorum_check_at and not self._check_quorum():
             self._wake()
             return
-        for peer in self.config.peers:
-            progress = self._progress[peer]
+        if self._leadership_transfer is not None and now >= self._leadership_transfer_deadline:
+            # The target has not taken over in time: accept proposals again.
+            self._leadership_transfer = None
+        for peer, progress in self._progress.items():
             # A probe that got no answer within a heartbeat is retried.
             progress.probe_sent = False
             self._send_append(peer, heartbeat=True)
+        self._maybe_promote_learners()
         self._heartbeat_timer = self._call_later(self.config.heartbeat_interval, self._on_heartbeat_timer)
         self._wake()
 
@@ -756,11 +1162,11 @@ class RaftCore:
         timeout: a leader cut off from the majority stops accepting writes
         instead of letting clients wait for commits that cannot come.
         """
-        active = 1 + sum(1 for p in self._progress.values() if p.active)
+        active = self._is_voter + sum(1 for p in self._voter_peers if self._progress[p].active)
         for progress in self._progress.values():
             progress.active = False
         self._quorum_check_at = self._clock.seconds() + self.config.election_timeout_max
-        if active < self.config.quorum and "no-check-quorum" not in self._plants:
+        if active < self._quorum and "no-check-quorum" not in self._plants:
             self._become_follower(self.term, None)
             return False
         return True
@@ -786,6 +1192,8 @@ class RaftCore:
         self._needs_broadcast = self._commit_to_broadcast = False
         if was_leader:
             self._progress.clear()
+            self._leadership_transfer = None
+            self._configuration_unsettled = False
             self._stuck.clear()
             self._stuck_unreported.clear()
             if self._heartbeat_timer is not None and self._heartbeat_timer.active():
@@ -795,7 +1203,8 @@ class RaftCore:
         if self._started:
             self._reset_election_deadline()
 
-    def _campaign(self, pre_vote: bool) -> None:
+    def _campaign(self, pre_vote: bool, leadership_transfer: bool = False) -> None:
+        """Start an election (callers check that this node is a voter)."""
         if pre_vote:
             self.role = Role.PRE_CANDIDATE
             term = self.term + 1
@@ -805,20 +1214,22 @@ class RaftCore:
             term = self.term
             self._fail_forwarded_reads("election started")
         self.leader_id = None
-        self._votes = {self.node_id}
-        if len(self._votes) >= self.config.quorum:
+        # A node removed by an uncommitted configuration may campaign (see
+        # _may_campaign) but its own vote does not count.
+        self._votes = {self.node_id} if self._is_voter else set()
+        if len(self._votes) >= self._quorum:
             if pre_vote:
                 self._campaign(pre_vote=False)
             else:
                 self._become_leader()
             return
         self._reset_election_deadline()
-        for peer in self.config.peers:
+        for peer in self._voter_peers:
             # A real vote request depends on the durable term and self-vote;
             # a pre-vote request depends on nothing.
             self._send(
                 peer,
-                RequestVote(term, self.last_index, self.last_term, pre_vote=pre_vote),
+                RequestVote(term, self.last_index, self.last_term, pre_vote, leadership_transfer),
                 after_persist=not pre_vote,
             )
 
@@ -829,15 +1240,25 @@ class RaftCore:
         self._round = 0
         self._read_round_in_flight = None
         self._read_round_wanted = False
-        self._progress = {peer: _Progress(self.last_index + 1) for peer in self.config.peers}
+        self._progress = {
+            peer: _Progress(self.last_index + 1) for peer in sorted(self._configuration.member_ids - {self.node_id})
+        }
+        # Act on the current configuration's commit (a leader elected while
+        # its own removal is uncommitted steps down once it commits).
+        self._configuration_unsettled = True
         # The no-op entry lets this term commit something promptly, which
         # both commits older entries (Figure 8 rule) and enables reads.
         self._append([(self.last_index + 1, self.term, b"")])
         self._needs_broadcast = True
         self._quorum_check_at = self._clock.seconds() + self.config.election_timeout_max
-        if self._heartbeat_timer is None and self.config.peers:
-            self._heartbeat_timer = self._call_later(self.config.heartbeat_interval, self._on_heartbeat_timer)
+        self._ensure_heartbeat_timer()
         self._maybe_commit()
+
+    def _ensure_heartbeat_timer(self) -> None:
+        """A leader with anyone to replicate to runs the heartbeat timer (a
+        leader alone in its configuration needs none until a learner joins)."""
+        if self._heartbeat_timer is None and self._progress and self.role is Role.LEADER:
+            self._heartbeat_timer = self._call_later(self.config.heartbeat_interval, self._on_heartbeat_timer)
 
     # ------------------------------------------------------------------
     # Client inputs
@@ -848,12 +1269,19 @@ class RaftCore:
 
         @return: C{(index, term)} of the new entry; the command is committed
             if and when an entry with this index I{and this term} is applied.
-        @raises NotLeaderError: if this node is not the leader; nothing was
-            appended.
+        @raises NotLeaderError: if this node is not the leader, or it is
+            handing leadership over (L{LeadershipTransferInProgress}, naming
+            the target); nothing was appended.
         @raises EntryTooLarge: if the entry could never fit in a message.
+        @raises ValueError: if C{data} starts with C{0x00}, which marks
+            Raft's own entries (L{kvstore.raft.membership}).
         """
         if self.role is not Role.LEADER:
             raise NotLeaderError(self.leader_id)
+        if self._leadership_transfer is not None:
+            raise LeadershipTransferInProgress(self._leadership_transfer)
+        if is_raft_payload(data):
+            raise ValueError("payloads starting with 0x00 are Raft's own entries; use propose_change")
         size = self._entry_size(data)
         if size > self.config.max_entries_bytes:
             raise EntryTooLarge(
@@ -893,7 +1321,7 @@ class RaftCore:
             self._reads_awaiting_commit.append(read)
             return
         read.index = self.commit_index
-        if self.config.quorum == 1 or "read-without-leadership-check" in self._plants:
+        if (self._is_voter and self._quorum == 1) or "read-without-leadership-check" in self._plants:
             self._finish_read(read)
         else:
             self._pending_reads.append(read)
@@ -954,15 +1382,18 @@ class RaftCore:
         self._read_round_in_flight = self._round
         for read in waiting:
             read.round = self._round
-        for peer in self.config.peers:
+        # Only voters' acknowledgements confirm a round (learners get the
+        # round number with their next heartbeat, which confirms nothing).
+        for peer in self._voter_peers:
             self._send_append(peer, heartbeat=True)
 
     def _confirm_reads(self) -> None:
         if self._read_round_in_flight is None:
             return
-        acked = sorted((p.acked_round for p in self._progress.values()), reverse=True)
-        # The leader itself counts as one acknowledgement of every round.
-        needed = self.config.quorum - 1 - ("read-index-one-ack-short" in self._plants)
+        acked = sorted((self._progress[p].acked_round for p in self._voter_peers), reverse=True)
+        # The leader itself counts as one acknowledgement of every round
+        # (unless it is removing itself: then it is no voter).
+        needed = self._quorum - self._is_voter - ("read-index-one-ack-short" in self._plants)
         confirmed = acked[needed - 1] if needed > 0 else self._round
         if confirmed < self._read_round_in_flight:
             return
@@ -1086,13 +1517,15 @@ class RaftCore:
         unreported, self._stuck_unreported = self._stuck_unreported, []
         if self.role is not Role.LEADER:
             return []
-        # A follower is stuck while it still waits for that entry.
+        # A voter is stuck while it still waits for that entry (learners
+        # count for neither side).
         stuck = sum(
             1 for peer, (index, _) in self._stuck.items()
-            if self._progress[peer].next_index == index and self._progress[peer].match_index < index
+            if peer in self._voter_peers
+            and self._progress[peer].next_index == index and self._progress[peer].match_index < index
         )
-        no_quorum = 1 + len(self.config.peers) - stuck < self.config.quorum
-        step_down = no_quorum and stuck >= self.config.quorum
+        no_quorum = self._is_voter + len(self._voter_peers) - stuck < self._quorum
+        step_down = no_quorum and stuck >= self._quorum
         deadlocked = no_quorum and not step_down
         report = [
             UnsendableEntry(peer, *self._stuck[peer], step_down, deadlocked) for peer in dict.fromkeys(unreported)
@@ -1107,8 +1540,13 @@ class RaftCore:
         but only through an entry of the current term (Figure 8): an older
         term's entry is committed indirectly, by committing a later one.
         """
-        matches = sorted([self.durable_index] + [p.match_index for p in self._progress.values()], reverse=True)
-        candidate = matches[self.config.quorum - 1]
+        progress = self._progress
+        voters = self._voter_peers if "learner-counted-in-quorum" not in self._plants else progress
+        matches = [progress[p].match_index for p in voters]
+        if self._is_voter:
+            matches.append(self.durable_index)
+        matches.sort(reverse=True)
+        candidate = matches[self._quorum - 1]
         if candidate > self.commit_index and (self.term_at(candidate) == self.term or "commit-old-term" in self._plants):
             self.commit_index = candidate
             if self._reads_awaiting_commit:
@@ -1129,7 +1567,7 @@ class RaftCore:
             # leader never had (its log only grows within its term): ignore
             # it; used as an index it would raise (issue 9, review).
             return
-        progress.active = True
+        progress.active = progress.recent = True
         progress.acked_round = max(progress.acked_round, response.round)
         if response.success:
             while progress.inflight and progress.inflight[0] <= response.index:
@@ -1148,6 +1586,8 @@ class RaftCore:
             elif progress.state is _ProgressState.PROBE:
                 progress.become_replicate()
             self._send_append(sender)
+            if self._leadership_transfer == sender:
+                self._maybe_send_timeout_now(sender)
         else:
             # Ignore stale rejections: of a message that was not the probe
             # we are waiting for, or of an index already known to match.
@@ -1188,17 +1628,27 @@ class RaftCore:
 
     def step(self, message: Message) -> None:
         """
-        Handle one message from a peer.  The caller has already checked that
-        the sender is a member; anything else about the message is checked
-        here and a message that makes no sense is ignored.
+        Handle one message from a peer.  Anything about the message is
+        checked here and a message that makes no sense is ignored: one from
+        this node's own id, and, from an id this node's configuration says
+        was removed, any vote request and anything of a higher term (so a
+        removed node cannot disrupt the cluster; a removed leader still
+        leads its term until the change commits, and a removed follower
+        still answers it).  Messages from ids this node does not know yet
+        are handled (see the module docstring: a newer configuration may
+        hold them); only voters are counted.
         """
         body = message.body
         sender = message.sender
-        if sender not in self.config.peers or message.receiver != self.node_id:
+        if sender == self.node_id or message.receiver != self.node_id:
+            return
+        if sender in self._configuration.removed and (
+            body.term > self.term or isinstance(body, (RequestVote, RequestVoteResponse))
+        ):
             return
         if body.term > self.term:
             if isinstance(body, RequestVote):
-                if self._in_leader_lease():
+                if self._in_leader_lease() and not body.leadership_transfer:
                     # A live leader exists; a node that cannot hear it must
                     # not depose it (thesis 4.2.3).
                     self._send(sender, RequestVoteResponse(self.term, False, body.pre_vote))
@@ -1207,7 +1657,7 @@ class RaftCore:
                     self._become_follower(body.term, None)
             elif isinstance(body, RequestVoteResponse) and body.pre_vote and body.granted:
                 pass  # a granted pre-vote echoes the term we asked about
-            elif isinstance(body, (AppendEntries, InstallSnapshot)):
+            elif isinstance(body, (AppendEntries, InstallSnapshot, TimeoutNow)):
                 self._become_follower(body.term, sender)
             else:
                 self._become_follower(body.term, None)
@@ -1239,6 +1689,8 @@ class RaftCore:
                 self._send(sender, ReadIndexResponse(self.term, body.request_id, None))
         elif isinstance(body, InstallSnapshot):
             self._handle_install_snapshot(sender, body)
+        elif isinstance(body, TimeoutNow):
+            self._handle_timeout_now(sender)
         elif isinstance(body, ReadIndexResponse):
             # A change of term fails every forwarded read, so this answer is
             # from this term's leader; the id names one read of this
@@ -1345,10 +1797,10 @@ class RaftCore:
                 return
         elif self.role is not Role.CANDIDATE or response.term != self.term:
             return
-        if not response.granted:
-            return
+        if not response.granted or sender not in self._voter_peers:
+            return  # only the voters of this node's configuration count
         self._votes.add(sender)
-        if len(self._votes) >= self.config.quorum:
+        if len(self._votes) >= self._quorum:
             if response.pre_vote:
                 self._campaign(pre_vote=False)
             else:

@@ -88,9 +88,9 @@ MUTANTS: tuple[Mutant, ...] = (
     # -- quorum and votes --------------------------------------------------
     Mutant(
         "quorum-even-sizes",
-        "kvstore/raft/config.py",
-        "return (len(self.peers) + 1) // 2 + 1",
-        "return len(self.peers) // 2 + 1",
+        "kvstore/raft/membership.py",
+        "return len(self.voter_ids) // 2 + 1",
+        "return (len(self.voter_ids) - 1) // 2 + 1",
         ("tests/test_raft_quorum.py", "tests/test_raft_core.py", "tests/test_raft_cluster.py"),
         "the quorum is one too small for even cluster sizes (2 of 4 make a 'majority')",
         sim_required=True,
@@ -124,8 +124,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "commit-without-majority",
         CORE,
-        "candidate = matches[self.config.quorum - 1]",
-        "candidate = matches[self.config.quorum - 2]",
+        "candidate = matches[self._quorum - 1]",
+        "candidate = matches[self._quorum - 2]",
         ("tests/test_raft_core.py", "tests/test_raft_quorum.py"),
         "the leader advances the commit index one replica short of a majority",
     ),
@@ -151,8 +151,8 @@ MUTANTS: tuple[Mutant, ...] = (
         CORE,
         # A phantom acknowledgement at the head of the list: every confirmation
         # then needs one real acknowledgement fewer.
-        "acked = sorted((p.acked_round for p in self._progress.values()), reverse=True)",
-        "acked = [self._round] + sorted((p.acked_round for p in self._progress.values()), reverse=True)",
+        "acked = sorted((self._progress[p].acked_round for p in self._voter_peers), reverse=True)",
+        "acked = [self._round] + sorted((self._progress[p].acked_round for p in self._voter_peers), reverse=True)",
         ("tests/test_raft_core.py", "tests/test_raft_reads.py", "tests/test_raft_quorum.py"),
         "a read index is confirmed with one acknowledgement too few",
         sim_required=True,
@@ -168,6 +168,43 @@ MUTANTS: tuple[Mutant, ...] = (
         "a leader cut off from the majority never steps down",
         sim_required=True,
         note="the simulator catches it once its schedules are strengthened (simulator-side work)",
+    ),
+    # -- membership (issue 13; the simulator does not change membership yet) ----
+    Mutant(
+        "membership-change-before-own-term-commit",
+        CORE,
+        'if not self._committed_in_current_term() and "change-before-own-term-commit" not in self._plants:',
+        "if False:",
+        ("tests/test_raft_membership_changes.py",),
+        "a new leader changes the membership before an entry of its own term commits (the single-server bug)",
+        sim=(),
+    ),
+    Mutant(
+        "membership-two-changes-at-once",
+        CORE,
+        'if self.configuration_change_pending and "two-changes-at-once" not in self._plants:',
+        "if False:",
+        ("tests/test_raft_membership_changes.py", "tests/test_raft_membership_churn.py"),
+        "a second configuration change starts while another is uncommitted",
+        sim=(),
+    ),
+    Mutant(
+        "membership-learner-in-commit-quorum",
+        CORE,
+        'voters = self._voter_peers if "learner-counted-in-quorum" not in self._plants else progress',
+        "voters = progress",
+        ("tests/test_raft_membership_changes.py", "tests/test_raft_membership_churn.py"),
+        "learners' acknowledgements count toward the commit quorum",
+        sim=(),
+    ),
+    Mutant(
+        "membership-effective-on-commit",
+        CORE,
+        "                found = True\n        if found:\n            self._use_configuration()",
+        "                found = True\n        if False:\n            self._use_configuration()",
+        ("tests/test_raft_membership_changes.py",),
+        "an appended configuration entry does not take effect (only a later rebuild would see it)",
+        sim=(),
     ),
     Mutant(
         "node-read-before-apply",
