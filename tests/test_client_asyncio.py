@@ -119,6 +119,27 @@ class OutcomeTests(AsyncClientTestCase):
         self.assertRaises(OutcomeUnknown, run, lambda: self.client(node.address, timeout=0.3).put("k", "v"))
         self.assertLess(time.monotonic() - start, 3.0)
 
+    def test_silent_node_is_left_after_a_timeout(self) -> None:
+        """After a call times out on a node that accepts requests but never answers (paused, cut off), the
+        next call goes to the next listed node."""
+        paused = FakeNode(self, lambda line: SILENT)
+        leader = FakeNode(self, store_script())
+        kv = self.client(paused.address, leader.address, timeout=0.3)
+
+        async def body() -> str:
+            try:
+                await kv.put("k", "first")
+            except OutcomeUnknown:
+                pass
+            else:
+                raise AssertionError("the silent node answered")
+            await kv.put("k", "second")
+            return await kv.get("k")
+
+        self.assertEqual(run(body), "second")
+        self.assertEqual(paused.lines(), ["PUT k first"])
+        self.assertEqual(kv.node, leader.address)
+
     def test_read_timeout(self) -> None:
         """A read with no reply by the deadline raises Unavailable."""
         node = FakeNode(self, lambda line: SILENT)
@@ -150,7 +171,7 @@ class InStepTests(AsyncClientTestCase):
     """After a timeout or a cancelled call, later calls still get their own replies."""
 
     def test_late_reply_is_dropped(self) -> None:
-        """A reply that comes after its call timed out is consumed and dropped; the next call gets its own."""
+        """A reply that comes after its call timed out is dropped; the next call gets its own, on a new connection."""
         release = threading.Event()
 
         def script(line: str) -> str:
@@ -173,7 +194,7 @@ class InStepTests(AsyncClientTestCase):
             return await kv.get("k")
 
         self.assertEqual(run(body), "fresh")
-        self.assertEqual(node.connections, 1)
+        self.assertEqual(node.connections, 2)
 
     def test_cancelled_call_keeps_replies_in_step(self) -> None:
         """Cancelling a call in flight leaves the connection usable and in step."""

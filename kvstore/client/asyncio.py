@@ -65,6 +65,7 @@ class _LineProtocol(asyncio.Protocol):
         # Requests waiting for the end of this turn of the loop (see request).
         self._corked: list[bytes] | None = None
         self.broken: str | None = None
+        self.retired = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # a TCP connection's transport
@@ -108,6 +109,8 @@ class _LineProtocol(asyncio.Protocol):
             future = pending.popleft()[0]
             if not future.done():  # else timed out or cancelled: drop its reply
                 future.set_result(line)
+        if self.retired:
+            self._close_if_done()
 
     def eof_received(self) -> bool:
         return False  # close; connection_lost fails what is pending
@@ -147,12 +150,25 @@ class _LineProtocol(asyncio.Protocol):
                 earliest = min(earliest, deadline)
         if earliest != float("inf"):
             self._arm(earliest)
+        if self.retired:
+            self._close_if_done()
 
     # -- closing ---------------------------------------------------------
 
     @property
     def idle(self) -> bool:
         return not self._pending
+
+    def retire(self) -> None:
+        """Take no new requests; close once every call waiting on this
+        connection has its reply or has given up (a paused node's late
+        replies are not worth keeping a connection for)."""
+        self.retired = True
+        self._close_if_done()
+
+    def _close_if_done(self) -> None:
+        if self.retired and self.broken is None and all(future.done() for future, _ in self._pending):
+            self.close()
 
     def abort(self, reason: str) -> None:
         """Drop the connection at once: it is out of step or unwanted."""
@@ -276,6 +292,9 @@ class AsyncClient:
                 try:
                     line = await proto.request(data, deadline)
                 except _ReplyTimeout:
+                    # A node that does not answer in time may be paused or cut
+                    # off while its connection stays up: later calls go elsewhere.
+                    self._forget(proto, move_on=True)
                     raise _policy.after_timeout(request, proto.address, True, self.timeout, last_error) from None
                 except _Lost as lost:
                     self._forget(proto)
@@ -315,8 +334,7 @@ class AsyncClient:
         connection goes to the next listed node."""
         if self._protocol is proto:
             self._protocol = None
-            if proto.idle:
-                proto.close()
+            proto.retire()
             if move_on and proto.address in self.nodes:
                 self._next_node = (self.nodes.index(proto.address) + 1) % len(self.nodes)
 
