@@ -3,12 +3,14 @@
 C{kvstore-bench}: load generator and latency report for kvstore clusters,
 in the spirit of C{redis-benchmark} and etcd's C{benchmark}.
 
-It speaks the client text protocol over plain asyncio sockets (no Twisted,
-so the tool and the server never share an event loop implementation's
-quirks), keeps C{--pipeline} requests in flight on each of C{--connections}
-connections, sends writes to the leader (following C{Not leader} replies)
-and reads to every node, and prints a live rate line, then a table of
-throughput, latency percentiles and errors by kind (or JSON with C{--json}).
+It talks to the nodes through the client library's asyncio flavour
+(L{kvstore.client.asyncio.AsyncClient}; asyncio, not Twisted, so the tool
+and the server never share an event loop implementation's quirks), keeps
+C{--pipeline} calls in flight on each of C{--connections} clients (one
+connection each), sends writes to the leader (the library follows it
+through failovers) and reads to every node, and prints a live rate line,
+then a table of throughput, latency percentiles and errors by kind (or JSON
+with C{--json}).
 
 Without C{--nodes} it starts its own local cluster of real node processes
 in a temporary directory and removes it afterwards.  C{--target trivial}
@@ -27,7 +29,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,7 +37,16 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from kvstore import trace
-from kvstore.protocols.replies import parse_leader_address, parse_status
+from kvstore.client.asyncio import AsyncClient
+from kvstore.client.errors import (
+    BadRequest,
+    ClientError,
+    ConnectionFailed,
+    KeyNotFound,
+    NoLeader,
+    OutcomeUnknown,
+    Unavailable,
+)
 from kvstore.tools.ports import allocate_port_range
 from kvstore.tools.procinfo import rss_kib
 from kvstore.tools.spawn import spawn, twistd_command
@@ -257,6 +267,11 @@ def format_breakdown(rows: Sequence[dict[str, Any]]) -> str:
 # The load
 
 
+def _address(host_port: tuple[str, int]) -> str:
+    host, port = host_port
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class TargetNodes:
     """What the tool knows of the target: node addresses and the leader."""
 
@@ -267,23 +282,48 @@ class TargetNodes:
     async def find_leader(self, deadline: float) -> tuple[str, int]:
         """Ask every node's STATUS until one says it leads."""
         while time.monotonic() < deadline:
-            for host, port in self.addresses:
-                try:
-                    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
-                    writer.write(b"STATUS\n")
-                    line = (await asyncio.wait_for(reader.readline(), 1.0)).decode()
-                    writer.close()
-                except (OSError, asyncio.TimeoutError):
-                    continue
-                if " role=leader " in f" {line} ":
-                    self.leader = (host, port)
-                    return self.leader
+            for address in self.addresses:
+                if (await read_status(address, timeout=1.0)).get("role") == "leader":
+                    self.leader = address
+                    return address
             await asyncio.sleep(0.05)
         raise RuntimeError("no leader found before the deadline")
 
+    def nodes_leader_first(self) -> list[str]:
+        """Every node's C{host:port}, the known leader first: what a writing
+        client is given, so that it connects to the leader straight away and
+        finds the next one by itself after a failover."""
+        ordered = sorted(self.addresses, key=lambda a: a != self.leader)
+        return [_address(a) for a in ordered]
+
+
+#: How a failed call is counted in the report's errors.
+ERROR_KINDS: tuple[tuple[type[ClientError], str], ...] = (
+    (KeyNotFound, "Key not found"),
+    (OutcomeUnknown, "Outcome unknown"),
+    (NoLeader, "No leader"),
+    (ConnectionFailed, "Connection failed"),
+    (Unavailable, "Unavailable"),
+    (BadRequest, "Bad request"),
+    (ClientError, "Client error"),
+)
+
+
+def error_kind(error: ClientError) -> str:
+    """The report's name for C{error}'s kind."""
+    for kind, name in ERROR_KINDS:
+        if isinstance(error, kind):
+            return name
+    return type(error).__name__
+
 
 class Worker:
-    """One connection with C{pipeline} requests in flight."""
+    """
+    One connection (one L{AsyncClient}) with C{pipeline} calls in flight:
+    C{pipeline} lanes, each making one call after another, whose requests
+    the client pipelines on its connection.  Writers follow the leader
+    (the client does); readers stay on their node.
+    """
 
     def __init__(
         self,
@@ -305,13 +345,8 @@ class Worker:
         self.stop_at = stop_at
         self.budget = budget
         self.value = "v" * args.value_size
-        self.read_suffix = " STALE" if args.consistency == "stale" else ""
-
-    def _next_request(self) -> tuple[bytes, bool]:
-        key = f"key{self.rng.randrange(self.args.keys)}"
-        if self.writes:
-            return f"PUT {key} {self.value}\n".encode(), True
-        return f"GET {key}{self.read_suffix}\n".encode(), False
+        self.stale = args.consistency == "stale"
+        self.client: AsyncClient | None = None
 
     def _may_send(self) -> bool:
         if time.monotonic() >= self.stop_at[0]:
@@ -322,115 +357,78 @@ class Worker:
         return True
 
     async def run(self) -> None:
-        while time.monotonic() < self.stop_at[0] and self.budget[0] > 0:
-            address = self.target or self.cluster.leader
-            if address is None:
-                address = await self.cluster.find_leader(time.monotonic() + 10)
-            try:
-                redirect = await self._run_connection(address)
-            except (OSError, asyncio.IncompleteReadError, ConnectionError):
-                self.results.record_error("connection lost")
-                redirect = None
-                await asyncio.sleep(0.1)
-            if redirect is not None and self.target is None:
-                self.cluster.leader = redirect
-            elif self.target is None:
-                self.cluster.leader = None
+        if self.client is None:
+            nodes = [_address(self.target)] if self.target else self.cluster.nodes_leader_first()
+            self.client = AsyncClient(nodes, timeout=self.args.timeout)
+        await asyncio.gather(*(self._lane(self.client) for _ in range(self.args.pipeline)))
 
-    async def _run_connection(self, address: tuple[str, int]) -> tuple[str, int] | None:
-        reader, writer = await asyncio.open_connection(*address)
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        in_flight: list[tuple[int, bool]] = []
-        keep_times = self.args.trace
-        redirect: tuple[str, int] | None = None
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+    async def _lane(self, client: AsyncClient) -> None:
         results = self.results
-        try:
-            batch = []
-            for _ in range(self.args.pipeline):
-                if not self._may_send():
-                    break
-                line, is_write = self._next_request()
-                batch.append(line)
-                in_flight.append((time.monotonic_ns(), is_write))
-            writer.write(b"".join(batch))
-            position = 0
-            while position < len(in_flight):
-                reply = await reader.readline()
-                if not reply:
-                    raise ConnectionError("server closed the connection")
-                sent, is_write = in_flight[position]
-                position += 1
-                now = time.monotonic_ns()
-                text = reply.decode("utf-8", "replace").rstrip("\n")
-                if text.startswith("Error: "):
-                    results.record_error(text)
-                    if "Not leader" in text and redirect is None:
-                        redirect = parse_leader_address(text) or ("", 0)
+        keys, rng = self.args.keys, self.rng
+        write, value, stale = self.writes, self.value, self.stale
+        keep_times = self.args.trace
+        monotonic_ns = time.monotonic_ns
+        while self._may_send():
+            key = f"key{rng.randrange(keys)}"
+            sent = monotonic_ns()
+            try:
+                if write:
+                    await client.put(key, value)
                 else:
-                    results.ok += 1
-                    results.latencies.append((now - sent) / 1e9)
-                    if is_write:
-                        results.writes += 1
-                        if keep_times:
-                            results.write_times.append((sent, now))
-                    else:
-                        results.reads += 1
-                if redirect is None and self._may_send():
-                    line, is_write = self._next_request()
-                    in_flight.append((time.monotonic_ns(), is_write))
-                    writer.write(line)
-                if position > 4096:
-                    del in_flight[:position]
-                    position = 0
-        finally:
-            writer.close()
-        if redirect == ("", 0):
-            await asyncio.sleep(0.05)
-            return None
-        return redirect
+                    await client.get(key, stale)
+            except ClientError as e:
+                kind = error_kind(e)
+                results.errors[kind] = results.errors.get(kind, 0) + 1
+                if not isinstance(e, (KeyNotFound, BadRequest)):
+                    await asyncio.sleep(0.05)  # the cluster is failing over: do not spin
+                continue
+            now = monotonic_ns()
+            results.ok += 1
+            results.latencies.append((now - sent) / 1e9)
+            if write:
+                results.writes += 1
+                if keep_times:
+                    results.write_times.append((sent, now))
+            else:
+                results.reads += 1
 
 
-async def read_status(address: tuple[str, int]) -> dict[str, str]:
+async def read_status(address: tuple[str, int], timeout: float = 2.0) -> dict[str, str]:
     """One node's STATUS as a dictionary (empty if it does not answer)."""
+    client = AsyncClient([_address(address)], timeout=timeout)
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), 2.0)
-        writer.write(b"STATUS\n")
-        line = (await asyncio.wait_for(reader.readline(), 2.0)).decode()
-        writer.close()
-    except (OSError, asyncio.TimeoutError):
+        return await client.status()
+    except ClientError:
         return {}
-    try:
-        return parse_status(line)
-    except ValueError:
-        return {}
+    finally:
+        client.close()
 
 
 async def preload(cluster: TargetNodes, keys: int, value_size: int, quiet: bool) -> None:
     """
     Write every key of the key space once, so that reads find values.  Uses
-    16 pipelining connections to the leader; fails loudly if a write fails.
+    16 clients with 100 writes in flight each; fails loudly if a write fails.
     """
     value = "v" * value_size
     connections = 16
     window = 100
     started = time.monotonic()
+    if cluster.leader is None:
+        await cluster.find_leader(time.monotonic() + 30)
 
     async def one(first: int) -> None:
-        leader = cluster.leader or await cluster.find_leader(time.monotonic() + 30)
-        reader, writer = await asyncio.open_connection(*leader)
-        try:
+        async with AsyncClient(cluster.nodes_leader_first(), timeout=30) as client:
             indexes = list(range(first, keys, connections))
             for start in range(0, len(indexes), window):
                 chunk = indexes[start : start + window]
-                writer.write(b"".join(f"PUT key{i} {value}\n".encode() for i in chunk))
-                for _ in chunk:
-                    reply = (await reader.readline()).decode()
-                    if reply.startswith("Error"):
-                        raise RuntimeError(f"preload failed: {reply.strip()}")
-        finally:
-            writer.close()
+                try:
+                    await asyncio.gather(*(client.put(f"key{i}", value) for i in chunk))
+                except ClientError as e:
+                    raise RuntimeError(f"preload failed: {e}") from None
 
     await asyncio.gather(*(one(i) for i in range(connections)))
     if not quiet:
@@ -455,17 +453,21 @@ async def run_load(cluster: TargetNodes, args: argparse.Namespace, quiet: bool) 
         writes = i < write_conns
         target = None if writes else read_targets[i % len(read_targets)]
         workers.append(Worker(cluster, target, writes, args, results, random.Random(rng.random()), stop_at, budget))
-    if args.warmup > 0:
-        stop_at[0] = time.monotonic() + args.warmup
+    try:
+        if args.warmup > 0:
+            stop_at[0] = time.monotonic() + args.warmup
+            await asyncio.gather(*(w.run() for w in workers))
+            results.__init__()  # type: ignore[misc]  # reset the results in place: the workers hold this object
+            budget[0] = args.requests if args.requests else 1 << 62
+        before = await asyncio.gather(*(read_status(a) for a in cluster.addresses))
+        results.started = time.monotonic()
+        stop_at[0] = results.started + args.duration if not args.requests else float("inf")
+        progress = None if quiet else asyncio.ensure_future(_progress(results))
         await asyncio.gather(*(w.run() for w in workers))
-        results.__init__()  # type: ignore[misc]  # reset the results in place: the workers hold this object
-        budget[0] = args.requests if args.requests else 1 << 62
-    before = await asyncio.gather(*(read_status(a) for a in cluster.addresses))
-    results.started = time.monotonic()
-    stop_at[0] = results.started + args.duration if not args.requests else float("inf")
-    progress = None if quiet else asyncio.ensure_future(_progress(results))
-    await asyncio.gather(*(w.run() for w in workers))
-    results.finished = time.monotonic()
+        results.finished = time.monotonic()
+    finally:
+        for worker in workers:
+            worker.close()
     if progress is not None:
         progress.cancel()
         sys.stderr.write("\n")
@@ -595,19 +597,40 @@ class TrivialServer:
         self.process.wait(10)
 
 
+def trivial_replies(lines: Sequence[bytes]) -> bytes:
+    """
+    What the do-nothing server answers to C{lines}: the success reply each
+    request expects (so that the client library accepts it), without
+    storing anything; C{STATUS} claims leadership.
+    """
+    out = []
+    for line in lines:
+        word, _, rest = line.partition(b" ")
+        key = rest.partition(b" ")[0]
+        if word == b"PUT":
+            out.append(key + b" added successfully.\n")
+        elif word == b"GET":
+            out.append(b"value of " + key + b": v\n")
+        elif word == b"DELETE":
+            out.append(key + b" deleted successfully.\n")
+        elif word == b"STATUS":
+            out.append(b"node=0 role=leader term=1 leader=0\n")
+        else:
+            out.append(b"PONG\n")
+    return b"".join(out)
+
+
 async def serve_trivial(port: int) -> None:
-    """Answer each line with a fixed reply; STATUS claims leadership."""
+    """Answer each line at once with L{trivial_replies}."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        buffer = b""
         while True:
-            data = await reader.read(65536)
+            data = await reader.read(262144)
             if not data:
                 break
-            lines = data.count(b"\n")
-            if data.startswith(b"STATUS"):
-                writer.write(b"node=0 role=leader term=1 leader=0\n")
-                lines -= 1
-            writer.write(b"k added successfully.\n" * lines)
+            *lines, buffer = (buffer + data).split(b"\n")
+            writer.write(trivial_replies(lines))
         writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", port)
@@ -708,6 +731,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="started nodes record per-stage timestamps of each write; report the median time to each stage "
         "(meaningful with -c 1 -P 1)",
     )
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds one request may take, retries and failovers included (default 10)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--serve-trivial", type=int, help=argparse.SUPPRESS)
