@@ -276,3 +276,44 @@ class ErrorTests(AsyncClientTestCase):
             await kv.ping()
 
         self.assertRaises(ClientError, run, body)
+
+
+class _RecordingTransport:
+    """Records what a protocol writes, in the order of the write calls."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def close(self) -> None:
+        pass
+
+
+class WriteCoalescingTests(SynchronousTestCase):
+    """Requests made in one turn of the event loop leave in at most two writes."""
+
+    def test_first_request_at_once_the_rest_at_the_end_of_the_turn(self) -> None:
+        """The first request of a turn is written at once (no added latency for one caller); those made
+        after it in the same turn go together in one write when the turn ends (one system call, not N)."""
+        from kvstore.client.asyncio import _LineProtocol
+
+        async def body() -> list[list[bytes]]:
+            loop = asyncio.get_running_loop()
+            proto = _LineProtocol("h:1", loop)
+            transport = _RecordingTransport()
+            proto.connection_made(transport)  # type: ignore[arg-type]
+            deadline = loop.time() + 60
+            futures = [proto.request(f"GET k{i}\n".encode(), deadline) for i in range(4)]
+            seen = [list(transport.writes)]
+            await asyncio.sleep(0)
+            seen.append(list(transport.writes))
+            proto.data_received(b"value of k0: a\nvalue of k1: b\nvalue of k2: c\nvalue of k3: d\n")
+            self.assertEqual([f.result() for f in futures], ["value of k0: a", "value of k1: b", "value of k2: c",
+                                                            "value of k3: d"])
+            return seen
+
+        during, after = run(body)
+        self.assertEqual(during, [b"GET k0\n"])
+        self.assertEqual(after, [b"GET k0\n", b"GET k1\nGET k2\nGET k3\n"])

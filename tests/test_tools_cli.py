@@ -305,9 +305,12 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual(self.made, [])
 
     def test_usage_error_exit_status(self) -> None:
-        """A one-shot command with the wrong arguments exits 2 and sends nothing."""
+        """A one-shot command with the wrong arguments exits 2 (with --json, a usage error object) and sends
+        nothing."""
         self.assertEqual(self.main("put", "k"), 2)
         self.assertIn("Usage: PUT", self.err.getvalue())
+        self.assertEqual(self.main("--json", "get"), 2)
+        self.assertEqual(json.loads(self.out.getvalue())["error"], "usage")
         self.assertEqual(self.client.calls, [])
 
 

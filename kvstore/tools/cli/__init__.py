@@ -84,6 +84,8 @@ def one_shot(args: argparse.Namespace) -> int:
     try:
         action = commands.parse_argv(args.command)
     except UsageError as e:
+        if args.json:
+            print(json.dumps({"ok": False, "error": "usage", "message": str(e)}))
         print(f"kvstore-cli: {e}", file=sys.stderr)
         return commands.ERROR
     if isinstance(action, Help):
