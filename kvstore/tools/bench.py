@@ -3,14 +3,22 @@
 C{kvstore-bench}: load generator and latency report for kvstore clusters,
 in the spirit of C{redis-benchmark} and etcd's C{benchmark}.
 
-It talks to the nodes through the client library's asyncio flavour
-(L{kvstore.client.asyncio.AsyncClient}; asyncio, not Twisted, so the tool
-and the server never share an event loop implementation's quirks), keeps
-C{--pipeline} calls in flight on each of C{--connections} clients (one
-connection each), sends writes to the leader (the library follows it
-through failovers) and reads to every node, and prints a live rate line,
-then a table of throughput, latency percentiles and errors by kind (or JSON
-with C{--json}).
+It runs on asyncio, not Twisted (so the tool and the server never share
+an event loop implementation's quirks), keeps C{--pipeline} requests in
+flight on each of C{--connections} connections, sends writes to the leader
+(following C{Not leader} replies) and reads to every node, and prints a
+live rate line, then a table of throughput, latency percentiles and errors
+by kind (or JSON with C{--json}).
+
+Every request goes through the client library, in one of two ways
+(C{--client}): by default a loop that sends the next request as each reply
+arrives, on the library's codec (L{kvstore.tools.bench_pipelined}: encode,
+frame and read replies with L{kvstore.client._protocol}); or, with
+C{--client library}, as calls of L{kvstore.client.asyncio.AsyncClient},
+which follows the leader and retries as applications do but costs the tool
+about 2-3 us of CPU more per request (measured with
+C{benchmarks/bench_ab.py}, see C{docs/client.md}), CPU a small machine
+takes from the servers being measured.
 
 Without C{--nodes} it starts its own local cluster of real node processes
 in a temporary directory and removes it afterwards.  C{--target trivial}
@@ -47,6 +55,7 @@ from kvstore.client.errors import (
     OutcomeUnknown,
     Unavailable,
 )
+from kvstore.tools.bench_pipelined import address_text, pipelined_worker
 from kvstore.tools.ports import allocate_port_range
 from kvstore.tools.procinfo import rss_kib
 from kvstore.tools.spawn import spawn, twistd_command
@@ -267,11 +276,6 @@ def format_breakdown(rows: Sequence[dict[str, Any]]) -> str:
 # The load
 
 
-def _address(host_port: tuple[str, int]) -> str:
-    host, port = host_port
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 class TargetNodes:
     """What the tool knows of the target: node addresses and the leader."""
 
@@ -294,7 +298,7 @@ class TargetNodes:
         client is given, so that it connects to the leader straight away and
         finds the next one by itself after a failover."""
         ordered = sorted(self.addresses, key=lambda a: a != self.leader)
-        return [_address(a) for a in ordered]
+        return [address_text(a) for a in ordered]
 
 
 #: How a failed call is counted in the report's errors.
@@ -357,8 +361,11 @@ class Worker:
         return True
 
     async def run(self) -> None:
+        if self.args.client == "pipelined":
+            await pipelined_worker(self)
+            return
         if self.client is None:
-            nodes = [_address(self.target)] if self.target else self.cluster.nodes_leader_first()
+            nodes = [address_text(self.target)] if self.target else self.cluster.nodes_leader_first()
             self.client = AsyncClient(nodes, timeout=self.args.timeout)
         await asyncio.gather(*(self._lane(self.client) for _ in range(self.args.pipeline)))
 
@@ -399,7 +406,7 @@ class Worker:
 
 async def read_status(address: tuple[str, int], timeout: float = 2.0) -> dict[str, str]:
     """One node's STATUS as a dictionary (empty if it does not answer)."""
-    client = AsyncClient([_address(address)], timeout=timeout)
+    client = AsyncClient([address_text(address)], timeout=timeout)
     try:
         return await client.status()
     except ClientError:
@@ -730,6 +737,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="started nodes record per-stage timestamps of each write; report the median time to each stage "
         "(meaningful with -c 1 -P 1)",
+    )
+    p.add_argument(
+        "--client",
+        choices=("pipelined", "library"),
+        default="pipelined",
+        help="how the load is sent: 'pipelined' (default) keeps --pipeline requests in flight per connection and "
+        "sends the next as each reply arrives, on the client library's codec; 'library' makes every request a "
+        "call of the asyncio client library (kvstore.client.asyncio), which costs the tool more CPU per request",
     )
     p.add_argument("--timeout", type=float, default=10.0,
                    help="seconds one request may take, retries and failovers included (default 10)")

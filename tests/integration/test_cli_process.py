@@ -196,4 +196,5 @@ class OneShotTests(CliTestCase):
         env = self.environment(KVSTORE_CLUSTER=",".join(self.cluster.addresses))
         result = self.one_shot("put", "from-env", "yes", env=env)
         self.assertEqual(result.returncode, 0, result.stderr)
-        self.assertEqual(self.leader.request("GET from-env"), "value of from-env: yes")
+        with self.cluster.client(timeout=10) as kv:
+            self.assertEqual(kv.get("from-env"), "yes")
