@@ -321,6 +321,9 @@ class AsyncClient:
                 if redirects % 4 == 0:  # nodes disagree about the leader: let the election settle
                     await asyncio.sleep(max(0.0, min(self._backoff[0], deadline - loop.time())))
                 continue
+            if not isinstance(action, _policy.Retry):
+                # An action this client has no use for (it sends no session-tagged writes).
+                raise ClientError(f"cannot act on {action!r}")
             last_error = action.error
             if action.backoff:
                 delay = _policy.backoff_delay(backoffs, *self._backoff, self._random.random())
