@@ -350,7 +350,6 @@ class Worker:
         self.budget = budget
         self.value = "v" * args.value_size
         self.stale = args.consistency == "stale"
-        self.client: AsyncClient | None = None
 
     def _may_send(self) -> bool:
         if time.monotonic() >= self.stop_at[0]:
@@ -364,14 +363,14 @@ class Worker:
         if self.args.client == "pipelined":
             await pipelined_worker(self)
             return
-        if self.client is None:
-            nodes = [address_text(self.target)] if self.target else self.cluster.nodes_leader_first()
-            self.client = AsyncClient(nodes, timeout=self.args.timeout)
-        await asyncio.gather(*(self._lane(self.client) for _ in range(self.args.pipeline)))
-
-    def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
+        # A client per run (warm-up, measurement), as the tool always opened
+        # its connections: closed when the run ends.
+        nodes = [address_text(self.target)] if self.target else self.cluster.nodes_leader_first()
+        client = AsyncClient(nodes, timeout=self.args.timeout)
+        try:
+            await asyncio.gather(*(self._lane(client) for _ in range(self.args.pipeline)))
+        finally:
+            client.close()
 
     async def _lane(self, client: AsyncClient) -> None:
         results = self.results
@@ -460,21 +459,17 @@ async def run_load(cluster: TargetNodes, args: argparse.Namespace, quiet: bool) 
         writes = i < write_conns
         target = None if writes else read_targets[i % len(read_targets)]
         workers.append(Worker(cluster, target, writes, args, results, random.Random(rng.random()), stop_at, budget))
-    try:
-        if args.warmup > 0:
-            stop_at[0] = time.monotonic() + args.warmup
-            await asyncio.gather(*(w.run() for w in workers))
-            results.__init__()  # type: ignore[misc]  # reset the results in place: the workers hold this object
-            budget[0] = args.requests if args.requests else 1 << 62
-        before = await asyncio.gather(*(read_status(a) for a in cluster.addresses))
-        results.started = time.monotonic()
-        stop_at[0] = results.started + args.duration if not args.requests else float("inf")
-        progress = None if quiet else asyncio.ensure_future(_progress(results))
+    if args.warmup > 0:
+        stop_at[0] = time.monotonic() + args.warmup
         await asyncio.gather(*(w.run() for w in workers))
-        results.finished = time.monotonic()
-    finally:
-        for worker in workers:
-            worker.close()
+        results.__init__()  # type: ignore[misc]  # reset the results in place: the workers hold this object
+        budget[0] = args.requests if args.requests else 1 << 62
+    before = await asyncio.gather(*(read_status(a) for a in cluster.addresses))
+    results.started = time.monotonic()
+    stop_at[0] = results.started + args.duration if not args.requests else float("inf")
+    progress = None if quiet else asyncio.ensure_future(_progress(results))
+    await asyncio.gather(*(w.run() for w in workers))
+    results.finished = time.monotonic()
     if progress is not None:
         progress.cancel()
         sys.stderr.write("\n")
@@ -716,6 +711,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="which nodes reading connections use (default: all nodes in turn)",
     )
     p.add_argument(
+        "--client",
+        choices=("pipelined", "library"),
+        default="pipelined",
+        help="how the load is sent: 'pipelined' (default) keeps --pipeline requests in flight per connection and "
+        "sends the next as each reply arrives, on the client library's codec; 'library' makes every request a "
+        "call of the asyncio client library (kvstore.client.asyncio), which costs the tool more CPU per request",
+    )
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds one request may take, retries and failovers included (default 10)")
+    p.add_argument(
         "--preload",
         action="store_true",
         help="write every key once before measuring (implied when --writes is below 1, so reads find values)",
@@ -738,16 +743,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="started nodes record per-stage timestamps of each write; report the median time to each stage "
         "(meaningful with -c 1 -P 1)",
     )
-    p.add_argument(
-        "--client",
-        choices=("pipelined", "library"),
-        default="pipelined",
-        help="how the load is sent: 'pipelined' (default) keeps --pipeline requests in flight per connection and "
-        "sends the next as each reply arrives, on the client library's codec; 'library' makes every request a "
-        "call of the asyncio client library (kvstore.client.asyncio), which costs the tool more CPU per request",
-    )
-    p.add_argument("--timeout", type=float, default=10.0,
-                   help="seconds one request may take, retries and failovers included (default 10)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--serve-trivial", type=int, help=argparse.SUPPRESS)
