@@ -46,6 +46,8 @@ setup(
             # The suite runs the peer-decoder fuzz target briefly; atheris
             # ships wheels for Linux x86_64 (elsewhere that test skips).
             "atheris; platform_system == 'Linux' and platform_machine == 'x86_64'",
+            # kvstore-cli's shell is tested in a real pseudo-terminal.
+            "pexpect",
         ],
         "fuzz": ["atheris"],
     },
@@ -56,6 +58,7 @@ setup(
             "kvstore-sim=kvstore.testing.sim.cli:main",
             "kvstore-bench=kvstore.tools.bench:main",
             "kvstore-inspect=kvstore.tools.inspect:main",
+            "kvstore-cli=kvstore.tools.cli:main",
         ],
     },
     zip_safe=False,

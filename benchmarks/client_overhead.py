@@ -17,7 +17,13 @@ Variants (each round sends C{--requests} requests of one kind, GET or PUT):
   - C{lib-threads}: one L{Client} shared by C{--threads} threads, whose
     calls are pipelined on its one connection;
   - C{twisted-pipe}: L{kvstore.client.deferred.DeferredClient}, all calls
-    made at once on a running reactor (in a thread of its own).
+    made at once on a running reactor (in a thread of its own);
+  - C{raw-asyncio-seq}: asyncio streams, one request at a time (what any
+    asyncio program pays per round trip, library or not);
+  - C{asyncio-seq}: L{kvstore.client.asyncio.AsyncClient}, one call at a
+    time;
+  - C{asyncio-pipe}: L{kvstore.client.asyncio.AsyncClient}, all calls made
+    at once (C{asyncio.gather}), pipelined on its one connection.
 
 Usage::
 
@@ -34,6 +40,7 @@ started on a free port in a temporary directory and stopped by PID.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import shutil
 import socket
 import statistics
@@ -42,10 +49,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Awaitable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kvstore.client import Client  # noqa: E402
+from kvstore.client.asyncio import AsyncClient  # noqa: E402
 from kvstore.testing.processes import FAST_ELECTIONS, NodeProcess, allocate_port  # noqa: E402
 
 
@@ -144,6 +153,52 @@ def lib_threads(address: str, kind: str, n: int, threads: int) -> float:
     return elapsed
 
 
+def _async_call(client: AsyncClient, line: str) -> Awaitable[object]:
+    word, key, *rest = line.split(" ", 2)
+    return client.put(key, rest[0]) if word == "PUT" else client.get(key)
+
+
+def raw_asyncio_seq(port: int, kind: str, n: int) -> float:
+    async def run() -> float:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        requests = [line.encode() + b"\n" for line in lines_for(kind, n)]
+        start = time.perf_counter()
+        for request in requests:
+            writer.write(request)
+            if (await reader.readline()).startswith(b"Error"):
+                raise RuntimeError(request)
+        elapsed = time.perf_counter() - start
+        writer.close()
+        return elapsed
+
+    return asyncio.run(run())
+
+
+def asyncio_seq(address: str, kind: str, n: int) -> float:
+    async def run() -> float:
+        async with AsyncClient([address], timeout=30) as client:
+            await client.ping()  # connected before the clock starts
+            requests = lines_for(kind, n)
+            start = time.perf_counter()
+            for line in requests:
+                await _async_call(client, line)
+            return time.perf_counter() - start
+
+    return asyncio.run(run())
+
+
+def asyncio_pipe(address: str, kind: str, n: int) -> float:
+    async def run() -> float:
+        async with AsyncClient([address], timeout=60) as client:
+            await client.ping()
+            requests = lines_for(kind, n)
+            start = time.perf_counter()
+            await asyncio.gather(*(_async_call(client, line) for line in requests))
+            return time.perf_counter() - start
+
+    return asyncio.run(run())
+
+
 class TwistedRunner:
     """A reactor in a thread of its own, to run the Deferred client from the benchmark's main thread."""
 
@@ -225,6 +280,9 @@ def main() -> None:
             "raw-pipe": lambda kind: raw_pipe(node.port, kind, args.requests),
             "lib-threads": lambda kind: lib_threads(address, kind, args.requests, args.threads),
             "twisted-pipe": lambda kind: twisted_runner.pipe(kind, args.requests),
+            "raw-asyncio-seq": lambda kind: raw_asyncio_seq(node.port, kind, args.requests),
+            "asyncio-seq": lambda kind: asyncio_seq(address, kind, args.requests),
+            "asyncio-pipe": lambda kind: asyncio_pipe(address, kind, args.requests),
         }
         results: dict[tuple[str, str], list[float]] = {}
         cpu: dict[tuple[str, str], list[float]] = {}
@@ -247,7 +305,7 @@ def main() -> None:
                 base_cpu = statistics.median(cpu[(kind, "raw-pipe" if "pipe" in name or "threads" in name
                                                   else "raw-seq")])
                 median_cpu = statistics.median(cpu[(kind, name)])
-                print(f"{kind:4} {name:13} wall {median:8.1f} us ({min(values):.1f}-{max(values):.1f}) "
+                print(f"{kind:4} {name:15} wall {median:8.1f} us ({min(values):.1f}-{max(values):.1f}) "
                       f"vs raw {median - base:+8.1f} us | client CPU {median_cpu:6.1f} us vs raw "
                       f"{median_cpu - base_cpu:+6.1f} us")
     finally:

@@ -21,6 +21,7 @@ EXPECTED = {
     "kvstore-cluster": "kvstore.tools.cluster",
     "kvstore-bench": "kvstore.tools.bench",
     "kvstore-inspect": "kvstore.tools.inspect",
+    "kvstore-cli": "kvstore.tools.cli",
     "kvstore-sim": "kvstore.testing.sim.cli",
 }
 

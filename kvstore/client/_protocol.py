@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Union
 
+from kvstore.client._raw import Raw
 from kvstore.client.errors import BadRequest, ProtocolError
 from kvstore.protocols.commands import Delete, Get, Ping, Put, Status, encode_command
 
@@ -50,7 +51,7 @@ __all__ = [
     "MAX_REPLY_BYTES",
 ]
 
-Request = Union[Put, Get, Delete, Ping, Status]
+Request = Union[Put, Get, Delete, Ping, Status, Raw]
 
 #: Longest reply line accepted.  A GET reply is bounded by the server's
 #: key and value limits; this is far above the defaults (1 KiB + 64 KiB)
@@ -79,6 +80,8 @@ def encode_request(request: Request) -> bytes:
 
     @raise BadRequest: if the request could not be sent as one valid line.
     """
+    if isinstance(request, Raw):  # checked when made (Raw.of)
+        return request.encode()
     if isinstance(request, (Put, Get, Delete)):
         _check_key(request.key)
     if isinstance(request, Put):
@@ -91,6 +94,8 @@ def encode_request(request: Request) -> bytes:
 
 def is_write(request: Request) -> bool:
     """Whether C{request} changes state, so that retrying it is not free."""
+    if isinstance(request, Raw):
+        return request.write
     return isinstance(request, (Put, Delete))
 
 
@@ -232,6 +237,8 @@ def interpret_reply(request: Request, line: str) -> Reply:
     """
     if line.startswith("Error: "):
         return _interpret_error(request, line)
+    if isinstance(request, Raw):  # any other line is the command's answer, as typed
+        return Value(line)
     if isinstance(request, Get):
         prefix = f"value of {request.key}: "
         if line.startswith(prefix):

@@ -22,6 +22,7 @@ from collections import deque
 from typing import Iterable
 
 from kvstore.client import _policy, _protocol as p
+from kvstore.client._raw import Raw
 from kvstore.client.errors import ClientError, ProtocolError
 
 __all__ = ["Client", "parse_address"]
@@ -282,6 +283,15 @@ class Client:
     def ping(self) -> None:
         """Round trip to the node the client is talking to."""
         self._call(p.Ping())
+
+    def raw_command(self, line: str) -> str:
+        """
+        Send C{line} as typed (C{"INCR hits 2"}) and return the reply line,
+        for commands without a method here; C{Error:} replies raise as for
+        any call.  Unless its first word is a read (L{kvstore.client._raw.READ_WORDS}) it is
+        treated as a write: never retried once it may have been sent.
+        """
+        return self._call(Raw.of(line))  # type: ignore[return-value]  # a Raw request's reply is its line
 
     @property
     def node(self) -> str | None:

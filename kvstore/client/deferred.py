@@ -23,6 +23,7 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from kvstore.client import _policy, _protocol as p
+from kvstore.client._raw import Raw
 from kvstore.client.blocking import parse_address
 from kvstore.client.errors import ClientError, ProtocolError
 
@@ -134,6 +135,12 @@ class DeferredClient:
 
     def ping(self) -> Deferred[None]:
         return self._call(p.Ping())
+
+    def raw_command(self, line: str) -> Deferred[str]:
+        try:
+            return self._call(Raw.of(line))
+        except ClientError as e:
+            return _failed(e)
 
     @property
     def node(self) -> str | None:

@@ -1,8 +1,10 @@
 # -*- test-case-name: tests.fault.test_faults -*-
 """
 What the fault suite records of every client operation: a L{Record} per
-request, the thread-safe L{History} of them, and L{classify}, which reads a
-reply line into the operation's outcome (known, failed, or unknown).
+request, the thread-safe L{History} of them, L{classify}, which reads a
+reply line into the operation's outcome (known, failed, or unknown), and
+L{settle}, which does the same from what the client library returned or
+raised.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-__all__ = ["FAILED", "History", "OK_STATUS", "Record", "UNEXPECTED", "UNKNOWN", "classify"]
+from kvstore.client.errors import KeyNotFound, NotApplied, ProtocolError
+
+__all__ = ["FAILED", "History", "OK_STATUS", "Record", "UNEXPECTED", "UNKNOWN", "classify", "settle"]
 
 
 OK_STATUS = "ok"  # the outcome is known (a value, OK, or not-found)
@@ -119,5 +123,36 @@ def classify(record: Record, reply: str, complete: float) -> None:
             record.status = UNKNOWN
         else:
             record.status = UNEXPECTED
+    if record.status == OK_STATUS:
+        record.complete = complete
+
+
+def settle(record: Record, complete: float, result: str | None = None, error: BaseException | None = None) -> None:
+    """
+    Set C{record}'s outcome from one call of the client library: its
+    C{result} (a get's value), or the C{error} it raised.  C{complete} is
+    when the call returned; it is kept only for a known outcome.
+
+    The library's exceptions carry exactly the distinctions the checkers
+    need: L{KeyNotFound} is a known outcome (a get of nothing, a delete that
+    found nothing); L{NotApplied} certainly changed nothing; a
+    L{ProtocolError} is a reply that answers another request (a bug, see
+    L{check_replies}); anything else (L{kvstore.client.errors.OutcomeUnknown}
+    above all) leaves a write's outcome unknown.  A read that failed changed
+    nothing, whatever the reason.
+    """
+    if error is None:
+        record.status, record.result = OK_STATUS, (result if record.kind == "get" else "ok")
+        record.reply = "ok" if record.kind != "get" else f"value {result!r}"
+    else:
+        record.reply = f"{type(error).__name__}: {error}"
+        if isinstance(error, ProtocolError) or (isinstance(error, KeyNotFound) and record.kind == "put"):
+            record.status = UNEXPECTED
+        elif isinstance(error, KeyNotFound):
+            record.status, record.result = OK_STATUS, (None if record.kind == "get" else "not-found")
+        elif isinstance(error, NotApplied) or record.kind == "get":
+            record.status = FAILED
+        else:
+            record.status = UNKNOWN
     if record.status == OK_STATUS:
         record.complete = complete

@@ -11,8 +11,10 @@ The building blocks:
   - L{wait_until}: poll a condition until it holds or a deadline passes.
   - L{allocate_port} / L{allocate_port_range}: free TCP ports in a range
     outside the ephemeral range (checked by binding).
-  - L{Client}: a blocking line client; L{Client.pipeline} sends many
-    requests before reading any reply.
+  - L{Client}: the client library's one-node line connection
+    (L{kvstore.client.lines.LineConnection}); L{Client.pipeline} sends many
+    requests before reading any reply.  L{ProcessCluster.client} gives the
+    library's leader-following L{kvstore.client.Client} instead.
   - L{NodeProcess}: one node process with a fixed id, port and data
     directory, which can be killed (C{SIGKILL} by default) and restarted on
     the same data.
@@ -23,13 +25,14 @@ The building blocks:
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
+from kvstore.client import Client as LibraryClient
+from kvstore.client.lines import LineConnection
 from kvstore.protocols.replies import parse_status
 from kvstore.tools.ports import allocate_port, allocate_port_range
 from kvstore.tools.spawn import ROOT, child_environment, spawn, twistd_command
@@ -97,78 +100,18 @@ def wait_until(
 # Client
 
 
-class Client:
+class Client(LineConnection):
     """
-    A blocking client of the text protocol: one request line, one reply
-    line.
+    The library's one-node line connection (L{LineConnection}: request
+    lines in, reply lines out, nothing interpreted), opened by host and port
+    as the tests have always done.  For a client that follows the leader
+    and retries, use L{ProcessCluster.client}.
 
     @ivar timeout: seconds any single socket operation may block.
     """
 
     def __init__(self, host: str, port: int, timeout: float = 10.0) -> None:
-        self.address = (host, port)
-        self.timeout = timeout
-        self._sock = socket.create_connection(self.address, timeout=timeout)
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._buffer = b""
-
-    def __enter__(self) -> "Client":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def send_lines(self, lines: Iterable[str]) -> None:
-        """Send request lines without reading any reply."""
-        data = b"".join(line.encode("utf-8") + b"\n" for line in lines)
-        self._sock.sendall(data)
-
-    def read_reply(self) -> str:
-        """
-        Read one reply line (without its LF).
-
-        @raise ConnectionError: if the connection closes first.
-        """
-        while b"\n" not in self._buffer:
-            chunk = self._sock.recv(65536)
-            if not chunk:
-                raise ConnectionResetError(f"connection to {self.address} closed")
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line.decode("utf-8")
-
-    def request(self, line: str) -> str:
-        """Send one request and return its reply."""
-        self.send_lines([line])
-        return self.read_reply()
-
-    def pipeline(self, lines: Sequence[str]) -> list[str]:
-        """
-        Send every request, then read one reply per request.  The requests
-        are written from a helper thread so that a long pipeline cannot
-        deadlock with the server's flow control (it stops reading while its
-        replies are not being read).
-        """
-        error: list[BaseException] = []
-
-        def write() -> None:
-            try:
-                self.send_lines(lines)
-            except BaseException as e:  # reported below
-                error.append(e)
-
-        writer = threading.Thread(target=write, daemon=True)
-        writer.start()
-        try:
-            replies = [self.read_reply() for _ in lines]
-        finally:
-            writer.join(self.timeout)
-        if error:
-            raise error[0]
-        return replies
+        super().__init__(f"[{host}]:{port}" if ":" in host else f"{host}:{port}", timeout)
 
 
 def command(port: int, line: str, host: str = "127.0.0.1", timeout: float = 10.0) -> str:
@@ -450,3 +393,14 @@ class ProcessCluster:
 
     def followers(self, leader: NodeProcess) -> list[NodeProcess]:
         return [n for n in self.running if n is not leader]
+
+    @property
+    def addresses(self) -> list[str]:
+        """Every node's C{host:port}, running or not."""
+        return [n.address for n in self.nodes]
+
+    def client(self, timeout: float = 10.0, **options: Any) -> LibraryClient:
+        """A L{kvstore.client.Client} of the whole cluster (the caller closes
+        it): it follows the leader and retries, as applications do."""
+        return LibraryClient(self.addresses, timeout=timeout, **options)
+

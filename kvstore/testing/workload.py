@@ -1,33 +1,44 @@
 # -*- test-case-name: tests.fault.test_faults -*-
 """
-Load for the fault suite: a concurrent client L{Workload} that records every
-operation in a L{History}, and a L{TermMonitor} that counts elections.
+Load for the fault suite: a concurrent L{Workload} of client-library calls
+that records every operation in a L{History}, and a L{TermMonitor} that
+counts elections.
 
-Test support only: threads and blocking sockets, waiting with deadlines.
+Test support only: the workload runs its own asyncio loop in a thread (the
+library's L{AsyncClient}); the rest waits with deadlines.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
-import socket
 import threading
 import time
 
-from kvstore.testing.history import OK_STATUS, History, Record, classify
-from kvstore.testing.processes import NodeProcess, ProcessCluster, wait_until
+from kvstore.client.asyncio import AsyncClient
+from kvstore.client.errors import ClientError
+from kvstore.testing.history import FAILED, OK_STATUS, History, Record, settle
+from kvstore.testing.processes import ProcessCluster, wait_until
 
 __all__ = ["TermMonitor", "Workload"]
 
 
 class Workload:
     """
-    C{clients} threads, each with its own connection, sending pipelined
-    batches of PUT, GET and DELETE on a shared key space and recording every
-    operation in a L{History}.  Writes go to the node believed to lead
-    (redirects update the belief); reads go to a random running node half
-    of the time, so that follower reads are exercised.  A request without a
-    reply within C{timeout} seconds (a stopped or partitioned node) is
-    recorded as unknown and the connection is dropped.
+    C{clients} clients of the library (L{AsyncClient}, one event loop in a
+    thread of its own), each with C{pipeline} calls in flight, sending PUT,
+    GET and DELETE on a shared key space and recording every call in a
+    L{History}.  Writes go through each client's leader-following
+    connection; reads go there half of the time and otherwise to a random
+    running node (a client listing that node alone), so that follower reads
+    are exercised.
+
+    Each call is recorded before it is made (C{invoke}, before anything is
+    sent) and settled when it returns (C{complete}, after the reply): the
+    window the linearizability checker needs.  What the library raises
+    decides the outcome (L{settle}); a write whose outcome is unknown (the
+    library's C{OutcomeUnknown}, or no reply within C{timeout} seconds)
+    stays unknown.
     """
 
     def __init__(
@@ -47,25 +58,29 @@ class Workload:
         self.keys = [f"k{i}" for i in range(keys)]
         self.timeout = timeout
         self.seed = seed
+        #: The node believed to lead when the workload starts: listed first
+        #: by every client, so that the first writes need no redirect.
         self.leader_guess = 0
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._thread: threading.Thread | None = None
+        self._errors: list[BaseException] = []
         self.started = 0.0
         self.stopped = 0.0
 
     def start(self) -> "Workload":
         self.started = time.monotonic()
-        for c in range(self.clients):
-            t = threading.Thread(target=self._client, args=(c,), name=f"client-{c}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        self._thread = threading.Thread(target=self._run_loop, name="workload", daemon=True)
+        self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Stop making calls; wait (about C{timeout} at most) for those in flight."""
         self._stop.set()
-        for t in self._threads:
-            t.join(self.timeout + 5)
+        if self._thread is not None:
+            self._thread.join(self.timeout + 10)
         self.stopped = time.monotonic()
+        if self._errors:
+            raise AssertionError(f"the workload failed: {self._errors[0]!r}") from self._errors[0]
 
     def successful_writes_since(self, since: float) -> int:
         return sum(1 for r in self.history.snapshot()
@@ -81,85 +96,64 @@ class Workload:
                    + "\n".join(n.describe() for n in self.cluster.nodes))
         return time.monotonic() - since
 
-    def _pick_node(self, rng: random.Random, write: bool) -> NodeProcess | None:
-        running = self.cluster.running
-        if not running:
-            return None
-        if write or rng.random() < 0.5:
-            guess = self.cluster.nodes[self.leader_guess % len(self.cluster.nodes)]
-            if guess.running:
-                return guess
-        return rng.choice(running)
+    # -- the load, on the workload's own event loop -----------------------
 
-    def _client(self, c: int) -> None:
-        rng = random.Random(self.seed * 1000 + c)
+    def _run_loop(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as e:  # reported by stop()
+            self._errors.append(e)
+
+    async def _main(self) -> None:
+        nodes = self.cluster.nodes
+        first = self.leader_guess % len(nodes)
+        everyone = [n.address for n in nodes[first:] + nodes[:first]]
+        clients = []
+        try:
+            lanes = []
+            for c in range(self.clients):
+                leader_client = AsyncClient(everyone, timeout=self.timeout, backoff=(0.01, 0.1))
+                node_clients = {n.node_id: AsyncClient([n.address], timeout=self.timeout, backoff=(0.01, 0.1))
+                                for n in nodes}
+                clients += [leader_client, *node_clients.values()]
+                for lane in range(self.pipeline):
+                    rng = random.Random((self.seed * 1000 + c) * 100 + lane)
+                    lanes.append(self._lane(c, lane, rng, leader_client, node_clients))
+            await asyncio.gather(*lanes)
+        finally:
+            for client in clients:
+                client.close()
+
+    async def _lane(self, c: int, lane: int, rng: random.Random, leader_client: AsyncClient,
+                    node_clients: dict[int, AsyncClient]) -> None:
         seq = 0
-        pause = threading.Event()
+        by_address = {n.address: n.node_id for n in self.cluster.nodes}
         while not self._stop.is_set():
-            node = self._pick_node(rng, rng.random() < 0.6)
-            if node is None:
-                pause.wait(0.05)
-                continue
+            kind = rng.choices(("put", "get", "delete"), (45, 45, 10))[0]
+            key = rng.choice(self.keys)
+            seq += 1
+            value = f"c{c}.{lane}-{seq}" if kind == "put" else None
+            client = leader_client
+            if kind == "get" and rng.random() < 0.5:
+                running = self.cluster.running
+                if running:
+                    client = node_clients[rng.choice(running).node_id]
+            record = self.history.add(Record(c, kind, key, value, time.monotonic(), -1))
+            result: str | None = None
+            error: ClientError | None = None
             try:
-                sock = socket.create_connection((node.host, node.port), timeout=self.timeout)
-            except OSError:
-                pause.wait(0.05)
-                continue
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self._session(sock, node, c, rng, seq_start=seq)
-            finally:
-                seq += 100000
-                sock.close()
-
-    def _session(self, sock: socket.socket, node: NodeProcess, c: int, rng: random.Random, seq_start: int) -> None:
-        """Send batches on one connection until an error or a redirect."""
-        buffer = b""
-        seq = seq_start
-        for _ in range(50):  # then reconnect, to spread load across nodes
-            if self._stop.is_set():
-                return
-            batch: list[Record] = []
-            lines = []
-            for _ in range(self.pipeline):
-                kind = rng.choices(("put", "get", "delete"), (45, 45, 10))[0]
-                key = rng.choice(self.keys)
-                seq += 1
-                value = f"c{c}-{seq}" if kind == "put" else None
-                lines.append({"put": f"PUT {key} {value}", "get": f"GET {key}", "delete": f"DELETE {key}"}[kind])
-                batch.append(Record(c, kind, key, value, 0.0, node.node_id))
-            invoke = time.monotonic()
-            for r in batch:
-                r.invoke = invoke
-                self.history.add(r)
-            try:
-                sock.sendall("".join(line + "\n" for line in lines).encode())
-                for r in batch:
-                    while b"\n" not in buffer:
-                        chunk = sock.recv(65536)
-                        if not chunk:
-                            raise ConnectionResetError("closed")
-                        buffer += chunk
-                    line, _, buffer = buffer.partition(b"\n")
-                    classify(r, line.decode("utf-8", "replace"), time.monotonic())
-            except OSError:
-                return  # the rest of the batch stays unknown
-            redirected = False
-            for r in batch:
-                if r.reply and r.reply.startswith("Error: Not leader. Current leader is Node "):
-                    try:
-                        self.leader_guess = int(r.reply.split("Node ", 1)[1].split()[0])
-                    except ValueError:
-                        pass
-                    redirected = True
-                elif r.reply and r.reply.startswith("Error: Not leader."):
-                    # No leader yet: try another node, after a short pause
-                    # rather than a busy loop of refusals.
-                    self.leader_guess = rng.randrange(len(self.cluster.nodes))
-                    redirected = True
-                    self._stop.wait(0.02)
-            if redirected:
-                return
+                if kind == "put":
+                    await client.put(key, value)  # type: ignore[arg-type]  # a put always has a value
+                elif kind == "get":
+                    result = await client.get(key)
+                else:
+                    await client.delete(key)
+            except ClientError as e:
+                error = e
+            settle(record, time.monotonic(), result, error)
+            record.node = by_address.get(client.node or "", -1)
+            if record.status == FAILED:
+                await asyncio.sleep(0.02)  # nothing to talk to: do not spin
 
 
 class TermMonitor:

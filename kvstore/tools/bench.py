@@ -3,12 +3,22 @@
 C{kvstore-bench}: load generator and latency report for kvstore clusters,
 in the spirit of C{redis-benchmark} and etcd's C{benchmark}.
 
-It speaks the client text protocol over plain asyncio sockets (no Twisted,
-so the tool and the server never share an event loop implementation's
-quirks), keeps C{--pipeline} requests in flight on each of C{--connections}
-connections, sends writes to the leader (following C{Not leader} replies)
-and reads to every node, and prints a live rate line, then a table of
-throughput, latency percentiles and errors by kind (or JSON with C{--json}).
+It runs on asyncio, not Twisted (so the tool and the server never share
+an event loop implementation's quirks), keeps C{--pipeline} requests in
+flight on each of C{--connections} connections, sends writes to the leader
+(following C{Not leader} replies) and reads to every node, and prints a
+live rate line, then a table of throughput, latency percentiles and errors
+by kind (or JSON with C{--json}).
+
+Every request goes through the client library, in one of two ways
+(C{--client}): by default a loop that sends the next request as each reply
+arrives, on the library's codec (L{kvstore.tools.bench_pipelined}: encode,
+frame and read replies with L{kvstore.client._protocol}); or, with
+C{--client library}, as calls of L{kvstore.client.asyncio.AsyncClient},
+which follows the leader and retries as applications do but costs the tool
+about 2-3 us of CPU more per request (measured with
+C{benchmarks/bench_ab.py}, see C{docs/client.md}), CPU a small machine
+takes from the servers being measured.
 
 Without C{--nodes} it starts its own local cluster of real node processes
 in a temporary directory and removes it afterwards.  C{--target trivial}
@@ -27,7 +37,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,7 +45,17 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from kvstore import trace
-from kvstore.protocols.replies import parse_leader_address, parse_status
+from kvstore.client.asyncio import AsyncClient
+from kvstore.client.errors import (
+    BadRequest,
+    ClientError,
+    ConnectionFailed,
+    KeyNotFound,
+    NoLeader,
+    OutcomeUnknown,
+    Unavailable,
+)
+from kvstore.tools.bench_pipelined import address_text, pipelined_worker
 from kvstore.tools.ports import allocate_port_range
 from kvstore.tools.procinfo import rss_kib
 from kvstore.tools.spawn import spawn, twistd_command
@@ -267,23 +286,48 @@ class TargetNodes:
     async def find_leader(self, deadline: float) -> tuple[str, int]:
         """Ask every node's STATUS until one says it leads."""
         while time.monotonic() < deadline:
-            for host, port in self.addresses:
-                try:
-                    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
-                    writer.write(b"STATUS\n")
-                    line = (await asyncio.wait_for(reader.readline(), 1.0)).decode()
-                    writer.close()
-                except (OSError, asyncio.TimeoutError):
-                    continue
-                if " role=leader " in f" {line} ":
-                    self.leader = (host, port)
-                    return self.leader
+            for address in self.addresses:
+                if (await read_status(address, timeout=1.0)).get("role") == "leader":
+                    self.leader = address
+                    return address
             await asyncio.sleep(0.05)
         raise RuntimeError("no leader found before the deadline")
 
+    def nodes_leader_first(self) -> list[str]:
+        """Every node's C{host:port}, the known leader first: what a writing
+        client is given, so that it connects to the leader straight away and
+        finds the next one by itself after a failover."""
+        ordered = sorted(self.addresses, key=lambda a: a != self.leader)
+        return [address_text(a) for a in ordered]
+
+
+#: How a failed call is counted in the report's errors.
+ERROR_KINDS: tuple[tuple[type[ClientError], str], ...] = (
+    (KeyNotFound, "Key not found"),
+    (OutcomeUnknown, "Outcome unknown"),
+    (NoLeader, "No leader"),
+    (ConnectionFailed, "Connection failed"),
+    (Unavailable, "Unavailable"),
+    (BadRequest, "Bad request"),
+    (ClientError, "Client error"),
+)
+
+
+def error_kind(error: ClientError) -> str:
+    """The report's name for C{error}'s kind."""
+    for kind, name in ERROR_KINDS:
+        if isinstance(error, kind):
+            return name
+    return type(error).__name__
+
 
 class Worker:
-    """One connection with C{pipeline} requests in flight."""
+    """
+    One connection (one L{AsyncClient}) with C{pipeline} calls in flight:
+    C{pipeline} lanes, each making one call after another, whose requests
+    the client pipelines on its connection.  Writers follow the leader
+    (the client does); readers stay on their node.
+    """
 
     def __init__(
         self,
@@ -305,13 +349,7 @@ class Worker:
         self.stop_at = stop_at
         self.budget = budget
         self.value = "v" * args.value_size
-        self.read_suffix = " STALE" if args.consistency == "stale" else ""
-
-    def _next_request(self) -> tuple[bytes, bool]:
-        key = f"key{self.rng.randrange(self.args.keys)}"
-        if self.writes:
-            return f"PUT {key} {self.value}\n".encode(), True
-        return f"GET {key}{self.read_suffix}\n".encode(), False
+        self.stale = args.consistency == "stale"
 
     def _may_send(self) -> bool:
         if time.monotonic() >= self.stop_at[0]:
@@ -322,115 +360,81 @@ class Worker:
         return True
 
     async def run(self) -> None:
-        while time.monotonic() < self.stop_at[0] and self.budget[0] > 0:
-            address = self.target or self.cluster.leader
-            if address is None:
-                address = await self.cluster.find_leader(time.monotonic() + 10)
-            try:
-                redirect = await self._run_connection(address)
-            except (OSError, asyncio.IncompleteReadError, ConnectionError):
-                self.results.record_error("connection lost")
-                redirect = None
-                await asyncio.sleep(0.1)
-            if redirect is not None and self.target is None:
-                self.cluster.leader = redirect
-            elif self.target is None:
-                self.cluster.leader = None
-
-    async def _run_connection(self, address: tuple[str, int]) -> tuple[str, int] | None:
-        reader, writer = await asyncio.open_connection(*address)
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        in_flight: list[tuple[int, bool]] = []
-        keep_times = self.args.trace
-        redirect: tuple[str, int] | None = None
-        results = self.results
+        if self.args.client == "pipelined":
+            await pipelined_worker(self)
+            return
+        # A client per run (warm-up, measurement), as the tool always opened
+        # its connections: closed when the run ends.
+        nodes = [address_text(self.target)] if self.target else self.cluster.nodes_leader_first()
+        client = AsyncClient(nodes, timeout=self.args.timeout)
         try:
-            batch = []
-            for _ in range(self.args.pipeline):
-                if not self._may_send():
-                    break
-                line, is_write = self._next_request()
-                batch.append(line)
-                in_flight.append((time.monotonic_ns(), is_write))
-            writer.write(b"".join(batch))
-            position = 0
-            while position < len(in_flight):
-                reply = await reader.readline()
-                if not reply:
-                    raise ConnectionError("server closed the connection")
-                sent, is_write = in_flight[position]
-                position += 1
-                now = time.monotonic_ns()
-                text = reply.decode("utf-8", "replace").rstrip("\n")
-                if text.startswith("Error: "):
-                    results.record_error(text)
-                    if "Not leader" in text and redirect is None:
-                        redirect = parse_leader_address(text) or ("", 0)
-                else:
-                    results.ok += 1
-                    results.latencies.append((now - sent) / 1e9)
-                    if is_write:
-                        results.writes += 1
-                        if keep_times:
-                            results.write_times.append((sent, now))
-                    else:
-                        results.reads += 1
-                if redirect is None and self._may_send():
-                    line, is_write = self._next_request()
-                    in_flight.append((time.monotonic_ns(), is_write))
-                    writer.write(line)
-                if position > 4096:
-                    del in_flight[:position]
-                    position = 0
+            await asyncio.gather(*(self._lane(client) for _ in range(self.args.pipeline)))
         finally:
-            writer.close()
-        if redirect == ("", 0):
-            await asyncio.sleep(0.05)
-            return None
-        return redirect
+            client.close()
+
+    async def _lane(self, client: AsyncClient) -> None:
+        results = self.results
+        keys, rng = self.args.keys, self.rng
+        write, value, stale = self.writes, self.value, self.stale
+        keep_times = self.args.trace
+        monotonic_ns = time.monotonic_ns
+        while self._may_send():
+            key = f"key{rng.randrange(keys)}"
+            sent = monotonic_ns()
+            try:
+                if write:
+                    await client.put(key, value)
+                else:
+                    await client.get(key, stale)
+            except ClientError as e:
+                kind = error_kind(e)
+                results.errors[kind] = results.errors.get(kind, 0) + 1
+                if not isinstance(e, (KeyNotFound, BadRequest)):
+                    await asyncio.sleep(0.05)  # the cluster is failing over: do not spin
+                continue
+            now = monotonic_ns()
+            results.ok += 1
+            results.latencies.append((now - sent) / 1e9)
+            if write:
+                results.writes += 1
+                if keep_times:
+                    results.write_times.append((sent, now))
+            else:
+                results.reads += 1
 
 
-async def read_status(address: tuple[str, int]) -> dict[str, str]:
+async def read_status(address: tuple[str, int], timeout: float = 2.0) -> dict[str, str]:
     """One node's STATUS as a dictionary (empty if it does not answer)."""
+    client = AsyncClient([address_text(address)], timeout=timeout)
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), 2.0)
-        writer.write(b"STATUS\n")
-        line = (await asyncio.wait_for(reader.readline(), 2.0)).decode()
-        writer.close()
-    except (OSError, asyncio.TimeoutError):
+        return await client.status()
+    except ClientError:
         return {}
-    try:
-        return parse_status(line)
-    except ValueError:
-        return {}
+    finally:
+        client.close()
 
 
 async def preload(cluster: TargetNodes, keys: int, value_size: int, quiet: bool) -> None:
     """
     Write every key of the key space once, so that reads find values.  Uses
-    16 pipelining connections to the leader; fails loudly if a write fails.
+    16 clients with 100 writes in flight each; fails loudly if a write fails.
     """
     value = "v" * value_size
     connections = 16
     window = 100
     started = time.monotonic()
+    if cluster.leader is None:
+        await cluster.find_leader(time.monotonic() + 30)
 
     async def one(first: int) -> None:
-        leader = cluster.leader or await cluster.find_leader(time.monotonic() + 30)
-        reader, writer = await asyncio.open_connection(*leader)
-        try:
+        async with AsyncClient(cluster.nodes_leader_first(), timeout=30) as client:
             indexes = list(range(first, keys, connections))
             for start in range(0, len(indexes), window):
                 chunk = indexes[start : start + window]
-                writer.write(b"".join(f"PUT key{i} {value}\n".encode() for i in chunk))
-                for _ in chunk:
-                    reply = (await reader.readline()).decode()
-                    if reply.startswith("Error"):
-                        raise RuntimeError(f"preload failed: {reply.strip()}")
-        finally:
-            writer.close()
+                try:
+                    await asyncio.gather(*(client.put(f"key{i}", value) for i in chunk))
+                except ClientError as e:
+                    raise RuntimeError(f"preload failed: {e}") from None
 
     await asyncio.gather(*(one(i) for i in range(connections)))
     if not quiet:
@@ -595,19 +599,40 @@ class TrivialServer:
         self.process.wait(10)
 
 
+def trivial_replies(lines: Sequence[bytes]) -> bytes:
+    """
+    What the do-nothing server answers to C{lines}: the success reply each
+    request expects (so that the client library accepts it), without
+    storing anything; C{STATUS} claims leadership.
+    """
+    out = []
+    for line in lines:
+        word, _, rest = line.partition(b" ")
+        key = rest.partition(b" ")[0]
+        if word == b"PUT":
+            out.append(key + b" added successfully.\n")
+        elif word == b"GET":
+            out.append(b"value of " + key + b": v\n")
+        elif word == b"DELETE":
+            out.append(key + b" deleted successfully.\n")
+        elif word == b"STATUS":
+            out.append(b"node=0 role=leader term=1 leader=0\n")
+        else:
+            out.append(b"PONG\n")
+    return b"".join(out)
+
+
 async def serve_trivial(port: int) -> None:
-    """Answer each line with a fixed reply; STATUS claims leadership."""
+    """Answer each line at once with L{trivial_replies}."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        buffer = b""
         while True:
-            data = await reader.read(65536)
+            data = await reader.read(262144)
             if not data:
                 break
-            lines = data.count(b"\n")
-            if data.startswith(b"STATUS"):
-                writer.write(b"node=0 role=leader term=1 leader=0\n")
-                lines -= 1
-            writer.write(b"k added successfully.\n" * lines)
+            *lines, buffer = (buffer + data).split(b"\n")
+            writer.write(trivial_replies(lines))
         writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", port)
@@ -685,6 +710,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="all",
         help="which nodes reading connections use (default: all nodes in turn)",
     )
+    p.add_argument(
+        "--client",
+        choices=("pipelined", "library"),
+        default="pipelined",
+        help="how the load is sent: 'pipelined' (default) keeps --pipeline requests in flight per connection and "
+        "sends the next as each reply arrives, on the client library's codec; 'library' makes every request a "
+        "call of the asyncio client library (kvstore.client.asyncio), which costs the tool more CPU per request",
+    )
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds one request may take, retries and failovers included (default 10)")
     p.add_argument(
         "--preload",
         action="store_true",

@@ -4,8 +4,9 @@ random node, of every node), SIGSTOP of the leader, and network partitions
 made with a fault-injecting TCP proxy between every pair of peers
 (L{kvstore.testing.proxy.PeerProxy}).
 
-During each scenario 24 client connections send pipelined PUT, GET and
-DELETE requests on 64 shared keys and record every operation.  Afterwards
+During each scenario 24 clients of the client library (each with 4 calls
+in flight, L{kvstore.testing.workload.Workload}) send PUT, GET and DELETE
+requests on 64 shared keys and record every operation.  Afterwards
 the faults are healed, every key is read linearizably, and the history
 (final reads included) is checked for linearizability with
 L{kvstore.testing.sim.linearizability.check_history}, separately for lost
@@ -25,7 +26,6 @@ import json
 import os
 import random
 import signal
-import socket
 import time
 from pathlib import Path
 from typing import Sequence
@@ -33,6 +33,7 @@ from typing import Sequence
 import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
+from kvstore.client.lines import LineConnection
 from kvstore.testing.checks import check_no_lost_writes, check_replies, summarize
 from kvstore.testing.history import OK_STATUS, History, Record, classify
 from kvstore.testing.processes import FAST_ELECTIONS, NodeProcess, wait_until
@@ -219,21 +220,6 @@ def _record(client: str, kind: str, key: str, value: str | None, result: str | N
     return Record(client, kind, key, value, invoke, -1, OK_STATUS, result, complete)
 
 
-def _read_line(sock: socket.socket) -> str:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(1)
-        if not chunk:
-            raise ConnectionResetError("closed")
-        data += chunk
-    return data[:-1].decode()
-
-
-def _request(sock: socket.socket, line: str) -> str:
-    sock.sendall(line.encode() + b"\n")
-    return _read_line(sock)
-
-
 class FaultScenarioTests(ClusterTestCase):
     """
     Each fault scenario, under a concurrent workload, keeps the history
@@ -317,8 +303,8 @@ class FaultScenarioTests(ClusterTestCase):
                 cluster.wait_connected()
                 term = _term(leader)
                 key = f"probe{rounds}"
-                probe = socket.create_connection((leader.host, leader.port), timeout=10)
-                assert _request(probe, f"PUT {key} old") == f"{key} added successfully."
+                probe = LineConnection(leader.address, timeout=10)
+                assert probe.request(f"PUT {key} old") == f"{key} added successfully."
                 s.history.add(_record("probe", "put", key, "old", "ok", 0.0, time.monotonic()))
                 leader.process.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
                 stopped = time.monotonic()
@@ -331,13 +317,13 @@ class FaultScenarioTests(ClusterTestCase):
                     s.history.add(_record("probe", "put", key, "new", "ok", invoke, time.monotonic()))
                 s.workload.wait_progress(stopped)
                 invoke = time.monotonic()
-                probe.sendall(f"GET {key}\nPUT {key} from-paused-leader\nGET {key}\n".encode())
+                probe.send_lines([f"GET {key}", f"PUT {key} from-paused-leader", f"GET {key}"])
                 wait_until(lambda: time.monotonic() - stopped >= PAUSE_SECONDS, PAUSE_SECONDS + 1)
                 leader.process.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
                 replies = []
                 try:
                     for _ in range(3):
-                        replies.append(_read_line(probe))
+                        replies.append(probe.read_reply())
                 except OSError:
                     pass
                 probe.close()
