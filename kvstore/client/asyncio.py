@@ -384,8 +384,8 @@ class AsyncClient:
             proto.close()
             raise ClientError("the client is closed")
         old = self._protocol
-        if old is not None and old.idle:
-            old.close()
+        if old is not None:
+            old.retire()  # closed once the calls still waiting on it have their replies
         self._protocol = proto
         return proto
 
