@@ -12,6 +12,7 @@ import threading
 from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.client.asyncio import AsyncClient
+from kvstore.client.lines import LineConnection
 from tests.client_fakes import FakeNode, store_script
 
 
@@ -53,3 +54,47 @@ class AsyncClientRedirectTests(SynchronousTestCase):
         self.assertEqual(value, "1")
         self.assertEqual(leader.lines(), ["PUT k v"])
         self.assertTrue(closed, "the follower's connection was left open")
+
+
+class LineConnectionLateReplyTests(SynchronousTestCase):
+    """A reply that arrives after its request timed out is not taken for the next request's."""
+
+    def test_request_after_timeout_gets_its_own_reply(self) -> None:
+        """request() after a timed-out request skips the late reply and returns its own."""
+        release = threading.Event()
+        self.addCleanup(release.set)
+
+        def script(line: str) -> str:
+            if line == "GET slow":
+                release.wait(10)
+                return "value of slow: late"
+            return "value of fast: 2"
+
+        node = FakeNode(self, script)
+        connection = LineConnection(node.address, timeout=0.2)
+        self.addCleanup(connection.close)
+        self.assertRaises(TimeoutError, connection.request, "GET slow")
+        release.set()
+        connection.timeout = 5
+        connection._sock.settimeout(5)
+        self.assertEqual(connection.request("GET fast"), "value of fast: 2")
+
+    def test_pipeline_after_timeout_gets_its_own_replies(self) -> None:
+        """pipeline() after a timed-out request skips the late reply and returns its requests' own."""
+        release = threading.Event()
+        self.addCleanup(release.set)
+
+        def script(line: str) -> str:
+            if line == "GET slow":
+                release.wait(10)
+                return "value of slow: late"
+            return f"value of {line.split()[1]}: 2"
+
+        node = FakeNode(self, script)
+        connection = LineConnection(node.address, timeout=0.2)
+        self.addCleanup(connection.close)
+        self.assertRaises(TimeoutError, connection.request, "GET slow")
+        release.set()
+        connection.timeout = 5
+        connection._sock.settimeout(5)
+        self.assertEqual(connection.pipeline(["GET a", "GET b"]), ["value of a: 2", "value of b: 2"])

@@ -46,6 +46,10 @@ class LineConnection:
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._reader = ReplyReader()
         self._ready: deque[str] = deque()
+        # Replies still due for lines sent: request() and pipeline() skip
+        # those of earlier requests (one whose read timed out, say), so that
+        # a late reply is never returned for a later request.
+        self._due = 0
 
     def __enter__(self) -> "LineConnection":
         return self
@@ -67,6 +71,10 @@ class LineConnection:
         lines = list(lines)
         if any("\n" in line for line in lines):
             raise BadRequest("a request line must not contain a line feed")
+        self._due += len(lines)
+        self._send(lines)
+
+    def _send(self, lines: Sequence[str]) -> None:
         self._sock.sendall("".join(line + "\n" for line in lines).encode("utf-8"))
 
     def read_reply(self) -> str:
@@ -80,11 +88,19 @@ class LineConnection:
             if not chunk:
                 raise ConnectionResetError(f"connection to {self.address} closed")
             self._ready.extend(self._reader.feed(chunk))
+        self._due = max(0, self._due - 1)
         return self._ready.popleft()
 
+    def _skip_earlier_replies(self, earlier: int) -> None:
+        for _ in range(earlier):
+            self.read_reply()
+
     def request(self, line: str) -> str:
-        """Send one request and return its reply."""
+        """Send one request and return its reply (after the replies still
+        due to earlier requests, which are read and dropped)."""
+        earlier = self._due
         self.send_lines([line])
+        self._skip_earlier_replies(earlier)
         return self.read_reply()
 
     def pipeline(self, lines: Sequence[str]) -> list[str]:
@@ -97,16 +113,19 @@ class LineConnection:
         if any("\n" in line for line in lines):
             raise BadRequest("a request line must not contain a line feed")
         error: list[BaseException] = []
+        earlier = self._due
+        self._due += len(lines)  # here, not in the writer thread, which runs while replies are read
 
         def write() -> None:
             try:
-                self.send_lines(lines)
+                self._send(lines)
             except BaseException as e:  # re-raised below, in the caller's thread
                 error.append(e)
 
         writer = threading.Thread(target=write, daemon=True)
         writer.start()
         try:
+            self._skip_earlier_replies(earlier)
             replies = [self.read_reply() for _ in lines]
         finally:
             writer.join(self.timeout)
