@@ -7,13 +7,18 @@ client, L{LineConnection}): each test failed on the code as merged.
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import threading
+from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.client.asyncio import AsyncClient
 from kvstore.client.lines import LineConnection
+from kvstore.tools import cli
 from tests.client_fakes import FakeNode, store_script
+from tests.test_tools_cli import FakeClient
 
 
 class AsyncClientRedirectTests(SynchronousTestCase):
@@ -98,3 +103,41 @@ class LineConnectionLateReplyTests(SynchronousTestCase):
         connection.timeout = 5
         connection._sock.settimeout(5)
         self.assertEqual(connection.pipeline(["GET a", "GET b"]), ["value of a: 2", "value of b: 2"])
+
+
+class CliInterruptTests(SynchronousTestCase):
+    """Ctrl-C during a one-shot command ends it like any other failure: status 2, and JSON with --json."""
+
+    def setUp(self) -> None:
+        self.client = FakeClient()
+        client = self.client
+
+        class Context:
+            def __init__(self, nodes: list[str], timeout: float) -> None:
+                pass
+
+            def __enter__(self) -> FakeClient:
+                return client
+
+            def __exit__(self, *exc: object) -> None:
+                client.close()
+
+        self.patch(cli, "Client", Context)
+        self.out, self.err = io.StringIO(), io.StringIO()
+        self.patch(cli.sys, "stdout", self.out)
+        self.patch(cli.sys, "stderr", self.err)
+
+    def test_one_shot_interrupted(self) -> None:
+        """Ctrl-C during `kvstore-cli --json put k v` prints an "interrupted" object and exits 2, no traceback."""
+        self.client.fail = KeyboardInterrupt()
+        self.assertEqual(cli.main(["--json", "put", "k", "v"]), 2)
+        answer: dict[str, Any] = json.loads(self.out.getvalue())
+        self.assertEqual((answer["ok"], answer["error"]), (False, "interrupted"))
+        self.assertTrue(self.client.closed)
+
+    def test_one_shot_interrupted_text(self) -> None:
+        """Without --json, Ctrl-C during a one-shot command says so on standard error and exits 2."""
+        self.client.fail = KeyboardInterrupt()
+        self.assertEqual(cli.main(["delete", "k"]), 2)
+        self.assertIn("Interrupted", self.err.getvalue())
+        self.assertEqual(self.out.getvalue(), "")

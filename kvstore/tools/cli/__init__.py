@@ -93,8 +93,11 @@ def one_shot(args: argparse.Namespace) -> int:
         return commands.OK
     if isinstance(action, Exit):
         return commands.OK
-    with Client(args.nodes, timeout=args.timeout) as client:
-        outcome = commands.run(action, client)
+    try:
+        with Client(args.nodes, timeout=args.timeout) as client:
+            outcome = commands.run(action, client)
+    except KeyboardInterrupt:  # Ctrl-C: a failure like any other (status 2, JSON with --json), no traceback
+        outcome = commands.Outcome(commands.ERROR, commands.INTERRUPTED, {"ok": False, "error": "interrupted"})
     if args.json:
         print(json.dumps(outcome.data))
     elif outcome.status == commands.OK:

@@ -44,11 +44,15 @@ __all__ = [
     "run",
     "help_text",
     "COMMAND_WORDS",
+    "INTERRUPTED",
 ]
 
 #: Exit statuses: done; the answer is no (key not found, CAS found another
 #: value); anything else went wrong (usage, cluster, request).
 OK, NO, ERROR = 0, 1, 2
+
+#: What a command cut short by Ctrl-C says.
+INTERRUPTED = "Interrupted (a write's outcome is unknown: read the key to see)"
 
 
 class UsageError(Exception):

@@ -119,8 +119,7 @@ class Shell:
             # The connection may hold half a request: start afresh.
             self.client.close()
             self.client = self.make_client()
-            self._show(Outcome(commands.ERROR, "Interrupted (a write's outcome is unknown: read the key to see)",
-                               {"ok": False, "error": "interrupted"}))
+            self._show(Outcome(commands.ERROR, commands.INTERRUPTED, {"ok": False, "error": "interrupted"}))
             return commands.ERROR
         self._show(outcome)
         return outcome.status
