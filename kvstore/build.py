@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
+from kvstore.monitoring import NO_METRICS, NodeMetrics
 from kvstore.node import LogStorage, Node, PeerSender
 from kvstore.protocols.peer import encoded_entry_bytes
 from kvstore.raft.config import RaftConfig
@@ -90,6 +91,7 @@ def build_node(
     extra_status: Callable[[], dict[str, object]] = dict,
     plants: frozenset[str] = frozenset(),
     read_id_rng: random.Random | None = None,
+    metrics: NodeMetrics = NO_METRICS,
 ) -> Node:
     """
     Wire a node from its adapters; it does nothing until C{start()}.
@@ -113,6 +115,8 @@ def build_node(
     @param read_id_rng: where the random start of this boot's read request
         ids comes from (the operating system's by default; the simulator
         passes a seeded one so that a run replays).
+    @param metrics: told of the events monitoring counts
+        (L{kvstore.monitoring}; the admin endpoint's L{kvstore.admin.metrics}).
     """
     hard_state_store = HardStateStore(metadata, cluster_id)
     core = RaftCore(
@@ -140,4 +144,5 @@ def build_node(
         extra_status=extra_status,
         plants=plants,
         rng=read_id_rng,
+        metrics=metrics,
     )

@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 
 from kvstore import trace
 from kvstore.errors import KeyNotFound, NotLeader, OutcomeUnknown, Unavailable
+from kvstore.monitoring import NO_METRICS, NodeMetrics
 from kvstore.raft.core import HardState, NotLeaderError, RaftCore, Ready, Role, UnsendableEntry
 from kvstore.raft.messages import MAX_FIELD_VALUE, AppendEntries, AppendEntriesResponse, Message
 from kvstore.statemachine import ApplyResult, InvalidCommand, KeyValueStateMachine, encode_delete, encode_put
@@ -172,6 +173,8 @@ class Node:
     @param rng: where the random start of this boot's read request ids comes
         from (the operating system's generator by default; the simulator
         passes a seeded one so that a run replays).
+    @param metrics: told of events monitoring counts (L{kvstore.monitoring});
+        by default nothing is recorded.
     """
 
     log = Logger()
@@ -192,6 +195,7 @@ class Node:
         extra_status: Callable[[], dict[str, object]] = dict,
         plants: frozenset[str] = frozenset(),
         rng: random.Random | None = None,
+        metrics: NodeMetrics = NO_METRICS,
     ) -> None:
         self.core = core
         core.set_wake(self.wake)  # the core's outputs schedule a processing pass
@@ -219,6 +223,8 @@ class Node:
         self._stopped = False
         self._failed = False
         self._failed_reason = ""
+        self.metrics = metrics
+        self._seen_leader: tuple[int, int] | None = None  # (term, leader) last told to metrics
 
     # ------------------------------------------------------------------
     # Lifecycle
@@ -315,6 +321,15 @@ class Node:
         }
         result.update(self._extra_status())
         return result
+
+    @property
+    def not_serving_reason(self) -> str | None:
+        """Why this node no longer serves requests (it is shutting down, or
+        stopped itself after a failure), or L{None} while it serves: for
+        health checks."""
+        if self._failed:
+            return self._failed_reason
+        return "the node is shutting down" if self._stopped else None
 
     def leader_address(self) -> str | None:
         """C{host:port} of the leader this node knows of."""
@@ -581,6 +596,9 @@ class Node:
 
     def _check_leadership(self) -> None:
         core = self.core
+        if core.leader_id is not None and (core.term, core.leader_id) != self._seen_leader:
+            self._seen_leader = (core.term, core.leader_id)
+            self.metrics.leader_changed(core.term, core.leader_id)
         if core.role is Role.LEADER:
             if self._leader_term != core.term:
                 self._leader_term = core.term

@@ -120,6 +120,8 @@ class NodeConfig:
     server endpoint description, resolved by the service with
     C{serverFromString}.  C{raft} holds the Raft core's timers and
     replication limits, validated by L{RaftConfig.validate}.
+    C{admin_listen} is the admin HTTP endpoint's description (metrics and
+    health, L{kvstore.admin}), or L{None} when it is off (the default).
     """
 
     node_id: int
@@ -137,6 +139,7 @@ class NodeConfig:
     max_value_bytes: int
     segment_bytes: int
     fsync: bool
+    admin_listen: str | None = None
 
     @property
     def address(self) -> str:
@@ -389,7 +392,7 @@ def _default_listen(host: str, port: int) -> str:
     return f"tcp:{port}:interface={host}"
 
 
-def _check_listen(description: str) -> str:
+def _check_listen(description: str, option: str = "--listen") -> str:
     """
     Check that C{description} parses as a Twisted server endpoint
     description, without a reactor.
@@ -402,7 +405,7 @@ def _check_listen(description: str) -> str:
     socket.
     """
     if not description.strip():
-        raise usage.UsageError("--listen must not be empty")
+        raise usage.UsageError(f"{option} must not be empty")
     from twisted.internet import endpoints
 
     parse = getattr(endpoints, "_parseServer", None)
@@ -412,7 +415,7 @@ def _check_listen(description: str) -> str:
         parse(description, None)
     except Exception as e:
         raise usage.UsageError(
-            f"--listen {description!r} is not a valid endpoint description: {e}"
+            f"{option} {description!r} is not a valid endpoint description: {e}"
         )
     return description
 
@@ -509,6 +512,16 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
             "default tcp:<port>:interface=<host>; e.g. "
             "tcp:5000:interface=0.0.0.0 or systemd:domain=INET:index=0. "
             "--host and --port are still what is advertised.",
+        ],
+        [
+            "admin-listen",
+            None,
+            None,
+            "Serve the admin HTTP endpoint (Prometheus /metrics, /livez, "
+            "/readyz, /status) on this Twisted server endpoint, e.g. "
+            "tcp:9500:interface=127.0.0.1.  Default: off.  It has no "
+            "authentication: bind it to an interface only your monitoring "
+            "can reach.",
         ],
         [
             "peers",
@@ -760,6 +773,7 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
             max_value_bytes=max_value,
             segment_bytes=_parse_size("segment-bytes", self["segment-bytes"], _MIN_SEGMENT_BYTES),
             fsync=not self["unsafe-no-fsync"],
+            admin_listen=None if self["admin-listen"] is None else _check_listen(self["admin-listen"], "--admin-listen"),
         )
 
 

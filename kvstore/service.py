@@ -21,7 +21,7 @@ from __future__ import annotations
 import gc
 import os
 import random
-from typing import Any
+from typing import Any, Callable
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 
 from kvstore import log_format, sd_notify
+from kvstore.admin.wiring import Instruments, NoInstruments
 from kvstore.build import build_node
 from kvstore.clock import install_monotonic_clock
 from kvstore.datadir import DataDirectoryLock, make_directory_durably
@@ -39,7 +40,6 @@ from kvstore.node import FailedPart, FatalError, Node
 from kvstore.options import NodeConfig, format_address
 from kvstore.options import Options as NodeOptions
 from kvstore.protocols.peer_links import PeerLinks
-from kvstore.protocols.client import ClientFactory
 from kvstore.protocols.commands import Limits
 from kvstore.protocols.dispatch import DispatchFactory
 from kvstore.protocols.peer import Membership, PeerServerFactory
@@ -208,6 +208,8 @@ class KVStoreService(MultiService):
 
     #: The service that listens for clients and peers (set by build_service).
     listener: "_EarlyListener"
+    #: The admin HTTP endpoint's listener (--admin-listen), or None.
+    admin_listener: "_EarlyListener | None" = None
     #: What systemd is told (kvstore.sd_notify), set when the service starts.
     systemd: sd_notify.NodeNotifier | None = None
     #: The reactor of the systemd notifier's timers and log rotation; None:
@@ -294,7 +296,9 @@ class KVStoreService(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
 
-def _open_storage(config: NodeConfig) -> tuple[DataDirectoryLock, WriteAheadLog, MetadataStore]:
+def _open_storage(
+    config: NodeConfig, wal_file_system: Callable[[FileSystem], FileSystem] = lambda fs: fs
+) -> tuple[DataDirectoryLock, WriteAheadLog, MetadataStore]:
     make_directory_durably(config.data_dir)
     lock = DataDirectoryLock(config.data_dir)
     lock.acquire()
@@ -307,7 +311,9 @@ def _open_storage(config: NodeConfig) -> tuple[DataDirectoryLock, WriteAheadLog,
                 f"data directory {config.data_dir} belongs to cluster {stored_cluster!r}, "
                 f"not {config.cluster_id!r}; refusing to mix clusters"
             )
-        wal = WriteAheadLog.open(os.path.join(config.data_dir, "wal"), segment_bytes=config.segment_bytes, fs=fs)
+        wal = WriteAheadLog.open(
+            os.path.join(config.data_dir, "wal"), segment_bytes=config.segment_bytes, fs=wal_file_system(fs)
+        )
     except (CorruptLogError, CorruptMetadataError) as e:
         lock.release()
         raise UsageError(f"refusing to start: {e}") from None
@@ -367,7 +373,9 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
         endpoint = serverFromString(reactor, config.listen)
     except Exception as e:
         raise UsageError(f"cannot listen on {config.listen!r}: {_endpoint_error(config.listen, e)}") from None
-    lock, wal, metadata = _open_storage(config)
+    instruments, admin = _instruments(config, reactor)
+    lock, wal, metadata = _open_storage(config, instruments.file_system)
+    instruments.watch_log(wal)
     peer_links = PeerLinks(
         reactor,
         config.node_id,
@@ -393,12 +401,13 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
         log=wal,
         metadata=metadata,
         cluster_id=config.cluster_id,
-        peers=peer_links,
+        peers=instruments.peers(peer_links),
         member_addresses={m.node_id: m.address for m in config.members},
         commit_timeout=config.commit_timeout,
         read_timeout=config.read_timeout,
         on_fatal=fatal,
         extra_status=link_status,
+        metrics=instruments.metrics,
     )
 
     limits = Limits(
@@ -407,7 +416,9 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
         max_line_bytes=config.max_line_bytes,
     )
     membership = Membership(config.node_id, config.cluster_id, frozenset(config.raft.peers))
-    factory = DispatchFactory(ClientFactory(node, limits), PeerServerFactory(membership, node.receive))
+    factory = DispatchFactory(
+        instruments.client_factory(node, limits), PeerServerFactory(membership, instruments.receive(node.receive))
+    )
     service = KVStoreService(config, node, wal, lock, peer_links, pidfile)
     listener = _EarlyListener(endpoint, factory)
     # A port that cannot be bound must stop twistd, not leave a node that
@@ -416,9 +427,50 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
     listener.setServiceParent(service)
     service.listener = listener
     peer_links.setServiceParent(service)
+    if admin is not None:
+        _add_admin_endpoint(service, admin, config)
     if monotonic:
         install_monotonic_clock(reactor)
     return service
+
+
+def _instruments(config: NodeConfig, reactor: Any) -> tuple[Instruments, tuple[Any, Any] | None]:
+    """
+    The node's instruments: none without C{--admin-listen}; with it, the
+    admin endpoint's (L{kvstore.admin.endpoint.AdminInstruments}, imported
+    only then), and its server endpoint, made now so that a bad description
+    is refused before storage is opened.
+
+    @return: the instruments, and (the same instruments, the endpoint) if
+        the admin endpoint is on.
+    """
+    if config.admin_listen is None:
+        return NoInstruments(), None
+    try:
+        endpoint = serverFromString(reactor, config.admin_listen)
+    except Exception as e:
+        raise UsageError(
+            f"cannot listen on --admin-listen {config.admin_listen!r}: {_endpoint_error(config.admin_listen, e)}"
+        ) from None
+    from kvstore.admin.endpoint import AdminInstruments
+
+    admin = AdminInstruments(reactor, [p.node_id for p in config.peers])
+    return admin, (admin, endpoint)
+
+
+def _add_admin_endpoint(service: "KVStoreService", admin_and_endpoint: tuple[Any, Any], config: NodeConfig) -> None:
+    """Serve the admin instruments' site on their endpoint, under C{service}."""
+    from kvstore.admin.view import NodeView
+
+    admin, endpoint = admin_and_endpoint
+    view = NodeView(
+        service.node, config.cluster_id, {m.node_id: m.address for m in config.members}, service.peer_links.links
+    )
+    listener = _EarlyListener(endpoint, admin.site(view))
+    listener._raiseSynchronously = True
+    listener.setServiceParent(service)
+    admin.service().setServiceParent(service)
+    service.admin_listener = listener
 
 
 def _endpoint_error(description: str, error: Exception) -> str:
@@ -428,13 +480,14 @@ def _endpoint_error(description: str, error: Exception) -> str:
     return str(error) or type(error).__name__
 
 
-def _cannot_listen(config: NodeConfig, error: Exception) -> str:
-    """The one-line reason a node could not listen."""
+def _cannot_listen(config: NodeConfig, error: Exception, description: str | None = None) -> str:
+    """The one-line reason a node could not listen (on C{description},
+    by default its C{--listen})."""
     if isinstance(error, CannotListenError):
         where = format_address(error.interface or "0.0.0.0", error.port)
         reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
         return f"cannot listen on {where}: {reason} (is another node or program using port {error.port}?)"
-    return f"cannot listen on {config.listen!r}: {error}"
+    return f"cannot listen on {(description or config.listen)!r}: {error}"
 
 
 def listens_early(options: NodeOptions, listener: StreamServerEndpointService) -> bool:
@@ -484,4 +537,12 @@ def makeService(options: NodeOptions) -> KVStoreService:
     except Exception as e:
         service._lock.release()
         raise SystemExit(f"twistd kvstore: {_cannot_listen(config, e)}") from None
+    admin = service.admin_listener
+    if admin is not None and listens_early(options, admin):
+        try:
+            admin.listen_now()
+        except Exception as e:
+            service.listener.stopService()  # close the port the node listens on
+            service._lock.release()
+            raise SystemExit(f"twistd kvstore: --admin-listen: {_cannot_listen(config, e, config.admin_listen)}") from None
     return service

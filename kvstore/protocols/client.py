@@ -614,6 +614,6 @@ class ClientFactory(Factory):
         self.max_pending = max_pending
 
     def buildProtocol(self, addr: object) -> ClientProtocol:
-        proto = ClientProtocol(self.service, self.limits, self.max_pending)
+        proto = self.protocol(self.service, self.limits, self.max_pending)
         proto.factory = self
         return proto
