@@ -11,6 +11,7 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 
 from kvstore.admin.endpoint import AdminInstruments
 from kvstore.admin.view import NodeView
@@ -79,3 +80,40 @@ class MeteredCluster(InMemoryCluster):
 
     def scrape(self, node_id: int) -> Samples:
         return scrape(self.admin(node_id))
+
+    def connect(self, node_id: int) -> "LineClient":
+        """A client connection to the member, through its counting client factory."""
+        return LineClient(self, self.admin(node_id).client_factory(self.node(node_id)))
+
+    def ask(self, node_id: int, *lines: str, timeout: float = 10.0) -> list[str]:
+        """Send C{lines} on a new connection; run until every reply is in."""
+        return self.connect(node_id).ask(*lines, timeout=timeout)
+
+
+class LineClient:
+    """One client connection over an in-memory transport."""
+
+    def __init__(self, cluster: InMemoryCluster, factory: Any) -> None:
+        self.cluster = cluster
+        self.protocol = factory.buildProtocol(None)
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+        self._read = 0
+
+    def send(self, *lines: str) -> None:
+        """Send C{lines} in one chunk (pipelined)."""
+        self.protocol.dataReceived("".join(line + "\n" for line in lines).encode())
+
+    def replies(self) -> list[str]:
+        """Every reply line received so far."""
+        return self.transport.value().decode().splitlines()
+
+    def ask(self, *lines: str, timeout: float = 10.0) -> list[str]:
+        """Send C{lines}; run the cluster until their replies are in; return them."""
+        self.send(*lines)
+        want = self._read + len(lines)
+        if not self.cluster.run_until(lambda: len(self.replies()) >= want, timeout):
+            raise AssertionError(f"no replies to {lines} within {timeout} s: {self.replies()}")
+        replies = self.replies()[self._read : want]
+        self._read = want
+        return replies

@@ -26,6 +26,7 @@ from kvstore.admin.view import NodeView
 from kvstore.protocols.peer_links import PeerLink
 from kvstore.testing.memory_cluster import CLUSTER_ID, InMemoryCluster
 from tests.admin_support import scrape
+from tests.support import slow
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "etc" / "prometheus" / "kvstore-alerts.yml"
@@ -106,11 +107,13 @@ class AlertRulesTests(SynchronousTestCase):
         self.assertTrue(used)
         self.assertEqual(sorted(used - exported), [])
 
+    @slow
     def test_promtool_check_rules(self) -> None:
         """promtool accepts the rules."""
         result = subprocess.run([_promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
 
+    @slow
     def test_promtool_unit_tests(self) -> None:
         """The rules' unit tests pass: each alert fires on what it describes, and only there."""
         result = subprocess.run(
@@ -163,6 +166,7 @@ class DashboardTests(SynchronousTestCase):
         shown = {re.sub(r"_(bucket|sum|count)$", "", name) for name in used}
         self.assertEqual(sorted(set(METRIC_NAMES) - shown - {"kvstore_node_info"}), [])
 
+    @slow
     def test_promtool_parses_every_query(self) -> None:
         """promtool parses every dashboard query (each as a recording rule, the variables filled in)."""
         promtool = _promtool()

@@ -10,7 +10,6 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.admin.metrics import METRIC_NAMES, AdminMetrics
-from kvstore.errors import KeyNotFound, NotLeader, OutcomeUnknown, Unavailable
 from kvstore.raft.core import Role
 from tests.admin_support import MeteredCluster, scrape
 
@@ -85,9 +84,9 @@ class LogMetricsTests(SynchronousTestCase):
         self.leader = self.cluster.wait_for_leader()
 
     def _write(self, count: int) -> None:
-        service = self.cluster.admin(self.leader).client_factory(self.cluster.node(self.leader)).service
+        client = self.cluster.connect(self.leader)
         for i in range(count):
-            self.assertIsNone(self.cluster.resolve(service.put(f"k{i}", "v")))
+            self.assertEqual(client.ask(f"PUT k{i} v"), [f"k{i} added successfully."])
 
     def test_indexes_follow_the_log(self) -> None:
         """Commit and applied indexes, apply lag and the last log index are the node's own, on every node."""
@@ -115,12 +114,11 @@ class LogMetricsTests(SynchronousTestCase):
 
     def test_batched_writes_share_a_flush(self) -> None:
         """Writes proposed in one reactor turn are made durable by one flush: one observation of their number."""
-        service = self.cluster.admin(self.leader).client_factory(self.cluster.node(self.leader)).service
+        client = self.cluster.connect(self.leader)
         before = self.cluster.scrape(self.leader)
-        pending = [service.put(f"b{i}", "v") for i in range(10)]
+        client.send(*(f"PUT b{i} v" for i in range(10)))
         self.assertEqual(self.cluster.scrape(self.leader).value("kvstore_proposals_pending"), 10.0)
-        for d in pending:
-            self.cluster.resolve(d)
+        self.assertTrue(self.cluster.run_until(lambda: len(client.replies()) == 10, 10))
         after = self.cluster.scrape(self.leader)
         self.assertEqual(after.value("kvstore_proposals_pending"), 0.0)
         added = after.bucket("kvstore_wal_group_commit_entries", "16.0") - before.bucket(
@@ -133,12 +131,9 @@ class LogMetricsTests(SynchronousTestCase):
 
     def test_failed_proposal(self) -> None:
         """A write appended by a leader that is then cut off fails (outcome unknown): counted as a failed proposal."""
-        admin = self.cluster.admin(self.leader)
-        service = admin.client_factory(self.cluster.node(self.leader)).service
         self.cluster.network.isolate(self.leader, self.cluster.ids)
-        result = self.cluster.resolve(service.put("lost", "v"), timeout=10)
-        self.assertIsInstance(result, Failure)
-        self.assertIsInstance(result.value, OutcomeUnknown)
+        [reply] = self.cluster.ask(self.leader, "PUT lost v")
+        self.assertTrue(reply.startswith("Error: Outcome unknown"), reply)
         samples = self.cluster.scrape(self.leader)
         self.assertEqual(samples.value("kvstore_proposals_failed_total"), 1.0)
         self.assertEqual(samples.value("kvstore_client_requests_total", command="put", result="outcome_unknown"), 1.0)
@@ -153,21 +148,17 @@ class RequestMetricsTests(SynchronousTestCase):
         self.leader = self.cluster.wait_for_leader()
         self.follower = next(i for i in self.cluster.ids if i != self.leader)
 
-    def service(self, node_id: int):  # type: ignore[no-untyped-def]
-        return self.cluster.admin(node_id).client_factory(self.cluster.node(node_id)).service
-
     def test_requests_by_command_and_result(self) -> None:
         """Each PUT, DELETE, GET, GET STALE and STATUS is counted once under its command and result."""
-        leader = self.service(self.leader)
-        resolve = self.cluster.resolve
-        resolve(leader.put("a", "1"))
-        self.assertEqual(resolve(leader.get("a", False)), "1")
-        self.assertIsInstance(resolve(leader.get("missing", False)).value, KeyNotFound)
-        self.assertEqual(resolve(leader.get("a", True)), "1")
-        self.assertIsInstance(resolve(leader.delete("missing")).value, KeyNotFound)
-        leader.status()
-        refused = resolve(self.service(self.follower).put("b", "2"))
-        self.assertIsInstance(refused.value, NotLeader)
+        replies = self.cluster.ask(
+            self.leader, "PUT a 1", "GET a", "GET missing", "GET a STALE", "DELETE missing", "STATUS"
+        )
+        self.assertEqual(replies[:5], [
+            "a added successfully.", "value of a: 1", "Error: Key missing not found", "value of a: 1",
+            "Error: Key missing not found",
+        ])
+        [refused] = self.cluster.ask(self.follower, "PUT b 2")
+        self.assertTrue(refused.startswith("Error: Not leader"), refused)
         samples = self.cluster.scrape(self.leader)
         expected = {
             ("put", "ok"): 1, ("get", "ok"): 1, ("get", "not_found"): 1, ("get_stale", "ok"): 1,
@@ -185,19 +176,30 @@ class RequestMetricsTests(SynchronousTestCase):
 
     def test_linearizable_read_on_a_follower(self) -> None:
         """A follower's linearizable GET (through the leader's read index) counts as an ok read on the follower."""
-        self.cluster.resolve(self.service(self.leader).put("a", "1"))
-        self.assertEqual(self.cluster.resolve(self.service(self.follower).get("a", False)), "1")
+        self.cluster.ask(self.leader, "PUT a 1")
+        self.assertEqual(self.cluster.ask(self.follower, "GET a"), ["value of a: 1"])
         self.assertEqual(self.cluster.scrape(self.follower).value("kvstore_linearizable_reads_total", result="ok"), 1.0)
 
     def test_unavailable_read(self) -> None:
         """A linearizable GET on a follower cut off from the leader fails: counted as an unavailable read."""
         self.cluster.network.isolate(self.follower, self.cluster.ids)
         self.cluster.run_until(lambda: self.cluster.node(self.follower).core.leader_id is None, 5)
-        result = self.cluster.resolve(self.service(self.follower).get("a", False))
-        self.assertIsInstance(result.value, Unavailable)
+        [reply] = self.cluster.ask(self.follower, "GET a")
+        self.assertTrue(reply.startswith("Error: Unavailable"), reply)
         samples = self.cluster.scrape(self.follower)
         self.assertEqual(samples.value("kvstore_linearizable_reads_total", result="unavailable"), 1.0)
         self.assertEqual(samples.value("kvstore_client_requests_total", command="get", result="unavailable"), 1.0)
+
+    def test_connections(self) -> None:
+        """Open client connections are a gauge; accepted ones a counter."""
+        first, second = self.cluster.connect(self.leader), self.cluster.connect(self.leader)
+        samples = self.cluster.scrape(self.leader)
+        self.assertEqual(samples.value("kvstore_client_connections"), 2.0)
+        first.protocol.connectionLost(Failure(ConnectionError()))
+        samples = self.cluster.scrape(self.leader)
+        self.assertEqual(samples.value("kvstore_client_connections"), 1.0)
+        self.assertEqual(samples.value("kvstore_client_connections_accepted_total"), 2.0)
+        del second
 
 
 class PeerAndReactorMetricsTests(SynchronousTestCase):

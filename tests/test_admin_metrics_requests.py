@@ -1,7 +1,7 @@
 """
-Client requests and connections are counted through the real client
-protocol when the admin endpoint is on (L{kvstore.admin.requests}), and the
-results reach the client unchanged.
+Client requests and connections are counted by the real client protocol
+when the admin endpoint is on (L{kvstore.admin.requests}), and the replies
+are unchanged.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.admin.requests import CountingClientFactory, RequestCounts, result_label
+from kvstore.admin.requests import CountingClientFactory, RequestCounts, command_label, result_label
 from kvstore.errors import KeyNotFound, NotLeader, OutcomeUnknown, Unavailable
 from kvstore.protocols.client import ClientFactory, ClientProtocol
-from kvstore.protocols.commands import Limits
+from kvstore.protocols.commands import Delete, Get, Limits, Put, Status
 
 
 class _Service:
@@ -91,7 +91,7 @@ class CountingProtocolTests(SynchronousTestCase):
         self.service.refuse = True
         proto.dataReceived(b"PUT c 3\n")
         self.assertEqual(
-            {key: n for key, n in self.counts.requests.items() if n},
+            {key: n for key, n in self.counts.requests().items() if n},
             {
                 ("put", "ok"): 1,
                 ("get", "ok"): 1,
@@ -103,7 +103,7 @@ class CountingProtocolTests(SynchronousTestCase):
                 ("put", "not_leader"): 1,
             },
         )
-        self.assertEqual(self.counts.linearizable_reads, {"ok": 2, "unavailable": 1})
+        self.assertEqual(self.counts.linearizable_reads(), {"ok": 2, "unavailable": 1})
         self.assertEqual(self.counts.failed_proposals, 0)
 
     def test_pending_and_failed_writes(self) -> None:
@@ -111,11 +111,16 @@ class CountingProtocolTests(SynchronousTestCase):
         proto, transport = self.connect()
         proto.dataReceived(b"PUT slow 1\nPUT slow 2\n")
         self.assertEqual(self.counts.pending_writes, 2)
+        other, _ = self.connect()
+        other.dataReceived(b"PUT slow 3\n")
+        self.assertEqual(self.counts.pending_writes, 3, "summed over connections")
+        self.service.pending.pop().callback(None)
         self.service.pending[0].callback(None)
         self.service.pending[1].errback(Failure(OutcomeUnknown("the write did not commit in time")))
         self.assertEqual(self.counts.pending_writes, 0)
         self.assertEqual(self.counts.failed_proposals, 1)
-        self.assertEqual(self.counts.requests[("put", "outcome_unknown")], 1)
+        self.assertEqual(self.counts.requests()[("put", "outcome_unknown")], 1)
+        self.assertEqual(self.counts.requests()[("put", "ok")], 2)
         self.assertIn(b"Error: Outcome unknown", transport.value())
 
     def test_connections(self) -> None:
@@ -124,6 +129,7 @@ class CountingProtocolTests(SynchronousTestCase):
         second, _ = self.connect()
         self.assertEqual((self.counts.connections, self.counts.connections_accepted), (2, 2))
         first.connectionLost(Failure(ConnectionError()))
+        first.connectionLost(Failure(ConnectionError()))  # told twice: still one connection less
         self.assertEqual((self.counts.connections, self.counts.connections_accepted), (1, 2))
         second.connectionLost(Failure(ConnectionError()))
         self.assertEqual(self.counts.connections, 0)
@@ -152,3 +158,10 @@ class ResultLabelTests(SynchronousTestCase):
             (ValueError("bug"), "error"),
         ]:
             self.assertEqual(result_label(Failure(error)), label)
+
+    def test_command_labels(self) -> None:
+        """Each parsed request has its command label; GET STALE its own."""
+        self.assertEqual(
+            [command_label(c) for c in (Put("k", "v"), Delete("k"), Get("k", False), Get("k", True), Status())],
+            ["put", "delete", "get", "get_stale", "status"],
+        )

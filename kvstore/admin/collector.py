@@ -81,7 +81,7 @@ class NodeCollector(Collector):
         requests = CounterMetricFamily(
             "kvstore_client_requests", "Client requests completed, by command and result.", labels=["command", "result"]
         )
-        for (command, result), count in sorted(counts.requests.items()):
+        for (command, result), count in sorted(counts.requests().items()):
             requests.add_metric([command, result], count)
         yield requests
         reads = CounterMetricFamily(
@@ -90,7 +90,7 @@ class NodeCollector(Collector):
             "leadership not confirmed in time).",
             labels=["result"],
         )
-        for result, count in sorted(counts.linearizable_reads.items()):
+        for result, count in sorted(counts.linearizable_reads().items()):
             reads.add_metric([result], count)
         yield reads
         yield GaugeMetricFamily("kvstore_client_connections", "Client connections open now.", value=counts.connections)

@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Iterable
 
 import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Histogram, PlatformCollector, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, GCCollector, Histogram, PlatformCollector, ProcessCollector
 
 from kvstore.monitoring import NodeMetrics
 
@@ -92,8 +92,9 @@ class AdminMetrics(NodeMetrics):
     @param peers: the other members' ids: every per-peer metric starts at
         zero for each, so that a dashboard and the alert rules see every
         link from the first scrape.
-    @param process: also export prometheus_client's process and platform
-        metrics (CPU, memory, open files; C{python_info}).  They describe
+    @param process: also export prometheus_client's process, platform and
+        garbage-collector metrics (CPU, memory, open files; C{python_info};
+        C{python_gc_*}, read from C{gc.get_stats()} when scraped).  They describe
         the whole process, so the tests' in-process clusters leave them out.
     """
 
@@ -185,6 +186,7 @@ class AdminMetrics(NodeMetrics):
         if process:
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
+            GCCollector(registry=registry)
 
     # -- kvstore.monitoring.NodeMetrics ---------------------------------
 

@@ -1,34 +1,39 @@
 # -*- test-case-name: tests.test_admin_metrics_requests -*-
 """
-Counting client requests and connections without touching the client
-protocol or the node.
+Counting client requests and connections, at the least cost per request.
 
-L{CountingService} stands between the client protocol and the node (it is
-the protocol's L{KeyValueService}) and counts each request by command and
-result when its Deferred fires; L{CountingClientFactory} builds client
-protocols that count their connections.  Counts are plain integers in one
-L{RequestCounts}, changed only on the reactor thread and read by the
-collector when a scrape renders (also on the reactor thread): one dict
-increment per request, no lock, far cheaper than a prometheus_client
-counter with labels.
+L{CountingClientFactory} builds client protocols (a subclass of the real
+one) that count each request where the protocol already handles its
+outcome: a success in C{_succeeded}, keyed by the function that renders its
+reply (one per command; C{GET key STALE} has its own), a failure in
+C{_failed}, which knows the command.  That costs one extra call per request
+and no Deferred callback of its own (a wrapper around the node adding one
+callback per request cost about 10 % of the node's CPU per request:
+docs/performance.md, "The cost of metrics").  Writes in flight are the
+protocols' own count, summed when scraped.
 
-A node started without C{--admin-listen} uses neither: the protocol talks to
-the node directly.
+Counts are plain integers in one L{RequestCounts}, changed only on the
+reactor thread and read by the collector when a scrape renders (also on the
+reactor thread): no lock.
+
+A node started without C{--admin-listen} uses none of this: its client
+factory is the plain L{ClientFactory}.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
 from kvstore.errors import KeyNotFound, NotLeader, OutcomeUnknown, Unavailable
+from kvstore.protocols import client as _client
 from kvstore.protocols.client import DEFAULT_MAX_PENDING, ClientFactory, ClientProtocol, KeyValueService
-from kvstore.protocols.commands import DEFAULT_LIMITS, Limits
+from kvstore.protocols.commands import DEFAULT_LIMITS, Delete, Get, Limits, Put
 
-__all__ = ["COMMANDS", "RESULTS", "CountingClientFactory", "CountingService", "RequestCounts", "result_label"]
+__all__ = ["COMMANDS", "RESULTS", "CountingClientFactory", "RequestCounts", "result_label"]
 
 #: The C{command} label's values: C{get_stale} is C{GET key STALE}.
 COMMANDS = ("put", "delete", "get", "get_stale", "status")
@@ -43,6 +48,16 @@ _ERROR_LABELS: dict[type, str] = {
     Unavailable: "unavailable",
 }
 
+#: The client protocol's reply renderers, one per command: what a success
+#: is counted by.  Private to the protocol module, deliberately shared: the
+#: renderer is what identifies the command of a result at no cost.
+_RENDERERS: dict[Callable[[str, object], bytes], str] = {
+    _client._put_reply: "put",
+    _client._delete_reply: "delete",
+    _client._get_reply: "get",
+    _client._stale_get_reply: "get_stale",
+}
+
 
 def result_label(result: object) -> str:
     """The C{result} label of a request's outcome (a value or a L{Failure})."""
@@ -54,107 +69,120 @@ def result_label(result: object) -> str:
     return label
 
 
+def command_label(command: object) -> str:
+    """The C{command} label of a parsed request."""
+    kind = type(command)
+    if kind is Get:
+        return "get_stale" if command.stale else "get"  # type: ignore[attr-defined]  # checked: a Get
+    if kind is Put:
+        return "put"
+    if kind is Delete:
+        return "delete"
+    return "status"
+
+
 class RequestCounts:
     """
-    What L{CountingService} and L{CountingClientFactory} counted.
+    What the counting protocols counted.
 
-    @ivar requests: C{(command, result) -> count}.
-    @ivar linearizable_reads: C{result -> count} of linearizable GETs:
-        C{ok} (served, whether or not the key had a value) or C{unavailable}.
-    @ivar pending_writes: PUTs and DELETEs proposed and not yet answered.
+    @ivar succeeded: successes by reply renderer (see L{_RENDERERS}).
+    @ivar failed: failures by C{(command, result)}.
+    @ivar statuses: C{STATUS} requests answered.
     @ivar failed_proposals: PUTs and DELETEs whose outcome is unknown (the
         entry was appended, then leadership was lost, or it did not commit
         in time) or that the node could no longer serve.
-    @ivar connections: client connections open now.
+    @ivar open: the client connections open now.
     @ivar connections_accepted: client connections accepted since start.
     """
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str], int] = {(command, "ok"): 0 for command in COMMANDS}
-        self.linearizable_reads: dict[str, int] = {"ok": 0, "unavailable": 0}
-        self.pending_writes = 0
+        self.succeeded: dict[Callable[[str, object], bytes], int] = dict.fromkeys(_RENDERERS, 0)
+        self.failed: dict[tuple[str, str], int] = {}
+        self.statuses = 0
         self.failed_proposals = 0
-        self.connections = 0
+        self.open: set[ClientProtocol] = set()
         self.connections_accepted = 0
 
+    def requests(self) -> dict[tuple[str, str], int]:
+        """Completed requests by C{(command, result)}."""
+        counts = {(_RENDERERS[render], "ok"): n for render, n in self.succeeded.items()}
+        counts[("status", "ok")] = self.statuses
+        for key, n in self.failed.items():
+            counts[key] = counts.get(key, 0) + n
+        return counts
 
-class CountingService:
-    """
-    A L{KeyValueService} that passes every request to C{service} (the node)
-    and counts it in C{counts} when it completes.  Results pass through
-    unchanged.
-    """
+    def linearizable_reads(self) -> dict[str, int]:
+        """Linearizable GETs by outcome: C{ok} (served, the key found or
+        not) or the failure's label (C{unavailable})."""
+        reads = {"ok": self.succeeded[_client._get_reply], "unavailable": 0}
+        for (command, result), n in self.failed.items():
+            if command == "get":
+                label = "ok" if result == "not_found" else result
+                reads[label] = reads.get(label, 0) + n
+        return reads
 
-    def __init__(self, service: KeyValueService, counts: RequestCounts) -> None:
-        self._service = service
-        self.counts = counts
+    @property
+    def connections(self) -> int:
+        """Client connections open now."""
+        return len(self.open)
 
-    def put(self, key: str, value: str) -> Deferred[None]:
-        self.counts.pending_writes += 1
-        return self._service.put(key, value).addBoth(self._write_done, "put")
-
-    def delete(self, key: str) -> Deferred[None]:
-        self.counts.pending_writes += 1
-        return self._service.delete(key).addBoth(self._write_done, "delete")
-
-    def get(self, key: str, stale: bool) -> Deferred[str]:
-        if stale:
-            return self._service.get(key, stale).addBoth(self._stale_read_done)
-        return self._service.get(key, stale).addBoth(self._read_done)
-
-    def status(self) -> dict[str, object]:
-        status = self._service.status()
-        self._count("status", "ok")
-        return status
-
-    def _count(self, command: str, result: str) -> None:
-        requests = self.counts.requests
-        key = (command, result)
-        requests[key] = requests.get(key, 0) + 1
-
-    def _write_done(self, result: Any, command: str) -> Any:
-        counts = self.counts
-        counts.pending_writes -= 1
-        label = result_label(result)
-        if label == "outcome_unknown" or label == "unavailable":
-            counts.failed_proposals += 1
-        self._count(command, label)
-        return result
-
-    def _read_done(self, result: Any) -> Any:
-        label = result_label(result)
-        self._count("get", label)
-        reads = self.counts.linearizable_reads
-        served = "ok" if label in ("ok", "not_found") else label
-        reads[served] = reads.get(served, 0) + 1
-        return result
-
-    def _stale_read_done(self, result: Any) -> Any:
-        self._count("get_stale", result_label(result))
-        return result
+    @property
+    def pending_writes(self) -> int:
+        """PUTs and DELETEs started on the node and not yet answered."""
+        return sum(protocol._writes_in_flight for protocol in self.open)
 
 
 class _CountedClientProtocol(ClientProtocol):
-    """A client connection that keeps its factory's L{RequestCounts}."""
+    """A client connection counting its requests and itself in C{counts}."""
 
     counts: RequestCounts
 
     def connectionMade(self) -> None:
-        self.counts.connections += 1
+        self.counts.open.add(self)
         self.counts.connections_accepted += 1
         super().connectionMade()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.counts.connections -= 1
+        self.counts.open.discard(self)
         super().connectionLost(reason)
+
+    def _succeeded(self, result: object, slot: Any, render: Callable[[str, object], bytes], key: str) -> None:
+        self.counts.succeeded[render] += 1
+        return super()._succeeded(result, slot, render, key)
+
+    def _failed(self, failure: Failure, slot: Any, command: Any) -> None:
+        counts = self.counts
+        label = result_label(failure)
+        key = (command_label(command), label)
+        counts.failed[key] = counts.failed.get(key, 0) + 1
+        if (label == "outcome_unknown" or label == "unavailable") and type(command) in (Put, Delete):
+            counts.failed_proposals += 1
+        return super()._failed(failure, slot, command)
+
+
+class _StatusCounting:
+    """
+    The node as the counting protocols see it: its own C{put}, C{delete} and
+    C{get} (bound methods: not even a call more), and C{status} counted.
+    """
+
+    def __init__(self, service: KeyValueService, counts: RequestCounts) -> None:
+        self.put: Callable[[str, str], Deferred[None]] = service.put
+        self.delete: Callable[[str], Deferred[None]] = service.delete
+        self.get: Callable[[str, bool], Deferred[str]] = service.get
+        self._status = service.status
+        self._counts = counts
+
+    def status(self) -> dict[str, object]:
+        self._counts.statuses += 1
+        return self._status()
 
 
 class CountingClientFactory(ClientFactory):
     """
-    A L{ClientFactory} whose requests go through a L{CountingService} and
-    whose protocols count their connections, both in C{counts}.  Built
-    exactly as a L{ClientFactory} otherwise (limits, backlog), so it can
-    stand wherever one does.
+    A L{ClientFactory} whose protocols count their requests and connections
+    in C{counts}.  Built exactly as a L{ClientFactory} otherwise (limits,
+    backlog), so it can stand wherever one does.
     """
 
     protocol = _CountedClientProtocol
@@ -166,7 +194,7 @@ class CountingClientFactory(ClientFactory):
         limits: Limits = DEFAULT_LIMITS,
         max_pending: int = DEFAULT_MAX_PENDING,
     ) -> None:
-        super().__init__(CountingService(service, counts), limits, max_pending)
+        super().__init__(_StatusCounting(service, counts), limits, max_pending)
         self.counts = counts
 
     def buildProtocol(self, addr: object) -> ClientProtocol:
