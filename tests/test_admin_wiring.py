@@ -10,6 +10,7 @@ import socket
 from pathlib import Path
 
 from prometheus_client import generate_latest
+from twisted.internet import tcp
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
@@ -135,5 +136,12 @@ class AdminWiringTests(SynchronousTestCase):
         message = str(raised.exception.code)
         self.assertEqual(len(message.splitlines()), 1, message)
         self.assertIn(f"--admin-listen: cannot listen on 127.0.0.1:{port}", message)
+        from twisted.internet import reactor
+
+        listening = [
+            reader for reader in reactor.getReaders()  # type: ignore[attr-defined]  # the global reactor has readers
+            if isinstance(reader, tcp.Port) and reader.getHost().port == options.config.port
+        ]
+        self.assertEqual(listening, [], "the node's own port was closed too")
         again = build_service(options.config, MemoryReactorClock())  # the data directory was released
         again._lock.release()
