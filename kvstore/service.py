@@ -374,7 +374,10 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
     except Exception as e:
         raise UsageError(f"cannot listen on {config.listen!r}: {_endpoint_error(config.listen, e)}") from None
     instruments, admin = _instruments(config, reactor)
-    lock, wal, metadata = _open_storage(config, instruments.file_system)
+    if admin is None:
+        lock, wal, metadata = _open_storage(config)
+    else:  # the WAL's fsyncs are timed
+        lock, wal, metadata = _open_storage(config, instruments.file_system)
     instruments.watch_log(wal)
     peer_links = PeerLinks(
         reactor,
