@@ -33,6 +33,8 @@ setup(
         "service-identity",
         # --config reads TOML: the standard library's tomllib from 3.11.
         "tomli>=1.1; python_version < '3.11'",
+        # --admin-listen's /metrics (kvstore/admin): one registry per node.
+        "prometheus_client>=0.17",
     ],
     extras_require={
         "test": [
@@ -43,6 +45,8 @@ setup(
             # Twisted's interfaces).
             "mypy",
             "mypy-zope",
+            # tests/test_admin_etc.py reads etc/kvstore-alerts.yml.
+            "pyyaml",
             # The suite runs the peer-decoder fuzz target briefly; atheris
             # ships wheels for Linux x86_64 (elsewhere that test skips).
             "atheris; platform_system == 'Linux' and platform_machine == 'x86_64'",

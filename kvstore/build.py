@@ -33,6 +33,7 @@ from twisted.internet.task import Cooperator
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from kvstore.monitoring import NO_METRICS, NodeMetrics
 from kvstore.node import LogStorage, Node, PeerSender
 from kvstore.node_snapshots import NodeSnapshots, SnapshotPolicy
 from kvstore.protocols.peer import encoded_entry_bytes
@@ -139,6 +140,7 @@ def build_node(
     snapshot_runner: ThreadRunner | None = None,
     cooperator: Cooperator | None = None,
     recovery_started: float | None = None,
+    metrics: NodeMetrics = NO_METRICS,
 ) -> Node:
     """
     Wire a node from its adapters; it does nothing until C{start()}.
@@ -176,6 +178,8 @@ def build_node(
         the restart report; by default when recovery begins.
     @raise kvstore.recovery.RecoveryError: if the snapshots and the log on
         disk do not fit together (the message names the file).
+    @param metrics: told of the events monitoring counts
+        (L{kvstore.monitoring}; the admin endpoint's L{kvstore.admin.metrics}).
     """
     hard_state_store = HardStateStore(metadata, cluster_id)
     machine = state_machine if state_machine is not None else KeyValueStateMachine()
@@ -227,6 +231,7 @@ def build_node(
         snapshots=node_snapshots,
         cluster_id=cluster_id,
         recovered=recovered,
+        metrics=metrics,
     )
     if node_snapshots is not None:
         # The chunked InstallSnapshot transfer, over the same snapshot

@@ -71,7 +71,7 @@ _FROM_MEMBERS = ("host", "port", "peers")
 _INTEGER = frozenset({"node-id", "port", "snapshot-entries", "snapshot-catchup-entries"})
 _NUMBER = frozenset({"heartbeat-interval", "commit-timeout", "read-timeout"})
 _SIZE = frozenset({"max-key-bytes", "max-value-bytes", "max-line-bytes", "segment-bytes", "snapshot-bytes"})
-_STRING = frozenset({"host", "listen", "cluster-id", "data-dir", "log-format"})
+_STRING = frozenset({"host", "listen", "cluster-id", "data-dir", "log-format", "admin-listen"})
 
 _HEADER_RE = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(?:#.*)?$")
 _KEY_RE = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*=""")

@@ -36,6 +36,7 @@ from kvstore.node_snapshots import NodeSnapshots
 from kvstore.raft.core import HardState, NotLeaderError, RaftCore, Ready, Role, SnapshotPoint, UnsendableEntry
 from kvstore.raft.messages import MAX_FIELD_VALUE, AppendEntries, AppendEntriesResponse, InstallSnapshot, Message
 from kvstore.recovery import Recovered, report_line
+from kvstore.monitoring import NO_METRICS, NodeMetrics
 from kvstore.statemachine import ApplyResult, InvalidCommand, KeyValueStateMachine, encode_delete, encode_put
 from kvstore.storage.errors import StorageError
 from kvstore.storage.snapshots import SnapshotInfo, SnapshotMeta, SnapshotStore
@@ -222,6 +223,8 @@ class Node:
     @param rng: where the random start of this boot's read request ids comes
         from (the operating system's generator by default; the simulator
         passes a seeded one so that a run replays).
+    @param metrics: told of events monitoring counts (L{kvstore.monitoring});
+        by default nothing is recorded.
     """
 
     log = Logger()
@@ -246,6 +249,7 @@ class Node:
         snapshots: NodeSnapshots | None = None,
         cluster_id: str | None = None,
         recovered: Recovered | None = None,
+        metrics: NodeMetrics = NO_METRICS,
     ) -> None:
         self.core = core
         core.set_wake(self.wake)  # the core's outputs schedule a processing pass
@@ -287,6 +291,8 @@ class Node:
         #: send, they do not go on the wire) and the snapshot chunks and
         #: their answers, which the core never sees.
         self.transfers: TransferHooks | None = None
+        self.metrics = metrics
+        self._seen_leader: tuple[int, int] | None = None  # (term, leader) last told to metrics
 
     # ------------------------------------------------------------------
     # Lifecycle
@@ -389,6 +395,15 @@ class Node:
         }
         result.update(self._extra_status())
         return result
+
+    @property
+    def not_serving_reason(self) -> str | None:
+        """Why this node no longer serves requests (it is shutting down, or
+        stopped itself after a failure), or L{None} while it serves: for
+        health checks."""
+        if self._failed:
+            return self._failed_reason
+        return "the node is shutting down" if self._stopped else None
 
     def leader_address(self) -> str | None:
         """C{host:port} of the leader this node knows of."""
@@ -739,6 +754,9 @@ class Node:
 
     def _check_leadership(self) -> None:
         core = self.core
+        if core.leader_id is not None and (core.term, core.leader_id) != self._seen_leader:
+            self._seen_leader = (core.term, core.leader_id)
+            self.metrics.leader_changed(core.term, core.leader_id)
         if core.role is Role.LEADER:
             if self._leader_term != core.term:
                 self._leader_term = core.term

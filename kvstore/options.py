@@ -129,6 +129,8 @@ class NodeConfig:
     server endpoint description, resolved by the service with
     C{serverFromString}.  C{raft} holds the Raft core's timers and
     replication limits, validated by L{RaftConfig.validate}.
+    C{admin_listen} is the admin HTTP endpoint's description (metrics and
+    health, L{kvstore.admin}), or L{None} when it is off (the default).
     """
 
     node_id: int
@@ -149,6 +151,7 @@ class NodeConfig:
     snapshot_entries: int = _DEFAULT_SNAPSHOT_ENTRIES
     snapshot_bytes: int = _DEFAULT_SNAPSHOT_BYTES
     snapshot_catchup_entries: int = _DEFAULT_SNAPSHOT_CATCHUP_ENTRIES
+    admin_listen: str | None = None
 
     @property
     def address(self) -> str:
@@ -401,7 +404,7 @@ def _default_listen(host: str, port: int) -> str:
     return f"tcp:{port}:interface={host}"
 
 
-def _check_listen(description: str) -> str:
+def _check_listen(description: str, option: str = "--listen") -> str:
     """
     Check that C{description} parses as a Twisted server endpoint
     description, without a reactor.
@@ -415,12 +418,12 @@ def _check_listen(description: str) -> str:
     the socket is checked by the service.
     """
     if not description.strip():
-        raise usage.UsageError("--listen must not be empty")
+        raise usage.UsageError(f"{option} must not be empty")
     if is_systemd_description(description):  # kvstore's own (kvstore.socket_activation)
         try:
             parse_description(description)
         except ValueError as e:
-            raise usage.UsageError(f"--listen {description!r}: {e}") from None
+            raise usage.UsageError(f"{option} {description!r}: {e}") from None
         return description
     from twisted.internet import endpoints
 
@@ -431,7 +434,7 @@ def _check_listen(description: str) -> str:
         parse(description, None)
     except Exception as e:
         raise usage.UsageError(
-            f"--listen {description!r} is not a valid endpoint description: {e}"
+            f"{option} {description!r} is not a valid endpoint description: {e}"
         )
     return description
 
@@ -529,6 +532,16 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
             "tcp:5000:interface=0.0.0.0, or systemd to adopt the socket "
             "passed by a systemd .socket unit (systemd:name=NAME if several). "
             "--host and --port are still what is advertised.",
+        ],
+        [
+            "admin-listen",
+            None,
+            None,
+            "Serve the admin HTTP endpoint (Prometheus /metrics, /livez, "
+            "/readyz, /status) on this Twisted server endpoint, e.g. "
+            "tcp:9500:interface=127.0.0.1.  Default: off.  It has no "
+            "authentication: bind it to an interface only your monitoring "
+            "can reach.",
         ],
         [
             "peers",
@@ -818,6 +831,7 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
             snapshot_entries=_parse_int("snapshot-entries", self["snapshot-entries"], 1),
             snapshot_bytes=_parse_size("snapshot-bytes", self["snapshot-bytes"], _MIN_SNAPSHOT_BYTES),
             snapshot_catchup_entries=_parse_int("snapshot-catchup-entries", self["snapshot-catchup-entries"], 0),
+            admin_listen=None if self["admin-listen"] is None else _check_listen(self["admin-listen"], "--admin-listen"),
         )
 
 

@@ -23,7 +23,7 @@ import os
 import random
 import signal
 import time
-from typing import Any
+from typing import Any, Callable
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
@@ -34,14 +34,15 @@ from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 
 from kvstore import log_format, sd_notify, socket_activation
+from kvstore.admin.wiring import Instruments, NoInstruments
 from kvstore.build import build_node
 from kvstore.clock import install_monotonic_clock
 from kvstore.datadir import DataDirectoryLock, make_directory_durably
 from kvstore.node import FailedPart, FatalError, Node
 from kvstore.options import NodeConfig, format_address
 from kvstore.options import Options as NodeOptions
-from kvstore.protocols.peer_links import PeerLinks
 from kvstore.protocols.client import ClientFactory
+from kvstore.protocols.peer_links import PeerLinks
 from kvstore.protocols.commands import Limits
 from kvstore.protocols.dispatch import DispatchFactory
 from kvstore.protocols.peer import Membership, PeerServerFactory
@@ -215,6 +216,8 @@ class KVStoreService(MultiService):
 
     #: The service that listens for clients and peers (set by build_service).
     listener: "_EarlyListener"
+    #: The admin HTTP endpoint's listener (--admin-listen), or None.
+    admin_listener: "_EarlyListener | None" = None
     #: What systemd is told (kvstore.sd_notify), set when the service starts.
     systemd: sd_notify.NodeNotifier | None = None
     #: The reactor of the systemd notifier's timers and log rotation; None:
@@ -368,7 +371,9 @@ class KVStoreService(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
 
-def _open_storage(config: NodeConfig) -> tuple[DataDirectoryLock, WriteAheadLog, MetadataStore, SnapshotStore]:
+def _open_storage(
+    config: NodeConfig, wal_file_system: Callable[[FileSystem], FileSystem] = lambda fs: fs
+) -> tuple[DataDirectoryLock, WriteAheadLog, MetadataStore, SnapshotStore]:
     make_directory_durably(config.data_dir)
     lock = DataDirectoryLock(config.data_dir)
     lock.acquire()
@@ -381,7 +386,9 @@ def _open_storage(config: NodeConfig) -> tuple[DataDirectoryLock, WriteAheadLog,
                 f"data directory {config.data_dir} belongs to cluster {stored_cluster!r}, "
                 f"not {config.cluster_id!r}; refusing to mix clusters"
             )
-        wal = WriteAheadLog.open(os.path.join(config.data_dir, "wal"), segment_bytes=config.segment_bytes, fs=fs)
+        wal = WriteAheadLog.open(
+            os.path.join(config.data_dir, "wal"), segment_bytes=config.segment_bytes, fs=wal_file_system(fs)
+        )
         snapshots = SnapshotStore.open(os.path.join(config.data_dir, "snapshots"), fs=fs)
     except (CorruptLogError, CorruptMetadataError) as e:
         lock.release()
@@ -447,7 +454,12 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
     except Exception as e:
         raise UsageError(f"cannot listen on {config.listen!r}: {_endpoint_error(config.listen, e)}") from None
     started = time.monotonic()
-    lock, wal, metadata, snapshots = _open_storage(config)
+    instruments, admin = _instruments(config, reactor)
+    if admin is None:
+        lock, wal, metadata, snapshots = _open_storage(config)
+    else:  # the WAL's fsyncs are timed
+        lock, wal, metadata, snapshots = _open_storage(config, instruments.file_system)
+    instruments.watch_log(wal)
     peer_links = PeerLinks(
         reactor,
         config.node_id,
@@ -477,7 +489,7 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
             log=wal,
             metadata=metadata,
             cluster_id=config.cluster_id,
-            peers=peer_links,
+            peers=instruments.peers(peer_links),
             member_addresses={m.node_id: m.address for m in config.members},
             commit_timeout=config.commit_timeout,
             read_timeout=config.read_timeout,
@@ -491,6 +503,7 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
             ),
             snapshot_runner=snapshot_thread,
             recovery_started=started,
+            metrics=instruments.metrics,
         )
     except (RecoveryError, CorruptSnapshotError) as e:
         lock.release()
@@ -505,8 +518,8 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
         max_line_bytes=config.max_line_bytes,
     )
     membership = Membership(config.node_id, config.cluster_id, frozenset(config.raft.peers))
-    client_factory = ClientFactory(node, limits)
-    factory = DispatchFactory(client_factory, PeerServerFactory(membership, node.receive))
+    client_factory = instruments.client_factory(node, limits)
+    factory = DispatchFactory(client_factory, PeerServerFactory(membership, instruments.receive(node.receive)))
     service = KVStoreService(config, node, wal, lock, peer_links, pidfile)
     service.client_factory = client_factory
     service.snapshot_thread = snapshot_thread
@@ -517,9 +530,50 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
     listener.setServiceParent(service)
     service.listener = listener
     peer_links.setServiceParent(service)
+    if admin is not None:
+        _add_admin_endpoint(service, admin, config)
     if monotonic:
         install_monotonic_clock(reactor)
     return service
+
+
+def _instruments(config: NodeConfig, reactor: Any) -> tuple[Instruments, tuple[Any, Any] | None]:
+    """
+    The node's instruments: none without C{--admin-listen}; with it, the
+    admin endpoint's (L{kvstore.admin.endpoint.AdminInstruments}, imported
+    only then), and its server endpoint, made now so that a bad description
+    is refused before storage is opened.
+
+    @return: the instruments, and (the same instruments, the endpoint) if
+        the admin endpoint is on.
+    """
+    if config.admin_listen is None:
+        return NoInstruments(), None
+    try:
+        endpoint = serverFromString(reactor, config.admin_listen)
+    except Exception as e:
+        raise UsageError(
+            f"cannot listen on --admin-listen {config.admin_listen!r}: {_endpoint_error(config.admin_listen, e)}"
+        ) from None
+    from kvstore.admin.endpoint import AdminInstruments
+
+    admin = AdminInstruments(reactor, [p.node_id for p in config.peers])
+    return admin, (admin, endpoint)
+
+
+def _add_admin_endpoint(service: "KVStoreService", admin_and_endpoint: tuple[Any, Any], config: NodeConfig) -> None:
+    """Serve the admin instruments' site on their endpoint, under C{service}."""
+    from kvstore.admin.view import NodeView
+
+    admin, endpoint = admin_and_endpoint
+    view = NodeView(
+        service.node, config.cluster_id, {m.node_id: m.address for m in config.members}, service.peer_links.links
+    )
+    listener = _EarlyListener(endpoint, admin.site(view))
+    listener._raiseSynchronously = True
+    listener.setServiceParent(service)
+    admin.service().setServiceParent(service)
+    service.admin_listener = listener
 
 
 def _endpoint_error(description: str, error: Exception) -> str:
@@ -527,8 +581,9 @@ def _endpoint_error(description: str, error: Exception) -> str:
     return str(error) or type(error).__name__
 
 
-def _cannot_listen(config: NodeConfig, error: Exception) -> str:
-    """The one-line reason a node could not listen."""
+def _cannot_listen(config: NodeConfig, error: Exception, description: str | None = None) -> str:
+    """The one-line reason a node could not listen (on C{description},
+    by default its C{--listen})."""
     if isinstance(error, CannotListenError):
         where = format_address(error.interface or "0.0.0.0", error.port)
         reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
@@ -537,7 +592,7 @@ def _cannot_listen(config: NodeConfig, error: Exception) -> str:
         if passed.get("LISTEN_PID") == str(os.getpid()):
             hint = f"systemd passed this node {passed.get('LISTEN_FDS')} socket(s): adopt one with --listen systemd"
         return f"cannot listen on {where}: {reason} ({hint})"
-    return f"cannot listen on {config.listen!r}: {error}"
+    return f"cannot listen on {(description or config.listen)!r}: {error}"
 
 
 def listens_early(options: NodeOptions, listener: StreamServerEndpointService) -> bool:
@@ -593,6 +648,14 @@ def makeService(options: NodeOptions) -> KVStoreService:
     except Exception as e:
         service._lock.release()
         raise SystemExit(f"twistd kvstore: {_cannot_listen(config, e)}") from None
+    admin = service.admin_listener
+    if admin is not None and listens_early(options, admin):
+        try:
+            admin.listen_now()
+        except Exception as e:
+            service.listener.stopService()  # close the port the node listens on
+            service._lock.release()
+            raise SystemExit(f"twistd kvstore: --admin-listen: {_cannot_listen(config, e, config.admin_listen)}") from None
     return service
 
 

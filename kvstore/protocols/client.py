@@ -185,6 +185,13 @@ def _get_reply(key: str, value: object) -> bytes:
     return f"value of {key}: {_one_line(str(value))}\n".encode("utf-8")
 
 
+def _stale_get_reply(key: str, value: object) -> bytes:
+    """As L{_get_reply}, for C{GET key STALE}: a function of its own, so that
+    a result's renderer tells the two reads apart (L{kvstore.admin.requests}
+    counts them apart)."""
+    return f"value of {key}: {_one_line(str(value))}\n".encode("utf-8")
+
+
 class _Slot:
     """A reply position in a connection's FIFO; C{reply} is set when known."""
 
@@ -408,7 +415,7 @@ class ClientProtocol(LineReceiver):
             match command:
                 case Get(key, stale):
                     d = service.get(key, stale)
-                    render = _get_reply
+                    render = _stale_get_reply if stale else _get_reply
                 case Put(key, value):
                     d = service.put(key, value)
                     render = _put_reply
@@ -614,6 +621,6 @@ class ClientFactory(Factory):
         self.max_pending = max_pending
 
     def buildProtocol(self, addr: object) -> ClientProtocol:
-        proto = ClientProtocol(self.service, self.limits, self.max_pending)
+        proto = self.protocol(self.service, self.limits, self.max_pending)
         proto.factory = self
         return proto

@@ -12,7 +12,7 @@ log.  Their Deferreds fire synchronously.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 from twisted.internet.defer import Deferred, fail, succeed
 
@@ -38,6 +38,8 @@ class MemoryLog:
         self._closed = False
         self._dirty = False
         self.fsync_count = 0
+        #: As L{WriteAheadLog.on_flush}: (entries made durable, fsyncs).
+        self.on_flush: Callable[[int, int], None] | None = None
         self.append(entries)
         self._durable_index = self.last_index
         self._dirty = False
@@ -140,10 +142,14 @@ class MemoryLog:
         """Make everything durable at once; fires synchronously."""
         if self._failure is not None or self._closed:
             return fail(StorageFailedError("memory log failed earlier or is closed"))
+        durable_before = self._durable_index
+        flushed = self._dirty
         if self._dirty:
             self.fsync_count += 1
             self._dirty = False
         self._durable_index = self.last_index
+        if flushed and self.on_flush is not None:
+            self.on_flush(max(0, self._durable_index - durable_before), 1)
         return succeed(self._durable_index)
 
     def fail(self, error: BaseException | None = None) -> None:

@@ -391,6 +391,10 @@ class WriteAheadLog:
         self._flush_sizes: list[tuple[_Segment, int]] = []  # for the running flush
         self._failure: BaseException | None = None
         self._closed = False
+        #: Monitoring's hook (L{kvstore.admin}): called on the reactor thread
+        #: after each flush that did file work, with the number of entries it
+        #: made durable (the group commit's size) and its fsyncs.
+        self.on_flush: Callable[[int, int], None] | None = None
 
     # ------------------------------------------------------------------
     # Opening and recovery
@@ -908,7 +912,10 @@ class WriteAheadLog:
 
     def _flush_succeeded(self, fsyncs: int, waiters: list["Deferred[int]"]) -> None:
         self._fsync_count += fsyncs
+        durable_before = self._durable_index
         self._durable_index = max(self._durable_index, self._durable_cap)
+        if self.on_flush is not None and fsyncs:
+            self.on_flush(self._durable_index - durable_before, fsyncs)
         # The flush made each segment durable up to its size when the flush
         # started; a truncation queued meanwhile will rewrite bytes from its
         # low-water mark on, so later records may claim only the lower one.

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
+from kvstore.admin.wiring import Instruments, NoInstruments
 from kvstore.build import build_node
 from kvstore.node import Node
 from kvstore.raft.config import RaftConfig
@@ -62,6 +63,7 @@ class InMemoryCluster:
         election_timeout: tuple[float, float] = (0.3, 0.6),
         commit_timeout: float = 5.0,
         read_timeout: float = 5.0,
+        instruments: Callable[[int, Clock], Instruments] | None = None,
         **raft_options: Any,
     ) -> None:
         self.clock = Clock()
@@ -73,6 +75,9 @@ class InMemoryCluster:
         self._commit_timeout = commit_timeout
         self._read_timeout = read_timeout
         self._raft_options = raft_options
+        # Monitoring (kvstore.admin) for each member, made anew at each start.
+        self._make_instruments = instruments
+        self.instruments: dict[int, Instruments] = {}
         self.members = {i: InMemoryMember(i) for i in self.ids}
         for i in self.ids:
             self.start(i)
@@ -91,6 +96,9 @@ class InMemoryCluster:
             election_timeout_max=self._election_timeout[1],
             **self._raft_options,
         )
+        instruments = NoInstruments() if self._make_instruments is None else self._make_instruments(node_id, self.clock)
+        self.instruments[node_id] = instruments
+        instruments.watch_log(member.log)
         node = build_node(
             config,
             clock=self.clock,
@@ -98,13 +106,14 @@ class InMemoryCluster:
             log=member.log,
             metadata=member.metadata,
             cluster_id=CLUSTER_ID,
-            peers=self.network,
+            peers=instruments.peers(self.network),
             member_addresses={i: f"127.0.0.1:{5000 + i}" for i in self.ids},
             commit_timeout=self._commit_timeout,
             read_timeout=self._read_timeout,
+            metrics=instruments.metrics,
         )
         member.node = node
-        self.network.attach(node_id, node.receive)
+        self.network.attach(node_id, instruments.receive(node.receive))
         node.start()
         return node
 

@@ -57,7 +57,7 @@ from kvstore.client.errors import (
 )
 from kvstore.tools.bench_pipelined import address_text, pipelined_worker
 from kvstore.tools.ports import allocate_port_range
-from kvstore.tools.procinfo import rss_kib
+from kvstore.tools.procinfo import cpu_seconds, rss_kib
 from kvstore.tools.spawn import spawn, twistd_command
 
 
@@ -76,6 +76,11 @@ class Results:
     # With --trace: (sent, received) CLOCK_MONOTONIC nanoseconds of each
     # successful write, to line up with the nodes' trace events.
     write_times: list[tuple[int, int]] = field(default_factory=list)
+    # With --admin-scrape: how long each scrape of a node's /metrics took.
+    scrapes: list[float] = field(default_factory=list)
+    scrape_errors: int = 0
+    # CPU seconds each started node used during the measured run.
+    server_cpu: list[float] = field(default_factory=list)
 
     def record_error(self, reply: str) -> None:
         kind = reply[len("Error: ") :].split(".")[0].split(":")[0][:60] if reply.startswith("Error: ") else reply[:60]
@@ -113,6 +118,27 @@ def summarize(results: Results, settings: dict[str, Any]) -> dict[str, Any]:
         },
         "errors": dict(sorted(results.errors.items())),
         "nodes": results.nodes,
+        **(
+            {
+                "server_cpu_s": [round(c, 3) for c in results.server_cpu],
+                "server_cpu_us_per_request": round(sum(results.server_cpu) / max(1, results.ok) * 1e6, 2),
+            }
+            if results.server_cpu
+            else {}
+        ),
+        **(
+            {
+                "admin_scrapes": {
+                    "interval_s": settings.get("admin_scrape"),
+                    "count": len(results.scrapes),
+                    "errors": results.scrape_errors,
+                    "mean_ms": round(sum(results.scrapes) / len(results.scrapes) * ms, 3),
+                    "max_ms": round(max(results.scrapes) * ms, 3),
+                }
+            }
+            if results.scrapes
+            else {}
+        ),
     }
 
 
@@ -131,6 +157,17 @@ def format_table(report: dict[str, Any]) -> str:
         "latency ms   " + "  ".join(f"{k} {v:.3f}" for k, v in report["latency_ms"].items()),
         "errors       " + (", ".join(f"{k}: {v}" for k, v in report["errors"].items()) or "none"),
     ]
+    if "server_cpu_us_per_request" in report:
+        lines.append(
+            f"server CPU   {report['server_cpu_us_per_request']:.1f} us per request (all nodes; "
+            + ", ".join(f"{c:.2f}" for c in report["server_cpu_s"]) + " s)"
+        )
+    scrapes = report.get("admin_scrapes")
+    if scrapes:
+        lines.append(
+            f"metrics      /metrics of every node scraped every {scrapes['interval_s']:g} s: {scrapes['count']} "
+            f"scrapes ({scrapes['errors']} failed), mean {scrapes['mean_ms']:.1f} ms, max {scrapes['max_ms']:.1f} ms"
+        )
     for node in report.get("nodes", []):
         fsyncs = node.get("fsyncs_during_run")
         per = f", {report['writes_ok'] / fsyncs:.1f} acknowledged writes per fsync" if fsyncs else ""
@@ -441,6 +478,30 @@ async def preload(cluster: TargetNodes, keys: int, value_size: int, quiet: bool)
         sys.stderr.write(f"preloaded {keys} keys in {time.monotonic() - started:.1f} s\n")
 
 
+async def scrape_metrics(ports: Sequence[int], interval: float, results: Results) -> None:
+    """
+    Fetch every node's C{/metrics} (C{--admin-scrape}) every C{interval}
+    seconds until cancelled, as Prometheus would, recording how long each
+    took.
+    """
+    while True:
+        for port in ports:
+            started = time.monotonic()
+            try:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5.0)
+                writer.write(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                response = await asyncio.wait_for(reader.read(), 10.0)
+                writer.close()
+            except (OSError, asyncio.TimeoutError):
+                results.scrape_errors += 1
+                continue
+            if response.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")) and b"kvstore_is_leader" in response:
+                results.scrapes.append(time.monotonic() - started)
+            else:
+                results.scrape_errors += 1
+        await asyncio.sleep(interval)
+
+
 async def run_load(cluster: TargetNodes, args: argparse.Namespace, quiet: bool) -> Results:
     """Run the workload against C{cluster} and collect results."""
     results = Results()
@@ -465,11 +526,18 @@ async def run_load(cluster: TargetNodes, args: argparse.Namespace, quiet: bool) 
         results.__init__()  # type: ignore[misc]  # reset the results in place: the workers hold this object
         budget[0] = args.requests if args.requests else 1 << 62
     before = await asyncio.gather(*(read_status(a) for a in cluster.addresses))
+    server_pids = getattr(args, "server_pids", ())
+    cpu_before = [_cpu_seconds_or_zero(pid) for pid in server_pids]
     results.started = time.monotonic()
     stop_at[0] = results.started + args.duration if not args.requests else float("inf")
     progress = None if quiet else asyncio.ensure_future(_progress(results))
+    admin_ports = getattr(args, "admin_ports", ())
+    scraper = asyncio.ensure_future(scrape_metrics(admin_ports, args.admin_scrape, results)) if admin_ports else None
     await asyncio.gather(*(w.run() for w in workers))
     results.finished = time.monotonic()
+    results.server_cpu = [_cpu_seconds_or_zero(pid) - b for pid, b in zip(server_pids, cpu_before)]
+    if scraper is not None:
+        scraper.cancel()
     if progress is not None:
         progress.cancel()
         sys.stderr.write("\n")
@@ -518,7 +586,9 @@ async def _progress(results: Results) -> None:
 class BenchNodes:
     """Node processes the tool starts in a temporary directory."""
 
-    def __init__(self, size: int, fsync: bool, extra: Sequence[str] = (), traced: bool = False) -> None:
+    def __init__(
+        self, size: int, fsync: bool, extra: Sequence[str] = (), traced: bool = False, admin: bool = False
+    ) -> None:
         self.size = size
         self.directory = tempfile.mkdtemp(prefix="kvstore-bench-")
         self.trace_directory: str | None = None
@@ -527,8 +597,10 @@ class BenchNodes:
             self.trace_directory = os.path.join(self.directory, "trace")
             os.mkdir(self.trace_directory)
             os.environ[trace.ENVIRONMENT_VARIABLE] = self.trace_directory
-        self.base = allocate_port_range(size, low=21000)
+        # With admin, node i's admin endpoint is on base + size + i.
+        self.base = allocate_port_range(size, low=21000, also=tuple(size + i for i in range(size)) if admin else ())
         self.addresses = [("127.0.0.1", self.base + i) for i in range(size)]
+        self.admin_ports = [self.base + size + i for i in range(size)] if admin else []
         self.processes: list[subprocess.Popen[bytes]] = []
         for i in range(size):
             peers = ",".join(str(self.base + j) for j in range(size) if j != i)
@@ -542,6 +614,7 @@ class BenchNodes:
                 f"--data-dir={self.directory}/node-{i}",
                 *([f"--peers={peers}"] if peers else []),
                 *([] if fsync else ["--unsafe-no-fsync"]),
+                *([f"--admin-listen=tcp:{self.admin_ports[i]}:interface=127.0.0.1"] if admin else []),
                 *extra,
             ]
             # Like kvstore-cluster's nodes: their own session, and (on Linux)
@@ -665,6 +738,13 @@ def measure_fsync_rate(directory: str, seconds: float) -> float:
         os.unlink(path)
 
 
+def _cpu_seconds_or_zero(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def _rss_kib_or_none(pid: int) -> int | None:
     try:
         return rss_kib(pid)
@@ -743,6 +823,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="started nodes record per-stage timestamps of each write; report the median time to each stage "
         "(meaningful with -c 1 -P 1)",
     )
+    p.add_argument(
+        "--admin-scrape",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="start the nodes with their admin endpoint (--admin-listen) and scrape every node's /metrics every "
+        "SECONDS during the measured run, as Prometheus would: the cost of metrics, against a run without "
+        "(default 0: no admin endpoint)",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--serve-trivial", type=int, help=argparse.SUPPRESS)
@@ -755,6 +844,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.preload = True
     if args.trace and (args.nodes or args.target != "kvstore"):
         p.error("--trace needs the cluster the tool starts itself")
+    if args.admin_scrape < 0:
+        p.error("--admin-scrape must be positive (or 0: off)")
+    if args.admin_scrape and (args.nodes or args.target != "kvstore"):
+        p.error("--admin-scrape needs the cluster the tool starts itself")
     return args
 
 
@@ -781,8 +874,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         target = f"existing nodes {args.nodes}"
         fsync = "as configured on the nodes"
     else:
-        started = BenchNodes(args.cluster_size, fsync=not args.no_fsync, extra=args.node_option, traced=args.trace)
+        started = BenchNodes(
+            args.cluster_size, fsync=not args.no_fsync, extra=args.node_option, traced=args.trace,
+            admin=args.admin_scrape > 0,
+        )
         addresses = started.addresses
+        args.admin_ports = started.admin_ports
+        args.server_pids = started.pids()
         target = f"local {args.cluster_size}-node cluster started by the tool"
         fsync = "OFF (--unsafe-no-fsync, comparison only)" if args.no_fsync else "on"
     settings = {
@@ -797,6 +895,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "requests": args.requests,
         "consistency": args.consistency,
         "read_from": args.read_from,
+        "admin_scrape": args.admin_scrape,
     }
     cluster = TargetNodes(addresses)
     report: dict[str, Any] = {}

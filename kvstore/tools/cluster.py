@@ -21,6 +21,11 @@ SIGKILL), so no node outlives its launcher.
 This is a plain blocking program (subprocess and signals), not a reactor
 program: it only supervises; the nodes are ordinary twistd processes.
 
+Each node also serves its admin HTTP endpoint (Prometheus C{/metrics},
+C{/livez}, C{/readyz}, C{/status}; see docs/operations.md) on a fixed port,
+C{--admin-base-port} + its id (5100-5102 by default), and the launcher prints
+the URLs; C{--no-admin} turns it off.
+
 Example::
 
     kvstore-cluster                                  # nodes on 5000-5002
@@ -73,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
                         "(default: ./kvstore-cluster-data)")
     parser.add_argument("--log-dir", default=None,
                         help="directory for the node-<id>.log files (default: the data root)")
+    parser.add_argument("--admin-base-port", type=int, default=None,
+                        help="admin HTTP port (metrics, health, status) of node 0; node i uses "
+                        "admin-base-port + i (default: base-port + 100, so 5100-5102)")
+    parser.add_argument("--no-admin", action="store_true",
+                        help="do not serve the nodes' admin HTTP endpoints")
     parser.add_argument("--node-option", action="append", default=[], metavar="OPTION",
                         help="an option for every node, e.g. --node-option=--heartbeat-interval=50; "
                         "may be repeated")
@@ -91,7 +101,23 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         parser.error("--nodes must be at least 1")
     if not 1 <= args.base_port <= 65536 - args.nodes:
         parser.error(f"--base-port must leave room for {args.nodes} ports below 65536")
+    if args.no_admin:
+        args.admin_base_port = None
+    else:
+        if args.admin_base_port is None:
+            args.admin_base_port = args.base_port + 100
+        if not 1 <= args.admin_base_port <= 65536 - args.nodes:
+            parser.error(f"--admin-base-port must leave room for {args.nodes} ports below 65536")
+        if abs(args.admin_base_port - args.base_port) < args.nodes:
+            parser.error("--admin-base-port's ports overlap the nodes' ports; choose another, or --no-admin")
     return args, list(args.node_option) + extra
+
+
+def _admin_listen(host: str, port: int) -> str:
+    """The --admin-listen endpoint of a node on C{host}, at C{port}."""
+    if ":" in host:
+        return "tcp6:{}:interface={}".format(port, host.replace(":", "\\:"))
+    return f"tcp:{port}:interface={host}"
 
 
 class _Node:
@@ -184,15 +210,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             node = _Node(i, f"{host}:{port}", log_dir / f"node-{i}.log", log_dir / f"node-{i}.out",
                          root / f"node-{i}")
             nodes.append(node)
+            admin = [] if args.admin_base_port is None else [
+                f"--admin-listen={_admin_listen(args.host, args.admin_base_port + i)}"
+            ]
             with open(node.out_file, "ab") as out:
                 node.process = spawn(
-                    node_argv(i, ports, args.host, str(node.data_dir), str(node.log_file), extra),
+                    node_argv(i, ports, args.host, str(node.data_dir), str(node.log_file), admin + extra),
                     stdout=out,
                     stderr=subprocess.STDOUT,
                 )
+            metrics = "" if args.admin_base_port is None else f", metrics http://{host}:{args.admin_base_port + i}/metrics"
             _say(f"node {i} (pid {node.process.pid}) listening on {node.address}, "
-                 f"log {node.log_file}, data {node.data_dir}")
+                 f"log {node.log_file}, data {node.data_dir}{metrics}")
         _say(f"{len(nodes)} nodes started; press Ctrl-C to stop them")
+        if args.admin_base_port is not None:
+            _say("admin endpoints (/metrics, /livez, /readyz?verbose, /status): "
+                 + ", ".join(f"http://{n.address.rsplit(':', 1)[0]}:{args.admin_base_port + n.node_id}/"
+                             for n in nodes))
 
         while not stop_signal:
             for node in nodes:

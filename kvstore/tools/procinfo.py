@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["fd_count", "rss_kib"]
+__all__ = ["cpu_seconds", "fd_count", "rss_kib"]
 
 
 def rss_kib(pid: int | None) -> int:
@@ -31,3 +31,16 @@ def fd_count(pid: int | None) -> int:
     """How many file descriptors process C{pid} has open."""
     assert pid is not None
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """
+    The CPU time (user and system) process C{pid} has used, in seconds.
+
+    @raise OSError: if the process is gone (or this is not Linux).
+    """
+    assert pid is not None
+    with open(f"/proc/{pid}/stat") as f:
+        # The command name, in parentheses, may contain spaces: split after it.
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 from unittest import SkipTest
 
@@ -45,11 +46,21 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def _gauge(url: str, name: str) -> float:
+    """The value of an unlabelled metric at a /metrics URL."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"no {name} at {url}")
+
+
 class Launcher:
     """A running C{python -m kvstore.tools.cluster} and what it has printed."""
 
     def __init__(self, tmp_path: Path, nodes: int = 3) -> None:
-        self.base_port = allocate_port_range(nodes)
+        # The admin endpoints are on base-port + 100 + id by default.
+        self.base_port = allocate_port_range(nodes, also=tuple(100 + i for i in range(nodes)))
         self.data_dir = tmp_path / "cluster-data"
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
@@ -143,6 +154,10 @@ class ClusterLauncherTests(ProcessTestCase):
             assert (launcher.data_dir / f"node-{node_id}").is_dir()
         leader_log = launcher.data_dir / f"node-{leader - launcher.base_port}.log"
         assert "became leader" in leader_log.read_text()
+        # Each node's admin endpoint is where the launcher says: exactly one leader.
+        urls = [f"http://127.0.0.1:{launcher.base_port + 100 + i}/metrics" for i in range(3)]
+        assert all(url in launcher.output for url in urls), launcher.output
+        assert sum(_gauge(url, "kvstore_is_leader") for url in urls) == 1
 
         launcher.process.send_signal(signal.SIGINT)
         assert launcher.process.wait(30) == 0, launcher.output
@@ -188,3 +203,4 @@ class ClusterLauncherTests(ProcessTestCase):
         )
         assert result.returncode == 0, result.stderr
         assert "--base-port" in result.stdout and "--node-option" in result.stdout
+        assert "--admin-base-port" in result.stdout and "--no-admin" in result.stdout
