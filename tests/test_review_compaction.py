@@ -18,6 +18,7 @@ from kvstore.build import build_node
 from kvstore.node import Node
 from kvstore.node_snapshots import SnapshotPolicy
 from kvstore.raft.config import RaftConfig
+from kvstore.raft.messages import AppendEntries, Message
 from kvstore.snapshotting import snapshot_cooperator
 from kvstore.statemachine import KeyValueStateMachine, encode_put
 from kvstore.storage import LogEntry, MemoryLog, MemoryMetadata, MetadataRecord
@@ -86,3 +87,37 @@ class LocalSnapshotMeetsInstallTests(SynchronousTestCase):
         self.assertEqual(follower.fatal, [])
         self.assertEqual(node.state_machine.applied_index, 10)
         self.assertEqual(node.state_machine.items(), follower.leader_state.items())
+
+    def test_local_snapshot_ends_while_an_install_waits(self) -> None:
+        """A local snapshot that becomes durable after the core took a leader's snapshot, but before the node handled it, neither stops the node (by starting another local snapshot of an index the core no longer holds) nor loses the install."""
+        follower = _Follower()
+        node = follower.node
+        leader_state = _leader_state(20)
+        writer = follower.store.begin(SnapshotMeta(20, 2, cluster_id="c", membership={}))
+        writer.write(leader_state.snapshot())
+        writer.finish()
+        original = node._snapshot_done
+        stepped: list[int] = []
+
+        def install_arrives_first(info: Any) -> None:
+            # The receiver's completion and the local snapshot's reach the
+            # reactor in the same turn, the receiver's first.
+            if not stepped:
+                stepped.append(20)
+                node.step_installed_snapshot(1, 2, 20, 2)
+            original(info)
+
+        node._snapshot_done = install_arrives_first  # type: ignore[method-assign]
+        with capturedLogs():
+            node.start()
+            follower.clock.advance(0)  # applies 1..3 and freezes for a snapshot at 3
+            self.assertIsNotNone(node._snapshots.busy)
+            entries = tuple((i, 2, encode_put("new", str(i))) for i in range(4, 7))
+            node.receive(Message(1, 0, AppendEntries(2, 3, 1, entries, 6)))
+            follower.clock.advance(0)  # applied into the overlay: a snapshot is due again at 6
+            self.assertEqual(node.state_machine.applied_index, 6)
+            follower.run()
+        self.assertEqual(stepped, [20])
+        self.assertEqual(follower.fatal, [])
+        self.assertEqual(node.state_machine.applied_index, 20)
+        self.assertEqual(node.state_machine.items(), leader_state.items())
