@@ -845,9 +845,14 @@ class Node:
         snapshots = self._snapshots
         if snapshots is None or self._installing is not None or self._stopped or self._failed:
             return
+        core = self.core
+        if core.snapshot_index > self.state_machine.applied_index:
+            # The core took a leader's snapshot that the node has not
+            # installed yet: it no longer holds the applied index's term, and
+            # the state machine is about to be replaced anyway.
+            return
         if not snapshots.due(self.state_machine.applied_index):
             return
-        core = self.core
 
         def make_meta(index: int) -> SnapshotMeta:
             return SnapshotMeta(

@@ -116,12 +116,23 @@ def take_snapshot(
     def record(failure: Failure) -> None:
         failures.append(failure)
 
+    # The metadata in the turn of the freeze, not in the first step a turn
+    # later: by then the caller may no longer know the frozen index's term
+    # (a snapshot installed from the leader empties the Raft core's log).
+    meta: SnapshotMeta | None = None
+    try:
+        made = make_meta(snapshot.index)
+        if made.index != snapshot.index:
+            raise ValueError(f"metadata index {made.index} is not the frozen index {snapshot.index}")
+        meta = made
+    except Exception:
+        failures.append(Failure())
+
     def steps() -> Generator[Optional["Deferred[object]"], None, None]:
         writer: LocalSnapshotWriter | None = None
         try:
-            meta = make_meta(snapshot.index)
-            if meta.index != snapshot.index:
-                raise ValueError(f"metadata index {meta.index} is not the frozen index {snapshot.index}")
+            if meta is None:
+                return
             opened: list[LocalSnapshotWriter] = []
             yield run_in_thread(partial(store.begin, meta)).addCallbacks(opened.append, record)
             if failures:
