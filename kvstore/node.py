@@ -855,9 +855,11 @@ class Node:
             )
 
         self.log.debug("snapshotting the state machine at index {index}", index=self.state_machine.applied_index)
-        snapshots.take(self.state_machine, make_meta).addCallbacks(self._snapshot_done, self._snapshot_failed)
+        snapshots.take(self.state_machine, make_meta).addCallbacks(
+            self._snapshot_done, self._snapshot_failed, callbackArgs=(self._clock.seconds(),)
+        )
 
-    def _snapshot_done(self, info: SnapshotInfo) -> None:
+    def _snapshot_done(self, info: SnapshotInfo, started: float) -> None:
         if self._stopped or self._failed:
             return
         snapshots = self._snapshots
@@ -866,6 +868,7 @@ class Node:
             "snapshot at index {index} term {term} written ({size} bytes)", index=info.index, term=info.term,
             size=info.size,
         )
+        self.metrics.snapshot_saved(self._clock.seconds() - started, info.size or 0)
         try:
             core = self.core
             if self._installing is None and info.index > core.snapshot_index:
@@ -922,6 +925,7 @@ class Node:
                 Failure(RuntimeError("a snapshot to install, but this node has no snapshot directory")),
             )
         self._installing = point
+        started = self._clock.seconds()
         self.log.info(
             "installing the leader's snapshot at index {index} term {term}", index=point.index, term=point.term
         )
@@ -951,6 +955,7 @@ class Node:
             self.log.info(
                 "installed the leader's snapshot at index {index}: {keys} keys", index=point.index, keys=keys
             )
+            self.metrics.snapshot_installed(self._clock.seconds() - started, snapshots.restored_bytes)
             self._prune()
             self.wake()
 
