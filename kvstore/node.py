@@ -1030,6 +1030,7 @@ class Node:
             write.deferred.errback(OutcomeUnknown("the write did not commit in time"))
         expired = [rid for rid, read in self._pending_reads.items() if read.deadline <= now]
         for rid in expired:
+            self.core.forget_read(rid)
             self._pending_reads.pop(rid).deferred.errback(Unavailable("the read index was not confirmed in time"))
         if self._reads_waiting_apply:
             waiting = []
