@@ -12,8 +12,9 @@ a node built without an admin endpoint (the simulator, the tests, a node
 started without C{--admin-listen}) gets L{NO_METRICS}, whose methods do
 nothing.
 
-The snapshot hooks are for log compaction (issue 12), which calls them once
-it lands: the metrics they feed already exist, at zero.
+The snapshot hooks are called by the node (a snapshot taken, one
+installed: L{kvstore.node.Node}) and by the snapshot transfer (one sent:
+L{kvstore.snapshot_transfer.attach_transfers}).
 """
 
 from __future__ import annotations
@@ -36,12 +37,15 @@ class NodeMetrics(Protocol):
 
     def snapshot_installed(self, seconds: float, size_bytes: int) -> None:
         """This node installed a snapshot received from the leader
-        (InstallSnapshot): C{seconds} from its first chunk to its being
-        durable and applied, C{size_bytes} long."""
+        (InstallSnapshot): C{seconds} from the received file's being handed
+        to the node to its being verified, loaded into the state machine
+        and the log reset (the transfer itself is timed on the leader,
+        L{snapshot_sent}), C{size_bytes} long."""
 
     def snapshot_sent(self, peer: int, seconds: float, size_bytes: int) -> None:
         """This node, leading, finished sending a snapshot of C{size_bytes}
-        to C{peer} in C{seconds}."""
+        to C{peer} in C{seconds} (from the file's opening to the follower's
+        acknowledgement)."""
 
 
 class NoMetrics:

@@ -860,9 +860,11 @@ class Node:
             )
 
         self.log.debug("snapshotting the state machine at index {index}", index=self.state_machine.applied_index)
-        snapshots.take(self.state_machine, make_meta).addCallbacks(self._snapshot_done, self._snapshot_failed)
+        snapshots.take(self.state_machine, make_meta).addCallbacks(
+            self._snapshot_done, self._snapshot_failed, callbackArgs=(self._clock.seconds(),)
+        )
 
-    def _snapshot_done(self, info: SnapshotInfo) -> None:
+    def _snapshot_done(self, info: SnapshotInfo, started: float) -> None:
         if self._stopped or self._failed:
             return
         snapshots = self._snapshots
@@ -871,6 +873,7 @@ class Node:
             "snapshot at index {index} term {term} written ({size} bytes)", index=info.index, term=info.term,
             size=info.size,
         )
+        self.metrics.snapshot_saved(self._clock.seconds() - started, info.size or 0)
         try:
             core = self.core
             if self._installing is None and info.index > core.snapshot_index:
@@ -927,6 +930,7 @@ class Node:
                 Failure(RuntimeError("a snapshot to install, but this node has no snapshot directory")),
             )
         self._installing = point
+        started = self._clock.seconds()
         self.log.info(
             "installing the leader's snapshot at index {index} term {term}", index=point.index, term=point.term
         )
@@ -956,6 +960,7 @@ class Node:
             self.log.info(
                 "installed the leader's snapshot at index {index}: {keys} keys", index=point.index, keys=keys
             )
+            self.metrics.snapshot_installed(self._clock.seconds() - started, snapshots.restored_bytes)
             self._prune()
             self.wake()
 
@@ -1030,6 +1035,7 @@ class Node:
             write.deferred.errback(OutcomeUnknown("the write did not commit in time"))
         expired = [rid for rid, read in self._pending_reads.items() if read.deadline <= now]
         for rid in expired:
+            self.core.forget_read(rid)
             self._pending_reads.pop(rid).deferred.errback(Unavailable("the read index was not confirmed in time"))
         if self._reads_waiting_apply:
             waiting = []

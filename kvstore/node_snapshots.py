@@ -110,6 +110,8 @@ class NodeSnapshots:
         self.index = index
         self._bytes = 0
         self._protected: Counter[str] = Counter()
+        #: The size of the file the last L{restore} read (for monitoring).
+        self.restored_bytes = 0
         #: Fires when the running snapshot (taken or restored) is over.
         self.busy: Deferred[None] | None = None
 
@@ -213,8 +215,9 @@ class NodeSnapshots:
         def record(failure: Failure) -> None:
             failures.append(failure)
 
+        verified: list[SnapshotInfo] = []
+
         def steps() -> Generator[Optional["Deferred[object]"], None, None]:
-            verified: list[SnapshotInfo] = []
             yield self._run(partial(self.store.verify, info)).addCallbacks(verified.append, record)
             if failures:
                 return
@@ -249,6 +252,7 @@ class NodeSnapshots:
                 return failures[0]
             self.index = max(self.index, index)
             self._bytes = 0
+            self.restored_bytes = (verified[0].size or 0) if verified else 0
             return len(machine)
 
         d: Deferred[Any] = self._cooperator.cooperate(steps()).whenDone()

@@ -550,7 +550,11 @@ def _instruments(config: NodeConfig, reactor: Any) -> tuple[Instruments, tuple[A
     if config.admin_listen is None:
         return NoInstruments(), None
     try:
-        endpoint = serverFromString(reactor, config.admin_listen)
+        if socket_activation.is_systemd_description(config.admin_listen):  # kvstore's own, as --listen's
+            passed = socket_activation.listen_environment(os.environ)
+            endpoint = socket_activation.server_endpoint(reactor, config.admin_listen, passed, os.getpid())
+        else:
+            endpoint = serverFromString(reactor, config.admin_listen)
     except Exception as e:
         raise UsageError(
             f"cannot listen on --admin-listen {config.admin_listen!r}: {_endpoint_error(config.admin_listen, e)}"

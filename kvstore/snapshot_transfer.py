@@ -52,6 +52,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from kvstore.monitoring import NO_METRICS
 from kvstore.node import Node, PeerSender
 from kvstore.raft.core import Role
 from kvstore.raft.messages import (
@@ -191,6 +192,7 @@ class SnapshotSender:
     @ivar name: the file's name; protect it from pruning until the sender
         has finished (L{TransferRouter.protected} does).
     @ivar size: the file's size, once opened.
+    @ivar started_at: the clock's time when sending began (the file opened).
     @ivar finished: whether it has ended.
     @ivar ok: how it ended (C{None} until it has, or if cancelled).
     @ivar stats: counts of chunks sent, retransmitted and of restarts.
@@ -244,6 +246,7 @@ class SnapshotSender:
         self.name = snapshot_name(index, snapshot_term)
         self._info = SnapshotInfo(os.path.join(store.directory, self.name), index, snapshot_term)
         self.size: int | None = None
+        self.started_at: float | None = None  # when the file was opened and sending began
         self.finished = False
         self.ok: bool | None = None
         self.stats = {"chunks": 0, "bytes": 0, "retransmitted": 0, "restarts": 0}
@@ -297,6 +300,7 @@ class SnapshotSender:
             self._finish(False, f"snapshot file {self._info.path} is empty")
             return
         self.size = size
+        self.started_at = self._clock.seconds()
         self._chunks = self._store.read_chunks(self._info, self._chunk_bytes, 0)
         self.log.info(
             "sending snapshot {name} ({size} bytes) to node {follower} in term {term}",
@@ -946,8 +950,9 @@ class TransferRouter:
     C{installed(leader, term, index, snapshot_term)} when a snapshot has
     arrived (the node steps the core with it).  C{protect(name)} and
     C{release(name)} bracket each transfer's use of a file (the node's
-    pruning spares protected files), and a sender whose
-    C{leading(term)} turns false ends quietly.  L{attach_transfers} wires
+    pruning spares protected files), C{sent(follower, seconds, size)}
+    follows each snapshot a follower acknowledged (for monitoring), and a
+    sender whose C{leading(term)} turns false ends quietly.  L{attach_transfers} wires
     all of this to a node.
     """
 
@@ -967,6 +972,7 @@ class TransferRouter:
         leading: Callable[[int], bool] = lambda term: True,
         protect: Callable[[str], None] = lambda name: None,
         release: Callable[[str], None] = lambda name: None,
+        sent: Callable[[int, float, int], None] = lambda follower, seconds, size: None,
         window: int = DEFAULT_WINDOW,
         chunk_bytes: int = CHUNK_SIZE,
         timeout: float = DEFAULT_TIMEOUT,
@@ -984,6 +990,7 @@ class TransferRouter:
         self._leading = leading
         self._protect = protect
         self._release = release
+        self._sent = sent
         self._sender_options: dict[str, Any] = dict(
             window=window, chunk_bytes=chunk_bytes, timeout=timeout, max_retries=max_retries,
             completion_timeout=completion_timeout, max_restarts=max_restarts,
@@ -1050,6 +1057,8 @@ class TransferRouter:
         if self._remove(sender) and ok is not None:
             if ok:
                 self.failures.pop(sender.follower, None)
+                if sender.started_at is not None and sender.size is not None:
+                    self._sent(sender.follower, self._clock.seconds() - sender.started_at, sender.size)
             else:
                 self.failures[sender.follower] = self.failures.get(sender.follower, 0) + 1
             self._report(sender.follower, ok)
@@ -1178,6 +1187,7 @@ def attach_transfers(
         leading=lambda term: core.role is Role.LEADER and core.term == term,
         protect=getattr(node, "protect_snapshot", lambda name: None),
         release=getattr(node, "release_snapshot", lambda name: None),
+        sent=getattr(node, "metrics", NO_METRICS).snapshot_sent,
         **options,
     )
     node.transfers = router

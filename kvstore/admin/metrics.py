@@ -156,7 +156,8 @@ class AdminMetrics(NodeMetrics):
         )
         self.snapshot_install_duration = Histogram(
             "kvstore_snapshot_install_duration_seconds",
-            "Time to receive and install a snapshot from the leader (InstallSnapshot).",
+            "Time to install a snapshot received from the leader (InstallSnapshot): verify it, load it into the state "
+            "machine, reset the log.",
             buckets=SNAPSHOT_SECONDS_BUCKETS,
             registry=registry,
         )

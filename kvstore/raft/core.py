@@ -1311,6 +1311,16 @@ class RaftCore:
         else:
             self._failed_reads.append((request_id, "no leader elected yet"))
 
+    def forget_read(self, request_id: int) -> None:
+        """
+        The node gave up on read C{request_id} (its read timeout): stop
+        asking the leader for it.  A forwarded read the leader never answers
+        (this node hears the leader but cannot reach it) would otherwise be
+        kept, and asked for again every few heartbeats, until the term
+        changes -- possibly never.  A late answer is then ignored.
+        """
+        self._forwarded_reads.pop(request_id, None)
+
     def _committed_in_current_term(self) -> bool:
         return self.commit_index > 0 and self.term_at(self.commit_index) == self.term
 

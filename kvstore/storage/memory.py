@@ -40,6 +40,7 @@ class MemoryLog:
         self.fsync_count = 0
         #: As L{WriteAheadLog.on_flush}: (entries made durable, fsyncs).
         self.on_flush: Callable[[int, int], None] | None = None
+        self._reset_floor = 0
         self.append(entries)
         self._durable_index = self.last_index
         self._dirty = False
@@ -136,6 +137,7 @@ class MemoryLog:
         self._first_index = index + 1
         self._base_term = term
         self._durable_index = min(self._durable_index, index)
+        self._reset_floor = index  # entries through index were not written (on_flush)
         self._dirty = True
 
     def sync(self) -> "Deferred[int]":
@@ -149,7 +151,7 @@ class MemoryLog:
             self._dirty = False
         self._durable_index = self.last_index
         if flushed and self.on_flush is not None:
-            self.on_flush(max(0, self._durable_index - durable_before), 1)
+            self.on_flush(max(0, self._durable_index - max(durable_before, self._reset_floor)), 1)
         return succeed(self._durable_index)
 
     def fail(self, error: BaseException | None = None) -> None:

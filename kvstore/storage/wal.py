@@ -395,6 +395,7 @@ class WriteAheadLog:
         #: after each flush that did file work, with the number of entries it
         #: made durable (the group commit's size) and its fsyncs.
         self.on_flush: Callable[[int, int], None] | None = None
+        self._reset_floor = 0  # the index of the last reset_after (see _flush_succeeded)
 
     # ------------------------------------------------------------------
     # Opening and recovery
@@ -830,6 +831,9 @@ class WriteAheadLog:
         # reset is: cap what the current and the next flush may claim.
         self._durable_index = min(self._durable_index, index)
         self._durable_cap = min(self._durable_cap, index)
+        # The entries through index were never written here: the flush that
+        # makes the reset durable writes none of them (on_flush).
+        self._reset_floor = index
 
     # ------------------------------------------------------------------
     # Group commit
@@ -915,7 +919,7 @@ class WriteAheadLog:
         durable_before = self._durable_index
         self._durable_index = max(self._durable_index, self._durable_cap)
         if self.on_flush is not None and fsyncs:
-            self.on_flush(self._durable_index - durable_before, fsyncs)
+            self.on_flush(max(0, self._durable_index - max(durable_before, self._reset_floor)), fsyncs)
         # The flush made each segment durable up to its size when the flush
         # started; a truncation queued meanwhile will rewrite bytes from its
         # low-water mark on, so later records may claim only the lower one.
