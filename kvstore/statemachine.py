@@ -123,7 +123,6 @@ DEFAULT_MAX_SESSIONS = 4096
 
 # A value INCR accepts: ASCII decimal digits with an optional minus sign.
 _INTEGER = re.compile(r"-?[0-9]+\Z")
-_UNSIGNED = re.compile(rb"[0-9]+\Z")
 
 class InvalidCommand(ValueError):
     """Committed data that is not a command of this state machine.  It means
@@ -718,7 +717,7 @@ class KeyValueStateMachine:
             # A retry of the last write: its recorded result; an older one:
             # overtaken, and its result is gone.  Either way, not applied,
             # but the session was used.
-            sessions[session] = record._replace(last_active=self.log_time)
+            sessions[session] = _Session(record.seq, record.result, self.log_time)
             sessions.move_to_end(session)
             if seq == record.seq:
                 return record.result or _OK
@@ -730,8 +729,9 @@ class KeyValueStateMachine:
 
 
 def _number(index: int, digits: bytes, what: str) -> int:
-    """An unsigned decimal number from a command, or L{InvalidCommand}."""
-    if _UNSIGNED.match(digits) is None or len(digits) > 20:
+    """An unsigned decimal number from a command, or L{InvalidCommand}
+    (C{bytes.isdigit} is ASCII only)."""
+    if not digits.isdigit() or len(digits) > 20:
         raise InvalidCommand(f"entry {index} is a malformed {what}")
     return int(digits)
 

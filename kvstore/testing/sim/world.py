@@ -16,8 +16,8 @@ sessions included.  Safety is checked throughout (L{SafetyMonitor}), and so
 is, on every node, that no session's write is applied twice
 (L{AuditedStateMachine}); the client history at the end (L{check_history}).
 
-Clients put, get, delete, INCR and CAS (issue 14).  In about half the seeds
-they use exactly-once sessions, as L{kvstore.client} does: a client opens
+Clients put, get, delete, INCR and CAS (issue 14).  In most mixed and
+figure8 seeds they use exactly-once sessions, as L{kvstore.client} does: a client opens
 a session, tags each write, and after an unknown outcome (an C{Outcome
 unknown} error, or no reply before its timeout) sends the write again with
 the same tag; each seed draws a session timeout and cap small enough that
@@ -57,11 +57,11 @@ from kvstore.errors import (
 from kvstore.node import Node
 from kvstore.raft.config import RaftConfig
 from kvstore.raft.core import Role
+from kvstore.statemachine import SessionTag
 from kvstore.storage import CorruptLogError, CorruptMetadataError, MetadataStore, WriteAheadLog
 from kvstore.testing.sim.clock import HeapClock
 from kvstore.testing.sim.figure8 import PROFILES, Figure8Faults, profile_for_seed
 from kvstore.testing.sim.fs import SimulatedDisk, SimulatedFileSystem
-from kvstore.statemachine import SessionTag
 from kvstore.testing.sim.linearizability import (
     CAS,
     DELETE,
@@ -86,8 +86,10 @@ CLUSTER_ID = "sim"
 KEYS = ("a", "b", "c")
 #: The key INCR mostly counts on (the others hold non-integer values, mostly).
 COUNTER = "n"
-#: Deltas an INCR adds: never 0, so that a write applied twice always shows.
-DELTAS = (1, 1, 2, 3, -1, 7)
+#: Deltas an INCR adds: never 0, so that a write applied twice always shows,
+#: and never negative, so that the counter only grows and a stale read of it
+#: contradicts every INCR result completed before it, unknown INCRs or not.
+DELTAS = (1, 1, 2, 3, 5, 7)
 
 #: Cluster sizes the simulator runs: any from 1 to 7.
 SIZES = range(1, 8)
@@ -255,11 +257,15 @@ class Simulation:
         self._profile_rng = sub()
         self._read_id_rng = sub()
         q = self._session_rng = sub()
-        # Exactly-once sessions in about half the seeds; timeouts and caps
-        # small enough that sessions expire and are evicted in the run.
-        self.use_sessions = q.random() < 0.75
-        self.session_timeout = q.choice((0.5, 2.0, 3600.0))
-        self.max_sessions = q.choice((4, 16, 4096))
+        # Exactly-once sessions in nine mixed and figure8 seeds in ten, never
+        # in the reads profile (its clients stay plain, and its read bugs
+        # were caught less often with sessions' extra round trips: 9 and 11
+        # of seeds 0-199 with read-index-one-ack-short, against 15 before
+        # issue 14); timeouts and caps small enough that sessions expire
+        # and are evicted in the run.
+        self.use_sessions = config.fault_profile != "reads" and q.random() < 0.9
+        self.session_timeout = q.choice((1.0, 3.0, 3600.0))
+        self.max_sessions = q.choice((6, 64, 4096))
         self.clock = HeapClock()
         assert config.nodes is not None
         self.ids = tuple(range(config.nodes))
