@@ -60,3 +60,54 @@ class Unavailable(KeyValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class NotAnInteger(KeyValueError):
+    """An INCR found a value that is not a decimal integer; nothing changed."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+class IntegerOverflow(KeyValueError):
+    """An INCR would have left the signed 64-bit range (or found a value
+    outside it); nothing changed."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+class CasFailed(KeyValueError):
+    """A CAS found C{actual}, not the expected value; nothing changed."""
+
+    def __init__(self, key: str, actual: str) -> None:
+        super().__init__(key, actual)
+        self.key = key
+        self.actual = actual
+
+
+class SessionExpired(KeyValueError):
+    """
+    A write tagged with a session the state machine does not know (it
+    expired, was evicted, or never existed).  This write was certainly not
+    applied; an earlier attempt with the same tag may have been, which only
+    the client can know.
+    """
+
+    def __init__(self, session: int) -> None:
+        super().__init__(session)
+        self.session = session
+
+
+class StaleSequence(KeyValueError):
+    """
+    A write tagged with a sequence number below the highest its session has
+    applied (C{highest}): not applied now, and the reply to it, if it was
+    applied earlier, is no longer kept.
+    """
+
+    def __init__(self, highest: int) -> None:
+        super().__init__(highest)
+        self.highest = highest

@@ -37,7 +37,19 @@ from kvstore.raft.core import HardState, NotLeaderError, RaftCore, Ready, Role, 
 from kvstore.raft.messages import MAX_FIELD_VALUE, AppendEntries, AppendEntriesResponse, InstallSnapshot, Message
 from kvstore.recovery import Recovered, report_line
 from kvstore.monitoring import NO_METRICS, NodeMetrics
-from kvstore.statemachine import ApplyResult, InvalidCommand, KeyValueStateMachine, encode_delete, encode_put
+from kvstore.statemachine import (
+    CONTENT_FORMAT,
+    ApplyResult,
+    InvalidCommand,
+    KeyValueStateMachine,
+    SessionTag,
+    encode_cas,
+    encode_delete,
+    encode_incr,
+    encode_open_session,
+    encode_put,
+    encode_tagged,
+)
 from kvstore.storage.errors import StorageError
 from kvstore.storage.snapshots import SnapshotInfo, SnapshotMeta, SnapshotStore
 from kvstore.storage.wal import ThreadRunner
@@ -211,7 +223,8 @@ class _PendingRead:
 class Node:
     """
     One kvstore member.  Implements the client protocol's
-    C{KeyValueService}: L{put}, L{delete}, L{get} and L{status}.
+    C{KeyValueService}: L{put}, L{delete}, L{incr}, L{cas},
+    L{open_session}, L{get} and L{status}.
 
     Build one with L{kvstore.build.build_node}, which wires the core and
     the storage adapters; the node attaches itself as the core's wake hook.
@@ -293,6 +306,7 @@ class Node:
         self.transfers: TransferHooks | None = None
         self.metrics = metrics
         self._seen_leader: tuple[int, int] | None = None  # (term, leader) last told to metrics
+        self._last_stamp = 0  # the last session stamp this node proposed (ms)
 
     # ------------------------------------------------------------------
     # Lifecycle
@@ -331,14 +345,40 @@ class Node:
     # ------------------------------------------------------------------
     # KeyValueService
 
-    def put(self, key: str, value: str) -> Deferred[None]:
-        """Replicate C{key = value}; fires once committed and applied."""
-        return self._propose(key, encode_put(key, value))
+    def put(self, key: str, value: str, session: SessionTag | None = None) -> Deferred[None]:
+        """Replicate C{key = value}; fires once committed and applied.  Every
+        write takes an optional exactly-once C{session} tag (issue 14)."""
+        return self._propose(key, encode_put(key, value), session)
 
-    def delete(self, key: str) -> Deferred[None]:
+    def delete(self, key: str, session: SessionTag | None = None) -> Deferred[None]:
         """Replicate the removal of C{key}; fails with L{KeyNotFound} if it
         had no value when the delete was applied."""
-        return self._propose(key, encode_delete(key))
+        return self._propose(key, encode_delete(key), session)
+
+    def incr(self, key: str, delta: int, session: SessionTag | None = None) -> Deferred[int]:
+        """Replicate adding C{delta} to the integer in C{key}; fires with the
+        new value computed when it was applied."""
+        return self._propose(key, encode_incr(key, delta), session)
+
+    def cas(self, key: str, expected: str, new: str, session: SessionTag | None = None) -> Deferred[None]:
+        """Replicate setting C{key} to C{new} if its value is C{expected}."""
+        return self._propose(key, encode_cas(key, expected, new), session)
+
+    def open_session(self) -> Deferred[int]:
+        """Replicate the registration of a session; fires with its id."""
+        return self._propose("", encode_open_session(self._stamp()))
+
+    def _stamp(self) -> int:
+        """
+        The leader's wall-clock time in ms for an entry that needs it (a
+        session's): never below a stamp this node gave before nor the log
+        time it has applied, so stamps do not go backwards along the log
+        when this clock is behind a previous leader's (the state machine
+        also takes the maximum, so log time never does).
+        """
+        stamp = max(int(self._clock.seconds() * 1000), self._last_stamp, self.state_machine.log_time)
+        self._last_stamp = stamp
+        return stamp
 
     def get(self, key: str, stale: bool = False) -> Deferred[str]:
         """
@@ -416,7 +456,9 @@ class Node:
             return NotLeader(None, None)
         return NotLeader(leader, self._member_addresses.get(leader))
 
-    def _propose(self, key: str, data: bytes) -> Deferred[Any]:
+    def _propose(self, key: str, data: bytes, session: SessionTag | None = None) -> Deferred[Any]:
+        if session is not None:
+            data = encode_tagged(session, self._stamp(), data)
         if self._stopped:
             return fail(Unavailable("the node is shutting down"))
         if self._failed:
@@ -725,10 +767,10 @@ class Node:
                 write.deferred.errback(OutcomeUnknown("leadership changed before the write committed"))
             elif result is _INVALID:
                 write.deferred.errback(OutcomeUnknown("the committed entry was not a valid command"))
-            elif result.found:
-                write.deferred.callback(None)
+            elif (error := result.error(write.key)) is None:
+                write.deferred.callback(result.value)
             else:
-                write.deferred.errback(KeyNotFound(write.key))
+                write.deferred.errback(error)
         self._finish_waiting_reads()
         self._maybe_report_recovery()
 
@@ -856,7 +898,11 @@ class Node:
 
         def make_meta(index: int) -> SnapshotMeta:
             return SnapshotMeta(
-                index, core.term_at(index), cluster_id=self._cluster_id, membership=self._membership()
+                index,
+                core.term_at(index),
+                cluster_id=self._cluster_id,
+                membership=self._membership(),
+                content_format=CONTENT_FORMAT,
             )
 
         self.log.debug("snapshotting the state machine at index {index}", index=self.state_machine.applied_index)

@@ -57,7 +57,7 @@ from typing import Callable, Protocol
 
 from twisted.logger import Logger
 
-from kvstore.statemachine import CONTENT_FORMAT, InvalidSnapshotContent, KeyValueStateMachine
+from kvstore.statemachine import CONTENT_FORMATS, InvalidSnapshotContent, KeyValueStateMachine
 from kvstore.storage.errors import StorageError
 from kvstore.storage.records import LogEntry
 from kvstore.storage.snapshots import CorruptSnapshotError, SnapshotInfo, SnapshotStore
@@ -160,10 +160,10 @@ def _choose(
             raise RecoveryError(
                 verified.path, f"snapshot of cluster {meta.cluster_id!r}, not {cluster_id!r}; refusing to mix clusters"
             )
-        if meta.content_format != CONTENT_FORMAT:
+        if meta.content_format not in CONTENT_FORMATS:
             raise RecoveryError(
                 verified.path,
-                f"snapshot content format {meta.content_format!r} is not {CONTENT_FORMAT!r}, the one this build reads",
+                f"snapshot content format {meta.content_format!r} is not one this build reads ({', '.join(CONTENT_FORMATS)})",
             )
         chosen = verified
         break

@@ -28,7 +28,8 @@ from tests.client_fakes import CLOSE, SILENT, FakeNode, store_script, unused_add
 
 class ClientTestCase(SynchronousTestCase):
     def client(self, *nodes: str, timeout: float = 5.0) -> Client:
-        client = Client(list(nodes), timeout=timeout, backoff=(0.01, 0.05))
+        # These tests are of plain writes; tests/test_client_sessions.py has the exactly-once ones.
+        client = Client(list(nodes), timeout=timeout, backoff=(0.01, 0.05), exactly_once=False)
         self.addCleanup(client.close)
         return client
 

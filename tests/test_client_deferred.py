@@ -22,7 +22,8 @@ A, B, C = "127.0.0.1:5000", "127.0.0.1:5001", "127.0.0.1:5002"
 class DeferredClientTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
-        self.kv = DeferredClient(self.reactor, [A, B, C], timeout=5, backoff=(0.1, 0.5))
+        # Plain writes here; tests/test_client_sessions.py has the exactly-once ones.
+        self.kv = DeferredClient(self.reactor, [A, B, C], timeout=5, backoff=(0.1, 0.5), exactly_once=False)
         self.addCleanup(self.kv.close)
 
     def attempts(self) -> list[str]:

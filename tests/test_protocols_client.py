@@ -82,6 +82,21 @@ class FakeService:
             return self._record("get", (key, stale), succeed(self.data[key]))
         return self._record("get", (key, stale), Deferred())
 
+    def incr(self, key: str, delta: int, session: object = None) -> Deferred[int]:
+        args = (key, delta) if session is None else (key, delta, session)
+        if self.auto:
+            value = int(self.data.get(key, "0")) + delta
+            self.data[key] = str(value)
+            return self._record("incr", args, succeed(value))
+        return self._record("incr", args, Deferred())
+
+    def cas(self, key: str, expected: str, new: str, session: object = None) -> Deferred[None]:
+        args = (key, expected, new) if session is None else (key, expected, new, session)
+        return self._record("cas", args, Deferred())
+
+    def open_session(self) -> Deferred[int]:
+        return self._record("open_session", (), Deferred())
+
     def status(self) -> dict[str, object]:
         return self.status_result
 

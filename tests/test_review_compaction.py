@@ -99,13 +99,13 @@ class LocalSnapshotMeetsInstallTests(SynchronousTestCase):
         original = node._snapshot_done
         stepped: list[int] = []
 
-        def install_arrives_first(info: Any) -> None:
+        def install_arrives_first(info: Any, *args: Any) -> None:
             # The receiver's completion and the local snapshot's reach the
             # reactor in the same turn, the receiver's first.
             if not stepped:
                 stepped.append(20)
                 node.step_installed_snapshot(1, 2, 20, 2)
-            original(info)
+            original(info, *args)
 
         node._snapshot_done = install_arrives_first  # type: ignore[method-assign]
         with capturedLogs():

@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 from kvstore.errors import KeyNotFound, NotLeader, OutcomeUnknown, Unavailable
 from kvstore.protocols import client as _client
 from kvstore.protocols.client import DEFAULT_MAX_PENDING, ClientFactory, ClientProtocol, KeyValueService
-from kvstore.protocols.commands import DEFAULT_LIMITS, Delete, Get, Limits, Put
+from kvstore.protocols.commands import DEFAULT_LIMITS, Cas, Delete, Get, Incr, Limits, OpenSession, Put, Tagged
 
 __all__ = ["COMMANDS", "RESULTS", "CountingClientFactory", "RequestCounts", "result_label"]
 
@@ -56,7 +56,13 @@ _RENDERERS: dict[Callable[[str, object], bytes], str] = {
     _client._delete_reply: "delete",
     _client._get_reply: "get",
     _client._stale_get_reply: "get_stale",
+    _client._incr_reply: "incr",
+    _client._cas_reply: "cas",
+    _client._session_reply: "session",
 }
+
+#: The commands that propose a log entry (a tagged one is its command's).
+_PROPOSALS = (Put, Delete, Incr, Cas, OpenSession, Tagged)
 
 
 def result_label(result: object) -> str:
@@ -72,12 +78,20 @@ def result_label(result: object) -> str:
 def command_label(command: object) -> str:
     """The C{command} label of a parsed request."""
     kind = type(command)
+    if kind is Tagged:
+        return command_label(command.command)  # type: ignore[attr-defined]  # checked: a Tagged
     if kind is Get:
         return "get_stale" if command.stale else "get"  # type: ignore[attr-defined]  # checked: a Get
     if kind is Put:
         return "put"
     if kind is Delete:
         return "delete"
+    if kind is Incr:
+        return "incr"
+    if kind is Cas:
+        return "cas"
+    if kind is OpenSession:
+        return "session"
     return "status"
 
 
@@ -155,7 +169,7 @@ class _CountedClientProtocol(ClientProtocol):
         label = result_label(failure)
         key = (command_label(command), label)
         counts.failed[key] = counts.failed.get(key, 0) + 1
-        if (label == "outcome_unknown" or label == "unavailable") and type(command) in (Put, Delete):
+        if (label == "outcome_unknown" or label == "unavailable") and type(command) in _PROPOSALS:
             counts.failed_proposals += 1
         return super()._failed(failure, slot, command)
 
@@ -167,11 +181,21 @@ class _StatusCounting:
     """
 
     def __init__(self, service: KeyValueService, counts: RequestCounts) -> None:
-        self.put: Callable[[str, str], Deferred[None]] = service.put
-        self.delete: Callable[[str], Deferred[None]] = service.delete
-        self.get: Callable[[str, bool], Deferred[str]] = service.get
+        self.put = service.put
+        self.delete = service.delete
+        self.get = service.get
+        self._service = service
         self._status = service.status
         self._counts = counts
+
+    def incr(self, key: str, delta: int, session: Any = None) -> Deferred[int]:
+        return self._service.incr(key, delta, session=session)
+
+    def cas(self, key: str, expected: str, new: str, session: Any = None) -> Deferred[None]:
+        return self._service.cas(key, expected, new, session=session)
+
+    def open_session(self) -> Deferred[int]:
+        return self._service.open_session()
 
     def status(self) -> dict[str, object]:
         self._counts.statuses += 1

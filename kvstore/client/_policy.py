@@ -12,13 +12,20 @@ The rules (see C{docs/client.md}, "Retries"):
     found closed before the request was written to it.  Reads (C{GET},
     C{STATUS}, C{PING}) change nothing, so they are also retried after a
     lost connection.
-  - A write (C{PUT}, C{DELETE}) whose outcome is unknown (C{Error: Outcome
-    unknown}, C{Error: Internal error}, a connection lost after the request
-    was sent, no reply before the deadline) is never retried: without
-    exactly-once sessions a retry is not safe (a retried PUT may overwrite a
-    later write by another client, which a linearizable history forbids).
+  - An untagged write (C{PUT}, C{DELETE}, C{INCR}, C{CAS}) whose outcome
+    is unknown (C{Error: Outcome unknown}, C{Error: Internal error}, a
+    connection lost after the request was sent, no reply before the
+    deadline) is never retried: without exactly-once sessions a retry is
+    not safe (a retried PUT may overwrite a later write by another client,
+    which a linearizable history forbids; a retried INCR counts twice).
     The caller gets L{errors.OutcomeUnknown}.  This is etcd clientv3's rule
     for non-idempotent requests.
+  - A write tagged with a session (L{p.retry_safe}) I{is} retried after
+    C{Outcome unknown} or a connection lost after sending: the cluster
+    applies a tag at most once and answers a copy with the first reply.  So
+    is C{SESSION}.  C{Error: Session expired} asks the caller for a new
+    session (L{RenewSession}): the caller knows whether an earlier attempt
+    of the same write may have been applied.
   - Every retry is bounded by the call's deadline.  When it passes, the
     error raised describes the last reason for retrying.
 """
@@ -31,7 +38,7 @@ from typing import Union
 from kvstore.client import _protocol as p
 from kvstore.client import errors
 
-__all__ = ["Return", "Raise", "Redirect", "Retry", "Action", "after_reply", "after_lost_connection",
+__all__ = ["Return", "Raise", "Redirect", "Retry", "RenewSession", "Action", "after_reply", "after_lost_connection",
            "after_connect_failure", "after_timeout", "backoff_delay"]
 
 
@@ -67,15 +74,41 @@ class Retry:
     backoff: bool
 
 
-Action = Union[Return, Raise, Redirect, Retry]
+@dataclass(frozen=True, slots=True)
+class RenewSession:
+    """
+    The tagged write's session is gone and this attempt was not applied:
+    send the write again in a new session if no earlier attempt may have
+    been applied, or else raise C{OutcomeUnknown} (only the caller knows
+    which).  C{message} is the server's.
+    """
+
+    message: str
+
+
+Action = Union[Return, Raise, Redirect, Retry, RenewSession]
+
+
+def _is_cas(request: p.Request) -> bool:
+    return isinstance(request.command if isinstance(request, p.Tagged) else request, p.Cas)
 
 
 def after_reply(request: p.Request, reply: p.Reply, node: str) -> Action:
     """The action after C{reply} to C{request} from C{node} (C{host:port})."""
     if isinstance(reply, p.Done):
-        return Return(None)
+        return Return(True if _is_cas(request) else None)
     if isinstance(reply, p.Value):
         return Return(reply.value)
+    if isinstance(reply, p.Number):
+        return Return(reply.value)
+    if isinstance(reply, p.CasMismatch):
+        return Return(False)
+    if isinstance(reply, p.SessionOpened):
+        return Return(reply.session)
+    if isinstance(reply, p.SessionExpired):
+        return RenewSession(f"{node}: {reply.message}")
+    if isinstance(reply, p.StaleSequence):
+        return Raise(errors.OutcomeUnknown(f"{node}: {reply.message}"))
     if isinstance(reply, p.StatusFields):
         return Return(dict(reply.fields))
     if isinstance(reply, p.NotFound):
@@ -90,6 +123,8 @@ def after_reply(request: p.Request, reply: p.Reply, node: str) -> Action:
     if isinstance(reply, p.Unavailable):
         return Retry(errors.Unavailable(f"{node}: {reply.reason}"), backoff=True)
     if isinstance(reply, p.OutcomeUnknown):
+        if p.retry_safe(request):
+            return Retry(errors.OutcomeUnknown(f"{node}: {reply.reason}"), backoff=True)
         return Raise(errors.OutcomeUnknown(f"{node}: {reply.reason}"))
     if isinstance(reply, p.InternalError):
         if p.is_write(request):
@@ -107,7 +142,8 @@ def after_lost_connection(request: p.Request, node: str, sent: bool, reason: str
     server (any of its bytes were handed to the connection).
     """
     if sent and p.is_write(request):
-        return Raise(errors.OutcomeUnknown(f"connection to {node} lost after sending: {reason}"))
+        unknown = errors.OutcomeUnknown(f"connection to {node} lost after sending: {reason}")
+        return Retry(unknown, backoff=False) if p.retry_safe(request) else Raise(unknown)
     return Retry(errors.ConnectionFailed(f"connection to {node} lost: {reason}"), backoff=False)
 
 

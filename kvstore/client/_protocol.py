@@ -25,21 +25,47 @@ from typing import Union
 
 from kvstore.client._raw import Raw
 from kvstore.client.errors import BadRequest, ProtocolError
-from kvstore.protocols.commands import Delete, Get, Ping, Put, Status, encode_command
+from kvstore.protocols import replies
+from kvstore.protocols.commands import (
+    INT64_MAX,
+    INT64_MIN,
+    Cas,
+    Delete,
+    Get,
+    Incr,
+    OpenSession,
+    Ping,
+    Put,
+    Status,
+    Tagged,
+    Write,
+    encode_command,
+)
 
 __all__ = [
     "Request",
     "Put",
     "Get",
     "Delete",
+    "Incr",
+    "Cas",
+    "OpenSession",
+    "Tagged",
+    "Write",
     "Ping",
     "Status",
     "encode_request",
     "is_write",
+    "retry_safe",
     "ReplyReader",
     "Reply",
     "Done",
     "Value",
+    "Number",
+    "CasMismatch",
+    "SessionOpened",
+    "SessionExpired",
+    "StaleSequence",
     "StatusFields",
     "NotFound",
     "NotLeader",
@@ -51,7 +77,7 @@ __all__ = [
     "MAX_REPLY_BYTES",
 ]
 
-Request = Union[Put, Get, Delete, Ping, Status, Raw]
+Request = Union[Put, Get, Delete, Incr, Cas, OpenSession, Tagged, Ping, Status, Raw]
 
 #: Longest reply line accepted.  A GET reply is bounded by the server's
 #: key and value limits; this is far above the defaults (1 KiB + 64 KiB)
@@ -74,6 +100,40 @@ def _check_key(key: str) -> None:
         raise BadRequest(f"key {key!r} must not contain whitespace")
 
 
+def _check_value(value: object, what: str = "value") -> None:
+    if not isinstance(value, str):
+        raise BadRequest(f"{what} must be a str, not {type(value).__name__}")
+    if _CONTROL.search(value):
+        raise BadRequest(f"{what} must not contain control characters other than TAB")
+
+
+def check_request(request: Request) -> None:
+    """
+    Refuse, before anything is sent, what could not travel as one valid
+    request line.
+
+    @raise BadRequest: if the request could not be sent as one valid line.
+    """
+    if isinstance(request, Tagged):
+        request = request.command
+    if isinstance(request, (Put, Get, Delete, Incr, Cas)):
+        _check_key(request.key)
+    if isinstance(request, Put):
+        _check_value(request.value)
+    elif isinstance(request, Incr):
+        if not isinstance(request.delta, int) or isinstance(request.delta, bool):
+            raise BadRequest(f"delta must be an int, not {type(request.delta).__name__}")
+        if not INT64_MIN <= request.delta <= INT64_MAX:
+            raise BadRequest(f"delta {request.delta} is outside the signed 64-bit range")
+    elif isinstance(request, Cas):
+        if not isinstance(request.expected, str) or not request.expected:
+            raise BadRequest("the expected value must be a non-empty str")
+        if _CONTROL_OR_TAB.search(request.expected) or len(request.expected.split()) != 1 or (
+                request.expected.split()[0] != request.expected):
+            raise BadRequest(f"the expected value {request.expected!r} must not contain whitespace")
+        _check_value(request.new, "the new value")
+
+
 def encode_request(request: Request) -> bytes:
     """
     The request line for C{request}, LF included.
@@ -82,21 +142,26 @@ def encode_request(request: Request) -> bytes:
     """
     if isinstance(request, Raw):  # checked when made (Raw.of)
         return request.encode()
-    if isinstance(request, (Put, Get, Delete)):
-        _check_key(request.key)
-    if isinstance(request, Put):
-        if not isinstance(request.value, str):
-            raise BadRequest(f"value must be a str, not {type(request.value).__name__}")
-        if _CONTROL.search(request.value):
-            raise BadRequest("value must not contain control characters other than TAB")
+    check_request(request)
     return encode_command(request)
 
 
 def is_write(request: Request) -> bool:
-    """Whether C{request} changes state, so that retrying it is not free."""
+    """Whether C{request} changes state, so that retrying it is not free
+    (unless L{retry_safe})."""
     if isinstance(request, Raw):
         return request.write
-    return isinstance(request, (Put, Delete))
+    return isinstance(request, (Put, Delete, Incr, Cas, Tagged, OpenSession))
+
+
+def retry_safe(request: Request) -> bool:
+    """
+    Whether sending C{request} again after an unknown outcome is safe: a
+    tagged write (the cluster applies a tag at most once and answers a copy
+    with the first reply) or C{SESSION} (a second session costs only a slot
+    that expires).  Reads are always safe.
+    """
+    return isinstance(request, (Tagged, OpenSession)) or not is_write(request)
 
 
 class ReplyReader:
@@ -147,6 +212,43 @@ class Value:
     """A GET's value."""
 
     value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Number:
+    """An INCR's new value."""
+
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class CasMismatch:
+    """C{Error: CAS failed: value of <key> is <actual>}: nothing changed."""
+
+    actual: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOpened:
+    """A SESSION's id."""
+
+    session: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionExpired:
+    """C{Error: Session expired: ...}: this tagged write was not applied;
+    its session is gone."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class StaleSequence:
+    """C{Error: Stale sequence number: ...}: the session has applied a later
+    write; whether this one was applied earlier is lost."""
+
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +303,8 @@ class InternalError:
     """C{Error: Internal error}: a server bug; a write's outcome is unknown."""
 
 
-Reply = Union[Done, Value, StatusFields, NotFound, NotLeader, Unavailable, OutcomeUnknown, RequestError, InternalError]
+Reply = Union[Done, Value, Number, CasMismatch, SessionOpened, SessionExpired, StaleSequence, StatusFields, NotFound,
+              NotLeader, Unavailable, OutcomeUnknown, RequestError, InternalError]
 
 _NOT_LEADER = re.compile(r"Error: Not leader\. (?:Current leader is Node (\d+)(?: at (\S+))?|No leader elected yet)\Z")
 _OUTCOME_SUFFIX = " (the write may or may not have been applied)"
@@ -223,8 +326,12 @@ def _interpret_error(request: Request, message: str) -> Reply:
         return Unavailable(message[len("Error: Unavailable: "):])
     if message == "Error: Internal error":
         return InternalError()
-    if isinstance(request, (Get, Delete)) and message == f"Error: Key {request.key} not found":
+    if isinstance(request, (Get, Delete, Cas)) and message == f"Error: Key {request.key} not found":
         return NotFound(request.key)
+    if isinstance(request, Cas):
+        actual = replies.parse_cas_failed(message, request.key)
+        if actual is not None:
+            return CasMismatch(actual)
     return RequestError(message[len("Error: "):])
 
 
@@ -235,6 +342,12 @@ def interpret_reply(request: Request, line: str) -> Reply:
     @raise ProtocolError: if the line is not a possible reply to C{request}
         (the connection is then out of step and must be dropped).
     """
+    if isinstance(request, Tagged):
+        if line.startswith(replies.SESSION_EXPIRED_PREFIX):
+            return SessionExpired(line[len("Error: "):])
+        if line.startswith(replies.STALE_SEQUENCE_PREFIX):
+            return StaleSequence(line[len("Error: "):])
+        request = request.command
     if line.startswith("Error: "):
         return _interpret_error(request, line)
     if isinstance(request, Raw):  # any other line is the command's answer, as typed
@@ -249,6 +362,17 @@ def interpret_reply(request: Request, line: str) -> Reply:
     elif isinstance(request, Delete):
         if line == f"{request.key} deleted successfully.":
             return Done(line)
+    elif isinstance(request, Incr):
+        number = replies.parse_incr_reply(line, request.key)
+        if number is not None:
+            return Number(number)
+    elif isinstance(request, Cas):
+        if line == replies.cas_reply(request.key):
+            return Done(line)
+    elif isinstance(request, OpenSession):
+        session = replies.parse_session_reply(line)
+        if session is not None:
+            return SessionOpened(session)
     elif isinstance(request, Ping):
         if line == "PONG":
             return Done(line)

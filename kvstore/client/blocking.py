@@ -21,7 +21,7 @@ import time
 from collections import deque
 from typing import Iterable
 
-from kvstore.client import _policy, _protocol as p
+from kvstore.client import _policy, _protocol as p, _sessions, errors
 from kvstore.client._raw import Raw
 from kvstore.client.errors import ClientError, ProtocolError
 
@@ -235,10 +235,15 @@ class Client:
         is up is enough to find the leader.
     @param timeout: seconds one call may take, retries included.
     @param backoff: initial and maximum pause between rounds of retries.
+    @param exactly_once: tag writes with an exactly-once session (opened
+        on the first write) and retry them after C{Outcome unknown} or a
+        lost connection, so that a write that returns was applied exactly
+        once (the default); C{False} sends plain writes and never retries
+        one whose outcome is unknown.
     """
 
     def __init__(self, nodes: Iterable[str] | str, timeout: float = 10.0,
-                 backoff: tuple[float, float] = (0.02, 0.5)) -> None:
+                 backoff: tuple[float, float] = (0.02, 0.5), *, exactly_once: bool = True) -> None:
         self.nodes = [nodes] if isinstance(nodes, str) else list(nodes)
         if not self.nodes:
             raise ValueError("at least one node address is needed")
@@ -251,12 +256,14 @@ class Client:
         self._next_node = 0
         self._closed = False
         self._random = random.Random()
+        self.exactly_once = exactly_once
+        self._sessions = _sessions.SessionPool()
 
     # -- public surface --------------------------------------------------
 
     def put(self, key: str, value: str) -> None:
         """Store C{value} under C{key} once a majority has it."""
-        self._call(p.Put(key, value))
+        self._write(p.Put(key, value))
 
     def get(self, key: str, stale: bool = False) -> str:
         """
@@ -274,7 +281,27 @@ class Client:
 
         @raise KeyNotFound: if C{key} had no value.
         """
-        self._call(p.Delete(key))
+        self._write(p.Delete(key))
+
+    def incr(self, key: str, delta: int = 1) -> int:
+        """
+        Add C{delta} (a signed 64-bit integer) to the integer stored in
+        C{key}, a missing key counting as 0, and return the new value.
+
+        @raise BadRequest: if the value is not an integer, or the sum would
+            leave the signed 64-bit range (nothing changed).
+        """
+        return self._write(p.Incr(key, delta))  # type: ignore[return-value]  # an INCR returns its new value, an int
+
+    def cas(self, key: str, expected: str, new: str) -> bool:
+        """
+        Set C{key} to C{new} if its value is C{expected} (a non-empty str
+        without whitespace): True if it did, False if the value was
+        something else (nothing changed).
+
+        @raise KeyNotFound: if C{key} has no value.
+        """
+        return self._write(p.Cas(key, expected, new))  # type: ignore[return-value]  # a CAS returns whether it set the value
 
     def status(self) -> dict[str, str]:
         """The C{STATUS} fields of the node the client is talking to."""
@@ -313,17 +340,50 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- exactly-once writes -----------------------------------------------
+
+    def _write(self, request: p.Write) -> object:
+        """Send a write, in a session unless C{exactly_once} is off (see
+        L{kvstore.client._sessions})."""
+        if not self.exactly_once:
+            return self._call(request)
+        p.check_request(request)  # a bad request opens no session
+        deadline = time.monotonic() + self.timeout
+        session = self._sessions.take() or self._open_session(deadline)
+        attempts = _sessions.Attempts()
+        try:
+            while True:
+                try:
+                    return self._call(p.Tagged(session.id, session.next_seq, request), deadline, attempts)
+                except _SessionGone as gone:
+                    session.gone = True
+                    if attempts.maybe_applied:
+                        raise _sessions.renewal_refused(gone.message) from None
+                    session = self._open_session(deadline)
+        finally:
+            self._sessions.give_back(session)
+
+    def _open_session(self, deadline: float) -> _sessions.Session:
+        try:
+            session_id = self._call(p.OpenSession(), deadline)
+        except ClientError as e:
+            raise _sessions.session_not_opened(e) from None
+        return _sessions.Session(session_id)  # type: ignore[arg-type]  # SESSION returns its id, an int
+
     # -- the retry loop --------------------------------------------------
 
-    def _call(self, request: p.Request) -> object:
+    def _call(self, request: p.Request, deadline: float | None = None,
+              attempts: _sessions.Attempts | None = None) -> object:
         data = p.encode_request(request)
-        deadline = time.monotonic() + self.timeout
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout
+        attempts = attempts if attempts is not None else _sessions.Attempts()
         target: str | None = None  # set by a redirect
         last_error: ClientError | None = None
         backoffs = redirects = 0
         while True:
             if time.monotonic() >= deadline:
-                raise _policy.after_timeout(request, None, False, self.timeout, last_error)
+                raise attempts.final_error(_policy.after_timeout(request, None, False, self.timeout, last_error))
             try:
                 connection, round_complete = self._connect(target, deadline)
             except _ConnectFailed as failure:
@@ -335,8 +395,8 @@ class Client:
                 try:
                     line = connection.roundtrip(data, deadline)
                 except _ReplyTimeout:
-                    raise _policy.after_timeout(request, connection.address, True, self.timeout,
-                                                last_error) from None
+                    raise attempts.final_error(_policy.after_timeout(request, connection.address, True, self.timeout,
+                                                                     last_error)) from None
                 except _Lost as lost:
                     self._forget(connection)
                     action = _policy.after_lost_connection(request, connection.address, lost.sent, lost.reason)
@@ -359,12 +419,16 @@ class Client:
                 return action.value
             if isinstance(action, _policy.Raise):
                 raise action.error
+            if isinstance(action, _policy.RenewSession):
+                raise _SessionGone(action.message)
             if isinstance(action, _policy.Redirect):
                 target = action.address
                 redirects += 1
                 if redirects % 4 == 0:  # nodes disagree about the leader: let the election settle
                     time.sleep(max(0.0, min(self._backoff[0], deadline - time.monotonic())))
                 continue
+            if isinstance(action.error, errors.OutcomeUnknown):
+                attempts.maybe_applied = True
             last_error = action.error
             if action.backoff:
                 delay = _policy.backoff_delay(backoffs, *self._backoff, self._random.random())
@@ -417,3 +481,11 @@ class _ConnectFailed(Exception):
     def __init__(self, address: str, reason: str, round_complete: bool) -> None:
         super().__init__(address, reason)
         self.address, self.reason, self.round_complete = address, reason, round_complete
+
+
+class _SessionGone(Exception):
+    """The cluster no longer knows the write's session (this attempt was not applied)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message

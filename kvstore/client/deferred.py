@@ -22,7 +22,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
-from kvstore.client import _policy, _protocol as p
+from kvstore.client import _policy, _protocol as p, _sessions, errors
 from kvstore.client._raw import Raw
 from kvstore.client.blocking import parse_address
 from kvstore.client.errors import ClientError, ProtocolError
@@ -105,7 +105,7 @@ class DeferredClient:
     """
 
     def __init__(self, reactor: Any, nodes: Iterable[str] | str, timeout: float = 10.0,
-                 backoff: tuple[float, float] = (0.02, 0.5)) -> None:
+                 backoff: tuple[float, float] = (0.02, 0.5), *, exactly_once: bool = True) -> None:
         self._reactor = reactor
         self.nodes = [nodes] if isinstance(nodes, str) else list(nodes)
         if not self.nodes:
@@ -120,15 +120,25 @@ class DeferredClient:
         self._next_node = 0
         self._closed = False
         self._random = random.Random()
+        self.exactly_once = exactly_once
+        self._sessions = _sessions.SessionPool()
 
     def put(self, key: str, value: str) -> Deferred[None]:
-        return self._call(p.Put(key, value))
+        return self._write(p.Put(key, value))
 
     def get(self, key: str, stale: bool = False) -> Deferred[str]:
         return self._call(p.Get(key, stale))
 
     def delete(self, key: str) -> Deferred[None]:
-        return self._call(p.Delete(key))
+        return self._write(p.Delete(key))
+
+    def incr(self, key: str, delta: int = 1) -> Deferred[int]:
+        """Fires with the new value; see L{kvstore.client.Client.incr}."""
+        return self._write(p.Incr(key, delta))
+
+    def cas(self, key: str, expected: str, new: str) -> Deferred[bool]:
+        """Fires with True if the value was set; see L{kvstore.client.Client.cas}."""
+        return self._write(p.Cas(key, expected, new))
 
     def status(self) -> Deferred[dict[str, str]]:
         return self._call(p.Status())
@@ -162,18 +172,55 @@ class DeferredClient:
             data = p.encode_request(request)
         except ClientError as e:
             return _failed(e)
-        return Deferred.fromCoroutine(self._run(request, data))
+        return Deferred.fromCoroutine(self._run(request, data, self._reactor.seconds() + self.timeout))
 
-    async def _run(self, request: p.Request, data: bytes) -> Any:
+    def _write(self, request: p.Write) -> Deferred[Any]:
+        """A write, in a session unless C{exactly_once} is off (see
+        L{kvstore.client._sessions})."""
+        if not self.exactly_once:
+            return self._call(request)
+        try:
+            p.check_request(request)  # a bad request opens no session
+        except ClientError as e:
+            return _failed(e)
+        return Deferred.fromCoroutine(self._exactly_once(request))
+
+    async def _exactly_once(self, request: p.Write) -> Any:
+        deadline = self._reactor.seconds() + self.timeout
+        session = self._sessions.take() or await self._open_session(deadline)
+        attempts = _sessions.Attempts()
+        try:
+            while True:
+                tagged = p.Tagged(session.id, session.next_seq, request)
+                try:
+                    return await self._run(tagged, p.encode_request(tagged), deadline, attempts)
+                except _SessionGone as gone:
+                    session.gone = True
+                    if attempts.maybe_applied:
+                        raise _sessions.renewal_refused(gone.message) from None
+                    session = await self._open_session(deadline)
+        finally:
+            self._sessions.give_back(session)
+
+    async def _open_session(self, deadline: float) -> _sessions.Session:
+        request = p.OpenSession()
+        try:
+            session_id = await self._run(request, p.encode_request(request), deadline)
+        except ClientError as e:
+            raise _sessions.session_not_opened(e) from None
+        return _sessions.Session(session_id)
+
+    async def _run(self, request: p.Request, data: bytes, deadline: float,
+                   attempts: _sessions.Attempts | None = None) -> Any:
         clock = self._reactor
-        deadline = clock.seconds() + self.timeout
+        attempts = attempts if attempts is not None else _sessions.Attempts()
         target: str | None = None
         last_error: ClientError | None = None
         backoffs = redirects = 0
         while True:
             remaining = deadline - clock.seconds()
             if remaining <= 0:
-                raise _policy.after_timeout(request, None, False, self.timeout, last_error)
+                raise attempts.final_error(_policy.after_timeout(request, None, False, self.timeout, last_error))
             action: _policy.Action
             try:
                 proto = await self._connect(target, remaining)
@@ -191,8 +238,8 @@ class DeferredClient:
                     try:
                         line = await reply_d.addTimeout(deadline - clock.seconds(), clock)
                     except DeferredTimeout:
-                        raise _policy.after_timeout(request, proto.address, True, self.timeout,
-                                                    last_error) from None
+                        raise attempts.final_error(_policy.after_timeout(request, proto.address, True, self.timeout,
+                                                                         last_error)) from None
                     except _Lost as lost:
                         self._forget(proto)
                         action = _policy.after_lost_connection(request, proto.address, lost.sent, lost.reason)
@@ -210,12 +257,16 @@ class DeferredClient:
                 return action.value
             if isinstance(action, _policy.Raise):
                 raise action.error
+            if isinstance(action, _policy.RenewSession):
+                raise _SessionGone(action.message)
             if isinstance(action, _policy.Redirect):
                 target = action.address
                 redirects += 1
                 if redirects % 4 == 0:
                     await deferLater(clock, max(0.0, min(self._backoff[0], deadline - clock.seconds())))
                 continue
+            if isinstance(action.error, errors.OutcomeUnknown):
+                attempts.maybe_applied = True
             last_error = action.error
             if action.backoff:
                 delay = _policy.backoff_delay(backoffs, *self._backoff, self._random.random())
@@ -317,3 +368,11 @@ class _ConnectFailed(Exception):
     def __init__(self, address: str, reason: str, round_complete: bool) -> None:
         super().__init__(address, reason)
         self.address, self.reason, self.round_complete = address, reason, round_complete
+
+
+class _SessionGone(Exception):
+    """The cluster no longer knows the write's session (this attempt was not applied)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message

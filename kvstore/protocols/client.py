@@ -36,26 +36,37 @@ from zope.interface import implementer
 
 from kvstore import trace
 from kvstore.errors import (
+    CasFailed,
+    IntegerOverflow,
     KeyNotFound,
     KeyValueError,
+    NotAnInteger,
     NotLeader,
     OutcomeUnknown,
+    SessionExpired,
+    StaleSequence,
     Unavailable,
 )
+from kvstore.protocols import replies
 from kvstore.protocols.sending import send_now
 from kvstore.protocols.commands import (
     DEFAULT_LIMITS,
+    Cas,
     CommandError,
     Delete,
     Exit,
     Get,
+    Incr,
     Limits,
     LineTooLong,
+    OpenSession,
     Ping,
     Put,
     Status,
+    Tagged,
     parse_command,
 )
+from kvstore.statemachine import SessionTag
 
 __all__ = [
     "KeyValueService",
@@ -88,18 +99,38 @@ class KeyValueService(Protocol):
     reply on that connection.
     """
 
-    def put(self, key: str, value: str) -> Deferred[None]:
+    def put(self, key: str, value: str, session: SessionTag | None = None) -> Deferred[None]:
         """
         Replicate and apply C{key=value}; fire once committed and applied.
         Fails with L{NotLeader} (refused, certainly not applied) or
-        L{OutcomeUnknown} (appended, fate unknown).
+        L{OutcomeUnknown} (appended, fate unknown).  With C{session}, the
+        write is applied at most once per tag (every write method takes
+        it), and may fail with L{SessionExpired} (not applied) or
+        L{StaleSequence}.
         """
 
-    def delete(self, key: str) -> Deferred[None]:
+    def delete(self, key: str, session: SessionTag | None = None) -> Deferred[None]:
         """
         Replicate and apply the deletion of C{key}.  Fails with
         L{KeyNotFound}, L{NotLeader} or L{OutcomeUnknown}.
         """
+
+    def incr(self, key: str, delta: int, session: SessionTag | None = None) -> Deferred[int]:
+        """
+        Replicate and apply adding C{delta} to the integer in C{key}; fire
+        with the new value.  Also fails with L{NotAnInteger} or
+        L{IntegerOverflow} (nothing changed).
+        """
+
+    def cas(self, key: str, expected: str, new: str, session: SessionTag | None = None) -> Deferred[None]:
+        """
+        Replicate and apply setting C{key} to C{new} if its value is
+        C{expected}.  Also fails with L{KeyNotFound} or L{CasFailed}
+        (nothing changed).
+        """
+
+    def open_session(self) -> Deferred[int]:
+        """Replicate the registration of an exactly-once session; fire with its id."""
 
     def get(self, key: str, stale: bool) -> Deferred[str]:
         """
@@ -144,6 +175,16 @@ def format_error(error: KeyValueError) -> str:
         )
     if isinstance(error, Unavailable):
         return f"Error: Unavailable: {_one_line(error.reason)}"
+    if isinstance(error, CasFailed):
+        return replies.cas_failed_error(_one_line(error.key), _one_line(error.actual))
+    if isinstance(error, NotAnInteger):
+        return replies.not_an_integer_error(_one_line(error.key))
+    if isinstance(error, IntegerOverflow):
+        return replies.overflow_error(_one_line(error.key))
+    if isinstance(error, SessionExpired):
+        return replies.session_expired_error(error.session)
+    if isinstance(error, StaleSequence):
+        return replies.stale_sequence_error(error.highest)
     return f"Error: {_one_line(str(error)) or type(error).__name__}"
 
 
@@ -190,6 +231,21 @@ def _stale_get_reply(key: str, value: object) -> bytes:
     a result's renderer tells the two reads apart (L{kvstore.admin.requests}
     counts them apart)."""
     return f"value of {key}: {_one_line(str(value))}\n".encode("utf-8")
+
+
+def _incr_reply(key: str, value: object) -> bytes:
+    return (replies.incr_reply(key, int(value)) + "\n").encode("utf-8")  # type: ignore[call-overload]  # an INCR's Deferred fires with an int
+
+
+def _cas_reply(key: str, result: object) -> bytes:
+    return (replies.cas_reply(key) + "\n").encode("utf-8")
+
+
+def _session_reply(key: str, session: object) -> bytes:
+    return (replies.session_reply(int(session)) + "\n").encode("utf-8")  # type: ignore[call-overload]  # SESSION's Deferred fires with an int
+
+
+_WRITES = (Put, Delete, Incr, Cas, Tagged, OpenSession)
 
 
 class _Slot:
@@ -381,10 +437,11 @@ class ClientProtocol(LineReceiver):
             self._reply(_GOODBYE)
             self._start_closing()
             return
-        # GET and STATUS read; PUT and DELETE write.  Reserve the reply's
-        # place now; start the operation when the connection's ordering rule
-        # allows it (see _may_start).
-        is_write = cls is Put or cls is Delete
+        # GET and STATUS read; PUT, DELETE, INCR, CAS and SESSION write
+        # (tagged or not).  Reserve the reply's place now; start the
+        # operation when the connection's ordering rule allows it (see
+        # _may_start).
+        is_write = cls in _WRITES
         slot = _Slot()
         self._queue.append(slot)
         if self._held or not self._may_start(is_write):
@@ -412,22 +469,49 @@ class ClientProtocol(LineReceiver):
         d: Deferred[Any]
         render: Callable[[str, object], bytes]
         try:
-            match command:
-                case Get(key, stale):
-                    d = service.get(key, stale)
-                    render = _stale_get_reply if stale else _get_reply
-                case Put(key, value):
-                    d = service.put(key, value)
-                    render = _put_reply
-                case Delete(key):
-                    d = service.delete(key)
-                    render = _delete_reply
-                case Status():
-                    slot.reply = format_status(service.status()).encode("utf-8") + b"\n"
-                    self._flush()
-                    return
-                case _:  # pragma: no cover - parse_command returns no others
-                    raise TypeError(f"unhandled command {command!r}")
+            if type(command) is Tagged:
+                # A session's write: the same operation, tagged.  Only the
+                # tagged call passes session=, so an untagged one needs
+                # nothing new from the service.
+                tag = SessionTag(command.session, command.seq)
+                match command.command:
+                    case Put(key, value):
+                        d, render = service.put(key, value, session=tag), _put_reply
+                    case Delete(key):
+                        d, render = service.delete(key, session=tag), _delete_reply
+                    case Incr(key, delta):
+                        d, render = service.incr(key, delta, session=tag), _incr_reply
+                    case Cas(key, expected, new):
+                        d, render = service.cas(key, expected, new, session=tag), _cas_reply
+                    case _:  # pragma: no cover - parse_command tags only writes
+                        raise TypeError(f"unhandled tagged command {command!r}")
+                command = command.command
+            else:
+                match command:
+                    case Get(key, stale):
+                        d = service.get(key, stale)
+                        render = _stale_get_reply if stale else _get_reply
+                    case Put(key, value):
+                        d = service.put(key, value)
+                        render = _put_reply
+                    case Delete(key):
+                        d = service.delete(key)
+                        render = _delete_reply
+                    case Incr(key, delta):
+                        d = service.incr(key, delta)
+                        render = _incr_reply
+                    case Cas(key, expected, new):
+                        d = service.cas(key, expected, new)
+                        render = _cas_reply
+                    case OpenSession():
+                        d = service.open_session()
+                        render, key = _session_reply, ""
+                    case Status():
+                        slot.reply = format_status(service.status()).encode("utf-8") + b"\n"
+                        self._flush()
+                        return
+                    case _:  # pragma: no cover - parse_command returns no others
+                        raise TypeError(f"unhandled command {command!r}")
         except KeyValueError as e:
             # A node that refuses synchronously instead of via the Deferred.
             slot.reply = format_error(e).encode("utf-8") + b"\n"

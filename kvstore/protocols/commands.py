@@ -13,16 +13,22 @@ control.  See C{docs/protocol.md} for the user-facing description.
 
 Grammar (one request per line, the LF already removed by framing)::
 
-    line    = word *( SP arg ) [CR]
+    line    = [ tag SP ] word *( SP arg ) [CR]
     PUT     = "PUT" SP key SP value        ; value is the rest of the line
     GET     = "GET" SP key [ SP "STALE" ]
     DELETE  = "DELETE" SP key
-    EXIT / PING / STATUS take no arguments
+    INCR    = "INCR" SP key [ SP delta ]   ; delta = ["-"] 1*DIGIT, signed 64-bit
+    CAS     = "CAS" SP key SP expected SP value   ; expected has no whitespace
+    SESSION / EXIT / PING / STATUS take no arguments
+    tag     = "@" session ":" sequence     ; 1 to 2**63-1 each, no leading zero;
+                                           ; only before PUT, DELETE, INCR, CAS
 
 Words are separated by exactly one space; command words and C{STALE} are
 ASCII case-insensitive.  A line must be UTF-8 and must not contain ASCII
-control characters other than TAB (and TAB only inside a PUT value).  Keys
-are non-empty and contain no whitespace.
+control characters other than TAB (and TAB only inside a PUT or CAS value).
+Keys, and a CAS's expected value, are non-empty and contain no whitespace.
+The tag is a prefix that a plain C{nc} user never types, so the untagged
+syntax is unchanged (issue 14, exactly-once sessions).
 """
 
 from __future__ import annotations
@@ -35,6 +41,11 @@ __all__ = [
     "Put",
     "Get",
     "Delete",
+    "Incr",
+    "Cas",
+    "OpenSession",
+    "Tagged",
+    "Write",
     "Exit",
     "Ping",
     "Status",
@@ -76,6 +87,45 @@ class Delete:
 
 
 @dataclass(frozen=True, slots=True)
+class Incr:
+    """Add C{delta} (signed 64-bit) to the integer stored in C{key} (a
+    missing key counts as 0); the reply carries the new value."""
+
+    key: str
+    delta: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Cas:
+    """Set C{key} to C{new} if, and only if, its value is C{expected}."""
+
+    key: str
+    expected: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSession:
+    """Register an exactly-once session; the reply carries its id."""
+
+
+Write = Union[Put, Delete, Incr, Cas]
+
+
+@dataclass(frozen=True, slots=True)
+class Tagged:
+    """
+    A write tagged with an exactly-once session and a sequence number: the
+    cluster applies it at most once whatever the number of copies that
+    reach the log, and answers a copy with the first one's reply.
+    """
+
+    session: int
+    seq: int
+    command: Write
+
+
+@dataclass(frozen=True, slots=True)
 class Exit:
     """Say goodbye and close the connection once earlier replies are sent."""
 
@@ -90,7 +140,7 @@ class Status:
     """Report the node's status dictionary on one line."""
 
 
-Command = Union[Put, Get, Delete, Exit, Ping, Status]
+Command = Union[Put, Get, Delete, Incr, Cas, OpenSession, Tagged, Exit, Ping, Status]
 
 
 class CommandError(Exception):
@@ -176,10 +226,23 @@ _SHOWN_WORD_CHARS = 32
 _PUT_USAGE = "Usage: PUT <key> <value>"
 _GET_USAGE = "Usage: GET <key> [STALE]"
 _DELETE_USAGE = "Usage: DELETE <key>"
+_INCR_USAGE = "Usage: INCR <key> [<delta>]"
+_CAS_USAGE = "Usage: CAS <key> <expected> <new value>"
+_TAG_USAGE = "Usage: @<session>:<sequence> PUT|DELETE|INCR|CAS ..."
+
+#: The range of an INCR's delta, and of a session id and sequence number
+#: (those are positive).
+INT64_MIN = -(1 << 63)
+INT64_MAX = (1 << 63) - 1
+_DELTA_RANGE = f"Delta must be an integer from {INT64_MIN} to {INT64_MAX}"
+_TAG_RANGE = f"Session and sequence numbers must be integers from 1 to {INT64_MAX}"
+_DELTA = re.compile(r"-?[0-9]{1,19}\Z")
+_POSITIVE = re.compile(r"[1-9][0-9]{0,18}\Z")
 
 _EXIT = Exit()
 _PING = Ping()
 _STATUS = Status()
+_OPEN_SESSION = OpenSession()
 
 
 def _printable(text: str) -> str:
@@ -201,6 +264,34 @@ def _check_key(key: str, usage: str, limits: Limits) -> None:
         raise CommandError(f"Key too long (maximum {limits.max_key_bytes} bytes)")
     if _WHITESPACE.search(key) is not None:
         raise CommandError("Key must not contain whitespace")
+
+
+def _check_value(value: str, what: str, limits: Limits) -> None:
+    """Raise L{CommandError} unless C{value} is within the value limit."""
+    if len(value) > limits.max_value_bytes or (
+        not value.isascii() and len(value.encode("utf-8")) > limits.max_value_bytes
+    ):
+        raise CommandError(f"{what} too long (maximum {limits.max_value_bytes} bytes)")
+
+
+def _positive(text: str) -> int:
+    """A session id or sequence number: 1 to 2**63-1, no sign, no leading zero."""
+    if _POSITIVE.match(text) is None or int(text) > INT64_MAX:
+        raise CommandError(_TAG_RANGE)
+    return int(text)
+
+
+def _parse_tagged(text: str, limits: Limits) -> Tagged:
+    """C{@<session>:<seq> <write>}, the C{@} already seen."""
+    tag, sep, rest = text.partition(" ")
+    session, colon, seq = tag[1:].partition(":")
+    if not sep or not colon or not rest.strip():
+        raise CommandError(_TAG_USAGE)
+    session_id, seq_number = _positive(session), _positive(seq)
+    command = _parse_words(rest, limits)
+    if not isinstance(command, (Put, Delete, Incr, Cas)):
+        raise CommandError("Only PUT, DELETE, INCR and CAS take a session tag")
+    return Tagged(session_id, seq_number, command)
 
 
 def parse_command(line: bytes, limits: Limits = DEFAULT_LIMITS) -> Command:
@@ -229,7 +320,13 @@ def parse_command(line: bytes, limits: Limits = DEFAULT_LIMITS) -> Command:
         raise CommandError(
             f"Control character 0x{ord(bad.group()):02x} not allowed"
         )
+    if text.startswith("@"):
+        return _parse_tagged(text, limits)
+    return _parse_words(text, limits)
 
+
+def _parse_words(text: str, limits: Limits) -> Command:
+    """Parse a decoded, checked request without a tag."""
     parts = text.split(" ", 2)
     word = parts[0]
     upper = word.upper() if word.isascii() else ""
@@ -250,13 +347,7 @@ def parse_command(line: bytes, limits: Limits = DEFAULT_LIMITS) -> Command:
         key = parts[1]
         _check_key(key, _PUT_USAGE, limits)
         value = parts[2]
-        if len(value) > limits.max_value_bytes or (
-            not value.isascii()
-            and len(value.encode("utf-8")) > limits.max_value_bytes
-        ):
-            raise CommandError(
-                f"Value too long (maximum {limits.max_value_bytes} bytes)"
-            )
+        _check_value(value, "Value", limits)
         return Put(key, value)
 
     if upper == "DELETE":
@@ -264,6 +355,39 @@ def parse_command(line: bytes, limits: Limits = DEFAULT_LIMITS) -> Command:
             raise CommandError(_DELETE_USAGE)
         _check_key(parts[1], _DELETE_USAGE, limits)
         return Delete(parts[1])
+
+    if upper == "INCR":
+        if nargs == 2:
+            _check_key(parts[1], _INCR_USAGE, limits)
+            return Incr(parts[1], 1)
+        if nargs != 3 or not parts[2] or " " in parts[2]:
+            raise CommandError(_INCR_USAGE)
+        _check_key(parts[1], _INCR_USAGE, limits)
+        if _DELTA.match(parts[2]) is None:
+            raise CommandError(_DELTA_RANGE)
+        delta = int(parts[2])
+        if not INT64_MIN <= delta <= INT64_MAX:
+            raise CommandError(_DELTA_RANGE)
+        return Incr(parts[1], delta)
+
+    if upper == "CAS":
+        if nargs != 3:
+            raise CommandError(_CAS_USAGE)
+        key = parts[1]
+        _check_key(key, _CAS_USAGE, limits)
+        expected, sep, new = parts[2].partition(" ")
+        if not sep or not expected:
+            raise CommandError(_CAS_USAGE)
+        if _WHITESPACE.search(expected) is not None:
+            raise CommandError("Expected value must not contain whitespace")
+        _check_value(expected, "Expected value", limits)
+        _check_value(new, "Value", limits)
+        return Cas(key, expected, new)
+
+    if upper == "SESSION":
+        if nargs != 1:
+            raise CommandError("Usage: SESSION")
+        return _OPEN_SESSION
 
     if upper == "PING":
         if nargs != 1:
@@ -302,6 +426,14 @@ def encode_command(command: Command) -> bytes:
         return f"GET {command.key}{suffix}\n".encode("utf-8")
     if isinstance(command, Delete):
         return f"DELETE {command.key}\n".encode("utf-8")
+    if isinstance(command, Incr):
+        return f"INCR {command.key} {command.delta}\n".encode("utf-8")
+    if isinstance(command, Cas):
+        return f"CAS {command.key} {command.expected} {command.new}\n".encode("utf-8")
+    if isinstance(command, OpenSession):
+        return b"SESSION\n"
+    if isinstance(command, Tagged):
+        return f"@{command.session}:{command.seq} ".encode("ascii") + encode_command(command.command)
     if isinstance(command, Exit):
         return b"EXIT\n"
     if isinstance(command, Ping):

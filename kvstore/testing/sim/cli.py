@@ -41,7 +41,8 @@ from kvstore.testing.sim.world import SIZES, RunResult, run_seed
 MAX_INCONCLUSIVE_SHARE = 0.0
 
 COVERAGE = ("crashes", "torn_writes", "partitions", "weather_changes", "elections", "puts", "gets", "deletes",
-            "stale_reads", "unknown_outcomes", "client_timeouts", "inconclusive_keys", "figure8_cutoffs",
+            "incrs", "cass", "stale_reads", "unknown_outcomes", "client_timeouts", "sessions_opened",
+            "session_retries", "sessions_expired", "inconclusive_keys", "figure8_cutoffs",
             "old_term_quorums", "read_cutoffs", "read_restarts")
 
 

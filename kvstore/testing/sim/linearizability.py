@@ -10,7 +10,11 @@ linearizable if every operation can be given a point in time between its
 invocation and completion such that the results are those of a single
 register per key executed in that order.  An operation with an unknown
 outcome may take effect at any time after its invocation, or never; an
-unknown read constrains nothing and is ignored.
+unknown read constrains nothing and is ignored.  Besides put, get and
+delete, the register has the two writes whose result depends on its value
+(issue 14): INCR (a missing key counts as 0; a value that is not a signed
+64-bit decimal integer, or a sum outside that range, is refused and
+changes nothing) and CAS (sets the new value only over the expected one).
 
 Keys are independent (P-compositionality): each key's sub-history is
 checked alone, which keeps the search small.  Unknown writes that no
@@ -33,21 +37,39 @@ it too::
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
-__all__ = ["Operation", "Result", "check_history", "check_key", "PUT", "GET", "DELETE", "OK", "NOT_FOUND"]
+__all__ = ["Operation", "Result", "check_history", "check_key", "PUT", "GET", "DELETE", "INCR", "CAS", "OK",
+           "NOT_FOUND", "NOT_INTEGER", "OVERFLOW", "MISMATCH", "mismatch"]
 
 PUT = "put"
 GET = "get"
 DELETE = "delete"
+INCR = "incr"
+CAS = "cas"
 
-#: The result of a successful put, or of a delete that removed a value.
+#: The result of a successful put or CAS, or of a delete that removed a value.
 OK = "ok"
-#: The result of a delete of a missing key; a get of a missing key has
-#: result L{None}.
+#: The result of a delete or CAS of a missing key; a get of a missing key
+#: has result L{None}.
 NOT_FOUND = "not-found"
+#: The results of an INCR that changed nothing; a successful one has the
+#: new value (a decimal string) as its result.
+NOT_INTEGER = "not-integer"
+OVERFLOW = "overflow"
+#: How the result of a CAS that found another value starts (L{mismatch}).
+MISMATCH = "mismatch:"
+
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+_INTEGER = re.compile(r"-?[0-9]+\Z")
+
+
+def mismatch(actual: str) -> str:
+    """The result of a CAS that found C{actual} instead of the expected value."""
+    return MISMATCH + actual
 
 
 @dataclass(frozen=True)
@@ -56,13 +78,17 @@ class Operation:
     One client operation.
 
     @ivar client: who issued it (for messages only).
-    @ivar kind: L{PUT}, L{GET} or L{DELETE}.
-    @ivar value: the value a put writes (None otherwise).
+    @ivar kind: L{PUT}, L{GET}, L{DELETE}, L{INCR} or L{CAS}.
+    @ivar value: the value a put or a CAS writes, an INCR's delta as a
+        decimal string (None otherwise).
     @ivar result: for a get, the value read (None: the key was missing); for
-        a put, L{OK}; for a delete, L{OK} or L{NOT_FOUND}.  Ignored when the
-        outcome is unknown.
+        a put, L{OK}; for a delete, L{OK} or L{NOT_FOUND}; for an INCR, the
+        new value, L{NOT_INTEGER} or L{OVERFLOW}; for a CAS, L{OK},
+        L{NOT_FOUND} or C{mismatch(actual)}.  Ignored when the outcome is
+        unknown.
     @ivar invoke: when the client sent it.
     @ivar complete: when the client got the result; None if unknown.
+    @ivar expected: the value a CAS expects (None otherwise).
     """
 
     client: object
@@ -72,10 +98,12 @@ class Operation:
     result: Optional[str]
     invoke: float
     complete: Optional[float]
+    expected: Optional[str] = None
 
     def __str__(self) -> str:
         end = "?" if self.complete is None else f"{self.complete:.6f}"
-        arg = f"({self.value!r})" if self.kind == PUT else ""
+        arg = (f"({self.value!r})" if self.kind in (PUT, INCR) else
+               f"({self.expected!r}->{self.value!r})" if self.kind == CAS else "")
         res = "unknown" if self.complete is None else repr(self.result)
         return f"[{self.invoke:.6f}..{end}] client {self.client}: {self.kind} {self.key}{arg} -> {res}"
 
@@ -110,16 +138,19 @@ def _unobservable(ops: Sequence[Operation]) -> set[int]:
     an unknown delete, unless a read of a missing key or a delete of a
     missing key completed after it began.  (Removing such a write from a
     linearization changes the state only for the operations up to the next
-    write, and none of them can tell.)
+    write, and none of them can tell.)  A write that a later INCR or CAS
+    could have seen is kept, since their results depend on the value.
     """
     values_read = {op.result for op in ops if op.kind == GET and op.complete is not None}
     result = set()
     for i, op in enumerate(ops):
-        if op.complete is not None or op.kind == GET:
-            continue
+        if op.complete is not None or op.kind in (GET, INCR, CAS):
+            continue  # an unknown INCR or CAS is never dropped: its effect depends on the state
         # The search lets an operation invoked at the instant another
         # completes come first (invoke <= horizon): so must this.
         later = [o for o in ops if o.complete is not None and o.complete >= op.invoke]
+        if any(o.kind in (INCR, CAS) for o in later):
+            continue  # their results depend on the value: assume they saw this write
         if op.kind == PUT:
             if op.value in values_read or any(o.kind == DELETE and o.result == OK for o in later):
                 continue
@@ -139,6 +170,26 @@ def _step(state: Optional[str], op: Operation, known: bool) -> tuple[bool, Optio
         return True, None
     if op.kind == GET:
         return op.result == state, state
+    if op.kind == INCR:
+        if state is None:
+            number = 0
+        elif _INTEGER.match(state) is None:
+            return (not known or op.result == NOT_INTEGER), state
+        elif len(state.lstrip("-").lstrip("0")) > 19:
+            return (not known or op.result == OVERFLOW), state
+        else:
+            number = int(state)
+        number += int(op.value or "0")
+        if not _INT64_MIN <= number <= _INT64_MAX:
+            return (not known or op.result == OVERFLOW), state
+        new = str(number)
+        return (not known or op.result == new), new
+    if op.kind == CAS:
+        if state is None:
+            return (not known or op.result == NOT_FOUND), state
+        if state != op.expected:
+            return (not known or op.result == MISMATCH + state), state
+        return (not known or op.result == OK), op.value
     raise ValueError(f"unknown operation kind {op.kind!r}")
 
 

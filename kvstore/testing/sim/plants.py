@@ -1,7 +1,8 @@
 """
 The planted bugs the simulator must catch (issue 4's proof that its
-checkers can fail).  Each is a switch passed as C{plants} to L{RaftCore} and
-L{Node}; they default to empty and no production option sets them.
+checkers can fail).  Each is a switch passed as C{plants} to L{RaftCore},
+L{Node} and L{KeyValueStateMachine}; they default to empty and no
+production option sets them.
 """
 
 PLANTS: dict[str, str] = {
@@ -15,6 +16,7 @@ PLANTS: dict[str, str] = {
     "read-index-one-ack-short": "the leader confirms a read index with one acknowledgement fewer than a quorum",
     "no-check-quorum": "a leader that has not heard from a majority keeps leading (check-quorum disabled)",
     "even-quorum-too-small": "the quorum of an even-sized cluster is half its members (peers//2+1)",
+    "session-dedup-off": "the state machine applies a session write's duplicate again instead of replaying its reply",
 }
 
 #: Planted bugs in log compaction (issue 12), switched on like the others.

@@ -32,6 +32,7 @@ PROPERTIES = {
     "committed-entry-lost": "every committed entry stays durable on a quorum of nodes",
     "terms-and-votes-durable": "terms and votes never go backwards across crashes",
     "linearizability": "the client history is linearizable per key",
+    "session-write-applied-twice": "a copy of a session write (same session, same or lower sequence number) changes nothing",
     "stale-read-value": "a stale read returns a value that was written at some point",
     "liveness": "after faults stop, a leader is elected and every request completes",
     "leader-steps-down": "a leader that has not heard from a majority for two election timeouts steps down (check-quorum)",
