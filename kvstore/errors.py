@@ -60,3 +60,15 @@ class Unavailable(KeyValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class Refused(KeyValueError):
+    """
+    An admin request (C{ADDNODE}, C{REMOVENODE}, C{TRANSFER}) was refused and
+    changed nothing: C{str()} is the reply's text after C{"Error: "} (for
+    example C{Membership change in progress}).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
