@@ -523,6 +523,42 @@ class Node:
         self.wake()
         return waiter.deferred
 
+    def hand_over_leadership(self, timeout: float) -> Deferred[int | None]:
+        """
+        Before a planned stop (SIGTERM): if this node leads, hand leadership
+        to the most up-to-date connected voter and wait, at most
+        C{timeout} seconds, until it leads, so that the cluster never waits
+        an election timeout for a leader.  Fires with the new leader's id,
+        or L{None} if there was nobody to hand over to or it did not happen
+        in time (the node stops anyway; the others elect a leader as usual).
+        """
+        core = self.core
+        if self._stopped or self._failed or core.role is not Role.LEADER:
+            return succeed(None)
+        candidates = [
+            peer for peer in core.configuration.voter_ids - {core.node_id} if self.peer_connected(peer)
+        ]
+        if not candidates:
+            return succeed(None)
+        target = max(candidates, key=lambda peer: (core.match_index(peer) or 0, -peer))
+        self.log.info("stopping: handing leadership to node {target} first", target=target)
+        result: Deferred[int | None] = Deferred()
+
+        def give_up() -> None:
+            if not result.called:
+                result.callback(None)
+
+        timer = self._clock.callLater(timeout, give_up)
+
+        def done(outcome: object) -> None:
+            if timer.active():
+                timer.cancel()
+            if not result.called:
+                result.callback(target if outcome is None else None)
+
+        self.transfer_leadership(target).addBoth(done)
+        return result
+
     def _check_transfers(self) -> None:
         """Settle the clients' TRANSFERs whose outcome is now known."""
         if not self._transfer_waiters:
