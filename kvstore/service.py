@@ -399,7 +399,7 @@ def resolve_identity(config: NodeConfig) -> tuple[NodeConfig, Identity]:
     this is its first start: bootstrapped from the command line, or, with
     C{--join}, by joining the cluster (L{kvstore.join}).  Returns C{config}
     with the recorded cluster id when none was given.  Call it holding the
-    data directory's lock.
+    data directory's lock if it can (see L{build_service}).
 
     @raises UsageError: the identity is unreadable or of another node or
         cluster, or joining was refused (the text is the C{Error:} line).
@@ -445,14 +445,11 @@ def resolve_identity(config: NodeConfig) -> tuple[NodeConfig, Identity]:
     return config, identity
 
 
-def _open_storage(
-    config: NodeConfig,
-) -> tuple[NodeConfig, Identity, DataDirectoryLock, WriteAheadLog, MetadataStore, SnapshotStore]:
+def _open_storage(config: NodeConfig) -> tuple[DataDirectoryLock, WriteAheadLog, MetadataStore, SnapshotStore]:
     make_directory_durably(config.data_dir)
     lock = DataDirectoryLock(config.data_dir)
     lock.acquire()
     try:
-        config, identity = resolve_identity(config)
         fs = FileSystem() if config.fsync else _NoFsyncFileSystem()
         metadata = MetadataStore.open(os.path.join(config.data_dir, "metadata.json"), fs=fs)
         stored_cluster = metadata.state.cluster_id
@@ -469,7 +466,7 @@ def _open_storage(
     except BaseException:
         lock.release()
         raise
-    return config, identity, lock, wal, metadata, snapshots
+    return lock, wal, metadata, snapshots
 
 
 class _EarlyListener(StreamServerEndpointService):
@@ -527,7 +524,13 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
     except Exception as e:
         raise UsageError(f"cannot listen on {config.listen!r}: {_endpoint_error(config.listen, e)}") from None
     started = time.monotonic()
-    config, identity, lock, wal, metadata, snapshots = _open_storage(config)
+    # Before the storage is opened: the recorded (or joined) cluster id is
+    # the one the metadata store is checked against.  A second process on
+    # the same fresh directory is then refused by the lock; at worst it has
+    # asked the cluster to add a node that is already added (idempotent).
+    make_directory_durably(config.data_dir)
+    config, identity = resolve_identity(config)
+    lock, wal, metadata, snapshots = _open_storage(config)
     peer_links = PeerLinks(
         reactor,
         config.node_id,
