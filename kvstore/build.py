@@ -35,10 +35,12 @@ from twisted.python.failure import Failure
 
 from kvstore.monitoring import NO_METRICS, NodeMetrics
 from kvstore.node import LogStorage, Node, PeerSender
+from kvstore.node_membership import membership_from_meta
 from kvstore.node_snapshots import NodeSnapshots, SnapshotPolicy
 from kvstore.protocols.peer import encoded_entry_bytes
 from kvstore.raft.config import RaftConfig
 from kvstore.raft.core import HardState, RaftCore, SnapshotPoint
+from kvstore.raft.membership import Configuration
 from kvstore.recovery import recover
 from kvstore.snapshotting import snapshot_cooperator
 from kvstore.statemachine import KeyValueStateMachine
@@ -141,6 +143,7 @@ def build_node(
     cooperator: Cooperator | None = None,
     recovery_started: float | None = None,
     metrics: NodeMetrics = NO_METRICS,
+    configuration: Configuration | None = None,
 ) -> Node:
     """
     Wire a node from its adapters; it does nothing until C{start()}.
@@ -176,6 +179,12 @@ def build_node(
         a few milliseconds on C{clock}).
     @param recovery_started: when start-up began (C{time.monotonic}), for
         the restart report; by default when recovery begins.
+    @param configuration: the membership the log starts from (issue 13):
+        the one recorded when the data directory was bootstrapped, or an
+        empty one for a node that joins an existing cluster.  By default
+        C{config}'s node and peers, all voters, at C{member_addresses}.  A
+        recovered snapshot's membership replaces it, and the log's
+        configuration entries after that are replayed by the core.
     @raise kvstore.recovery.RecoveryError: if the snapshots and the log on
         disk do not fit together (the message names the file).
     @param metrics: told of the events monitoring counts
@@ -191,6 +200,10 @@ def build_node(
         # Queued ahead of every later write, so nothing can be acknowledged
         # before it is durable; flushed now rather than with the first write.
         log.sync().addErrback(lambda f: _logger.failure("resetting the log after the snapshot failed", f))
+    if configuration is None:
+        configuration = Configuration.bootstrap(config.node_id, config.peers, member_addresses)
+    if recovered.snapshot is not None and recovered.snapshot.meta is not None:
+        configuration = membership_from_meta(recovered.snapshot.meta.membership) or configuration
     core = RaftCore(
         config,
         clock,
@@ -203,6 +216,7 @@ def build_node(
         entry_size=encoded_entry_bytes,
         snapshot=SnapshotPoint(recovered.index, recovered.term) if recovered.snapshot is not None else None,
         commit_index=recovered.commit_index,
+        configuration=configuration,
     )
     node_snapshots = None
     if snapshots is not None:

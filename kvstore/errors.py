@@ -111,3 +111,15 @@ class StaleSequence(KeyValueError):
     def __init__(self, highest: int) -> None:
         super().__init__(highest)
         self.highest = highest
+
+
+class Refused(KeyValueError):
+    """
+    An admin request (C{ADDNODE}, C{REMOVENODE}, C{TRANSFER}) was refused and
+    changed nothing: C{str()} is the reply's text after C{"Error: "} (for
+    example C{Membership change in progress}).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

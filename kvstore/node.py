@@ -31,9 +31,29 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from kvstore import trace
-from kvstore.errors import KeyNotFound, NotLeader, OutcomeUnknown, Unavailable
+from kvstore.errors import KeyNotFound, NotLeader, OutcomeUnknown, Refused, Unavailable
+from kvstore.node_membership import TransferWaiter, membership_from_meta, membership_to_meta
 from kvstore.node_snapshots import NodeSnapshots
-from kvstore.raft.core import HardState, NotLeaderError, RaftCore, Ready, Role, SnapshotPoint, UnsendableEntry
+from kvstore.protocols.commands import parse_address
+from kvstore.raft.core import (
+    HardState,
+    LeadershipTransferInProgress,
+    NotLeaderError,
+    RaftCore,
+    Ready,
+    Role,
+    SnapshotPoint,
+    TransferRefused,
+    UnsendableEntry,
+)
+from kvstore.raft.membership import (
+    AddLearner,
+    ChangeRefused,
+    Configuration,
+    ConfigurationChange,
+    MemberRole,
+    RemoveMember,
+)
 from kvstore.raft.messages import MAX_FIELD_VALUE, AppendEntries, AppendEntriesResponse, InstallSnapshot, Message
 from kvstore.recovery import Recovered, report_line
 from kvstore.monitoring import NO_METRICS, NodeMetrics
@@ -307,6 +327,15 @@ class Node:
         self.metrics = metrics
         self._seen_leader: tuple[int, int] | None = None  # (term, leader) last told to metrics
         self._last_stamp = 0  # the last session stamp this node proposed (ms)
+        # Membership (issue 13): told of each new current configuration
+        # (the service's peer links and peer server follow it); whether a
+        # peer is connected (TRANSFER refuses one that is not); clients'
+        # TRANSFERs waiting for their target to lead.
+        self.configuration_observers: list[Callable[[Configuration], None]] = []
+        self.peer_connected: Callable[[int], bool] = lambda peer: True
+        # (getattr: the fake cores of some tests have no configuration.)
+        self._configuration_seen: Configuration | None = getattr(core, "configuration", None)
+        self._transfer_waiters: list[TransferWaiter] = []
 
     # ------------------------------------------------------------------
     # Lifecycle
@@ -332,6 +361,7 @@ class Node:
                 call.cancel()
         self._fail_writes("the node is shutting down")
         self._fail_reads("the node is shutting down")
+        self._fail_transfers("the node is shutting down")
         if self.transfers is not None:
             self.transfers.stop()
         if trace.ENABLED:
@@ -431,7 +461,9 @@ class Node:
             "first_index": core.first_index,
             "snapshot": core.snapshot_index,
             "keys": len(self.state_machine),
-            "members": ",".join(str(m) for m in core.config.members),
+            "members": ",".join(str(m) for m in sorted(core.configuration.voter_ids)) or "none",
+            "learners": ",".join(str(m) for m in sorted(core.configuration.learner_ids)) or "none",
+            "member_role": _member_role(core.configuration, core.node_id),
         }
         result.update(self._extra_status())
         return result
@@ -448,13 +480,175 @@ class Node:
     def leader_address(self) -> str | None:
         """C{host:port} of the leader this node knows of."""
         leader = self.core.leader_id
-        return None if leader is None else self._member_addresses.get(leader)
+        return None if leader is None else self.address_of(leader)
 
-    def _not_leader(self) -> NotLeader:
+    def address_of(self, node_id: int) -> str | None:
+        """C{host:port} of C{node_id}: from the current configuration, or
+        the command line's for a member whose address it does not hold."""
+        return self.core.configuration.address(node_id) or self._member_addresses.get(node_id)
+
+    def _not_leader(self, error: NotLeaderError | None = None) -> NotLeader:
+        """The client's C{Not leader} error: naming the leader this node
+        knows of, or the target of its leadership transfer."""
         leader = self.core.leader_id
+        if isinstance(error, LeadershipTransferInProgress):
+            leader = error.target
         if leader is None or leader == self.core.node_id:
             return NotLeader(None, None)
-        return NotLeader(leader, self._member_addresses.get(leader))
+        return NotLeader(leader, self.address_of(leader))
+
+    # ------------------------------------------------------------------
+    # Membership admin (issue 13): MEMBERS, ADDNODE, REMOVENODE, TRANSFER
+
+    def members_text(self) -> str:
+        """
+        The C{MEMBERS} reply: C{<id>@<host>:<port>/<role>} per member, in
+        id order, from the leader's current configuration.
+
+        @raises NotLeader: on any other node, as a write would.
+        """
+        if self.core.role is not Role.LEADER:
+            raise self._not_leader()
+        return self.core.configuration.members_text()
+
+    def add_node(self, node_id: int, address: str) -> Deferred[None]:
+        """Add C{node_id} at C{address} as a learner (the leader promotes
+        it once caught up); fires once the change is committed, at once if
+        it already is (the same id and address again)."""
+        try:
+            parse_address(address)
+        except ValueError as e:
+            return fail(Refused(str(e)))
+        return self._change(AddLearner(node_id, address))
+
+    def remove_node(self, node_id: int) -> Deferred[None]:
+        """Remove C{node_id} for good; fires once the change is committed."""
+        return self._change(RemoveMember(node_id))
+
+    def _change(self, change: ConfigurationChange) -> Deferred[None]:
+        """Propose C{change}; the client waits for its configuration entry
+        as for a write (same deadline, same errors if leadership is lost)."""
+        if self._stopped:
+            return fail(Unavailable("the node is shutting down"))
+        if self._failed:
+            return fail(Unavailable(self._failed_reason))
+        try:
+            proposed = self.core.propose_change(change)
+        except NotLeaderError as e:
+            return fail(self._not_leader(e))
+        except ChangeRefused as e:
+            return fail(Refused(str(e)))
+        if proposed is None:
+            return succeed(None)  # already in effect and committed
+        index, term = proposed
+        self.log.info("membership change proposed at index {index}: {change}", index=index, change=change)
+        write = _PendingWrite(term, Deferred(), "", self._clock.seconds() + self._commit_timeout)
+        self._pending_writes[index] = write
+        self.wake()
+        return write.deferred
+
+    def transfer_leadership(self, node_id: int) -> Deferred[None]:
+        """
+        Hand leadership to the voter C{node_id} (thesis 3.10); fires once it
+        leads.  Refused for a learner, a non-member, or a node this leader
+        is not connected to; fails if the target does not take over within
+        the core's bound (this node then leads on) or another node does.
+        Asking the leader to transfer to itself succeeds at once.
+        """
+        core = self.core
+        if self._stopped:
+            return fail(Unavailable("the node is shutting down"))
+        if self._failed:
+            return fail(Unavailable(self._failed_reason))
+        if core.role is not Role.LEADER:
+            return fail(self._not_leader())
+        if node_id == core.node_id and core.transfer_target is None:
+            return succeed(None)
+        if core.configuration.role(node_id) is MemberRole.VOTER and not self.peer_connected(node_id):
+            return fail(Refused(f"Node {node_id} is not connected to the leader"))
+        try:
+            core.transfer_leadership(node_id)
+        except NotLeaderError as e:
+            return fail(self._not_leader(e))
+        except TransferRefused as e:
+            return fail(Refused(str(e)))
+        self.log.info("transferring leadership to node {target}", target=node_id)
+        waiter = TransferWaiter(node_id, Deferred(), self._clock.seconds() + self._commit_timeout)
+        self._transfer_waiters.append(waiter)
+        self.wake()
+        return waiter.deferred
+
+    def hand_over_leadership(self, timeout: float) -> Deferred[int | None]:
+        """
+        Before a planned stop (SIGTERM): if this node leads, hand leadership
+        to the most up-to-date connected voter and wait, at most
+        C{timeout} seconds, until it leads, so that the cluster never waits
+        an election timeout for a leader.  Fires with the new leader's id,
+        or L{None} if there was nobody to hand over to or it did not happen
+        in time (the node stops anyway; the others elect a leader as usual).
+        """
+        core = self.core
+        if self._stopped or self._failed or core.role is not Role.LEADER:
+            return succeed(None)
+        candidates = [
+            peer for peer in core.configuration.voter_ids - {core.node_id} if self.peer_connected(peer)
+        ]
+        if not candidates:
+            return succeed(None)
+        target = max(candidates, key=lambda peer: (core.match_index(peer) or 0, -peer))
+        self.log.info("stopping: handing leadership to node {target} first", target=target)
+        result: Deferred[int | None] = Deferred()
+
+        def give_up() -> None:
+            if not result.called:
+                result.callback(None)
+
+        timer = self._clock.callLater(timeout, give_up)
+
+        def done(outcome: object) -> None:
+            if timer.active():
+                timer.cancel()
+            if not result.called:
+                result.callback(target if outcome is None else None)
+
+        self.transfer_leadership(target).addBoth(done)
+        return result
+
+    def _check_transfers(self) -> None:
+        """Settle the clients' TRANSFERs whose outcome is now known."""
+        if not self._transfer_waiters:
+            return
+        core = self.core
+        now = self._clock.seconds()
+        waiting = []
+        for waiter in self._transfer_waiters:
+            leader = core.leader_id
+            if leader == waiter.target:
+                waiter.deferred.callback(None)
+            elif core.role is Role.LEADER and core.transfer_target is None:
+                waiter.deferred.errback(
+                    Refused(f"Node {waiter.target} did not take over in time; Node {core.node_id} still leads")
+                )
+            elif leader is not None and leader != core.node_id:
+                waiter.deferred.errback(Refused(f"Node {leader} took over leadership, not Node {waiter.target}"))
+            elif waiter.deadline <= now:
+                waiter.deferred.errback(
+                    Unavailable(f"no leader known after the transfer to Node {waiter.target}")
+                )
+            else:
+                waiting.append(waiter)
+        self._transfer_waiters = waiting
+
+    def _notice_configuration(self) -> None:
+        """Tell the observers (peer links, peer server) of a new current
+        configuration, once per change, after the batch that made it."""
+        configuration = getattr(self.core, "configuration", None)
+        if configuration is None or configuration is self._configuration_seen:
+            return
+        self._configuration_seen = configuration
+        self.log.info("membership is now {members}", members=configuration.to_text() or "(none yet)")
+        for observer in self.configuration_observers:
+            observer(configuration)
 
     def _propose(self, key: str, data: bytes, session: SessionTag | None = None) -> Deferred[Any]:
         if session is not None:
@@ -465,8 +659,8 @@ class Node:
             return fail(Unavailable(self._failed_reason))
         try:
             index, term = self.core.propose(data)
-        except NotLeaderError:
-            return fail(self._not_leader())
+        except NotLeaderError as e:
+            return fail(self._not_leader(e))
         if trace.ENABLED:
             trace.record("propose", index)
         write = _PendingWrite(term, Deferred(), key, self._clock.seconds() + self._commit_timeout)
@@ -542,6 +736,8 @@ class Node:
                 self.wake()
         try:
             self._check_leadership()
+            self._check_transfers()
+            self._notice_configuration()
         except Exception:
             self._fatal(Failure(), FailedPart.INTERNAL, "checking leadership")
 
@@ -738,6 +934,7 @@ class Node:
         )
         self._fail_writes(f"{part.value} failed")
         self._fail_reads(f"{part.value} failed")
+        self._fail_transfers(f"{part.value} failed")
         self._on_fatal(Failure(FatalError(part, failure)))
 
     def _apply(self, ready: Ready) -> None:
@@ -874,14 +1071,26 @@ class Node:
         entry has C{snapshot_term}), is received whole, verified and
         installed in the snapshot directory: step it into the core, which
         acknowledges it (once durable) and, unless its log already covers
-        it, has the node install it (L{Ready.install_snapshot}).
+        it, has the node install it (L{Ready.install_snapshot}) with the
+        configuration its metadata carries.
         """
-        self.receive(Message(leader, self.core.node_id, InstallSnapshot(term, index, snapshot_term)))
+        configuration = self._snapshot_configuration(index, snapshot_term)
+        self.receive(Message(leader, self.core.node_id, InstallSnapshot(term, index, snapshot_term, configuration)))
 
-    def _membership(self) -> dict[str, object]:
-        """The membership recorded in a snapshot's metadata."""
-        members = sorted(self._member_addresses.items())
-        return {"voters": [[node, address] for node, address in members], "learners": []}
+    def _snapshot_configuration(self, index: int, term: int) -> Configuration | None:
+        """The configuration recorded in the snapshot file C{(index, term)}
+        (its header only is read), or L{None} if it holds none."""
+        store = self.snapshot_store
+        if store is None:
+            return None
+        try:
+            return membership_from_meta(store.read_meta(index, term).membership)
+        except Exception as e:
+            self.log.warn(
+                "snapshot at index {index} term {term}: no usable membership ({error}); keeping this node's",
+                index=index, term=term, error=str(e),
+            )
+            return None
 
     def _maybe_snapshot(self) -> None:
         snapshots = self._snapshots
@@ -901,7 +1110,7 @@ class Node:
                 index,
                 core.term_at(index),
                 cluster_id=self._cluster_id,
-                membership=self._membership(),
+                membership=membership_to_meta(core.configuration_at(index)),
                 content_format=CONTENT_FORMAT,
             )
 
@@ -1091,11 +1300,17 @@ class Node:
                 else:
                     waiting.append(read)
             self._reads_waiting_apply = waiting
+        self._check_transfers()
 
     def _fail_writes(self, reason: str) -> None:
         pending, self._pending_writes = self._pending_writes, OrderedDict()
         for write in pending.values():
             write.deferred.errback(OutcomeUnknown(reason))
+
+    def _fail_transfers(self, reason: str) -> None:
+        waiters, self._transfer_waiters = self._transfer_waiters, []
+        for waiter in waiters:
+            waiter.deferred.errback(Unavailable(reason))
 
     def _fail_reads(self, reason: str) -> None:
         reads = list(self._pending_reads.values()) + self._reads_waiting_apply
@@ -1103,6 +1318,13 @@ class Node:
         self._reads_waiting_apply = []
         for read in reads:
             read.deferred.errback(Unavailable(reason))
+
+
+def _member_role(configuration: Configuration, node_id: int) -> str:
+    """This node's role in C{configuration}, for C{STATUS}: C{voter},
+    C{learner} or C{none} (joining, or removed)."""
+    role = configuration.role(node_id)
+    return role.value if role is not None else "none"
 
 
 def _trace_received(message: Message) -> None:

@@ -152,6 +152,13 @@ class NodeConfig:
     snapshot_bytes: int = _DEFAULT_SNAPSHOT_BYTES
     snapshot_catchup_entries: int = _DEFAULT_SNAPSHOT_CATCHUP_ENTRIES
     admin_listen: str | None = None
+    #: --join: members of an existing cluster to ask to add this node
+    #: (issue 13), as (host, port); empty for a node that bootstraps.
+    join: tuple[tuple[str, int], ...] = ()
+    #: Whether cluster_id was derived from the membership (no --cluster-id):
+    #: a data directory's recorded cluster id, or the one a joined cluster
+    #: has, then takes its place.
+    cluster_id_derived: bool = False
 
     @property
     def address(self) -> str:
@@ -552,6 +559,18 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
             "Default: none, a single-node cluster.",
         ],
         [
+            "join",
+            None,
+            None,
+            "Join an existing cluster: comma-separated HOST:PORT of some of its "
+            "members.  With an empty data directory the node asks them to add it "
+            "(ADDNODE, following Not leader), takes the cluster id from them, and "
+            "starts as a learner that the leader promotes once caught up; with a "
+            "data directory that already joined, it is ignored.  Refused (exit "
+            "status 1) when the id is taken by another address, the cluster id "
+            "differs from --cluster-id, or no member answers.",
+        ],
+        [
             "cluster-id",
             None,
             None,
@@ -766,7 +785,16 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
         listen = _default_listen(host, port) if listen is None else _check_listen(listen)
 
         members = tuple(sorted(peers + (PeerAddress(node_id, host, port),)))
+        join: tuple[tuple[str, int], ...] = ()
+        if self["join"] is not None:
+            if peers:
+                raise usage.UsageError("--join and --peers exclude each other: a joining node learns its peers from the cluster")
+            items = [item.strip() for item in self["join"].split(",")]
+            if not all(items):
+                raise usage.UsageError(f"--join {self['join']!r} contains an empty item")
+            join = tuple(_parse_hostport(item) for item in items)
         cluster_id = self["cluster-id"]
+        cluster_id_derived = cluster_id is None
         if cluster_id is None:
             cluster_id = derive_cluster_id(members)
         elif not _CLUSTER_ID_RE.match(cluster_id):
@@ -832,6 +860,8 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
             snapshot_bytes=_parse_size("snapshot-bytes", self["snapshot-bytes"], _MIN_SNAPSHOT_BYTES),
             snapshot_catchup_entries=_parse_int("snapshot-catchup-entries", self["snapshot-catchup-entries"], 0),
             admin_listen=None if self["admin-listen"] is None else _check_listen(self["admin-listen"], "--admin-listen"),
+            join=join,
+            cluster_id_derived=cluster_id_derived,
         )
 
 

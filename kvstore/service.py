@@ -18,6 +18,7 @@ The data directory's layout is described in L{kvstore.datadir}.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import random
@@ -46,6 +47,10 @@ from kvstore.protocols.peer_links import PeerLinks
 from kvstore.protocols.commands import Limits
 from kvstore.protocols.dispatch import DispatchFactory
 from kvstore.protocols.peer import Membership, PeerServerFactory
+from kvstore.identity import Identity, IdentityError, load_identity, save_identity
+from kvstore.join import JoinRefused, join_cluster
+from kvstore.peer_membership import FollowConfiguration
+from kvstore.raft.membership import Configuration
 from kvstore.reload import RELOADABLE, Reloader, RunningConfig, parse_arguments
 from kvstore.node_snapshots import SnapshotPolicy
 from kvstore.recovery import RecoveryError
@@ -346,6 +351,15 @@ class KVStoreService(MultiService):
             self._previous_sighup, self._sighup_installed = None, False
         if self.systemd is not None:
             self.systemd.stopping()  # STOPPING=1 first: systemd shows the node as deactivating
+        # A leader hands leadership over first (issue 13), so a planned
+        # restart costs the cluster a transfer, not an election timeout.
+        try:
+            successor = await self.node.hand_over_leadership(self.config.raft.election_timeout_min)
+        except Exception:
+            self.log.failure("handing leadership over at shutdown failed")
+        else:
+            if successor is not None:
+                self.log.info("leadership handed to node {node} before stopping", node=successor)
         self.node.stop()
         try:
             # A node restarted alone then applies everything it had applied.
@@ -369,6 +383,69 @@ class KVStoreService(MultiService):
         from twisted.internet.defer import Deferred
 
         return Deferred.fromCoroutine(self._stop())
+
+
+def _has_data(data_dir: str) -> bool:
+    """Whether C{data_dir} holds a node's state (a metadata file, log
+    segments or snapshots): a joining node needs an empty one."""
+    if os.path.exists(os.path.join(data_dir, "metadata.json")):
+        return True
+    return any(
+        os.path.isdir(os.path.join(data_dir, sub)) and os.listdir(os.path.join(data_dir, sub))
+        for sub in ("wal", "snapshots")
+    )
+
+
+def resolve_identity(config: NodeConfig) -> tuple[NodeConfig, Identity]:
+    """
+    The data directory's identity (L{kvstore.identity}), recorded now if
+    this is its first start: bootstrapped from the command line, or, with
+    C{--join}, by joining the cluster (L{kvstore.join}).  Returns C{config}
+    with the recorded cluster id when none was given.  Call it holding the
+    data directory's lock if it can (see L{build_service}).
+
+    @raises UsageError: the identity is unreadable or of another node or
+        cluster, or joining was refused (the text is the C{Error:} line).
+    """
+    log = Logger()
+    data_dir = config.data_dir
+    try:
+        identity = load_identity(data_dir)
+    except IdentityError as e:
+        raise UsageError(f"refusing to start: {e}") from None
+    given = Configuration.bootstrap(config.node_id, config.raft.peers, {m.node_id: m.address for m in config.members})
+    if identity is not None:
+        if identity.node_id != config.node_id:
+            raise UsageError(f"data directory {data_dir} belongs to node {identity.node_id}, not --node-id {config.node_id}")
+        if config.cluster_id_derived:
+            config = dataclasses.replace(config, cluster_id=identity.cluster_id)
+        elif identity.cluster_id != config.cluster_id:
+            raise UsageError(
+                f"data directory {data_dir} belongs to cluster {identity.cluster_id!r}, "
+                f"not {config.cluster_id!r}; refusing to mix clusters"
+            )
+        if not identity.joined and given != identity.configuration() and not config.join:
+            log.warn(
+                "--peers ({given}) differs from the membership this data directory was bootstrapped with"
+                " ({recorded}); membership comes from the log and snapshots, the command line is ignored",
+                given=given.members_text(), recorded=identity.configuration().members_text(),
+            )
+        return config, identity
+    if config.join:
+        if _has_data(data_dir):
+            raise UsageError(f"Error: --join needs an empty data directory, and {data_dir} holds a node's data")
+        try:
+            joined = join_cluster(
+                config.join, config.node_id, config.address, None if config.cluster_id_derived else config.cluster_id
+            )
+        except JoinRefused as e:
+            raise UsageError(str(e)) from None
+        config = dataclasses.replace(config, cluster_id=joined.cluster_id)
+        identity = Identity(joined.cluster_id, config.node_id, "", joined.members)
+    else:
+        identity = Identity(config.cluster_id, config.node_id, given.to_text())
+    save_identity(data_dir, identity, fsync=config.fsync)
+    return config, identity
 
 
 def _open_storage(
@@ -454,7 +531,14 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
     except Exception as e:
         raise UsageError(f"cannot listen on {config.listen!r}: {_endpoint_error(config.listen, e)}") from None
     started = time.monotonic()
+    # A bad admin endpoint is refused before anything touches the disk.
     instruments, admin = _instruments(config, reactor)
+    # Before the storage is opened: the recorded (or joined) cluster id is
+    # the one the metadata store is checked against.  A second process on
+    # the same fresh directory is then refused by the lock; at worst it has
+    # asked the cluster to add a node that is already added (idempotent).
+    make_directory_durably(config.data_dir)
+    config, identity = resolve_identity(config)
     if admin is None:
         lock, wal, metadata, snapshots = _open_storage(config)
     else:  # the WAL's fsyncs are timed
@@ -504,6 +588,7 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
             snapshot_runner=snapshot_thread,
             recovery_started=started,
             metrics=instruments.metrics,
+            configuration=identity.configuration(),
         )
     except (RecoveryError, CorruptSnapshotError) as e:
         lock.release()
@@ -519,7 +604,17 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
     )
     membership = Membership(config.node_id, config.cluster_id, frozenset(config.raft.peers))
     client_factory = instruments.client_factory(node, limits)
-    factory = DispatchFactory(client_factory, PeerServerFactory(membership, instruments.receive(node.receive)))
+    peer_server = PeerServerFactory(membership, instruments.receive(node.receive))
+    factory = DispatchFactory(client_factory, peer_server)
+    # Peer links and the peer server's membership check follow the core's
+    # configuration from now on (issue 13), starting with the one recovered.
+    follow = FollowConfiguration(
+        config.node_id, config.cluster_id, peer_links, peer_server,
+        {p.node_id: p.address for p in config.peers}, seed=identity.seed,
+    )
+    follow(node.core.configuration)
+    node.configuration_observers.append(follow)
+    node.peer_connected = lambda peer: peer_links.connected(peer)
     service = KVStoreService(config, node, wal, lock, peer_links, pidfile)
     service.client_factory = client_factory
     service.snapshot_thread = snapshot_thread

@@ -77,3 +77,45 @@ class NewCommandsCountedTests(SynchronousTestCase):
         self.assertEqual(requests[("session", "ok")], 1)
         self.assertEqual(requests[("incr", "outcome_unknown")], 1)
         self.assertEqual(counts.failed_proposals, 1)
+
+
+class _MembershipService(_Service):
+    """A leader that manages membership."""
+
+    def members_text(self) -> str:
+        return "0@127.0.0.1:5000/voter"
+
+    def add_node(self, node_id: int, address: str) -> Deferred[None]:
+        return succeed(None)
+
+    def remove_node(self, node_id: int) -> Deferred[None]:
+        return succeed(None)
+
+    def transfer_leadership(self, node_id: int) -> Deferred[None]:
+        return succeed(None)
+
+
+class MembershipCountedTests(SynchronousTestCase):
+    """The membership admin commands work with the admin endpoint on."""
+
+    def test_admin_commands(self) -> None:
+        """MEMBERS, ADDNODE, REMOVENODE and TRANSFER are answered as without
+        counting (not refused as unmanaged) and counted by name."""
+        counts = RequestCounts()
+        proto = CountingClientFactory(_MembershipService(), counts).buildProtocol(None)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        proto.dataReceived(b"MEMBERS\nADDNODE 3 127.0.0.1:5003\nREMOVENODE 3\nTRANSFER 0\n")
+        self.assertEqual(
+            transport.value().decode().splitlines(),
+            [
+                "0@127.0.0.1:5000/voter",
+                "Node 3 added successfully.",
+                "Node 3 removed successfully.",
+                "Leadership transferred to Node 0.",
+            ],
+        )
+        requests = counts.requests()
+        self.assertEqual(requests[("addnode", "ok")], 1)
+        self.assertEqual(requests[("removenode", "ok")], 1)
+        self.assertEqual(requests[("transfer", "ok")], 1)

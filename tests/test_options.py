@@ -192,6 +192,7 @@ class OptionsTests(SynchronousTestCase):
             max_value_bytes=65536,
             segment_bytes=64 * 1024 * 1024,
             fsync=True,
+            cluster_id_derived=True,
         )
         assert config.address == "127.0.0.1:5000"
 

@@ -31,7 +31,21 @@ from twisted.python.failure import Failure
 from kvstore.errors import KeyNotFound, NotLeader, OutcomeUnknown, Unavailable
 from kvstore.protocols import client as _client
 from kvstore.protocols.client import DEFAULT_MAX_PENDING, ClientFactory, ClientProtocol, KeyValueService
-from kvstore.protocols.commands import DEFAULT_LIMITS, Cas, Delete, Get, Incr, Limits, OpenSession, Put, Tagged
+from kvstore.protocols.commands import (
+    DEFAULT_LIMITS,
+    AddNode,
+    Cas,
+    Delete,
+    Get,
+    Incr,
+    Limits,
+    Members,
+    OpenSession,
+    Put,
+    RemoveNode,
+    Tagged,
+    Transfer,
+)
 
 __all__ = ["COMMANDS", "RESULTS", "CountingClientFactory", "RequestCounts", "result_label"]
 
@@ -59,6 +73,9 @@ _RENDERERS: dict[Callable[[str, object], bytes], str] = {
     _client._incr_reply: "incr",
     _client._cas_reply: "cas",
     _client._session_reply: "session",
+    _client._added_reply: "addnode",
+    _client._removed_reply: "removenode",
+    _client._transferred_reply: "transfer",
 }
 
 #: The commands that propose a log entry (a tagged one is its command's).
@@ -92,6 +109,14 @@ def command_label(command: object) -> str:
         return "cas"
     if kind is OpenSession:
         return "session"
+    if kind is Members:
+        return "members"
+    if kind is AddNode:
+        return "addnode"
+    if kind is RemoveNode:
+        return "removenode"
+    if kind is Transfer:
+        return "transfer"
     return "status"
 
 
@@ -196,6 +221,20 @@ class _StatusCounting:
 
     def open_session(self) -> Deferred[int]:
         return self._service.open_session()
+
+    # The membership admin commands (issue 13), for a node that has them.
+
+    def members_text(self) -> str:
+        return self._service.members_text()  # type: ignore[attr-defined, no-any-return]  # a MembershipService
+
+    def add_node(self, node_id: int, address: str) -> Deferred[None]:
+        return self._service.add_node(node_id, address)  # type: ignore[attr-defined, no-any-return]  # a MembershipService
+
+    def remove_node(self, node_id: int) -> Deferred[None]:
+        return self._service.remove_node(node_id)  # type: ignore[attr-defined, no-any-return]  # a MembershipService
+
+    def transfer_leadership(self, node_id: int) -> Deferred[None]:
+        return self._service.transfer_leadership(node_id)  # type: ignore[attr-defined, no-any-return]  # a MembershipService
 
     def status(self) -> dict[str, object]:
         self._counts.statuses += 1

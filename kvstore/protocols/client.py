@@ -45,6 +45,7 @@ from kvstore.errors import (
     OutcomeUnknown,
     SessionExpired,
     StaleSequence,
+    Refused,
     Unavailable,
 )
 from kvstore.protocols import replies
@@ -64,6 +65,11 @@ from kvstore.protocols.commands import (
     Put,
     Status,
     Tagged,
+    AddNode,
+    Members,
+    RemoveNode,
+    Transfer,
+    MEMBERSHIP_COMMANDS,
     parse_command,
 )
 from kvstore.statemachine import SessionTag
@@ -142,6 +148,26 @@ class KeyValueService(Protocol):
         """Return an ordered mapping of status names to values."""
 
 
+@runtime_checkable
+class MembershipService(Protocol):
+    """
+    What the admin commands need from the node (issue 13): each fails with
+    L{NotLeader} on a follower and L{Refused} for a bad request.
+    """
+
+    def members_text(self) -> str:
+        """The C{MEMBERS} reply (raises L{NotLeader} on a follower)."""
+
+    def add_node(self, node_id: int, address: str) -> Deferred[None]:
+        """Add C{node_id} as a learner; fires once the change commits."""
+
+    def remove_node(self, node_id: int) -> Deferred[None]:
+        """Remove C{node_id}; fires once the change commits."""
+
+    def transfer_leadership(self, node_id: int) -> Deferred[None]:
+        """Hand leadership to C{node_id}; fires once it leads."""
+
+
 def _one_line(text: str) -> str:
     """Make C{text} safe to embed in a single reply line."""
     if "\n" in text or "\r" in text:
@@ -185,6 +211,8 @@ def format_error(error: KeyValueError) -> str:
         return replies.session_expired_error(error.session)
     if isinstance(error, StaleSequence):
         return replies.stale_sequence_error(error.highest)
+    if isinstance(error, Refused):
+        return f"Error: {_one_line(error.reason)}"
     return f"Error: {_one_line(str(error)) or type(error).__name__}"
 
 
@@ -220,6 +248,18 @@ def _put_reply(key: str, result: object) -> bytes:
 
 def _delete_reply(key: str, result: object) -> bytes:
     return f"{key} deleted successfully.\n".encode("utf-8")
+
+
+def _added_reply(node_id: object, result: object) -> bytes:
+    return f"Node {node_id} added successfully.\n".encode("utf-8")
+
+
+def _removed_reply(node_id: object, result: object) -> bytes:
+    return f"Node {node_id} removed successfully.\n".encode("utf-8")
+
+
+def _transferred_reply(node_id: object, result: object) -> bytes:
+    return f"Leadership transferred to Node {node_id}.\n".encode("utf-8")
 
 
 def _get_reply(key: str, value: object) -> bytes:
@@ -438,10 +478,10 @@ class ClientProtocol(LineReceiver):
             self._start_closing()
             return
         # GET and STATUS read; PUT, DELETE, INCR, CAS and SESSION write
-        # (tagged or not).  Reserve the reply's place now; start the
+        # (tagged or not), and so do the membership admin commands.  Reserve the reply's place now; start the
         # operation when the connection's ordering rule allows it (see
         # _may_start).
-        is_write = cls in _WRITES
+        is_write = cls in _WRITES or cls in MEMBERSHIP_COMMANDS
         slot = _Slot()
         self._queue.append(slot)
         if self._held or not self._may_start(is_write):
@@ -467,7 +507,8 @@ class ClientProtocol(LineReceiver):
     def _start(self, command: Any, slot: _Slot, is_write: bool) -> None:
         service = self._service
         d: Deferred[Any]
-        render: Callable[[str, object], bytes]
+        render: Callable[[Any, object], bytes]
+        key: Any
         try:
             if type(command) is Tagged:
                 # A session's write: the same operation, tagged.  Only the
@@ -510,6 +551,14 @@ class ClientProtocol(LineReceiver):
                         slot.reply = format_status(service.status()).encode("utf-8") + b"\n"
                         self._flush()
                         return
+                    case Members() | AddNode() | RemoveNode() | Transfer():
+                        if not isinstance(service, MembershipService):
+                            raise Refused("This server does not manage membership")
+                        if isinstance(command, Members):
+                            slot.reply = service.members_text().encode("utf-8") + b"\n"
+                            self._flush()
+                            return
+                        d, render, key = self._start_membership(service, command)
                     case _:  # pragma: no cover - parse_command returns no others
                         raise TypeError(f"unhandled command {command!r}")
         except KeyValueError as e:
@@ -533,6 +582,18 @@ class ClientProtocol(LineReceiver):
             errbackArgs=(slot, command),
         )
         d.addBoth(self._finished, is_write)
+
+    @staticmethod
+    def _start_membership(
+        service: MembershipService, command: AddNode | RemoveNode | Transfer
+    ) -> tuple[Deferred[Any], Callable[[Any, object], bytes], int]:
+        """Start an C{ADDNODE}, C{REMOVENODE} or C{TRANSFER}: its Deferred,
+        how to render its success, and the node id the reply names."""
+        if isinstance(command, AddNode):
+            return service.add_node(command.node_id, command.address), _added_reply, command.node_id
+        if isinstance(command, RemoveNode):
+            return service.remove_node(command.node_id), _removed_reply, command.node_id
+        return service.transfer_leadership(command.node_id), _transferred_reply, command.node_id
 
     def _finished(self, result: object, is_write: bool) -> None:
         if is_write:
@@ -560,8 +621,8 @@ class ClientProtocol(LineReceiver):
         self,
         result: object,
         slot: _Slot,
-        render: Callable[[str, object], bytes],
-        key: str,
+        render: Callable[[Any, object], bytes],
+        key: Any,
     ) -> None:
         if self._lost:
             return None

@@ -19,9 +19,12 @@ Grammar (one request per line, the LF already removed by framing)::
     DELETE  = "DELETE" SP key
     INCR    = "INCR" SP key [ SP delta ]   ; delta = ["-"] 1*DIGIT, signed 64-bit
     CAS     = "CAS" SP key SP expected SP value   ; expected has no whitespace
-    SESSION / EXIT / PING / STATUS take no arguments
+    SESSION / EXIT / PING / STATUS / MEMBERS take no arguments
     tag     = "@" session ":" sequence     ; 1 to 2**63-1 each, no leading zero;
                                            ; only before PUT, DELETE, INCR, CAS
+    ADDNODE    = "ADDNODE" SP id SP address   ; address is HOST:PORT or [IPV6]:PORT
+    REMOVENODE = "REMOVENODE" SP id
+    TRANSFER   = "TRANSFER" SP id              ; id is a decimal node id
 
 Words are separated by exactly one space; command words and C{STALE} are
 ASCII case-insensitive.  A line must be UTF-8 and must not contain ASCII
@@ -49,6 +52,12 @@ __all__ = [
     "Exit",
     "Ping",
     "Status",
+    "Members",
+    "AddNode",
+    "RemoveNode",
+    "Transfer",
+    "MEMBERSHIP_COMMANDS",
+    "parse_address",
     "Command",
     "CommandError",
     "LineTooLong",
@@ -140,7 +149,38 @@ class Status:
     """Report the node's status dictionary on one line."""
 
 
-Command = Union[Put, Get, Delete, Incr, Cas, OpenSession, Tagged, Exit, Ping, Status]
+@dataclass(frozen=True, slots=True)
+class Members:
+    """Report the cluster's members (admin, issue 13)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AddNode:
+    """Add node C{node_id} at C{address} (C{host:port}) as a learner."""
+
+    node_id: int
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveNode:
+    """Remove node C{node_id} from the cluster for good."""
+
+    node_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """Hand leadership to the voter C{node_id}."""
+
+    node_id: int
+
+
+Command = Union[Put, Get, Delete, Incr, Cas, OpenSession, Tagged, Exit, Ping, Status, Members, AddNode, RemoveNode, Transfer]
+
+#: The membership admin commands: answered by the leader only (a follower
+#: replies C{Not leader} as to a write), in the connection's write order.
+MEMBERSHIP_COMMANDS = (Members, AddNode, RemoveNode, Transfer)
 
 
 class CommandError(Exception):
@@ -239,7 +279,19 @@ _TAG_RANGE = f"Session and sequence numbers must be integers from 1 to {INT64_MA
 _DELTA = re.compile(r"-?[0-9]{1,19}\Z")
 _POSITIVE = re.compile(r"[1-9][0-9]{0,18}\Z")
 
+_ADDNODE_USAGE = "Usage: ADDNODE <id> <host>:<port>"
+_REMOVENODE_USAGE = "Usage: REMOVENODE <id>"
+_TRANSFER_USAGE = "Usage: TRANSFER <id>"
+# A node id as the configuration entries write it (kvstore.raft.membership):
+# decimal, no sign, no leading zero, below 2**63.
+_NODE_ID = re.compile(r"^(0|[1-9][0-9]{0,18})$")
+_MAX_NODE_ID = 2**63 - 1
+_PORT = re.compile(r"^[0-9]{1,5}$")
+_HOST = re.compile(r"^[A-Za-z0-9._%-]+$")
+_IPV6_HOST = re.compile(r"^[0-9A-Fa-f:.%A-Za-z]+$")
+
 _EXIT = Exit()
+_MEMBERS = Members()
 _PING = Ping()
 _STATUS = Status()
 _OPEN_SESSION = OpenSession()
@@ -292,6 +344,34 @@ def _parse_tagged(text: str, limits: Limits) -> Tagged:
     if not isinstance(command, (Put, Delete, Incr, Cas)):
         raise CommandError("Only PUT, DELETE, INCR and CAS take a session tag")
     return Tagged(session_id, seq_number, command)
+
+
+def _parse_node_id(text: str) -> int:
+    if not text.isascii() or _NODE_ID.match(text) is None or int(text) > _MAX_NODE_ID:
+        raise CommandError(f"Invalid node id '{_printable(text[:_SHOWN_WORD_CHARS])}'")
+    return int(text)
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """
+    Split a member's address, C{HOST:PORT} or C{[IPV6]:PORT}, into host
+    and port: what C{ADDNODE} accepts and what the node connects its peer
+    links to.
+
+    @raise ValueError: if C{text} is not such an address; C{str()} says why.
+    """
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":") or not host or _IPV6_HOST.match(host) is None:
+            raise ValueError(f"Invalid address '{_printable(text)}': write IPv6 as [HOST]:PORT")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host or ":" in host or _HOST.match(host) is None:
+            raise ValueError(f"Invalid address '{_printable(text)}': expected HOST:PORT")
+    if _PORT.match(port_text) is None or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"Invalid address '{_printable(text)}': the port must be 1 to 65535")
+    return host, int(port_text)
 
 
 def parse_command(line: bytes, limits: Limits = DEFAULT_LIMITS) -> Command:
@@ -404,6 +484,31 @@ def _parse_words(text: str, limits: Limits) -> Command:
             raise CommandError("Usage: EXIT")
         return _EXIT
 
+    if upper == "MEMBERS":
+        if nargs != 1:
+            raise CommandError("Usage: MEMBERS")
+        return _MEMBERS
+
+    if upper == "ADDNODE":
+        if nargs != 3 or " " in parts[2]:
+            raise CommandError(_ADDNODE_USAGE)
+        node_id = _parse_node_id(parts[1])
+        try:
+            parse_address(parts[2])
+        except ValueError as e:
+            raise CommandError(str(e)) from None
+        return AddNode(node_id, parts[2])
+
+    if upper == "REMOVENODE":
+        if nargs != 2:
+            raise CommandError(_REMOVENODE_USAGE)
+        return RemoveNode(_parse_node_id(parts[1]))
+
+    if upper == "TRANSFER":
+        if nargs != 2:
+            raise CommandError(_TRANSFER_USAGE)
+        return Transfer(_parse_node_id(parts[1]))
+
     if not text.strip():
         raise CommandError("Empty command")
     shown = word[:_SHOWN_WORD_CHARS]
@@ -440,4 +545,12 @@ def encode_command(command: Command) -> bytes:
         return b"PING\n"
     if isinstance(command, Status):
         return b"STATUS\n"
+    if isinstance(command, Members):
+        return b"MEMBERS\n"
+    if isinstance(command, AddNode):
+        return f"ADDNODE {command.node_id} {command.address}\n".encode("utf-8")
+    if isinstance(command, RemoveNode):
+        return f"REMOVENODE {command.node_id}\n".encode("utf-8")
+    if isinstance(command, Transfer):
+        return f"TRANSFER {command.node_id}\n".encode("utf-8")
     raise TypeError(f"not a command: {command!r}")

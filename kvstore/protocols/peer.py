@@ -51,6 +51,7 @@ from kvstore.raft.messages import (
     Message,
     SnapshotChunk,
     SnapshotChunkResponse,
+    TimeoutNow,
     check_snapshot_chunk,
     check_snapshot_chunk_response,
     entries_to_json,
@@ -207,6 +208,14 @@ class WireType:
 WIRE_TYPES: dict[str, WireType] = {name: WireType(name, since=1) for name in sorted(MESSAGE_TYPES)}
 WIRE_TYPES["snapshot_chunk"] = WireType("snapshot_chunk", since=SNAPSHOT_TRANSFER_SINCE)
 WIRE_TYPES["snapshot_chunk_resp"] = WireType("snapshot_chunk_resp", since=SNAPSHOT_TRANSFER_SINCE)
+#: The leadership transfer's TimeoutNow (issue 13): version 3, and optional,
+#: so a receiver that does not know it (a release before issue 13) skips it
+#: and the transfer merely times out, the old leader leading on.
+WIRE_TYPES["timeout_now"] = WireType("timeout_now", since=3, optional=True)
+
+#: The JSON message types this release accepts from a peer: the Raft
+#: core's, and TimeoutNow.
+PEER_MESSAGE_TYPES: frozenset[str] = MESSAGE_TYPES | {"timeout_now"}
 
 #: The wire types of the bodies that not every version may carry, by body
 #: class; every other body is a version 1 type.  Senders check these with
@@ -214,6 +223,7 @@ WIRE_TYPES["snapshot_chunk_resp"] = WireType("snapshot_chunk_resp", since=SNAPSH
 _LATER_BODIES: dict[type, WireType] = {
     SnapshotChunk: WIRE_TYPES["snapshot_chunk"],
     SnapshotChunkResponse: WIRE_TYPES["snapshot_chunk_resp"],
+    TimeoutNow: WIRE_TYPES["timeout_now"],
 }
 
 
@@ -434,6 +444,9 @@ def encode_message(message: Message) -> bytes:
     binary = _encode_binary(message)
     if binary is not None:
         return binary
+    if type(body) is TimeoutNow:
+        # Optional (see WIRE_TYPES): a receiver that does not know it skips it.
+        return _encoder.encode({**to_dict(message), "optional": True}).encode("utf-8")
     return _encoder.encode(to_dict(message)).encode("utf-8")
 
 
@@ -607,7 +620,7 @@ def decode_message(payload: bytes, sender: int, membership: Membership) -> Messa
         raw = _load(payload)
         if isinstance(raw, dict):
             kind = raw.get("type")
-            if not (isinstance(kind, str) and kind in MESSAGE_TYPES):
+            if not (isinstance(kind, str) and kind in PEER_MESSAGE_TYPES):
                 _unknown_type(raw, sender, membership)
         message = from_dict(raw)
     if message.sender != sender:

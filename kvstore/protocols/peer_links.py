@@ -321,20 +321,41 @@ class PeerLinks(MultiService):
         encode: Callable[[Message], bytes] = encode_message,
     ) -> None:
         super().__init__()
-        hello = encode_hello(node_id, cluster_id)
+        self._hello = encode_hello(node_id, cluster_id)
+        self._reactor = reactor
+        self._clock = clock
         self._encode = encode
         self.unsendable: list[Callable[[Message], None]] = []
         self.links: dict[int, PeerLink] = {}
+        self._services: dict[int, ClientService] = {}
         for peer_id, (host, port) in sorted(peers.items()):
-            link = PeerLink(peer_id, f"{host}:{port}", hello)
-            self.links[peer_id] = link
-            service = ClientService(
-                peer_endpoint(reactor, host, port),
-                _LinkFactory(link),
-                retryPolicy=retry_policy(link),
-                clock=clock or reactor,  # type: ignore[arg-type]  # the reactor provides IReactorTime, its declared type does not say so
-            )
-            service.setServiceParent(self)
+            self.add(peer_id, host, port)
+
+    def add(self, peer_id: int, host: str, port: int) -> None:
+        """Keep a link to C{peer_id} at C{host:port} from now on (a member
+        that joined; issue 13); started at once if the links run."""
+        link = PeerLink(peer_id, f"{host}:{port}", self._hello)
+        self.links[peer_id] = link
+        service = ClientService(
+            peer_endpoint(self._reactor, host, port),
+            _LinkFactory(link),
+            retryPolicy=retry_policy(link),
+            clock=self._clock or self._reactor,  # type: ignore[arg-type]  # the reactor provides IReactorTime, its declared type does not say so
+        )
+        self._services[peer_id] = service
+        service.setServiceParent(self)
+
+    def remove(self, peer_id: int) -> None:
+        """Close and forget the link to C{peer_id} (a member removed)."""
+        self.links.pop(peer_id, None)
+        service = self._services.pop(peer_id, None)
+        if service is not None:
+            service.disownServiceParent()  # stops it (closing the connection) if running
+
+    def connected(self, peer_id: int) -> bool:
+        """Whether the link to C{peer_id} is connected and answered."""
+        link = self.links.get(peer_id)
+        return link is not None and link.protocol is not None and link.protocol.answered
 
     def send(self, message: Message) -> None:
         """Send C{message} to its receiver if connected and the negotiated

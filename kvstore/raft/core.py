@@ -705,6 +705,13 @@ class RaftCore:
             # where the target's log stands and drives the catch-up.
             self._send_append(target, heartbeat=True)
 
+    def match_index(self, peer: int) -> int | None:
+        """Leader: how far C{peer}'s log is known to match this one's
+        (L{None} if not leading or not replicating to it); the node picks
+        the most up-to-date voter to hand leadership to at shutdown."""
+        progress = self._progress.get(peer) if self.role is Role.LEADER else None
+        return progress.match_index if progress is not None else None
+
     def _maybe_send_timeout_now(self, peer: int) -> None:
         """Send the transfer target L{TimeoutNow} once its log matches this
         leader's (no proposal can lengthen the log meanwhile); again at

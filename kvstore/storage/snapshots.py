@@ -493,6 +493,22 @@ class SnapshotStore:
             fs.close(fd)
         return SnapshotInfo(path, meta.index, meta.term, meta, size, digest.hex(), content_offset, content_length)
 
+    def read_meta(self, index: int, term: int) -> SnapshotMeta:
+        """
+        The metadata of the installed snapshot C{(index, term)}, from its
+        header alone (a few hundred bytes; the file is verified elsewhere).
+
+        @raise CorruptSnapshotError: if its header is not valid.
+        @raise OSError: if there is no such file.
+        """
+        path = os.path.join(self.directory, snapshot_name(index, term))
+        fd = self.fs.open_rw(path)
+        try:
+            head = self.fs.pread(fd, min(self.fs.file_size(fd), _HEADER.size + _MAX_META), 0)
+        finally:
+            self.fs.close(fd)
+        return _parse_header(path, head)[0]
+
     def scan(self) -> builtins.list[tuple[SnapshotInfo, CorruptSnapshotError | None]]:
         """
         Every installed snapshot, newest first, each verified: the info

@@ -1,0 +1,90 @@
+# -*- test-case-name: tests.test_peer_membership -*-
+"""
+The peer network follows the Raft core's configuration (issue 13): a link
+to every other member of the current configuration, and a peer server that
+accepts connections from exactly those members.
+
+L{FollowConfiguration} is one of the node's configuration observers
+(L{kvstore.node.Node.configuration_observers}): the node calls it after the
+batch that made a new configuration current (a configuration takes effect
+when appended, so a new member is linked to at once and a removed one is
+dropped at once; a truncated change is undone the same way).  A node that
+is joining holds an empty configuration until the leader's entries or
+snapshot reach it; until then it links to, and accepts, the members it
+joined through (C{seed}).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Protocol
+
+from twisted.logger import Logger
+
+from kvstore.protocols.commands import parse_address
+from kvstore.protocols.peer import Membership
+from kvstore.raft.membership import Configuration
+
+__all__ = ["FollowConfiguration"]
+
+
+class _Links(Protocol):
+    def add(self, peer_id: int, host: str, port: int) -> None: ...
+
+    def remove(self, peer_id: int) -> None: ...
+
+
+class _Server(Protocol):
+    membership: Membership
+
+
+class FollowConfiguration:
+    """
+    Keep C{links} (L{kvstore.protocols.peer_links.PeerLinks}) and
+    C{server}'s membership check (L{kvstore.protocols.peer.PeerServerFactory})
+    in step with the configuration it is called with.
+
+    @param addresses: the links C{links} starts with, id -> C{host:port}.
+    @param seed: the members a joining node links to while its own
+        configuration is empty.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        node_id: int,
+        cluster_id: str,
+        links: _Links,
+        server: _Server,
+        addresses: Mapping[int, str],
+        seed: Mapping[int, str] | None = None,
+    ) -> None:
+        self._node_id = node_id
+        self._cluster_id = cluster_id
+        self._links = links
+        self._server = server
+        self._addresses = dict(addresses)
+        self._seed = dict(seed or {})
+
+    def __call__(self, configuration: Configuration) -> None:
+        members = {node: address for node, address, _ in configuration.members()}
+        wanted = members if members else self._seed
+        wanted = {node: address for node, address in wanted.items() if node != self._node_id}
+        for node in sorted(set(self._addresses) - set(wanted)):
+            self.log.info("closing the peer link to node {peer}: no longer a member", peer=node)
+            self._links.remove(node)
+            del self._addresses[node]
+        for node, address in sorted(wanted.items()):
+            if not address or self._addresses.get(node) == address:
+                continue  # unknown (a configuration without addresses), or linked already
+            try:
+                host, port = parse_address(address)
+            except ValueError as e:
+                self.log.warn("no peer link to node {peer}: {error}", peer=node, error=str(e))
+                continue
+            if node in self._addresses:
+                self._links.remove(node)
+            self.log.info("opening a peer link to node {peer} at {address}", peer=node, address=address)
+            self._links.add(node, host, port)
+            self._addresses[node] = address
+        self._server.membership = Membership(self._node_id, self._cluster_id, frozenset(wanted))
