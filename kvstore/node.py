@@ -308,7 +308,7 @@ class Node:
         self._seen_leader: tuple[int, int] | None = None  # (term, leader) last told to metrics
         self._last_stamp = 0  # the last session stamp this node proposed or saw applied (ms)
         # Log time minus this node's clock (ms), set from the log time it has
-        # seen (see _stamp); None until first needed.
+        # seen (see _stamp); None until the node starts.
         self._log_time_offset: int | None = None
 
     # ------------------------------------------------------------------
@@ -322,6 +322,7 @@ class Node:
         self.core.start(on_timer_error=lambda failure: self._fatal(failure, FailedPart.INTERNAL, "a Raft timer"))
         self._schedule_sweep()
         self._schedule_commit_save()
+        self._follow_log_time()  # log time runs on from the recovered one, from now
         self._maybe_report_recovery()
         self.wake()
 
@@ -401,8 +402,7 @@ class Node:
         log_time = self.state_machine.log_time
         offset = self._log_time_offset
         if offset is None or log_time > self._last_stamp:
-            # A new cluster's log time starts at its first leader's clock.
-            offset = 0 if offset is None and log_time == 0 else log_time - int(self._clock.seconds() * 1000)
+            offset = log_time - int(self._clock.seconds() * 1000)
             self._log_time_offset = offset
             self._last_stamp = max(self._last_stamp, log_time)
         return offset

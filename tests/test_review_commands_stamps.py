@@ -22,6 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from kvstore import build
 from kvstore.errors import SessionExpired
 from kvstore.statemachine import KeyValueStateMachine, SessionTag
+from kvstore.testing import memory_cluster
 from kvstore.testing.memory_cluster import InMemoryCluster
 
 _DAY = 86400.0
@@ -46,16 +47,26 @@ class LeaderClockOffsetTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.patch(build, "KeyValueStateMachine", functools.partial(KeyValueStateMachine, session_timeout=60.0))
+        self.offsets: dict[int, float] = {}
+        real_build_node = memory_cluster.build_node
+
+        def build_node(config: Any, *, clock: Any, **kwargs: Any) -> Any:
+            offset = self.offsets.get(config.node_id, 0.0)
+            return real_build_node(config, clock=_OffsetClock(clock, offset) if offset else clock, **kwargs)
+
+        self.patch(memory_cluster, "build_node", build_node)
         self.cluster = InMemoryCluster(3, seed=3)
         self.leader = self.cluster.node(self.cluster.wait_for_leader())
 
     def _others_clocks(self, offset: float) -> None:
-        """Give every node but the leader a clock C{offset} seconds ahead of the leader's, from the
-        start (each node is on a machine of its own)."""
+        """Restart every node but the leader with a clock C{offset} seconds ahead of the leader's (each
+        node is on a machine of its own, booted at another time)."""
         for i in self.cluster.ids:
-            node = self.cluster.node(i)
-            if node is not self.leader:
-                self.patch(node, "_clock", _OffsetClock(self.cluster.clock, offset))
+            if i != self.leader.core.node_id:
+                self.offsets[i] = offset
+                self.cluster.crash(i)
+                self.cluster.start(i)
+        self.cluster.run(0.5)
 
     def _new_leader(self) -> Any:
         self.cluster.run(0.5)
@@ -90,3 +101,20 @@ class LeaderClockOffsetTests(SynchronousTestCase):
         self.assertIsInstance(refused, Failure)
         assert isinstance(refused, Failure)
         self.assertIsInstance(refused.value, SessionExpired)
+
+    def test_a_write_refused_by_a_follower_of_a_new_cluster_sets_no_time(self) -> None:
+        """A tagged write sent to followers before any stamped entry (they refuse it: not leader) does
+        not make them take their clock's reading as log time: a session survives a later leader change
+        to one of them."""
+        resolve = self.cluster.resolve
+        self._others_clocks(_DAY)
+        for i in self.cluster.ids:
+            node = self.cluster.node(i)
+            if node is not self.leader:
+                self.assertIsInstance(resolve(node.put("k", "v", session=SessionTag(1, 1))), Failure)
+        session = resolve(self.leader.open_session())
+        tag = SessionTag(session, 1)
+        self.assertEqual(resolve(self.leader.incr("n", 1, session=tag)), 1)
+        new = self._new_leader()
+        retried = resolve(new.incr("n", 1, session=tag))
+        self.assertEqual(retried, 1, retried)
