@@ -326,7 +326,10 @@ class Node:
         self.transfers: TransferHooks | None = None
         self.metrics = metrics
         self._seen_leader: tuple[int, int] | None = None  # (term, leader) last told to metrics
-        self._last_stamp = 0  # the last session stamp this node proposed (ms)
+        self._last_stamp = 0  # the last session stamp this node proposed or saw applied (ms)
+        # Log time minus this node's clock (ms), set from the log time it has
+        # seen (see _stamp); None until the node starts.
+        self._log_time_offset: int | None = None
         # Membership (issue 13): told of each new current configuration
         # (the service's peer links and peer server follow it); whether a
         # peer is connected (TRANSFER refuses one that is not); clients'
@@ -348,6 +351,7 @@ class Node:
         self.core.start(on_timer_error=lambda failure: self._fatal(failure, FailedPart.INTERNAL, "a Raft timer"))
         self._schedule_sweep()
         self._schedule_commit_save()
+        self._follow_log_time()  # log time runs on from the recovered one, from now
         self._maybe_report_recovery()
         self.wake()
 
@@ -400,15 +404,38 @@ class Node:
 
     def _stamp(self) -> int:
         """
-        The leader's wall-clock time in ms for an entry that needs it (a
-        session's): never below a stamp this node gave before nor the log
-        time it has applied, so stamps do not go backwards along the log
-        when this clock is behind a previous leader's (the state machine
-        also takes the maximum, so log time never does).
+        The log time in ms for an entry that needs it (a session's): the
+        log time this node has seen plus the time its own clock says has
+        elapsed since, never below a stamp it gave before nor the log time
+        it has applied.
+
+        Only elapsed time is taken from this node's clock, never its
+        reading: in production the reactor's clock is C{time.monotonic}
+        (L{kvstore.clock}), the time since this machine booted, which
+        differs between machines by days.  Stamping the reading made a
+        leader up for longer than the last one expire every session at once
+        (just when clients retry after a leader died), and one up for less
+        stop log time until its uptime caught up (found in review).  So log
+        time advances at the rate of the leaders' clocks and stands still
+        while no leader stamps (a cluster's downtime does not age sessions),
+        as LogCabin's cluster time does.
         """
-        stamp = max(int(self._clock.seconds() * 1000), self._last_stamp, self.state_machine.log_time)
+        offset = self._follow_log_time()
+        stamp = max(int(self._clock.seconds() * 1000) + offset, self._last_stamp)
         self._last_stamp = stamp
         return stamp
+
+    def _follow_log_time(self) -> int:
+        """Take the applied log time as this node's time base when another
+        leader's stamps (or a snapshot) moved it past this node's own;
+        return log time minus this node's clock."""
+        log_time = self.state_machine.log_time
+        offset = self._log_time_offset
+        if offset is None or log_time > self._last_stamp:
+            offset = log_time - int(self._clock.seconds() * 1000)
+            self._log_time_offset = offset
+            self._last_stamp = max(self._last_stamp, log_time)
+        return offset
 
     def get(self, key: str, stale: bool = False) -> Deferred[str]:
         """
@@ -968,6 +995,8 @@ class Node:
                 write.deferred.callback(result.value)
             else:
                 write.deferred.errback(error)
+        if state_machine.log_time > self._last_stamp:
+            self._follow_log_time()
         self._finish_waiting_reads()
         self._maybe_report_recovery()
 

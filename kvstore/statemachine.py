@@ -33,8 +33,9 @@ highest the session has applied; the session then records that number and
 the result.  The same number again (a client's retry after an unknown
 outcome) gets the recorded result without being applied again; a lower
 number was overtaken, and its result is gone (L{Refusal.STALE_SEQUENCE}).
-Sessions expire by I{log time}: C{S} and C{T} entries carry the leader's
-wall-clock stamp in milliseconds, and the machine's clock is the largest
+Sessions expire by I{log time}: C{S} and C{T} entries carry a stamp in
+milliseconds (the log time the leader has seen plus the time elapsed since
+on its clock: L{kvstore.node.Node._stamp}), and the machine's clock is the largest
 stamp applied so far, so it never goes backwards even when a new leader's
 clock is behind, and every node expires the same sessions at the same
 index, never by its own clock.  A session idle for longer than
