@@ -83,10 +83,11 @@ class NodeView:
 
     @property
     def is_voter(self) -> bool:
-        """Whether this node votes and counts towards commit majorities.
-        Every member does today; a learner (once membership changes exist)
-        would not."""
-        return self.node_id in self.node.core.config.members
+        """Whether this node votes and counts towards commit majorities: a
+        voter of the core's current configuration (a learner or a removed
+        node is not; the command line's bootstrap membership says nothing
+        once membership has changed)."""
+        return self.node_id in self.node.core.configuration.voter_ids
 
     def status(self) -> dict[str, object]:
         """The node's C{STATUS} fields."""

@@ -137,8 +137,14 @@ def status_document(view: NodeView) -> dict[str, object]:
     document["leader"] = leader
     document["version"] = __version__
     members = []
-    voters = view.node.core.config.members
-    for member_id, address in sorted(view.members.items()):
+    # The current configuration's members (issue 13), not the command
+    # line's; a joining node's configuration is empty until it is told.
+    configuration = view.node.core.configuration
+    voters = configuration.voter_ids
+    current = {
+        node: address or view.members.get(node, "") for node, address, _ in configuration.members()
+    } or dict(view.members)
+    for member_id, address in sorted(current.items()):
         link = view.links.get(member_id)
         members.append(
             {
