@@ -47,6 +47,13 @@ PLANT_CASES = {
     "no-check-quorum": (None, 0, 20, {"leader-steps-down"}),
     "even-quorum-too-small": (None, 0, 20, {"committed-entry-lost", "election-safety", "state-machine-safety",
                                             "leader-completeness", "log-matching", "double-vote"}),
+    # Log compaction (issue 12; rates in docs/simulation.md).
+    "compact-past-applied": (None, 0, 20, {"leader-completeness", "unexpected-error", "state-machines-agree",
+                                           "state-machine-safety", "committed-entry-lost", "snapshot-committed"}),
+    "keep-conflicting-suffix-after-install": (None, 0, 40, {"state-machine-safety", "state-machines-agree",
+                                                            "log-matching", "snapshot-committed"}),
+    "compact-wal-before-snapshot-durable": (None, 0, 20, {"committed-entry-lost", "storage-recovery",
+                                                          "snapshot-committed"}),
 }
 
 
