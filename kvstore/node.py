@@ -1144,9 +1144,14 @@ class Node:
             )
 
         self.log.debug("snapshotting the state machine at index {index}", index=self.state_machine.applied_index)
+        index = self.state_machine.applied_index
         snapshots.take(self.state_machine, make_meta).addCallbacks(
             self._snapshot_done, self._snapshot_failed, callbackArgs=(self._clock.seconds(),)
         )
+        if "compact-wal-before-snapshot-durable" in self._plants and not self._stopped and not self._failed:
+            # The planted bug: the core and the log drop the prefix as soon
+            # as the snapshot starts, not once its file is durable.
+            self._snapshot_done(SnapshotInfo(snapshots.path(index, core.term_at(index)), index, core.term_at(index)), self._clock.seconds())
 
     def _snapshot_done(self, info: SnapshotInfo, started: float) -> None:
         if self._stopped or self._failed:

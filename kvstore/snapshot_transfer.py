@@ -65,6 +65,7 @@ from kvstore.raft.messages import (
     SnapshotChunkResponse,
     check_snapshot_chunk,
 )
+from kvstore.storage.errors import StorageError
 from kvstore.storage.snapshots import CHUNK_SIZE, SnapshotInfo, SnapshotRejected, SnapshotStore, SnapshotWriter, snapshot_name
 from kvstore.storage.wal import ThreadRunner
 
@@ -849,6 +850,14 @@ class SnapshotReceiver:
         if failure.check(SnapshotRejected):
             self.log.warn(
                 "rejected snapshot {name} from leader {leader}: {reason}; nothing installed",
+                name=t.name, leader=t.leader, reason=failure.getErrorMessage(),
+            )
+        elif failure.check(StorageError) and not failure.check(OSError):
+            # The store refused the file without an I/O error: this node is
+            # writing its own snapshot of the same index and term right now
+            # (it applied that far too).  The leader starts over later.
+            self.log.info(
+                "not receiving snapshot {name} from leader {leader}: {reason}",
                 name=t.name, leader=t.leader, reason=failure.getErrorMessage(),
             )
         else:

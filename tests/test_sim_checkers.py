@@ -92,6 +92,8 @@ class _FakeCore:
         self.term = term
         self.commit_index = commit
         self.role = role
+        self.first_index = 1  # nothing compacted
+        self.snapshot_index = 0
 
     @property
     def last_index(self) -> int:

@@ -50,6 +50,13 @@ PLANT_CASES = {
     # Sessions in most mixed and figure8 seeds (issue 14): first caught at
     # seed 4, 23 of seeds 0-199 (docs/simulation.md).
     "session-dedup-off": (None, 0, 40, {"session-write-applied-twice", "linearizability"}),
+    # Log compaction (issue 12; rates in docs/simulation.md).
+    "compact-past-applied": (None, 0, 20, {"leader-completeness", "unexpected-error", "state-machines-agree",
+                                           "state-machine-safety", "committed-entry-lost", "snapshot-committed"}),
+    "keep-conflicting-suffix-after-install": (None, 0, 40, {"state-machine-safety", "state-machines-agree",
+                                                            "log-matching", "snapshot-committed"}),
+    "compact-wal-before-snapshot-durable": (None, 0, 20, {"committed-entry-lost", "storage-recovery",
+                                                          "snapshot-committed"}),
 }
 
 

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 from kvstore.testing.sim.figure8 import PROFILES
 from kvstore.testing.sim.plants import PLANTS
+from kvstore.testing.sim.snapshots import COVERAGE as SNAPSHOT_COVERAGE
 from kvstore.testing.sim.world import SIZES, RunResult, run_seed
 
 #: A soak fails when more keys than this share of its seeds (rounded down)
@@ -44,6 +45,9 @@ COVERAGE = ("crashes", "torn_writes", "partitions", "weather_changes", "election
             "incrs", "cass", "stale_reads", "unknown_outcomes", "client_timeouts", "sessions_opened",
             "session_retries", "sessions_expired", "inconclusive_keys", "figure8_cutoffs",
             "old_term_quorums", "read_cutoffs", "read_restarts")
+
+#: The second coverage line: what the snapshot machinery did (issue 12).
+SNAPSHOT_COVERAGE_TEXT = "snapshots: "
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -119,6 +123,8 @@ def soak(seeds: Sequence[int], nodes: int | None, plants: frozenset[str], jobs: 
           f"{', profile ' + profile if profile else ''}) "
           f"in {elapsed:.1f}s with {jobs} job(s): {n / elapsed:.1f} seeds/s, {60 * n / elapsed:.0f} seeds/min", file=out)
     print("coverage: " + ", ".join(f"{k}={totals[k]}" for k in COVERAGE), file=out)
+    print(SNAPSHOT_COVERAGE_TEXT + ", ".join(f"{k}={totals[k]}" for k in (*SNAPSHOT_COVERAGE, "snapshots_checked")),
+          file=out)
     violated = Counter(p for f in failures for p in f["properties"])
     allowed = int(MAX_INCONCLUSIVE_SHARE * n)
     if inconclusive:

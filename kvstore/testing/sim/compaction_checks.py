@@ -17,7 +17,7 @@ well); the caller names the property (see L{PROPERTIES}).
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from kvstore.statemachine import InvalidCommand, KeyValueStateMachine
 
@@ -66,7 +66,11 @@ class MissingCommitted(LookupError):
         self.index = index
 
 
-def replay_committed(committed: Mapping[int, Sequence[Any]], through: int) -> dict[str, str]:
+def replay_committed(
+    committed: Mapping[int, Sequence[Any]],
+    through: int,
+    machine_factory: Callable[[], KeyValueStateMachine] = KeyValueStateMachine,
+) -> dict[str, str]:
     """
     The state machine's content after applying the committed entries
     C{1..through}, in order, through the production state machine (an
@@ -74,9 +78,12 @@ def replay_committed(committed: Mapping[int, Sequence[Any]], through: int) -> di
 
     @param committed: index -> C{(term, payload, ...)} of every entry seen
         committed (the safety monitor's table).
+    @param machine_factory: makes a state machine configured as the
+        nodes' are (their session timeout and cap decide which tagged
+        writes apply).
     @raises MissingCommitted: if an index in C{1..through} is not in it.
     """
-    machine = KeyValueStateMachine()
+    machine = machine_factory()
     for index in range(1, through + 1):
         entry = committed.get(index)
         if entry is None:
@@ -88,11 +95,47 @@ def replay_committed(committed: Mapping[int, Sequence[Any]], through: int) -> di
     return machine.items()
 
 
+class CommittedReplay:
+    """
+    L{replay_committed} for many indexes of one growing committed table,
+    each entry applied once: the state after each index is kept (the
+    simulator's states are a few keys), and extended as far as the table
+    is contiguous when a later index is asked for.  The table only grows,
+    and an entry once recorded never changes (the safety monitor reports
+    a changed one as a violation and keeps the first).
+    """
+
+    def __init__(
+        self,
+        committed: Mapping[int, Sequence[Any]],
+        machine_factory: Callable[[], KeyValueStateMachine] = KeyValueStateMachine,
+    ) -> None:
+        self._committed = committed
+        self._machine = machine_factory()
+        self._states: list[dict[str, str]] = [{}]  # [i]: after applying 1..i
+
+    def state_at(self, index: int) -> dict[str, str] | None:
+        """The content after applying the committed entries C{1..index}, or
+        L{None} if one of them was never seen committed."""
+        states = self._states
+        while len(states) <= index:
+            entry = self._committed.get(len(states))
+            if entry is None:
+                return None
+            try:
+                self._machine.apply(len(states), entry[1])
+            except InvalidCommand:
+                pass  # skipped alike by every node, but counted as applied
+            states.append(self._machine.items())
+        return states[index]
+
+
 def snapshot_uncommitted(
     index: int,
     term: int,
     items: Mapping[str, str] | None,
     committed: Mapping[int, Sequence[Any]],
+    replay: CommittedReplay | None = None,
 ) -> str | None:
     """
     Check one snapshot against the committed history.
@@ -102,6 +145,8 @@ def snapshot_uncommitted(
     @param items: its content, or L{None} to check only C{(index, term)}.
     @param committed: index -> C{(term, payload, ...)} of every entry seen
         committed.
+    @param replay: a L{CommittedReplay} of C{committed}, to reuse its
+        states instead of replaying from index 1.
     @return: what is wrong, or L{None} if the snapshot holds exactly the
         committed entries through its index.
     """
@@ -115,7 +160,9 @@ def snapshot_uncommitted(
     if items is None:
         return None
     try:
-        expected = replay_committed(committed, index)
+        expected = replay_committed(committed, index) if replay is None else replay.state_at(index)
+        if expected is None:
+            expected = replay_committed(committed, index)  # raises, naming the missing entry
     except MissingCommitted as e:
         return f"snapshot at index {index} covers entry {e.index}, never seen committed"
     if dict(items) != expected:

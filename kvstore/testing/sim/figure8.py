@@ -44,7 +44,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Any
 
-from kvstore.raft.core import Role
+from kvstore.raft.core import CompactedIndex, Role
 
 if TYPE_CHECKING:
     from kvstore.testing.sim.world import Simulation
@@ -118,23 +118,27 @@ class Figure8Faults:
             return
         acked = self._acks.setdefault((message.receiver, core.term), {})
         acked[message.sender] = max(acked.get(message.sender, 0), body.index)
-        if core.term_at(core.commit_index) == core.term:
-            return  # an entry of this term is already on a quorum
-        matches = sorted([core.last_index, *acked.values()], reverse=True)
-        if len(matches) < self.sim.quorum:
-            return
-        index = matches[self.sim.quorum - 1]
-        if index < 1 or index >= core.last_index or core.term_at(index) >= core.term:
-            return
+        try:
+            if core.term_at(core.commit_index) == core.term:
+                return  # an entry of this term is already on a quorum
+            matches = sorted([core.last_index, *acked.values()], reverse=True)
+            if len(matches) < self.sim.quorum:
+                return
+            index = matches[self.sim.quorum - 1]
+            if index < 1 or index >= core.last_index or core.term_at(index) >= core.term:
+                return
+        except CompactedIndex:
+            return  # compacted into the leader's snapshot: committed long ago
         if self._quorum_seen.get((message.receiver, core.term), 0) >= index:
             return
         self._quorum_seen[(message.receiver, core.term)] = index
+        old_term = core.term_at(index)
         self.sim.stats["old_term_quorums"] += 1
         if self.rng.random() < self.catch_up_cut_probability:
             self._pending = (
                 message.receiver,
                 core.term,
-                f"just after entry {index} of term {core.term_at(index)} reached a quorum in term {core.term}",
+                f"just after entry {index} of term {old_term} reached a quorum in term {core.term}",
             )
 
     def after_step(self) -> None:

@@ -172,6 +172,7 @@ class SimulatedFileSystem(FileSystem):
         self._durable_dirs: set[str] = {"/"}
         self._fds: dict[int, _Inode] = {}
         self._next_fd = 3
+        self._dead_below = 0  # descriptors below this belonged to a crashed process
         self.durability_sink: Callable[[Callable[[], None]], None] | None = None
         self.fsyncs = 0
 
@@ -277,6 +278,11 @@ class SimulatedFileSystem(FileSystem):
             inode.data.extend(bytes(length - len(inode.data)))
 
     def close(self, fd: int) -> None:
+        if fd < self._dead_below and fd not in self._fds:
+            # A descriptor of the process that crashed: that process never
+            # ran again, but its objects (a reader generator garbage-
+            # collected later) may still try to close it.
+            return
         self._fd(fd)
         del self._fds[fd]
 
@@ -356,8 +362,18 @@ class SimulatedFileSystem(FileSystem):
         self._dirs = set(dirs)
         self._durable_dirs = set(dirs)
         self._fds.clear()
+        self._dead_below = self._next_fd
         self.durability_sink = None
         return torn
+
+    def durable_listdir(self, path: str) -> list[str]:
+        """The names in directory C{path} that a crash now would keep (not
+        counting tearing, which only touches content): durable entries of a
+        directory that is durable with all its ancestors."""
+        path = self._norm(path)
+        if not all(d in self._durable_dirs for d in [path, *_ancestors(path)]):
+            return []
+        return sorted(posixpath.basename(p) for p in self._durable_names if _parent(p) == path)
 
     def durable_content(self, path: str) -> bytes | None:
         """What C{path} would hold after a crash without tearing (for tests)."""

@@ -19,10 +19,9 @@ PLANTS: dict[str, str] = {
     "session-dedup-off": "the state machine applies a session write's duplicate again instead of replaying its reply",
 }
 
-#: Planted bugs in log compaction (issue 12), switched on like the others.
-#: They join L{PLANTS} (and so C{kvstore-sim --plant} and the plant
-#: self-test in tests/test_sim_run.py) once the simulator takes snapshots
-#: and each has a seed range that catches it.
+#: Planted bugs in log compaction (issue 12), switched on like the others;
+#: the simulator takes snapshots, compacts and installs in every seed, and
+#: tests/test_sim_compaction_plants.py shows each caught.
 COMPACTION_PLANTS: dict[str, str] = {
     "compact-past-applied": (
         "compaction drops every committed entry, applied (and in a snapshot) or not, and counts the dropped ones "
@@ -32,4 +31,10 @@ COMPACTION_PLANTS: dict[str, str] = {
         "a follower stepping a leader's snapshot keeps its own log, suffix included, whenever it is long enough, "
         "without checking the term at the snapshot's index (Raft Figure 13 step 6 without the term check)"
     ),
+    "compact-wal-before-snapshot-durable": (
+        "a node reports its snapshot to the core and drops the log prefix as soon as it starts the snapshot, "
+        "before the snapshot file is durable"
+    ),
 }
+
+PLANTS.update(COMPACTION_PLANTS)

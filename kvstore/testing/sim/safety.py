@@ -15,13 +15,15 @@ callbacks, and named by the property they break (see L{PROPERTIES}).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
 
 from kvstore.node import Node
-from kvstore.raft.core import Role
+from kvstore.raft.core import CompactedIndex, Role
 from kvstore.raft.messages import AppendEntriesResponse, Message, RequestVoteResponse
+from kvstore.statemachine import KeyValueStateMachine
 from kvstore.testing.sim.compaction_checks import PROPERTIES as _COMPACTION_PROPERTIES
+from kvstore.testing.sim.compaction_checks import CommittedReplay, snapshot_uncommitted, state_machines_disagree
 
 PROPERTIES = {
     "election-safety": "at most one leader per term",
@@ -52,13 +54,43 @@ class Violation:
         return f"{self.property} at t={self.time:.6f}: {self.detail}"
 
 
+@dataclass(frozen=True)
+class DurableLog:
+    """
+    What one node would recover after a crash now: the index of its newest
+    durable snapshot (0 if none) and the durable log entries it holds
+    (contiguous, each with C{index} and C{term}; they may start anywhere at
+    or below C{snapshot_index + 1}).  An entry at or below C{snapshot_index}
+    counts as held: the snapshot holds its effect.
+    """
+
+    snapshot_index: int = 0
+    entries: Sequence[Any] = field(default_factory=list)
+
+    def holds(self, index: int, term: int) -> bool:
+        """Whether the entry C{index} of C{term} survives a crash here."""
+        if index <= self.snapshot_index:
+            return True
+        entries = self.entries
+        if not entries:
+            return False
+        position = index - entries[0].index
+        return 0 <= position < len(entries) and entries[position].term == term
+
+
+def _as_durable_log(view: "DurableLog | Sequence[Any]") -> DurableLog:
+    """A plain list of entries starting at 1 (no snapshot) is a L{DurableLog} too."""
+    return view if isinstance(view, DurableLog) else DurableLog(0, view)
+
+
 class SafetyMonitor:
     """
     @param now: the simulated clock's C{seconds}.
     @param quorum: how many members make a majority.
-    @param durable_log: C{durable_log(node_id)} gives the entries that node
-        would recover after a crash now (its WAL's durable prefix, or what a
-        crashed node recovered).
+    @param durable_log: C{durable_log(node_id)} gives what that node would
+        recover after a crash now (its durable snapshot and its WAL's
+        durable entries, or what a crashed node recovered): a L{DurableLog},
+        or a plain list of entries from index 1.
     @param step_down_within: how long a leader may go on leading without
         acknowledgements from a majority (check-quorum); None: not checked.
     """
@@ -68,8 +100,9 @@ class SafetyMonitor:
         now: Callable[[], float],
         members: Sequence[int],
         quorum: int,
-        durable_log: Callable[[int], Sequence[Any]],
+        durable_log: Callable[[int], "DurableLog | Sequence[Any]"],
         step_down_within: float | None = None,
+        state_machine_factory: Callable[[], KeyValueStateMachine] = KeyValueStateMachine,
     ) -> None:
         self._now = now
         self._members = tuple(members)
@@ -81,7 +114,7 @@ class SafetyMonitor:
         self.votes: dict[tuple[int, int], int] = {}
         # index -> (term, payload, term in which some node saw it committed)
         self.committed: dict[int, tuple[int, bytes, int]] = {}
-        self.applied: dict[int, tuple[int, bytes]] = {}
+        self.applied: dict[int, tuple[int | None, bytes]] = {}
         self._commit_seen: dict[int, int] = {}
         self._leaders_checked: set[tuple[int, int]] = set()
         self.elections = 0
@@ -90,6 +123,13 @@ class SafetyMonitor:
         # (leader, follower) -> (term, when) of the last AppendEntriesResponse delivered
         self._acks: dict[tuple[int, int], tuple[int, float]] = {}
         self._leader_since: dict[tuple[int, int], float] = {}
+        # The state after applying the committed entries 1..i, for each i.
+        self.replay = CommittedReplay(self.committed, state_machine_factory)
+        # applied index -> (node, its state machine's items) first seen there
+        self._states_at: dict[int, tuple[int, Mapping[str, str]]] = {}
+        # (node, path, index, term, items, how) of snapshot files to check
+        self._snapshots_to_check: list[tuple[int, str, int, int, Mapping[str, str] | None, str]] = []
+        self.snapshots_checked = 0
 
     def violate(self, prop: str, detail: str) -> None:
         assert prop in PROPERTIES, prop
@@ -107,14 +147,28 @@ class SafetyMonitor:
         def apply(index: int, data: bytes) -> Any:
             if index > core.commit_index:
                 self.violate("state-machine-safety", f"node {node_id} applied {index} beyond its commit index {core.commit_index}")
-            record = (core.term_at(index), data)
+            try:
+                term: int | None = core.term_at(index)
+            except CompactedIndex:
+                term = None  # compacted before it was applied: only its payload can be compared
+            record = (term, data)
             seen = self.applied.setdefault(index, record)
-            if seen != record:
+            if term is None or seen[0] is None:
+                differs = seen[1] != data
+                if seen[0] is None and term is not None:
+                    self.applied[index] = record
+            else:
+                differs = seen != record
+            if differs:
                 self.violate(
                     "state-machine-safety",
                     f"node {node_id} applied (term {record[0]}, {record[1]!r}) at index {index}; "
                     f"another node applied (term {seen[0]}, {seen[1]!r})",
                 )
+            if term is not None and index not in self.committed:
+                # Applied, so committed: recorded even if the node commits,
+                # applies and compacts it within one step (before step()).
+                self.committed[index] = (term, data, core.term)
             return original(index, data)
 
         sm.apply = apply  # type: ignore[method-assign]  # the checker wraps this state machine's apply on purpose
@@ -172,6 +226,8 @@ class SafetyMonitor:
                             f"{entry.index}; (term {prior[0]}, {prior[1]!r}) was committed there before",
                         )
                 self._commit_seen[node_id] = commit
+        if self._snapshots_to_check:
+            self.check_snapshots()
         if self.steps % 64 == 0:
             self.full_check()
 
@@ -204,47 +260,116 @@ class SafetyMonitor:
         for index, (term, payload, seen_in) in self.committed.items():
             if seen_in > core.term:
                 continue
-            if index > last or core.term_at(index) != term:
+            try:
+                held = index <= last and core.term_at(index) == term
+            except CompactedIndex:
+                # Compacted away: the leader must hold it in its snapshot
+                # (whose content was checked when its file was written).
+                held = index <= core.snapshot_index
+            if not held:
                 self.violate(
                     "leader-completeness",
                     f"leader {node_id} of term {core.term} lacks committed entry {index} (term {term}); "
-                    f"its log ends at {last} (term {core.last_term})",
+                    f"its log holds {core.first_index}..{last} (term {core.last_term}) after a snapshot at "
+                    f"{core.snapshot_index}",
                 )
                 return
 
     def full_check(self) -> None:
         """The expensive checks: log matching, committed entries durable on
-        a quorum, and completeness of the current leaders."""
-        logs = {i: n.core.entries(1, n.core.last_index) for i, n in self.nodes.items()}
+        a quorum, completeness of the current leaders, and the state
+        machines."""
+        logs = {i: (n.core.first_index, n.core.entries(n.core.first_index, n.core.last_index))
+                for i, n in self.nodes.items()}
         ids = sorted(logs)
         for x, a in enumerate(ids):
             for b in ids[x + 1 :]:
-                la, lb = logs[a], logs[b]
-                k = min(len(la), len(lb))
-                while k > 0 and la[k - 1].term != lb[k - 1].term:
-                    k -= 1
-                if la[:k] != lb[:k]:
-                    first = next(i for i in range(k) if la[i] != lb[i])
-                    self.violate(
-                        "log-matching",
-                        f"nodes {a} and {b} agree on entry {k} (term {la[k - 1].term}) "
-                        f"but differ at {first + 1}: {la[first]} vs {lb[first]}",
-                    )
+                self._check_log_matching(a, b, *logs[a], *logs[b])
         for i, node in self.nodes.items():
             if node.core.role is Role.LEADER:
                 self._check_leader(i)
         self.check_durable_quorum()
+        self.check_state_machines()
+        if self._snapshots_to_check:
+            self.check_snapshots()
+
+    def _check_log_matching(self, a: int, b: int, fa: int, la: Sequence[Any], fb: int, lb: Sequence[Any]) -> None:
+        """Where the logs of C{a} (from C{fa}) and C{b} (from C{fb}) both
+        hold the same index and term, every entry both hold before it is
+        the same."""
+        low, high = max(fa, fb), min(fa + len(la), fb + len(lb)) - 1
+        k = high
+        while k >= low and la[k - fa].term != lb[k - fb].term:
+            k -= 1
+        if k < low:
+            return
+        for index in range(low, k + 1):
+            ea, eb = la[index - fa], lb[index - fb]
+            if ea != eb:
+                self.violate(
+                    "log-matching",
+                    f"nodes {a} and {b} agree on entry {k} (term {la[k - fa].term}) "
+                    f"but differ at {index}: {ea} vs {eb}",
+                )
+                return
 
     def check_durable_quorum(self) -> None:
         if not self.committed:
             return
-        views = [self._durable_log(i) for i in self._members]
+        views = [_as_durable_log(self._durable_log(i)) for i in self._members]
         for index in sorted(self.committed):
             term = self.committed[index][0]
-            holders = sum(1 for log in views if len(log) >= index and log[index - 1].term == term)
+            holders = sum(1 for view in views if view.holds(index, term))
             if holders < self._quorum:
                 self.violate(
                     "committed-entry-lost",
                     f"committed entry {index} (term {term}) is durable on only {holders} node(s)",
                 )
                 return
+
+    # -- compaction (issue 12) -------------------------------------------
+
+    def snapshot_written(self, node_id: int, path: str, index: int, term: int,
+                         items: Mapping[str, str] | None, how: str) -> None:
+        """
+        A snapshot file was installed under its final name on C{node_id}
+        (C{how}: "taken" or "received"), holding C{items}.  It is checked
+        against the committed entries at the end of this step (once the
+        entries committed in it are recorded): its last entry must be the
+        committed one at its index, its content what applying the committed
+        entries through it gives.
+        """
+        self._snapshots_to_check.append((node_id, path, index, term, items, how))
+
+    def check_snapshots(self) -> None:
+        pending, self._snapshots_to_check = self._snapshots_to_check, []
+        for node_id, path, index, term, items, how in pending:
+            self.snapshots_checked += 1
+            problem = snapshot_uncommitted(index, term, items, self.committed, replay=self.replay)
+            if problem is not None:
+                self.violate("snapshot-committed", f"node {node_id} {how} {path}: {problem}")
+                return
+
+    def check_state_machines(self) -> None:
+        """
+        Nodes that have applied the same index (now, or any node earlier in
+        the run) hold identical state machines, equal to applying the
+        committed entries through that index.
+        """
+        current = [(node_id, node.state_machine.applied_index, node.state_machine.items())
+                   for node_id, node in sorted(self.nodes.items())]
+        # The reference at each index: the committed entries replayed (node
+        # -1), or the first state seen there if the replay cannot reach it.
+        states: list[tuple[int, int, Mapping[str, str]]] = []
+        for applied in sorted({a for _, a, _ in current}):
+            expected = self.replay.state_at(applied)
+            if expected is not None:
+                states.append((-1, applied, expected))
+            elif applied in self._states_at:
+                states.append((self._states_at[applied][0], applied, self._states_at[applied][1]))
+        for node_id, applied, items in current:
+            self._states_at.setdefault(applied, (node_id, items))
+            states.append((node_id, applied, items))
+        for problem in state_machines_disagree(states):
+            self.violate("state-machines-agree", problem.replace("nodes -1 and ", "the committed entries replayed and node "))
+            return
