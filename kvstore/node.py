@@ -293,6 +293,10 @@ class Node:
         self.transfers: TransferHooks | None = None
         self.metrics = metrics
         self._seen_leader: tuple[int, int] | None = None  # (term, leader) last told to metrics
+        #: Called with no arguments at the end of every processing pass,
+        #: after leadership is checked: write forwarding
+        #: (L{kvstore.forwarding}) watches the leader and its link here.
+        self.after_process: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------
     # Lifecycle
@@ -405,6 +409,12 @@ class Node:
             return self._failed_reason
         return "the node is shutting down" if self._stopped else None
 
+    @property
+    def commit_timeout(self) -> float:
+        """How long a write may take to commit before its client is told
+        its outcome is unknown (changed by L{set_timeouts})."""
+        return self._commit_timeout
+
     def leader_address(self) -> str | None:
         """C{host:port} of the leader this node knows of."""
         leader = self.core.leader_id
@@ -500,6 +510,8 @@ class Node:
                 self.wake()
         try:
             self._check_leadership()
+            for observer in self.after_process:
+                observer()
         except Exception:
             self._fatal(Failure(), FailedPart.INTERNAL, "checking leadership")
 

@@ -152,6 +152,7 @@ class NodeConfig:
     snapshot_bytes: int = _DEFAULT_SNAPSHOT_BYTES
     snapshot_catchup_entries: int = _DEFAULT_SNAPSHOT_CATCHUP_ENTRIES
     admin_listen: str | None = None
+    forward_writes: bool = False
 
     @property
     def address(self) -> str:
@@ -506,6 +507,15 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
             "keeps a node that was cut off from disrupting a healthy leader "
             "with a higher term when it returns).",
         ],
+        [
+            "forward-writes",
+            None,
+            "On a follower, forward a write it would refuse with 'Not leader' "
+            "(PUT, DELETE, and any other replicated command) to the leader "
+            "over the peer link and reply with the leader's answer, so "
+            "clients may send writes to any node.  Default: off (the "
+            "follower replies 'Error: Not leader. ...').",
+        ],
     ]
 
     optParameters = [
@@ -832,6 +842,7 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
             snapshot_bytes=_parse_size("snapshot-bytes", self["snapshot-bytes"], _MIN_SNAPSHOT_BYTES),
             snapshot_catchup_entries=_parse_int("snapshot-catchup-entries", self["snapshot-catchup-entries"], 0),
             admin_listen=None if self["admin-listen"] is None else _check_listen(self["admin-listen"], "--admin-listen"),
+            forward_writes=bool(self["forward-writes"]),
         )
 
 

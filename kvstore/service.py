@@ -41,6 +41,7 @@ from kvstore.datadir import DataDirectoryLock, make_directory_durably
 from kvstore.node import FailedPart, FatalError, Node
 from kvstore.options import NodeConfig, format_address
 from kvstore.options import Options as NodeOptions
+from kvstore.forwarding import PeerLinksChannel, attach_forwarding
 from kvstore.protocols.client import ClientFactory
 from kvstore.protocols.peer_links import PeerLinks
 from kvstore.protocols.commands import Limits
@@ -519,6 +520,12 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
     )
     membership = Membership(config.node_id, config.cluster_id, frozenset(config.raft.peers))
     client_factory = instruments.client_factory(node, limits)
+    # Write forwarding (issue 14): this node always runs what its followers
+    # forward; with --forward-writes it forwards what it refuses itself.
+    attach_forwarding(
+        node, client_factory, peer_links, reactor, forward_writes=config.forward_writes,
+        channel=PeerLinksChannel(peer_links),
+    )
     factory = DispatchFactory(client_factory, PeerServerFactory(membership, instruments.receive(node.receive)))
     service = KVStoreService(config, node, wal, lock, peer_links, pidfile)
     service.client_factory = client_factory

@@ -43,6 +43,14 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import NetstringReceiver
 
+from kvstore.forwarding_messages import (
+    FORWARDING_SINCE,
+    FORWARDING_TYPES,
+    ForwardRequest,
+    ForwardResponse,
+    forwarding_from_dict,
+    forwarding_to_dict,
+)
 from kvstore.raft.messages import (
     MESSAGE_TYPES,
     AppendEntries,
@@ -67,7 +75,8 @@ MIN_PROTOCOL_VERSION = 1
 #: version range in the hello, the receiver's answer (welcome or refusal),
 #: and the skipping of unknown optional message types.  Version 3 adds the
 #: binary frames of the snapshot transfer (L{SNAPSHOT_TRANSFER_SINCE}).
-MAX_PROTOCOL_VERSION = 3
+#: Version 4 adds write forwarding's two messages (L{FORWARDING_SINCE}).
+MAX_PROTOCOL_VERSION = 4
 
 #: The version that introduced the snapshot transfer's two message types,
 #: carried in binary frames (see L{encode_message}).
@@ -207,6 +216,9 @@ class WireType:
 WIRE_TYPES: dict[str, WireType] = {name: WireType(name, since=1) for name in sorted(MESSAGE_TYPES)}
 WIRE_TYPES["snapshot_chunk"] = WireType("snapshot_chunk", since=SNAPSHOT_TRANSFER_SINCE)
 WIRE_TYPES["snapshot_chunk_resp"] = WireType("snapshot_chunk_resp", since=SNAPSHOT_TRANSFER_SINCE)
+#: Write forwarding's request and response (L{kvstore.forwarding_messages}),
+#: required types of version 4.
+WIRE_TYPES.update({name: WireType(name, since=FORWARDING_SINCE) for name in sorted(FORWARDING_TYPES)})
 
 #: The wire types of the bodies that not every version may carry, by body
 #: class; every other body is a version 1 type.  Senders check these with
@@ -214,6 +226,8 @@ WIRE_TYPES["snapshot_chunk_resp"] = WireType("snapshot_chunk_resp", since=SNAPSH
 _LATER_BODIES: dict[type, WireType] = {
     SnapshotChunk: WIRE_TYPES["snapshot_chunk"],
     SnapshotChunkResponse: WIRE_TYPES["snapshot_chunk_resp"],
+    ForwardRequest: WIRE_TYPES["forward"],
+    ForwardResponse: WIRE_TYPES["forward_resp"],
 }
 
 
@@ -434,6 +448,8 @@ def encode_message(message: Message) -> bytes:
     binary = _encode_binary(message)
     if binary is not None:
         return binary
+    if type(body) is ForwardRequest or type(body) is ForwardResponse:
+        return _encoder.encode(forwarding_to_dict(message)).encode("utf-8")
     return _encoder.encode(to_dict(message)).encode("utf-8")
 
 
@@ -605,11 +621,14 @@ def decode_message(payload: bytes, sender: int, membership: Membership) -> Messa
         message = decode_binary(payload)
     else:
         raw = _load(payload)
-        if isinstance(raw, dict):
-            kind = raw.get("type")
-            if not (isinstance(kind, str) and kind in MESSAGE_TYPES):
-                _unknown_type(raw, sender, membership)
-        message = from_dict(raw)
+        if isinstance(raw, dict) and isinstance(raw.get("type"), str) and raw["type"] in FORWARDING_TYPES:
+            message = forwarding_from_dict(raw)
+        else:
+            if isinstance(raw, dict):
+                kind = raw.get("type")
+                if not (isinstance(kind, str) and kind in MESSAGE_TYPES):
+                    _unknown_type(raw, sender, membership)
+            message = from_dict(raw)
     if message.sender != sender:
         raise MalformedMessage(f"message claims to be from node {message.sender} on node {sender}'s connection")
     if message.receiver != membership.node_id:
