@@ -67,6 +67,8 @@ from kvstore.errors import KeyValueError, NotLeader, OutcomeUnknown
 from kvstore.forwarding_messages import FORWARD_TYPE, ForwardRequest, ForwardResponse
 from kvstore.node import Node, PeerSender
 from kvstore.protocols.client import ClientFactory, ClientProtocol, ForwardedReply
+from kvstore.protocols.peer import WIRE_TYPES
+from kvstore.protocols.peer_links import PeerLinks
 from kvstore.raft.messages import MAX_FIELD_VALUE, Message
 
 __all__ = [
@@ -157,9 +159,7 @@ class PeerLinksChannel:
     each use (so links added or removed later are seen).
     """
 
-    def __init__(self, links: Any) -> None:
-        from kvstore.protocols.peer import WIRE_TYPES
-
+    def __init__(self, links: PeerLinks) -> None:
         self._links = links
         self._wire_type = WIRE_TYPES[FORWARD_TYPE]
 
@@ -167,8 +167,7 @@ class PeerLinksChannel:
         link = self._links.links.get(peer)
         if link is None:
             return None
-        allowed: bool | None = link.allows(self._wire_type)
-        return allowed
+        return link.allows(self._wire_type)
 
     def connection(self, peer: int) -> object | None:
         link = self._links.links.get(peer)
