@@ -339,6 +339,10 @@ class Node:
         # (getattr: the fake cores of some tests have no configuration.)
         self._configuration_seen: Configuration | None = getattr(core, "configuration", None)
         self._transfer_waiters: list[TransferWaiter] = []
+        #: Called with no arguments at the end of every processing pass,
+        #: after leadership is checked: write forwarding
+        #: (L{kvstore.forwarding}) watches the leader and its link here.
+        self.after_process: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------
     # Lifecycle
@@ -503,6 +507,12 @@ class Node:
         if self._failed:
             return self._failed_reason
         return "the node is shutting down" if self._stopped else None
+
+    @property
+    def commit_timeout(self) -> float:
+        """How long a write may take to commit before its client is told
+        its outcome is unknown (changed by L{set_timeouts})."""
+        return self._commit_timeout
 
     def leader_address(self) -> str | None:
         """C{host:port} of the leader this node knows of."""
@@ -765,6 +775,8 @@ class Node:
             self._check_leadership()
             self._check_transfers()
             self._notice_configuration()
+            for observer in self.after_process:
+                observer()
         except Exception:
             self._fatal(Failure(), FailedPart.INTERNAL, "checking leadership")
 

@@ -159,6 +159,7 @@ class NodeConfig:
     #: a data directory's recorded cluster id, or the one a joined cluster
     #: has, then takes its place.
     cluster_id_derived: bool = False
+    forward_writes: bool = False
 
     @property
     def address(self) -> str:
@@ -513,6 +514,15 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
             "keeps a node that was cut off from disrupting a healthy leader "
             "with a higher term when it returns).",
         ],
+        [
+            "forward-writes",
+            None,
+            "On a follower, forward a write it would refuse with 'Not leader' "
+            "(PUT, DELETE, and any other replicated command) to the leader "
+            "over the peer link and reply with the leader's answer, so "
+            "clients may send writes to any node.  Default: off (the "
+            "follower replies 'Error: Not leader. ...').",
+        ],
     ]
 
     optParameters = [
@@ -862,6 +872,7 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
             admin_listen=None if self["admin-listen"] is None else _check_listen(self["admin-listen"], "--admin-listen"),
             join=join,
             cluster_id_derived=cluster_id_derived,
+            forward_writes=bool(self["forward-writes"]),
         )
 
 

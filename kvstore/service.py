@@ -42,6 +42,7 @@ from kvstore.datadir import DataDirectoryLock, make_directory_durably
 from kvstore.node import FailedPart, FatalError, Node
 from kvstore.options import NodeConfig, format_address
 from kvstore.options import Options as NodeOptions
+from kvstore.forwarding import PeerLinksChannel, attach_forwarding
 from kvstore.protocols.client import ClientFactory
 from kvstore.protocols.peer_links import PeerLinks
 from kvstore.protocols.commands import Limits
@@ -615,6 +616,12 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
     follow(node.core.configuration)
     node.configuration_observers.append(follow)
     node.peer_connected = lambda peer: peer_links.connected(peer)
+    # Write forwarding (issue 14): this node always runs what its followers
+    # forward; with --forward-writes it forwards what it refuses itself.
+    attach_forwarding(
+        node, client_factory, peer_links, reactor, forward_writes=config.forward_writes,
+        channel=PeerLinksChannel(peer_links),
+    )
     service = KVStoreService(config, node, wal, lock, peer_links, pidfile)
     service.client_factory = client_factory
     service.snapshot_thread = snapshot_thread

@@ -476,20 +476,19 @@ class MessageTypeTests(SynchronousTestCase):
 
     def test_every_type_of_this_release_is_required_and_only_snapshot_frames_are_new(self) -> None:
         """This release's types are release 1's six, which every receiver
-        understands, plus the snapshot transfer's two frames of version 3,
-        all required, and the leadership transfer's TimeoutNow of version
+        understands, plus the snapshot transfer's two frames of version 3
+        and write forwarding's two messages of version 4, all required, and the leadership transfer's TimeoutNow of version
         3, optional (an older receiver skips it)."""
         self.assertEqual(
             sorted(WIRE_TYPES),
-            ["append", "append_resp", "read", "read_resp", "snapshot_chunk", "snapshot_chunk_resp", "timeout_now",
-             "vote", "vote_resp"],
+            ["append", "append_resp", "forward", "forward_resp", "read", "read_resp", "snapshot_chunk",
+             "snapshot_chunk_resp", "timeout_now", "vote", "vote_resp"],
         )
         self.assertEqual([name for name, t in WIRE_TYPES.items() if t.optional], ["timeout_now"])
         self.assertEqual(
-            sorted(name for name, t in WIRE_TYPES.items() if t.since != 1),
-            ["snapshot_chunk", "snapshot_chunk_resp", "timeout_now"],
+            {name: t.since for name, t in WIRE_TYPES.items() if t.since != 1},
+            {"snapshot_chunk": 3, "snapshot_chunk_resp": 3, "timeout_now": 3, "forward": 4, "forward_resp": 4},
         )
-        self.assertEqual({t.since for t in WIRE_TYPES.values() if t.since != 1}, {3})
 
     @parametrize(
         "wire_type, version, allowed",

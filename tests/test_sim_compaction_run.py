@@ -23,7 +23,7 @@ from tests.support import slow
 
 #: Seeds 5, 7, 9, 13, 17, 21, 23 (mixed) and 0, 4 (figure8), with 3 nodes:
 #: together they crash a node in the middle of every kind of step.
-SEEDS = (0, 4, 5, 7, 9, 13, 17, 21, 23)
+SEEDS = (0, 4, 5, 7, 9, 13, 17, 21, 23, 44)
 
 
 class PolicyTests(SynchronousTestCase):

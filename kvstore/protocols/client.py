@@ -78,6 +78,8 @@ __all__ = [
     "KeyValueService",
     "ClientProtocol",
     "ClientFactory",
+    "ForwardedReply",
+    "WriteForwarding",
     "DEFAULT_MAX_PENDING",
     "format_error",
     "format_status",
@@ -166,6 +168,30 @@ class MembershipService(Protocol):
 
     def transfer_leadership(self, node_id: int) -> Deferred[None]:
         """Hand leadership to C{node_id}; fires once it leads."""
+
+
+class WriteForwarding(Protocol):
+    """
+    Write forwarding as the client protocol sees it
+    (L{kvstore.forwarding.WriteForwarder}, on with C{--forward-writes}).
+    """
+
+    def forward_if_refused(self, result: Deferred[Any], line: bytes) -> Deferred[Any]:
+        """
+        C{result} of the request C{line}, unless the node refused it with
+        L{NotLeader}: then the leader's answer to C{line}, a
+        L{ForwardedReply} (or a failure the protocol renders as usual).
+        """
+
+
+class ForwardedReply:
+    """The leader's reply C{line} (LF included) to a forwarded request,
+    written to the client as it is."""
+
+    __slots__ = ("line",)
+
+    def __init__(self, line: bytes) -> None:
+        self.line = line
 
 
 def _one_line(text: str) -> str:
@@ -291,10 +317,13 @@ _WRITES = (Put, Delete, Incr, Cas, Tagged, OpenSession)
 class _Slot:
     """A reply position in a connection's FIFO; C{reply} is set when known."""
 
-    __slots__ = ("reply",)
+    __slots__ = ("reply", "line")
 
     def __init__(self, reply: bytes | None = None) -> None:
         self.reply = reply
+        #: The request line, kept until the request starts only when writes
+        #: are forwarded (a refused one is forwarded as the client sent it).
+        self.line: bytes | None = None
 
 
 @implementer(IPushProducer, IHalfCloseableProtocol)
@@ -319,6 +348,10 @@ class ClientProtocol(LineReceiver):
 
     log = Logger()
     delimiter = b"\n"
+
+    #: Where requests the node refuses with Not leader go (C{--forward-writes},
+    #: set by L{ClientFactory}); L{None}: the refusal is the reply.
+    forwarder: WriteForwarding | None = None
 
     def __init__(
         self,
@@ -483,6 +516,8 @@ class ClientProtocol(LineReceiver):
         # _may_start).
         is_write = cls in _WRITES or cls in MEMBERSHIP_COMMANDS
         slot = _Slot()
+        if self.forwarder is not None:
+            slot.line = line
         self._queue.append(slot)
         if self._held or not self._may_start(is_write):
             self._held.append((command, slot, is_write))
@@ -571,6 +606,9 @@ class ClientProtocol(LineReceiver):
             slot.reply = _INTERNAL_ERROR
             self._flush()
             return
+        if slot.line is not None and self.forwarder is not None:
+            d = self.forwarder.forward_if_refused(d, slot.line)
+            slot.line = None
         if is_write:
             self._writes_in_flight += 1
         else:
@@ -627,7 +665,7 @@ class ClientProtocol(LineReceiver):
         if self._lost:
             return None
         try:
-            slot.reply = render(key, result)
+            slot.reply = result.line if type(result) is ForwardedReply else render(key, result)
         except Exception:
             self.log.failure("Could not render the result for key {key!r}", key=key)
             slot.reply = _INTERNAL_ERROR
@@ -764,8 +802,12 @@ class ClientFactory(Factory):
         self.service = service
         self.limits = limits
         self.max_pending = max_pending
+        #: Given to every connection built from now on (C{--forward-writes}).
+        self.forwarder: WriteForwarding | None = None
 
     def buildProtocol(self, addr: object) -> ClientProtocol:
         proto = self.protocol(self.service, self.limits, self.max_pending)
         proto.factory = self
+        if self.forwarder is not None:
+            proto.forwarder = self.forwarder
         return proto

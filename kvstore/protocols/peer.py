@@ -43,6 +43,14 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import NetstringReceiver
 
+from kvstore.forwarding_messages import (
+    FORWARDING_SINCE,
+    FORWARDING_TYPES,
+    ForwardRequest,
+    ForwardResponse,
+    forwarding_from_dict,
+    forwarding_to_dict,
+)
 from kvstore.raft.messages import (
     MESSAGE_TYPES,
     AppendEntries,
@@ -68,7 +76,8 @@ MIN_PROTOCOL_VERSION = 1
 #: version range in the hello, the receiver's answer (welcome or refusal),
 #: and the skipping of unknown optional message types.  Version 3 adds the
 #: binary frames of the snapshot transfer (L{SNAPSHOT_TRANSFER_SINCE}).
-MAX_PROTOCOL_VERSION = 3
+#: Version 4 adds write forwarding's two messages (L{FORWARDING_SINCE}).
+MAX_PROTOCOL_VERSION = 4
 
 #: The version that introduced the snapshot transfer's two message types,
 #: carried in binary frames (see L{encode_message}).
@@ -217,6 +226,10 @@ WIRE_TYPES["timeout_now"] = WireType("timeout_now", since=3, optional=True)
 #: core's, and TimeoutNow.
 PEER_MESSAGE_TYPES: frozenset[str] = MESSAGE_TYPES | {"timeout_now"}
 
+#: Write forwarding's request and response (L{kvstore.forwarding_messages}),
+#: required types of version 4.
+WIRE_TYPES.update({name: WireType(name, since=FORWARDING_SINCE) for name in sorted(FORWARDING_TYPES)})
+
 #: The wire types of the bodies that not every version may carry, by body
 #: class; every other body is a version 1 type.  Senders check these with
 #: L{may_send} (see L{wire_type_of}).
@@ -224,6 +237,8 @@ _LATER_BODIES: dict[type, WireType] = {
     SnapshotChunk: WIRE_TYPES["snapshot_chunk"],
     SnapshotChunkResponse: WIRE_TYPES["snapshot_chunk_resp"],
     TimeoutNow: WIRE_TYPES["timeout_now"],
+    ForwardRequest: WIRE_TYPES["forward"],
+    ForwardResponse: WIRE_TYPES["forward_resp"],
 }
 
 
@@ -447,6 +462,8 @@ def encode_message(message: Message) -> bytes:
     if type(body) is TimeoutNow:
         # Optional (see WIRE_TYPES): a receiver that does not know it skips it.
         return _encoder.encode({**to_dict(message), "optional": True}).encode("utf-8")
+    if type(body) is ForwardRequest or type(body) is ForwardResponse:
+        return _encoder.encode(forwarding_to_dict(message)).encode("utf-8")
     return _encoder.encode(to_dict(message)).encode("utf-8")
 
 
@@ -618,11 +635,14 @@ def decode_message(payload: bytes, sender: int, membership: Membership) -> Messa
         message = decode_binary(payload)
     else:
         raw = _load(payload)
-        if isinstance(raw, dict):
-            kind = raw.get("type")
-            if not (isinstance(kind, str) and kind in PEER_MESSAGE_TYPES):
-                _unknown_type(raw, sender, membership)
-        message = from_dict(raw)
+        if isinstance(raw, dict) and isinstance(raw.get("type"), str) and raw["type"] in FORWARDING_TYPES:
+            message = forwarding_from_dict(raw)
+        else:
+            if isinstance(raw, dict):
+                kind = raw.get("type")
+                if not (isinstance(kind, str) and kind in PEER_MESSAGE_TYPES):
+                    _unknown_type(raw, sender, membership)
+            message = from_dict(raw)
     if message.sender != sender:
         raise MalformedMessage(f"message claims to be from node {message.sender} on node {sender}'s connection")
     if message.receiver != membership.node_id:

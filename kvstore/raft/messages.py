@@ -218,7 +218,21 @@ class SnapshotChunkResponse:
     done: bool = False
 
 
+class NodeBody:
+    """
+    Base of the bodies of node-level messages that travel on the peer link
+    but are not Raft messages, so the Raft core never sees them: the node
+    routes them by type (L{kvstore.node.Node.route}) to the module that
+    defines them (write forwarding, L{kvstore.forwarding_messages}).  Like
+    every body they carry the sender's C{term}.
+    """
+
+    __slots__ = ()
+    term: int
+
+
 Body = Union[
+    NodeBody,
     RequestVote,
     RequestVoteResponse,
     AppendEntries,
