@@ -436,8 +436,8 @@ def parse_snapshot(path: Path) -> dict[str, Any]:
     return {"name": path.name, "size": verified.size, "index": verified.index, "keys": count}
 
 
-async def poll_status(node: NodeProcess) -> dict[str, str]:
-    return await read_status((node.host, node.port), 1.0)
+async def poll_status(node: NodeProcess, timeout: float = 1.0) -> dict[str, str]:
+    return await read_status((node.host, node.port), timeout)
 
 
 async def figure_4(args: argparse.Namespace, cluster: ProcessCluster, results: dict[str, Any]) -> None:
@@ -454,6 +454,7 @@ async def figure_4(args: argparse.Namespace, cluster: ProcessCluster, results: d
     await load.run(steady, lambda: time.monotonic() >= end)
     rate_all_up = load.rate(t0, time.monotonic_ns())
 
+    rss = {"before_stop": [rss_kib(n.pid) for n in cluster.nodes]}
     log(f"figure 4: SIGSTOP node {follower.node_id}; writing {args.stop_writes:,} writes (keys 0..{args.big_keys - 1:,})")
     assert follower.process is not None
     follower.process.send_signal(signal.SIGSTOP)
@@ -472,6 +473,7 @@ async def figure_4(args: argparse.Namespace, cluster: ProcessCluster, results: d
         leader_status = await poll_status(leader)
         target_index = int(leader_status["applied"])
         offset = log_size(follower)
+        rss["at_sigcont"] = [rss_kib(n.pid) for n in cluster.nodes]
         t_cont = time.monotonic_ns()
         follower.process.send_signal(signal.SIGCONT)
     except BaseException:
@@ -482,7 +484,9 @@ async def figure_4(args: argparse.Namespace, cluster: ProcessCluster, results: d
     previous_leader_applied = target_index
     deadline = time.monotonic() + args.catchup_timeout
     while time.monotonic() < deadline:
-        f_status, l_status = await asyncio.gather(poll_status(follower), poll_status(leader))
+        # A busy follower may answer late or not at all: a short timeout
+        # keeps the samples about half a second apart.
+        f_status, l_status = await asyncio.gather(poll_status(follower, 0.4), poll_status(leader, 0.4))
         now = time.monotonic_ns()
         if f_status and l_status:
             f_applied, l_applied = int(f_status["applied"]), int(l_status["applied"])
@@ -495,6 +499,7 @@ async def figure_4(args: argparse.Namespace, cluster: ProcessCluster, results: d
             previous_leader_applied = l_applied
         await asyncio.sleep(0.1)
     t_caught = time.monotonic_ns()
+    rss["caught_up"] = [rss_kib(n.pid) for n in cluster.nodes]
     await asyncio.sleep(2.0)
     stop_flag[0] = True
     await task
@@ -508,6 +513,10 @@ async def figure_4(args: argparse.Namespace, cluster: ProcessCluster, results: d
     installed = re.findall(r"installed the leader's snapshot at index (\d+): (\d+) keys", follower_log)
     results["4"] = {
         "follower": follower.node_id,
+        "leader": leader.node_id,
+        "node_options": args.big_node_options,
+        "rss_mib": {k: [round(x / 1024) for x in v] for k, v in rss.items()},
+        "installs": len(installed),
         "stopped_for_writes": args.stop_writes,
         "rate_all_up": round(rate_all_up),
         "rate_while_stopped_sequential": round(rate_stopped_preload),
@@ -632,7 +641,7 @@ async def figure_3(args: argparse.Namespace, cluster: ProcessCluster, results: d
 
 
 async def figures_3_4_5(args: argparse.Namespace, root: Path, results: dict[str, Any], which: set[str]) -> None:
-    cluster = make_cluster(root / "big", [])
+    cluster = make_cluster(root / "big", args.big_node_options.split())
     cluster.start()
     try:
         await wait_leader(cluster)
@@ -805,9 +814,9 @@ def report(results: dict[str, Any]) -> str:
     if "4" in results:
         r = results["4"]
         rows.append((
-            f"4 follower stopped for {r['stopped_for_writes']:,} writes",
+            f"4 follower stopped for {r['stopped_for_writes']:,} writes" + (f" ({r['node_options']})" if r["node_options"] else ""),
             f"leader's index reached {r['reached_that_index_s']} s, live {r['caught_up_live_s']} s; "
-            f"InstallSnapshot {'yes' if r['via_install_snapshot'] else 'NO'}; "
+            f"InstallSnapshot {'yes' if r['via_install_snapshot'] else 'NO'} ({r['installs']} installed); "
             f"rate {r['rate_before_sigcont']:,}/s -> {r['rate_during_catchup']:,}/s ({r['rate_ratio']}x, worst second "
             f"{r['worst_second_ratio']}x)",
             "<= 15 s, >= 0.5x", "yes" if r["met"] else "NO", fmt_load(r["load"]),
@@ -854,6 +863,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steady-seconds", type=float, default=10.0)
     parser.add_argument("--catchup-timeout", type=float, default=300.0)
     parser.add_argument("--restarts", type=int, default=3)
+    parser.add_argument("--big-node-options", default="",
+                        help="extra node options for the cluster of figures 3-5, e.g. '--snapshot-catchup-entries 100000'")
     parser.add_argument("--stall-seconds", type=float, default=60.0)
     parser.add_argument("--stall-snapshot-entries", type=int, default=100_000,
                         help="--snapshot-entries of figure 6's nodes, so snapshots alternate with quiet spells")
