@@ -688,16 +688,35 @@ def read_probe(path: Path) -> list[dict[str, Any]]:
 
 def snapshot_windows(records: list[dict[str, Any]], min_keys: int) -> list[tuple[int, int, int]]:
     """(start_ns, end_ns, keys) of each snapshot the node took with at least
-    C{min_keys} keys."""
-    windows, open_ = [], {}
+    C{min_keys} keys: from the freeze to the end of the node's work once
+    the file is durable (compaction, pruning)."""
+    windows, open_, ended = [], {}, {}
     for r in records:
-        if r.get("kind") == "snapshot_start":
+        kind = r.get("kind")
+        if kind == "snapshot_start":
             open_[r["index"]] = (r["ns"], r["keys"])
-        elif r.get("kind") == "snapshot_end" and r["index"] in open_:
-            start, keys = open_.pop(r["index"])
+        elif kind == "snapshot_end" and r["index"] in open_:
+            ended[r["index"]] = open_.pop(r["index"]) + (r["ns"],)
+            if not r.get("ok", True):  # no compaction follows a failure
+                start, keys, end = ended.pop(r["index"])
+                if keys >= min_keys:
+                    windows.append((start, end, keys))
+        elif kind == "snapshot_done_end" and r["index"] in ended:
+            start, keys, _ = ended.pop(r["index"])
             if keys >= min_keys:
                 windows.append((start, r["ns"], keys))
     return windows
+
+
+def compaction_ms(records: list[dict[str, Any]]) -> list[float]:
+    """How long each L{kvstore.node.Node._snapshot_done} ran on the reactor (ms)."""
+    started, spans = {}, []
+    for r in records:
+        if r.get("kind") == "snapshot_done_start":
+            started[r["index"]] = r["ns"]
+        elif r.get("kind") == "snapshot_done_end" and r["index"] in started:
+            spans.append(round((r["ns"] - started.pop(r["index"])) / 1e6, 1))
+    return spans
 
 
 def inside(t: int, windows: Sequence[tuple[int, int, int]]) -> bool:
@@ -719,7 +738,16 @@ async def figure_6(args: argparse.Namespace, root: Path, results: dict[str, Any]
         measured = Load(cluster, args.stall_connections, args.stall_pipeline, args.value_size)
         t_start = time.monotonic_ns()
         end = time.monotonic() + args.stall_seconds
+        profiler = None
+        if args.py_spy:
+            leader = await wait_leader(cluster)
+            profiler = await asyncio.create_subprocess_exec(
+                args.py_spy, "record", "-p", str(leader.pid), "-d", str(int(args.stall_seconds)), "-r", "200",
+                "-f", "raw", "-o", str(root / f"py-spy-leader-{leader.node_id}.txt"),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         await measured.run(random_keys(args.big_keys, 4), lambda: time.monotonic() >= end)
+        if profiler is not None:
+            await profiler.wait()
         t_end = time.monotonic_ns()
         await asyncio.sleep(1.5)  # the probes' next flush
         leader = await wait_leader(cluster)
@@ -729,18 +757,29 @@ async def figure_6(args: argparse.Namespace, root: Path, results: dict[str, Any]
             records = read_probe(node.probe_path)  # type: ignore[attr-defined]
             windows = [w for w in snapshot_windows(records, int(args.big_keys * 0.9)) if w[1] >= t_start and w[0] <= t_end]
             all_windows += windows
-            stalls = [(r["end_ns"], r["stall_ms"]) for r in records if "stall_ms" in r and t_start <= r["end_ns"] <= t_end]
+            stalls = [(r["end_ns"], r["stall_ms"], r.get("cpu_ms")) for r in records
+                      if "stall_ms" in r and t_start <= r["end_ns"] <= t_end]
             # A stall ending up to its own length after a window may have begun inside it.
-            in_w = [ms for t, ms in stalls if inside(t - int(ms * 1e6), windows) or inside(t, windows)]
-            out_w = [ms for t, ms in stalls if not (inside(t - int(ms * 1e6), windows) or inside(t, windows))]
+            in_stalls = [(ms, cpu) for t, ms, cpu in stalls if inside(t - int(ms * 1e6), windows) or inside(t, windows)]
+            out_stalls = [(ms, cpu) for t, ms, cpu in stalls if not (inside(t - int(ms * 1e6), windows) or inside(t, windows))]
+            in_w = [ms for ms, _ in in_stalls]
+            out_w = [ms for ms, _ in out_stalls]
             window_s = sum((min(e, t_end) - max(s, t_start)) / 1e9 for s, e, _ in windows)
             nodes.append({
                 "node": node.node_id,
                 "role": "leader" if node is leader else "follower",
                 "snapshots": len(windows),
                 "snapshot_seconds": [round((e - s) / 1e9, 2) for s, e, _ in windows],
+                "after_durable_ms": compaction_ms([r for r in records if t_start <= r.get("ns", 0) <= t_end]),
                 "keys": sorted({k for _, _, k in windows}),
                 "max_stall_in_snapshot_ms": max(in_w, default=0.0),
+                # The most CPU the reactor thread itself spent in one stall:
+                # the node's own work, apart from waiting for a CPU or the GIL.
+                "max_cpu_in_snapshot_ms": max((cpu or 0.0 for _, cpu in in_stalls), default=0.0),
+                "max_cpu_outside_ms": max((cpu or 0.0 for _, cpu in out_stalls), default=0.0),
+                # The five longest, with the reactor thread's own CPU time in each.
+                "longest_in_snapshot_ms_cpu": sorted(in_stalls, key=lambda x: -x[0])[:5],
+                "longest_outside_ms_cpu": sorted(out_stalls, key=lambda x: -x[0])[:5],
                 "stalls_over_20ms_in_snapshot": sum(1 for ms in in_w if ms > 20),
                 "max_stall_outside_ms": max(out_w, default=0.0),
                 "stalls_over_20ms_outside": sum(1 for ms in out_w if ms > 20),
@@ -833,7 +872,9 @@ def report(results: dict[str, Any]) -> str:
         rows.append((
             f"6 longest reactor stall while snapshotting {r['keys']:,} keys",
             "; ".join(f"node {n['node']} ({n['role']}): {n['max_stall_in_snapshot_ms']} ms in {n['snapshots']} snapshots "
-                      f"({n['stalls_over_20ms_in_snapshot']} > 20 ms), {n['max_stall_outside_ms']} ms outside"
+                      f"({n['stalls_over_20ms_in_snapshot']} > 20 ms; its own CPU in one stall at most "
+                      f"{n['max_cpu_in_snapshot_ms']} ms, compaction {n['after_durable_ms']} ms), "
+                      f"{n['max_stall_outside_ms']} ms outside (own CPU at most {n['max_cpu_outside_ms']} ms)"
                       for n in r["nodes"]),
             "<= 20 ms", "yes" if r["max_stall_in_snapshot_ms"] <= 20 else "NO", fmt_load(r["load"]),
         ))
@@ -868,6 +909,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stall-seconds", type=float, default=60.0)
     parser.add_argument("--stall-snapshot-entries", type=int, default=100_000,
                         help="--snapshot-entries of figure 6's nodes, so snapshots alternate with quiet spells")
+    parser.add_argument("--py-spy", metavar="PATH",
+                        help="figure 6: record the leader with this py-spy during the measurement (raw stacks in the "
+                             "work directory; use --keep)")
     parser.add_argument("--stall-connections", type=int, default=16)
     parser.add_argument("--stall-pipeline", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)

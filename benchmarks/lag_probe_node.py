@@ -10,11 +10,15 @@ What it adds to the node process, without changing kvstore:
     I{stall} is the gap between two ticks minus the tick period, measured
     with C{time.monotonic}.  Every stall above L{RECORD_ABOVE} is recorded
     with the C{CLOCK_MONOTONIC} time it ended (one clock for every process
-    on the machine, so the figures script can line it up with its writes);
+    on the machine, so the figures script can line it up with its writes)
+    and the CPU time the reactor thread used during it (C{time.thread_time}:
+    a long stall with little CPU was spent waiting, for a CPU or the GIL);
     smaller ones are only counted into a histogram.
   - the start and end of every snapshot the node takes
-    (L{kvstore.node_snapshots.NodeSnapshots.take}, wrapped) and of every
-    snapshot it restores (InstallSnapshot), with their index.
+    (L{kvstore.node_snapshots.NodeSnapshots.take}, wrapped), of the node's
+    work once it is durable (L{kvstore.node.Node._snapshot_done}: telling
+    the core, compacting the log, pruning), and of every snapshot it
+    restores (InstallSnapshot), with their index.
 
 With C{KVSTORE_PROBE_TRACEMALLOC=1} in its environment it also runs
 C{tracemalloc} (which slows the node several times: a diagnostic for
@@ -52,9 +56,11 @@ class Probe:
         self.histogram = [0] * len(BUCKETS)
         self.ticks = 0
         self.last: float | None = None
+        self.last_cpu = 0.0
 
     def tick(self) -> None:
         now = time.monotonic()
+        cpu = time.thread_time()
         if self.last is not None:
             stall_ms = max(0.0, (now - self.last - TICK) * 1000.0)
             for i, bound in enumerate(BUCKETS):
@@ -62,9 +68,16 @@ class Probe:
                     self.histogram[i] += 1
                     break
             if stall_ms > RECORD_ABOVE:
-                self.pending.append({"stall_ms": round(stall_ms, 3), "end_ns": time.monotonic_ns()})
+                # cpu_ms: what the reactor thread itself ran in the gap; the
+                # rest of the gap it waited (for a CPU, the GIL, or I/O).
+                self.pending.append({
+                    "stall_ms": round(stall_ms, 3),
+                    "cpu_ms": round((cpu - self.last_cpu) * 1000.0, 3),
+                    "end_ns": time.monotonic_ns(),
+                })
         self.ticks += 1
         self.last = now
+        self.last_cpu = cpu
 
     def event(self, **fields: Any) -> None:
         fields["ns"] = time.monotonic_ns()
@@ -106,6 +119,20 @@ def install(path: str) -> Probe:
 
         return original_restore(self, machine, index, term).addBoth(done)
 
+    from kvstore import node as node_module
+
+    original_done = node_module.Node._snapshot_done
+
+    def snapshot_done(self: Any, info: Any) -> None:
+        # After the file is durable: the core is told, the log compacted,
+        # old snapshots pruned -- on the reactor, so it belongs to the window.
+        probe.event(kind="snapshot_done_start", index=info.index)
+        try:
+            original_done(self, info)
+        finally:
+            probe.event(kind="snapshot_done_end", index=info.index)
+
+    node_module.Node._snapshot_done = snapshot_done  # type: ignore[method-assign]
     node_snapshots.NodeSnapshots.take = take  # type: ignore[method-assign]
     node_snapshots.NodeSnapshots.restore = restore  # type: ignore[method-assign]
 
