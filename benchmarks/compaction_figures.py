@@ -686,10 +686,11 @@ def read_probe(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def snapshot_windows(records: list[dict[str, Any]], min_keys: int) -> list[tuple[int, int, int]]:
-    """(start_ns, end_ns, keys) of each snapshot the node took with at least
-    C{min_keys} keys: from the freeze to the end of the node's work once
-    the file is durable (compaction, pruning)."""
+def snapshot_windows(records: list[dict[str, Any]], min_keys: int) -> list[tuple[int, int, int, int]]:
+    """(start_ns, end_ns, keys, durable_ns) of each snapshot the node took
+    with at least C{min_keys} keys: from the freeze to the end of the node's
+    work once the file is durable (compaction, pruning); C{durable_ns} is
+    when the file was durable and the overlay merged."""
     windows, open_, ended = [], {}, {}
     for r in records:
         kind = r.get("kind")
@@ -700,11 +701,11 @@ def snapshot_windows(records: list[dict[str, Any]], min_keys: int) -> list[tuple
             if not r.get("ok", True):  # no compaction follows a failure
                 start, keys, end = ended.pop(r["index"])
                 if keys >= min_keys:
-                    windows.append((start, end, keys))
+                    windows.append((start, end, keys, end))
         elif kind == "snapshot_done_end" and r["index"] in ended:
-            start, keys, _ = ended.pop(r["index"])
+            start, keys, durable = ended.pop(r["index"])
             if keys >= min_keys:
-                windows.append((start, r["ns"], keys))
+                windows.append((start, r["ns"], keys, durable))
     return windows
 
 
@@ -719,8 +720,8 @@ def compaction_ms(records: list[dict[str, Any]]) -> list[float]:
     return spans
 
 
-def inside(t: int, windows: Sequence[tuple[int, int, int]]) -> bool:
-    return any(s <= t <= e for s, e, _ in windows)
+def inside(t: int, windows: Sequence[tuple[int, int, int, int]]) -> bool:
+    return any(s <= t <= e for s, e, _, _ in windows)
 
 
 async def figure_6(args: argparse.Namespace, root: Path, results: dict[str, Any]) -> None:
@@ -752,7 +753,7 @@ async def figure_6(args: argparse.Namespace, root: Path, results: dict[str, Any]
         await asyncio.sleep(1.5)  # the probes' next flush
         leader = await wait_leader(cluster)
         nodes = []
-        all_windows: list[tuple[int, int, int]] = []
+        all_windows: list[tuple[int, int, int, int]] = []
         for node in cluster.nodes:
             records = read_probe(node.probe_path)  # type: ignore[attr-defined]
             windows = [w for w in snapshot_windows(records, int(args.big_keys * 0.9)) if w[1] >= t_start and w[0] <= t_end]
@@ -764,14 +765,14 @@ async def figure_6(args: argparse.Namespace, root: Path, results: dict[str, Any]
             out_stalls = [(ms, cpu) for t, ms, cpu in stalls if not (inside(t - int(ms * 1e6), windows) or inside(t, windows))]
             in_w = [ms for ms, _ in in_stalls]
             out_w = [ms for ms, _ in out_stalls]
-            window_s = sum((min(e, t_end) - max(s, t_start)) / 1e9 for s, e, _ in windows)
+            window_s = sum((min(e, t_end) - max(s, t_start)) / 1e9 for s, e, _, _ in windows)
             nodes.append({
                 "node": node.node_id,
                 "role": "leader" if node is leader else "follower",
                 "snapshots": len(windows),
-                "snapshot_seconds": [round((e - s) / 1e9, 2) for s, e, _ in windows],
+                "snapshot_seconds": [round((e - s) / 1e9, 2) for s, e, _, _ in windows],
                 "after_durable_ms": compaction_ms([r for r in records if t_start <= r.get("ns", 0) <= t_end]),
-                "keys": sorted({k for _, _, k in windows}),
+                "keys": sorted({k for _, _, k, _ in windows}),
                 "max_stall_in_snapshot_ms": max(in_w, default=0.0),
                 # The most CPU the reactor thread itself spent in one stall:
                 # the node's own work, apart from waiting for a CPU or the GIL.
@@ -786,12 +787,19 @@ async def figure_6(args: argparse.Namespace, root: Path, results: dict[str, Any]
                 "outside_seconds": round((t_end - t_start) / 1e9 - window_s, 1),
                 "inside_seconds": round(window_s, 1),
             })
-        during, without = [], []
+        during, without, taking, after = [], [], [], []
         for s, r in zip(measured.sent, measured.received):
-            overlaps = any(s <= e and r >= b for b, e, _ in all_windows)
-            (during if overlaps else without).append((r - s) / 1e6)
+            overlaps = any(s <= e and r >= b for b, e, _, _ in all_windows)
+            latency = (r - s) / 1e6
+            (during if overlaps else without).append(latency)
+            if any(s <= d and r >= b for b, _, _, d in all_windows):
+                taking.append(latency)  # overlapped some node's encoding, writing and merging
+            elif overlaps:
+                after.append(latency)  # overlapped only some node's compaction
         during.sort()
         without.sort()
+        taking.sort()
+        after.sort()
         p99_during = percentile(during, 0.99)
         p99_without = percentile(without, 0.99)
         worst = max((n["max_stall_in_snapshot_ms"] for n in nodes), default=0.0)
@@ -808,6 +816,11 @@ async def figure_6(args: argparse.Namespace, root: Path, results: dict[str, Any]
             "p99_during_ms": round(p99_during, 2),
             "p99_without_ms": round(p99_without, 2),
             "p99_ratio": round(p99_during / p99_without, 2) if without and during else None,
+            "p99_while_taking_ms": round(percentile(taking, 0.99), 2),
+            "p99_only_compaction_ms": round(percentile(after, 0.99), 2),
+            "writes_while_taking": len(taking),
+            "writes_only_compaction": len(after),
+            "cooperator_env": {k: v for k, v in os.environ.items() if k.startswith("KVSTORE_PROBE_SNAPSHOT")},
             "max_stall_in_snapshot_ms": worst,
             "target": "stall <= 20 ms; p99 during <= 2x without",
             "met": bool(during) and worst <= 20 and p99_during <= 2 * p99_without,

@@ -26,6 +26,10 @@ memory growth, not for timing) and, on each SIGUSR1, dumps a tracemalloc
 snapshot to C{PROBE_FILE.tm<N>} and the counts of gc-tracked objects by type
 to C{PROBE_FILE.types<N>}.
 
+C{KVSTORE_PROBE_SNAPSHOT_TURN_MS} and C{KVSTORE_PROBE_SNAPSHOT_PAUSE_MS}
+replace the snapshot cooperator's turn length and the pause between turns
+(L{kvstore.snapshotting.snapshot_cooperator}), for experiments.
+
 Everything else goes to PROBE_FILE as JSON lines, appended once a second (a few
 hundred bytes, on the reactor) and when the process exits, so a SIGKILL
 loses at most the last second.  The probe itself costs the node a wake-up
@@ -133,6 +137,26 @@ def install(path: str) -> Probe:
             probe.event(kind="snapshot_done_end", index=info.index)
 
     node_module.Node._snapshot_done = snapshot_done  # type: ignore[method-assign]
+
+    # Experiments: the snapshot cooperator's turn and pause between turns.
+    turn_ms = os.environ.get("KVSTORE_PROBE_SNAPSHOT_TURN_MS")
+    pause_ms = os.environ.get("KVSTORE_PROBE_SNAPSHOT_PAUSE_MS")
+    if turn_ms or pause_ms:
+        from kvstore import snapshotting
+
+        original_cooperator = snapshotting.snapshot_cooperator
+
+        def cooperator(clock: Any, turn: float = snapshotting.DEFAULT_TURN, max_steps: Any = None,
+                       pause: float = 0.0) -> Any:
+            return original_cooperator(
+                clock,
+                float(turn_ms) / 1000 if turn_ms else turn,
+                max_steps,
+                float(pause_ms) / 1000 if pause_ms else pause,
+            )
+
+        snapshotting.snapshot_cooperator = cooperator  # type: ignore[assignment]
+        probe.event(kind="cooperator", turn_ms=turn_ms, pause_ms=pause_ms)
     node_snapshots.NodeSnapshots.take = take  # type: ignore[method-assign]
     node_snapshots.NodeSnapshots.restore = restore  # type: ignore[method-assign]
 
