@@ -43,6 +43,7 @@ from kvstore.options import Options as NodeOptions
 from kvstore.protocols.peer_links import PeerLinks
 from kvstore.protocols.client import ClientFactory
 from kvstore.protocols.commands import Limits
+from kvstore.protocols.backup import SnapshotOrClientFactory
 from kvstore.protocols.dispatch import DispatchFactory
 from kvstore.protocols.peer import Membership, PeerServerFactory
 from kvstore.reload import RELOADABLE, Reloader, RunningConfig, parse_arguments
@@ -506,7 +507,9 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
     )
     membership = Membership(config.node_id, config.cluster_id, frozenset(config.raft.peers))
     client_factory = ClientFactory(node, limits)
-    factory = DispatchFactory(client_factory, PeerServerFactory(membership, node.receive))
+    factory = DispatchFactory(
+        client_factory, PeerServerFactory(membership, node.receive), SnapshotOrClientFactory(node, client_factory)
+    )
     service = KVStoreService(config, node, wal, lock, peer_links, pidfile)
     service.client_factory = client_factory
     service.snapshot_thread = snapshot_thread

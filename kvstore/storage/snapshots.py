@@ -508,6 +508,22 @@ class SnapshotStore:
             fs.close(fd)
         return SnapshotInfo(path, meta.index, meta.term, meta, size, digest.hex(), content_offset, content_length)
 
+    def verify_file(self, path: str) -> SnapshotInfo:
+        """
+        L{verify} a snapshot file under any name (a backup, outside a
+        node's snapshot directory): its metadata, not its name, gives the
+        index and term.
+
+        @raise CorruptSnapshotError: naming the file, if anything is wrong.
+        """
+        fd = self.fs.open_rw(path)
+        try:
+            head = self.fs.pread(fd, min(self.fs.file_size(fd), _HEADER.size + _MAX_META), 0)
+        finally:
+            self.fs.close(fd)
+        meta, _ = _parse_header(path, head)
+        return self.verify(SnapshotInfo(path, meta.index, meta.term))
+
     def scan(self) -> builtins.list[tuple[SnapshotInfo, CorruptSnapshotError | None]]:
         """
         Every installed snapshot, newest first, each verified: the info
