@@ -63,6 +63,7 @@ setup(
             "kvstore-bench=kvstore.tools.bench:main",
             "kvstore-inspect=kvstore.tools.inspect:main",
             "kvstore-cli=kvstore.tools.cli:main",
+            "kvstore-snapshot=kvstore.tools.snapshot:main",
         ],
     },
     zip_safe=False,

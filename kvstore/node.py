@@ -1145,6 +1145,10 @@ class Node:
             return
         if not snapshots.due(self.state_machine.applied_index):
             return
+        self._take_snapshot(snapshots).addErrback(lambda _: None)  # _snapshot_failed has dealt with it
+
+    def _take_snapshot(self, snapshots: NodeSnapshots) -> Deferred[SnapshotInfo]:
+        core = self.core
 
         def make_meta(index: int) -> SnapshotMeta:
             return SnapshotMeta(
@@ -1155,15 +1159,55 @@ class Node:
                 content_format=CONTENT_FORMAT,
             )
 
+        started = self._clock.seconds()
+
+        def done(info: SnapshotInfo) -> SnapshotInfo:
+            self._snapshot_done(info, started)
+            return info
+
+        def failed(failure: Failure) -> Failure:
+            self._snapshot_failed(failure)
+            return failure
+
         self.log.debug("snapshotting the state machine at index {index}", index=self.state_machine.applied_index)
         index = self.state_machine.applied_index
-        snapshots.take(self.state_machine, make_meta).addCallbacks(
-            self._snapshot_done, self._snapshot_failed, callbackArgs=(self._clock.seconds(),)
-        )
+        taken = snapshots.take(self.state_machine, make_meta).addCallbacks(done, failed)
         if "compact-wal-before-snapshot-durable" in self._plants and not self._stopped and not self._failed:
             # The planted bug: the core and the log drop the prefix as soon
             # as the snapshot starts, not once its file is durable.
-            self._snapshot_done(SnapshotInfo(snapshots.path(index, core.term_at(index)), index, core.term_at(index)), self._clock.seconds())
+            self._snapshot_done(
+                SnapshotInfo(snapshots.path(index, core.term_at(index)), index, core.term_at(index)), started
+            )
+        return taken
+
+    def snapshot_now(self) -> Deferred[SnapshotInfo]:
+        """
+        Take a snapshot of the state machine as of its applied index now,
+        due or not, through the same steps as a due one (the core is told,
+        the log compacted and old snapshots pruned once it is durable), and
+        fire with it: an online backup (L{kvstore.protocols.backup}) streams
+        it.  If a snapshot is being taken, wait for it to end first; while
+        the leader's snapshot is being installed, fail with L{Unavailable}.
+        """
+        snapshots = self._snapshots
+        if snapshots is None:
+            return fail(Unavailable("this node keeps no snapshots"))
+        if self._stopped or self._failed:
+            return fail(Unavailable(self._failed_reason if self._failed else "the node is shutting down"))
+        if self._installing is not None:
+            return fail(Unavailable("installing the leader's snapshot; try again"))
+        if snapshots.busy is not None:
+            # Not a callback's result on busy: whoever else waits for it
+            # (an install) must get it unchanged.
+            later: Deferred[SnapshotInfo] = Deferred()
+
+            def again(result: object) -> object:
+                self.snapshot_now().chainDeferred(later)
+                return result
+
+            snapshots.busy.addBoth(again)
+            return later
+        return self._take_snapshot(snapshots)
 
     def _snapshot_done(self, info: SnapshotInfo, started: float) -> None:
         if self._stopped or self._failed:

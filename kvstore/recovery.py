@@ -57,7 +57,7 @@ from typing import Callable, Protocol
 
 from twisted.logger import Logger
 
-from kvstore.statemachine import CONTENT_FORMATS, InvalidSnapshotContent, KeyValueStateMachine
+from kvstore.statemachine import CONTENT_FORMATS, ContentDecoder, InvalidSnapshotContent, KeyValueStateMachine
 from kvstore.storage.errors import StorageError
 from kvstore.storage.records import LogEntry
 from kvstore.storage.snapshots import CorruptSnapshotError, SnapshotInfo, SnapshotStore
@@ -138,21 +138,38 @@ def _log_path(entries: RecoverableLog) -> str:
 
 def _choose(
     store: SnapshotStore | None, entries: RecoverableLog, cluster_id: str | None
-) -> tuple[SnapshotInfo | None, list[tuple[SnapshotInfo, CorruptSnapshotError]]]:
+) -> tuple[
+    SnapshotInfo | None, ContentDecoder | None, list[tuple[SnapshotInfo, CorruptSnapshotError]]
+]:
     """
-    The newest usable snapshot (verified) and the damaged ones newer than
-    it; raise L{RecoveryError} when the rules of the module docstring
-    refuse start-up.
+    The newest usable snapshot (verified), a decoder that holds its
+    content, and the damaged snapshots newer than it; raise
+    L{RecoveryError} when the rules of the module docstring refuse
+    start-up.
+
+    Each candidate is read once: its content is decoded as it is hashed
+    (L{SnapshotStore.verify}'s sink), and the decoded state is used only if
+    the digest then matches.  Content that does not decode is read a second
+    time, hashing only, to tell a damaged file (skipped) from an intact one
+    holding invalid content (refused).
     """
     first = entries.first_index
     damaged: list[tuple[SnapshotInfo, CorruptSnapshotError]] = []
     chosen: SnapshotInfo | None = None
+    decoder: ContentDecoder | None = None
     for info in store.list() if store is not None else []:
         assert store is not None
+        decoder = ContentDecoder()
+        invalid: InvalidSnapshotContent | None = None
         try:
-            verified = store.verify(info)
+            try:
+                verified = store.verify(info, content_sink=decoder.feed)
+            except InvalidSnapshotContent as e:
+                invalid = e
+                verified = store.verify(info)
         except CorruptSnapshotError as e:
             damaged.append((info, e))
+            decoder = None
             continue
         meta = verified.meta
         assert meta is not None
@@ -165,6 +182,8 @@ def _choose(
                 verified.path,
                 f"snapshot content format {meta.content_format!r} is not one this build reads ({', '.join(CONTENT_FORMATS)})",
             )
+        if invalid is not None:
+            raise RecoveryError(verified.path, f"the checksum is right but the content is not valid: {invalid}")
         chosen = verified
         break
     base = chosen.index if chosen is not None else 0
@@ -190,7 +209,7 @@ def _choose(
                 f"(index {entries.last_index}), so the older state cannot stand in for it; restore this node's "
                 f"data from a backup or another member",
             )
-    return chosen, damaged
+    return chosen, decoder, damaged
 
 
 def recover(
@@ -205,8 +224,9 @@ def recover(
 ) -> Recovered:
     """
     Choose the snapshot, reconcile the log with it and restore the state
-    machine, as the module docstring says.  Blocking (it reads and hashes
-    the snapshot): call it at start-up, before the reactor runs.
+    machine, as the module docstring says.  Blocking (it reads the
+    snapshot once, hashing and decoding it in the same pass): call it at
+    start-up, before the reactor runs.
 
     @param entries: the opened log; it may be reset (queued, made durable
         by the log's next flush).
@@ -219,13 +239,13 @@ def recover(
     @raise RecoveryError: naming the file, if start-up must be refused.
     """
     began = timer() if started is None else started
-    chosen, damaged = _choose(snapshots, entries, cluster_id)
+    chosen, decoder, damaged = _choose(snapshots, entries, cluster_id)
     index = term = keys = 0
     if chosen is not None:
-        assert snapshots is not None
+        assert decoder is not None
         index, term = chosen.index, chosen.term
         try:
-            state_machine.restore(index, snapshots.read_content(chosen))
+            state_machine.restore_decoded(index, decoder)
         except InvalidSnapshotContent as e:
             raise RecoveryError(chosen.path, f"the checksum is right but the content is not valid: {e}") from None
         keys = len(state_machine)

@@ -46,6 +46,7 @@ from kvstore.forwarding import PeerLinksChannel, attach_forwarding
 from kvstore.protocols.client import ClientFactory
 from kvstore.protocols.peer_links import PeerLinks
 from kvstore.protocols.commands import Limits
+from kvstore.protocols.backup import SnapshotOrClientFactory
 from kvstore.protocols.dispatch import DispatchFactory
 from kvstore.protocols.peer import Membership, PeerServerFactory
 from kvstore.identity import Identity, IdentityError, load_identity, save_identity
@@ -606,7 +607,7 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
     membership = Membership(config.node_id, config.cluster_id, frozenset(config.raft.peers))
     client_factory = instruments.client_factory(node, limits)
     peer_server = PeerServerFactory(membership, instruments.receive(node.receive))
-    factory = DispatchFactory(client_factory, peer_server)
+    factory = DispatchFactory(client_factory, peer_server, SnapshotOrClientFactory(node, client_factory))
     # Peer links and the peer server's membership check follow the core's
     # configuration from now on (issue 13), starting with the one recovered.
     follow = FollowConfiguration(

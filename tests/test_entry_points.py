@@ -22,6 +22,7 @@ EXPECTED = {
     "kvstore-bench": "kvstore.tools.bench",
     "kvstore-inspect": "kvstore.tools.inspect",
     "kvstore-cli": "kvstore.tools.cli",
+    "kvstore-snapshot": "kvstore.tools.snapshot",
     "kvstore-sim": "kvstore.testing.sim.cli",
 }
 

@@ -4,7 +4,9 @@ One listening port for clients and peers: the first byte decides.
 
 A peer connection starts with a netstring, whose first byte is an ASCII
 digit (its length); a client connection starts with a command word, which
-never does.  L{FirstByteDispatcher} waits for that byte, builds the right
+never does.  With a snapshot factory, a connection starting with C{S} goes
+to it instead (C{SNAPSHOT}, an online backup; it hands C{STATUS} and the
+like on to the client protocol: L{kvstore.protocols.backup}).  L{FirstByteDispatcher} waits for that byte, builds the right
 protocol, connects it to the same transport and hands it the data, in the
 manner of Twisted's HAProxy wrapper.  After that it steps aside: the
 transport still calls the dispatcher, but the dispatcher's C{dataReceived}
@@ -51,6 +53,9 @@ class FirstByteDispatcher(Protocol):
             return
         if data[:1].isdigit():
             protocol = self._dispatch_factory.peer_factory.buildProtocol(self._addr)
+        elif data[:1] in (b"S", b"s") and self._dispatch_factory.snapshot_factory is not None:
+            # SNAPSHOT, or STATUS: kvstore.protocols.backup tells them apart.
+            protocol = self._dispatch_factory.snapshot_factory.buildProtocol(self._addr)
         else:
             protocol = self._dispatch_factory.client_factory.buildProtocol(self._addr)
         assert protocol is not None  # our two factories always build one
@@ -82,9 +87,13 @@ class DispatchFactory(Factory):
 
     noisy = False
 
-    def __init__(self, client_factory: Factory, peer_factory: Factory) -> None:
+    def __init__(self, client_factory: Factory, peer_factory: Factory, snapshot_factory: Factory | None = None) -> None:
         self.client_factory = client_factory
         self.peer_factory = peer_factory
+        #: Builds the protocol of connections whose first byte is C{S}
+        #: (L{kvstore.protocols.backup.SnapshotOrClientFactory}); without
+        #: it they go to the client factory like the rest.
+        self.snapshot_factory = snapshot_factory
 
     def buildProtocol(self, addr: IAddress | None) -> FirstByteDispatcher:
         return FirstByteDispatcher(self, addr)  # type: ignore[arg-type]  # a listening port always passes the peer's address

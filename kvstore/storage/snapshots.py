@@ -56,7 +56,7 @@ import os
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from kvstore.storage.errors import StorageError
 from kvstore.storage.fs import FileSystem
@@ -452,11 +452,17 @@ class SnapshotStore:
         found.sort(key=lambda info: (info.index, info.term), reverse=True)
         return found
 
-    def verify(self, info: SnapshotInfo) -> SnapshotInfo:
+    def verify(self, info: SnapshotInfo, content_sink: Callable[[bytes], None] | None = None) -> SnapshotInfo:
         """
         Read the whole file in chunks, check its structure and digest, and
         return its info with metadata, size and digest filled in.
 
+        @param content_sink: if given, called with each chunk of the content
+            (in order, concatenated the whole content) as it is hashed, so
+            that a restore reads the file once rather than verifying it and
+            then reading it again.  The chunks are unverified until this
+            returns: use what the sink built only then.  An exception the
+            sink raises ends the verification and propagates.
         @raise CorruptSnapshotError: naming the file, if anything is wrong.
         """
         path = info.path
@@ -480,13 +486,22 @@ class SnapshotStore:
                     path, f"trailer says {content_length} content bytes; the file size ({size}) disagrees"
                 )
             hasher = hashlib.sha256()
-            offset, hashed_end = 0, size - _DIGEST
-            while offset < hashed_end:
-                chunk = fs.pread(fd, min(CHUNK_SIZE, hashed_end - offset), offset)
-                if not chunk:
-                    raise CorruptSnapshotError(path, f"short read at offset {offset}")
-                hasher.update(chunk)
-                offset += len(chunk)
+            content_end = content_offset + content_length
+            # The header, the content (chunks aligned to it, for the sink),
+            # then the trailer's hashed part.
+            for offset, end, sink in (
+                (0, content_offset, None),
+                (content_offset, content_end, content_sink),
+                (content_end, size - _DIGEST, None),
+            ):
+                while offset < end:
+                    chunk = fs.pread(fd, min(CHUNK_SIZE, end - offset), offset)
+                    if not chunk:
+                        raise CorruptSnapshotError(path, f"short read at offset {offset}")
+                    hasher.update(chunk)
+                    if sink is not None:
+                        sink(chunk)
+                    offset += len(chunk)
             if hasher.digest() != digest:
                 raise CorruptSnapshotError(path, "checksum mismatch")
         finally:
@@ -508,6 +523,22 @@ class SnapshotStore:
         finally:
             self.fs.close(fd)
         return _parse_header(path, head)[0]
+
+    def verify_file(self, path: str) -> SnapshotInfo:
+        """
+        L{verify} a snapshot file under any name (a backup, outside a
+        node's snapshot directory): its metadata, not its name, gives the
+        index and term.
+
+        @raise CorruptSnapshotError: naming the file, if anything is wrong.
+        """
+        fd = self.fs.open_rw(path)
+        try:
+            head = self.fs.pread(fd, min(self.fs.file_size(fd), _HEADER.size + _MAX_META), 0)
+        finally:
+            self.fs.close(fd)
+        meta, _ = _parse_header(path, head)
+        return self.verify(SnapshotInfo(path, meta.index, meta.term))
 
     def scan(self) -> builtins.list[tuple[SnapshotInfo, CorruptSnapshotError | None]]:
         """
