@@ -186,6 +186,9 @@ class _Forward:
     #: After this, a sent write's outcome is unknown.
     answer_until: float
     request_id: int = 0
+    #: Arrival order: a write is never sent before an earlier one that
+    #: still waits to be sent (per-connection write order, see _pump).
+    seq: int = 0
     #: (leader, term, connection) it was sent in.
     epoch: tuple[int, int, object] | None = None
     timer: IDelayedCall | None = None
@@ -228,6 +231,12 @@ class WriteForwarder:
         # Sent writes by epoch, then by request id.
         self._sent: dict[tuple[int, int, object], dict[int, _Forward]] = {}
         self._by_id: dict[int, _Forward] = {}
+        # Writes not sent yet (no usable link, or refused by a leader that
+        # had just lost leadership), by arrival order, and the one timer
+        # that tries the oldest again.
+        self._waiting: dict[int, _Forward] = {}
+        self._next_seq = 0
+        self._pump_timer: IDelayedCall | None = None
 
     # -- the client protocol's hook ---------------------------------------
 
@@ -260,38 +269,68 @@ class WriteForwarder:
         now = self._clock.seconds()
         timeout = self._node.commit_timeout
         request = _Forward(line, Deferred(), refusal, now + timeout, now + timeout + RESPONSE_GRACE)
+        self._next_seq += 1
+        request.seq = self._next_seq
         self.in_flight += 1
-        self._attempt(request)
+        self._waiting[request.seq] = request
+        self._pump()
         return request.deferred
 
     # -- sending -------------------------------------------------------------
 
-    def _attempt(self, request: _Forward) -> None:
-        """Send C{request} to the leader if one can take it now; else try
-        again shortly, until its time to be sent is up."""
+    def _pump(self) -> None:
+        """
+        Send (or settle) the waiting writes oldest first, stopping at the
+        first that must wait: a later write is never sent before an earlier
+        one, so writes pipelined on a connection reach the leader, and are
+        proposed, in request order (as on the leader itself), even when
+        the earlier one had to wait for a link or was refused by a leader
+        that had just lost leadership.
+        """
+        while self._waiting and self._pump_timer is None:
+            seq = next(iter(self._waiting))
+            request = self._waiting.pop(seq)
+            if not self._attempt(request):
+                self._requeue(request)
+
+    def _requeue(self, request: _Forward) -> None:
+        """C{request} waits again, in its arrival place; the oldest
+        waiting write is tried again shortly."""
+        self._waiting[request.seq] = request
+        self._waiting = dict(sorted(self._waiting.items()))
+        if self._pump_timer is None:
+            self._pump_timer = self._clock.callLater(RETRY_INTERVAL, self._retry)
+
+    def _retry(self) -> None:
+        self._pump_timer = None
+        self._pump()
+
+    def _attempt(self, request: _Forward) -> bool:
+        """Send C{request} to the leader if one can take it now (or
+        settle it); C{False} if it must wait and be tried again shortly,
+        until its time to be sent is up."""
         node = self._node
         if node.not_serving_reason is not None:
             self._finish(request, Failure(request.refusal))
-            return
+            return True
         core = node.core
         leader = core.leader_id
         if leader == core.node_id:
             # This node leads now: run the line here, as the leader would.
             self._run_locally(request.line).addBoth(self._answered_locally, request)
-            return
+            return True
         allowed = self._channel.may_forward(leader) if leader is not None else None
         if allowed is False:
             # The leader's link speaks a version without forwarding: answer
             # as without forwarding (the link logged why, once).
             self._finish(request, Failure(request.refusal))
-            return
+            return True
         now = self._clock.seconds()
         if allowed is None:
             if now >= request.send_until:
                 self._finish(request, Failure(self._current_refusal(request)))
-            else:
-                request.timer = self._clock.callLater(RETRY_INTERVAL, self._retry, request)
-            return
+                return True
+            return False
         assert leader is not None
         request_id = self._new_id()
         epoch = (leader, core.term, self._channel.connection(leader))
@@ -301,10 +340,7 @@ class WriteForwarder:
         self._by_id[request_id] = request
         request.timer = self._clock.callLater(max(0.0, request.answer_until - now), self._timed_out, request)
         self._peers.send(Message(core.node_id, leader, ForwardRequest(core.term, request_id, request.line)))
-
-    def _retry(self, request: _Forward) -> None:
-        request.timer = None
-        self._attempt(request)
+        return True
 
     def _current_refusal(self, request: _Forward) -> NotLeader:
         """The refusal to give a write that was never sent: the node's own
@@ -342,8 +378,9 @@ class WriteForwarder:
         """The leader (or this node, leading now) answered C{reply}."""
         if reply.startswith(_NOT_LEADER_PREFIX) and self._clock.seconds() < request.send_until:
             # Refused before anything was appended (it had just lost
-            # leadership): not applied, so try the next leader.
-            request.timer = self._clock.callLater(RETRY_INTERVAL, self._retry, request)
+            # leadership): not applied, so try the next leader, before any
+            # later write.
+            self._requeue(request)
             return
         if reply.startswith(_ERROR_PREFIX):
             error = ForwardedError(reply[len(_ERROR_PREFIX):].decode("utf-8", "replace"))
