@@ -376,6 +376,13 @@ class WriteForwarder:
 
     def _answered(self, request: _Forward, reply: bytes) -> None:
         """The leader (or this node, leading now) answered C{reply}."""
+        if b"\n" in reply or b"\r" in reply:
+            # Not a reply line (a faulty peer): written as it is, it would
+            # shift every later reply on the client's connection.
+            self._finish(
+                request, Failure(OutcomeUnknown("the leader's answer to the forwarded write was not one line"))
+            )
+            return
         if reply.startswith(_NOT_LEADER_PREFIX) and self._clock.seconds() < request.send_until:
             # Refused before anything was appended (it had just lost
             # leadership): not applied, so try the next leader, before any
