@@ -59,7 +59,7 @@ from kvstore.recovery import RecoveryError
 from kvstore.storage import CorruptLogError, CorruptMetadataError, MetadataStore, WriteAheadLog
 from kvstore.storage.fs import FileSystem
 from kvstore.storage.snapshots import CorruptSnapshotError, SnapshotStore
-from kvstore.storage.wal import StorageThread
+from kvstore.storage.wal import StorageThread, run_inline
 
 __all__ = [
     "Options",
@@ -466,7 +466,8 @@ def _open_storage(
                 f"not {config.cluster_id!r}; refusing to mix clusters"
             )
         wal = WriteAheadLog.open(
-            os.path.join(config.data_dir, "wal"), segment_bytes=config.segment_bytes, fs=wal_file_system(fs)
+            os.path.join(config.data_dir, "wal"), segment_bytes=config.segment_bytes, fs=wal_file_system(fs),
+            run_in_thread=None if config.fsync else run_inline,  # no fsync: no thread hand-off either
         )
         snapshots = SnapshotStore.open(os.path.join(config.data_dir, "snapshots"), fs=fs)
     except (CorruptLogError, CorruptMetadataError) as e:

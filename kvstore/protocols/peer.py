@@ -34,6 +34,7 @@ length above C{MAX_LENGTH} before buffering any of it.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, NoReturn
@@ -52,9 +53,11 @@ from kvstore.forwarding_messages import (
     forwarding_to_dict,
 )
 from kvstore.raft.messages import (
+    MAX_FIELD_VALUE,
     MESSAGE_TYPES,
     AppendEntries,
     AppendEntriesResponse,
+    EntryTuple,
     MalformedMessage,
     Message,
     SnapshotChunk,
@@ -62,6 +65,7 @@ from kvstore.raft.messages import (
     TimeoutNow,
     check_snapshot_chunk,
     check_snapshot_chunk_response,
+    entries_from_json,
     entries_to_json,
     from_dict,
     to_dict,
@@ -362,6 +366,79 @@ _APPEND_RESPONSE = (
 )
 
 
+# Decoding them: the templates above as patterns.  A payload that matches
+# one is decoded without building a dictionary; any other payload (other
+# spacing or key order, escapes in a number's place, a value out of range,
+# anything wrong at all) goes to the generic decoder, which accepts or
+# rejects it as before.  An integer is JSON's canonical form of a
+# non-negative number of at most 19 digits (checked below 2**63 after).
+_INT = rb"(0|[1-9][0-9]{0,18})"
+_APPEND_HEAD_PATTERN = re.compile(
+    rb'\{"type":"append","from":%s,"to":%s,"term":%s,"prev_index":%s,"prev_term":%s,"commit":%s,"round":%s,'
+    rb'"entries":' % ((_INT,) * 7)
+)
+_APPEND_RESPONSE_PATTERN = re.compile(
+    rb'\{"type":"append_resp","from":%s,"to":%s,"term":%s,"success":(true|false),"index":%s,'
+    rb'"conflict_index":%s,"conflict_term":%s,"round":%s\}' % ((_INT,) * 3 + (_INT,) * 4)
+)
+# Decodes the entries' text, as json.loads does (same scanner, same
+# options), but without skipping whitespace: a JSON value, and only that.
+_entries_decoder = json.JSONDecoder()
+
+
+def _decode_fast(payload: bytes) -> Message | None:
+    """
+    The AppendEntries or response in C{payload} if it is exactly in the
+    form this release's encoder writes (L{_APPEND_HEAD},
+    L{_APPEND_RESPONSE}) and valid, else C{None}: the caller then decodes
+    it with L{decode_message_generic}, whose answer this always equals
+    (C{tests/test_protocols_peer_fast_decoding.py} checks it).  Several
+    times faster than parsing JSON into a dictionary and validating that,
+    on the path of every write.
+    """
+    if payload[2:8] == b"type\":":
+        match = _APPEND_HEAD_PATTERN.match(payload)
+        if match is not None:
+            return _decode_fast_append(payload, match)
+        match = _APPEND_RESPONSE_PATTERN.fullmatch(payload)
+        if match is not None:
+            sender, receiver, term, success, index, conflict_index, conflict_term, round_ = match.groups()
+            fields = (int(sender), int(receiver), int(term), int(index), int(conflict_index),
+                      int(conflict_term), int(round_))
+            if max(fields) >= MAX_FIELD_VALUE:
+                return None
+            return Message(
+                fields[0], fields[1],
+                AppendEntriesResponse(fields[2], success == b"true", fields[3], fields[4], fields[5], fields[6]),
+            )
+    return None
+
+
+def _decode_fast_append(payload: bytes, head: re.Match[bytes]) -> Message | None:
+    """The rest of L{_decode_fast} for an AppendEntries whose head matched."""
+    fields = tuple(map(int, head.groups()))
+    if max(fields) >= MAX_FIELD_VALUE or payload[-1:] != b"}":
+        return None
+    sender, receiver, term, prev_index, prev_term, commit, round_ = fields
+    text = payload[head.end() : -1]
+    if text == b"[]":
+        entries: tuple[EntryTuple, ...] = ()
+    else:
+        try:
+            # As json.loads decodes bytes it has detected as UTF-8.
+            chars = text.decode("utf-8", "surrogatepass")
+            raw, end = _entries_decoder.raw_decode(chars)
+        except (ValueError, RecursionError):
+            return None
+        if end != len(chars):
+            return None
+        try:
+            entries = entries_from_json(raw, prev_index, prev_term, term)
+        except MalformedMessage:
+            return None
+    return Message(sender, receiver, AppendEntries(term, prev_index, prev_term, entries, commit, round_))
+
+
 # The binary frames (version 3).  A JSON message as any kvstore writes it
 # starts with "{"; a binary frame starts with a NUL byte, then a byte naming
 # its kind, then fixed big-endian fields.  A chunk's data follows its header
@@ -631,6 +708,22 @@ def decode_message(payload: bytes, sender: int, membership: Membership) -> Messa
     @raises MalformedMessage: if the payload is not a valid message, or its
         addressing does not match the connection.
     """
+    message = _decode_fast(payload)
+    if message is None:
+        return decode_message_generic(payload, sender, membership)
+    if message.sender != sender:
+        raise MalformedMessage(f"message claims to be from node {message.sender} on node {sender}'s connection")
+    if message.receiver != membership.node_id:
+        raise MalformedMessage(f"message addressed to node {message.receiver}, this is node {membership.node_id}")
+    return message
+
+
+def decode_message_generic(payload: bytes, sender: int, membership: Membership) -> Message:
+    """
+    L{decode_message} without its fast path: every message type, in any
+    form JSON allows, through L{from_dict}.  The reference that the fast
+    path must agree with, result for result and error for error.
+    """
     if payload[:1] == b"\x00":
         message = decode_binary(payload)
     else:
@@ -649,6 +742,12 @@ def decode_message(payload: bytes, sender: int, membership: Membership) -> Messa
         raise MalformedMessage(f"message addressed to node {message.receiver}, this is node {membership.node_id}")
     return message
 
+
+# A netstring's length prefix as Twisted's parser accepts it (no leading
+# zeros), up to 8 digits (MAX_MESSAGE_BYTES has 8); longer ones, and every
+# other case, are left to that parser.
+_NETSTRING_HEAD = re.compile(rb"(0|[1-9][0-9]{0,7}):")
+_COMMA = ord(",")
 
 #: How a receiver turns a payload into what it delivers (L{decode_message}
 #: for this release; a test stands in a later release's decoder).
@@ -769,6 +868,49 @@ class PeerServerProtocol(NetstringReceiver):
     def dataReceived(self, data: bytes) -> None:
         if self.brokenPeer:
             return  # the connection is closing; ignore what is still arriving
+        if self._state == self._PARSING_LENGTH and not self._remainingData:
+            data = self._receive_whole_netstrings(data)
+            if not data or self.brokenPeer:
+                return
+        self._data_received_generic(data)
+
+    def _receive_whole_netstrings(self, data: bytes) -> bytes:
+        """
+        Hand over the well-formed netstrings at the start of C{data} and
+        return the rest, from the first one that is incomplete, malformed
+        or over the length limit: the generic parser takes it from there,
+        in the state it would be in had it parsed those netstrings itself
+        (between two netstrings, nothing buffered).  A peer's messages
+        usually arrive whole, one or a few per read; Twisted's parser
+        spends as much time framing each one (a buffer, a BytesIO, several
+        method calls) as decoding it.  Called only between netstrings with
+        nothing buffered.
+        """
+        position, size = 0, len(data)
+        match_head = _NETSTRING_HEAD.match
+        while position < size:
+            head = match_head(data, position)
+            if head is None:
+                break
+            start = head.end()
+            end = start + int(head.group(1))
+            if end - start > self.MAX_LENGTH or end >= size or data[end] != _COMMA:
+                break
+            position = end + 1
+            try:
+                self.stringReceived(data[start:end])
+            except BaseException:
+                self._remainingData = data[position:]  # where the generic parser would have left it
+                raise
+            if self.brokenPeer:
+                return b""  # the connection is closing; ignore the rest
+        return data[position:]
+
+    def _data_received_generic(self, data: bytes) -> None:
+        """Twisted's netstring parser, for whatever the fast framing of
+        L{dataReceived} leaves (and, in tests, for everything)."""
+        if self.brokenPeer:
+            return
         super().dataReceived(data)
         if self.brokenPeer and not self._logged_rejection:
             # NetstringReceiver found bad framing or an over-long length

@@ -367,13 +367,20 @@ def _bool(d: dict[str, Any], name: str) -> bool:
 
 
 def _entries(d: dict[str, Any], prev_index: int, prev_term: int, term: int) -> tuple[Entry, ...]:
+    return entries_from_json(d.get("entries"), prev_index, prev_term, term)
+
+
+def entries_from_json(raw: Any, prev_index: int, prev_term: int, term: int) -> tuple[Entry, ...]:
     """
-    The entries of an AppendEntries, checked for the shape of a log: indexes
-    consecutive after C{prev_index}, terms never decreasing from
-    C{prev_term} and never above the sender's C{term}.  A log that breaks
-    these cannot come from a correct leader, and storing it would fail.
+    The entries of an AppendEntries from their decoded JSON value C{raw},
+    checked for the shape of a log: indexes consecutive after
+    C{prev_index}, terms never decreasing from C{prev_term} and never above
+    the sender's C{term}.  A log that breaks these cannot come from a
+    correct leader, and storing it would fail.  L{from_dict} and the peer
+    protocol's fast decoder both check entries here, so they cannot differ.
+
+    @raises MalformedMessage: naming the first thing wrong.
     """
-    raw = d.get("entries")
     if not isinstance(raw, list):
         raise MalformedMessage("field 'entries' must be a list")
     result = []
