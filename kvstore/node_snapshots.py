@@ -133,6 +133,18 @@ class NodeSnapshots:
         """The last index the log may drop after a snapshot at C{snapshot_index}."""
         return snapshot_index - self.policy.catchup_entries
 
+    def max_held_for_followers(self) -> int:
+        """
+        The most entries a leader keeps beyond L{compact_through}'s point
+        for a follower being sent a snapshot or catching up from one
+        (L{kvstore.raft.core.RaftCore.compaction_point}): four snapshots'
+        worth of entries, or the catch-up window if larger.  A snapshot's
+        transfer and install take seconds during which writes go on; a
+        follower that needs more than this is dead or hopeless and gets a
+        newer snapshot instead of an ever-growing log.
+        """
+        return max(4 * self.policy.entries, self.policy.catchup_entries)
+
     # -- taking ------------------------------------------------------------
 
     def take(
