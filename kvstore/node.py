@@ -1231,7 +1231,12 @@ class Node:
             # catching up from one, needs next (up to a cap): otherwise it
             # compacts past the snapshot while it travels and the follower
             # needs another one as soon as it has installed it.
-            through = core.compaction_point(through, snapshots.max_held_for_followers())
+            wanted, through = through, core.compaction_point(through, snapshots.max_held_for_followers())
+            if through < wanted and wanted >= core.first_index:
+                self.log.info(
+                    "log kept from index {first} (instead of {wanted}) for a follower receiving or catching up from a snapshot",
+                    first=through + 1, wanted=wanted + 1,
+                )
             if self._installing is None and through >= core.first_index:
                 core.compact(through)
                 with _failures_of_storage():

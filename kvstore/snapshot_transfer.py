@@ -987,6 +987,7 @@ class TransferRouter:
         release: Callable[[str], None] = lambda name: None,
         sent: Callable[[int, float, int], None] = lambda follower, seconds, size: None,
         newest: Callable[[], tuple[int, int] | None] = lambda: None,
+        renewed: Callable[[int, int, int], None] = lambda follower, index, snapshot_term: None,
         window: int = DEFAULT_WINDOW,
         chunk_bytes: int = CHUNK_SIZE,
         timeout: float = DEFAULT_TIMEOUT,
@@ -1006,6 +1007,7 @@ class TransferRouter:
         self._release = release
         self._sent = sent
         self._newest = newest
+        self._renewed = renewed
         self._sender_options: dict[str, Any] = dict(
             window=window, chunk_bytes=chunk_bytes, timeout=timeout, max_retries=max_retries,
             completion_timeout=completion_timeout, max_restarts=max_restarts,
@@ -1037,7 +1039,8 @@ class TransferRouter:
         the leader of C{term}, unless that very transfer is running.  After
         failed transfers to C{follower} (and C{back_off}) it starts only
         after a back-off delay, and then sends the newest snapshot this
-        node has by then (C{newest()}): one taken during the delay is
+        node has by then (C{newest()}; C{renewed(follower, index,
+        snapshot_term)} tells the core): one taken during the delay is
         closer to the leader's log, so the follower has less to catch up
         and the leader's compaction is less likely to overtake it."""
         current = self.senders.get(follower)
@@ -1075,6 +1078,7 @@ class TransferRouter:
         if newest is None or newest[0] <= sender.index or self.senders.get(sender.follower) is not sender:
             return True
         self.send_snapshot(sender.follower, sender.term, newest[0], newest[1], back_off=False)
+        self._renewed(sender.follower, newest[0], newest[1])
         return False
 
     def _remove(self, sender: SnapshotSender) -> bool:
@@ -1222,6 +1226,7 @@ def attach_transfers(
         release=getattr(node, "release_snapshot", lambda name: None),
         sent=getattr(node, "metrics", NO_METRICS).snapshot_sent,
         newest=lambda: (node.core.snapshot_index, node.core.snapshot_term) if node.core.snapshot_index else None,
+        renewed=lambda follower, index, snapshot_term: node.core.snapshot_offer_renewed(follower, index, snapshot_term),
         **options,
     )
     node.transfers = router

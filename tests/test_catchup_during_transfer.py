@@ -21,7 +21,7 @@ from tests.node_snapshot_cluster import SnapshotCluster
 from tests.snapshot_support import content_for, write_snapshot
 from tests.snapshot_transfer_support import FOLLOWER, LEADER, TERM, Pair
 from tests.test_raft_compaction import ack, leader_with_tail
-from tests.test_raft_core import bodies, drain, msg
+from tests.test_raft_core import HEARTBEAT, bodies, drain, msg
 
 
 def leader_sending_snapshot() -> tuple[Clock, RaftCore]:
@@ -91,6 +91,31 @@ class CompactionPointTests(SynchronousTestCase):
         self.assertEqual(leader.compaction_point(51, max_held=1000), 51)
 
 
+class RenewedOfferTests(SynchronousTestCase):
+    """RaftCore.snapshot_offer_renewed: the transfer sends a newer snapshot than the one offered."""
+
+    def test_transfer_state_follows_the_newer_snapshot(self) -> None:
+        """Heartbeats are anchored at the newer snapshot, an acknowledgement of the older one does not end the transfer state, and compaction holds only after the newer one."""
+        clock, leader = leader_sending_snapshot()
+        leader.snapshot_offer_renewed(2, 56, 3)
+        self.assertEqual(leader.compaction_point(51, max_held=1000), 51)
+        ack(leader, 2, 20)  # a heartbeat anchored at the old snapshot, answered after the install
+        clock.advance(HEARTBEAT)
+        rd = drain(leader)
+        self.assertEqual(bodies(rd.messages, InstallSnapshot), [])
+        self.assertEqual([(h.prev_log_index, h.prev_log_term) for h in bodies(rd.messages, AppendEntries, to=2)], [(56, 3)])
+        ack(leader, 2, 56)
+        self.assertEqual(bodies(drain(leader).messages, InstallSnapshot), [])
+        self.assertEqual(leader.compaction_point(51, max_held=1000), 51)
+
+    def test_older_unknown_or_wrong_renewals_are_ignored(self) -> None:
+        """A renewal naming an older snapshot, one past the leader's, or the wrong term changes nothing."""
+        clock, leader = leader_sending_snapshot()
+        for index, term in [(10, 2), (57, 3), (56, 2), (40, 2)]:
+            leader.snapshot_offer_renewed(2, index, term)
+            self.assertEqual(leader.compaction_point(51, max_held=1000), 20, (index, term))
+
+
 class CatchUpDuringSlowTransferTests(SynchronousTestCase):
     """A node cluster (tests.node_snapshot_cluster) whose snapshot transfer is slow."""
 
@@ -134,7 +159,8 @@ class RetriedOfferTests(SynchronousTestCase):
     def test_retry_after_back_off_sends_the_newest_snapshot(self) -> None:
         """A retried offer that waited out its back-off sends the snapshot taken meanwhile, not the one offered before it."""
         newest: list[tuple[int, int] | None] = [None]
-        pair = Pair(3_000, newest=lambda: newest[0])
+        renewed: list[tuple[int, int, int]] = []
+        pair = Pair(3_000, newest=lambda: newest[0], renewed=lambda *a: renewed.append(a))
         with capturedLogs():
             pair.offer()
             pair.leader.unsendable(pair.network.sent[-1])
@@ -145,6 +171,7 @@ class RetriedOfferTests(SynchronousTestCase):
             newest[0] = (80, 2)
             pair.clock.advance(1.0)
             self.assertEqual({c.index for c in pair.network.chunks_sent()[4:]}, {80})
+            self.assertEqual(renewed, [(FOLLOWER, 80, 2)])
             self.assertEqual(pair.leader.protected(), frozenset({snapshot_name(80, 2)}))
             pair.deliver_all()
             pair.leader.receive(Message(FOLLOWER, LEADER, AppendEntriesResponse(TERM, True, 80)))

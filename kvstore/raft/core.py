@@ -1058,6 +1058,25 @@ class RaftCore:
             # at once in a loop.
             progress.probe_sent = True
 
+    def snapshot_offer_renewed(self, follower: int, index: int, term: int) -> None:
+        """
+        The node's transfer sends C{follower} a newer snapshot of this
+        leader, at C{index}/C{term}, than the one offered (a retry that
+        waited out its back-off sends the newest).  The transfer state
+        follows it: heartbeats are anchored at it, only an acknowledgement
+        at or past it ends the state, and compaction holds the log after
+        it (a heartbeat anchored at the older one would be acknowledged at
+        that index, and the follower offered yet another snapshot).
+        """
+        progress = self._progress.get(follower) if self.role is Role.LEADER else None
+        if progress is None or progress.state is not _ProgressState.SNAPSHOT:
+            return
+        if not progress.pending_snapshot.index < index <= self._snapshot.index:
+            return
+        known = self._snapshot.term if index == self._snapshot.index else self._term_if_known(index)
+        if known == term:
+            progress.pending_snapshot = SnapshotPoint(index, term)
+
     def _offer_snapshot(self, peer: int, progress: _Progress) -> None:
         """Ask the node to send C{peer} the newest snapshot: its next entry
         was compacted away, so no AppendEntries can reach it."""
