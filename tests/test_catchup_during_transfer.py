@@ -19,6 +19,7 @@ from kvstore.raft.messages import AppendEntries, AppendEntriesResponse, InstallS
 from kvstore.storage.snapshots import snapshot_name
 from tests.node_snapshot_cluster import SnapshotCluster
 from tests.snapshot_support import content_for, write_snapshot
+from tests.test_node_snapshots import Harness, machine_with
 from tests.snapshot_transfer_support import FOLLOWER, LEADER, TERM, Pair
 from tests.test_raft_compaction import ack, leader_with_tail
 from tests.test_raft_core import HEARTBEAT, bodies, drain, msg
@@ -89,6 +90,26 @@ class CompactionPointTests(SynchronousTestCase):
         _, leader = leader_sending_snapshot()
         leader.step(msg(2, 1, AppendEntries(4, 56, 3, (), 56, 0)))
         self.assertEqual(leader.compaction_point(51, max_held=1000), 51)
+
+
+class HoldCapTests(SynchronousTestCase):
+    """NodeSnapshots.max_held_for_followers: the cap on what a leader keeps for such a follower."""
+
+    def test_entries_before_any_snapshot(self) -> None:
+        """Before a snapshot measured the entries' size, four snapshots' worth of entries (or the catch-up window)."""
+        self.assertEqual(Harness(SnapshotPolicy(entries=100, catchup_entries=5)).snapshots.max_held_for_followers(), 400)
+        self.assertEqual(Harness(SnapshotPolicy(entries=100, catchup_entries=900)).snapshots.max_held_for_followers(), 900)
+
+    def test_snapshot_bytes_of_log(self) -> None:
+        """After a snapshot, as many entries as --snapshot-bytes of log holds at the interval's bytes per entry, if more."""
+        harness = Harness(SnapshotPolicy(entries=100, bytes=96_000, catchup_entries=5))
+        snapshots = harness.snapshots
+        snapshots.note_applied(50 * (96 - 32), 50)  # 96 bytes of log per entry
+        harness.take(machine_with(10))
+        self.assertEqual(snapshots.max_held_for_followers(), 1000)
+        snapshots.note_applied(10 * (9600 - 32), 10)  # big values: 9600 bytes per entry
+        harness.take(machine_with(10))
+        self.assertEqual(snapshots.max_held_for_followers(), 400)
 
 
 class RenewedOfferTests(SynchronousTestCase):
