@@ -1054,7 +1054,8 @@ class Node:
     # Taking one: once the policy says so after applying, the state machine
     # is snapshotted without stalling the reactor (NodeSnapshots.take); once
     # the file is durable the core is told (snapshot_taken), the core and
-    # the log drop what lies catch-up entries before it (compact,
+    # the log drop what lies catch-up entries before it, or less on a
+    # leader sending a follower a snapshot (core.compaction_point; compact,
     # drop_prefix: only now, so that a crash never leaves a log whose
     # prefix is gone without a durable snapshot covering it), and all but
     # the newest two snapshots and any being sent are deleted.
@@ -1226,6 +1227,16 @@ class Node:
             # Never past the snapshot the core knows of (an installed one
             # may have replaced this one meanwhile: then nothing is held).
             through = min(snapshots.compact_through(info.index), core.snapshot_index)
+            # A leader holds back what a follower being sent a snapshot, or
+            # catching up from one, needs next (up to a cap): otherwise it
+            # compacts past the snapshot while it travels and the follower
+            # needs another one as soon as it has installed it.
+            wanted, through = through, core.compaction_point(through, snapshots.max_held_for_followers())
+            if through < wanted and wanted >= core.first_index:
+                self.log.info(
+                    "log kept from index {first} (instead of {wanted}) for a follower receiving or catching up from a snapshot",
+                    first=through + 1, wanted=wanted + 1,
+                )
             if self._installing is None and through >= core.first_index:
                 core.compact(through)
                 with _failures_of_storage():

@@ -109,6 +109,9 @@ class NodeSnapshots:
         self._cooperator = cooperator
         self.index = index
         self._bytes = 0
+        self._entries = 0
+        #: Log bytes per applied entry over the last snapshot interval.
+        self._bytes_per_entry: float | None = None
         self._protected: Counter[str] = Counter()
         #: The size of the file the last L{restore} read (for monitoring).
         self.restored_bytes = 0
@@ -120,6 +123,7 @@ class NodeSnapshots:
     def note_applied(self, payload_bytes: int, entries: int) -> None:
         """Count C{entries} applied entries with C{payload_bytes} of payload."""
         self._bytes += payload_bytes + entries * _ENTRY_OVERHEAD
+        self._entries += entries
 
     def due(self, applied_index: int) -> bool:
         """Whether a snapshot should start now, as of C{applied_index}."""
@@ -133,6 +137,24 @@ class NodeSnapshots:
         """The last index the log may drop after a snapshot at C{snapshot_index}."""
         return snapshot_index - self.policy.catchup_entries
 
+    def max_held_for_followers(self) -> int:
+        """
+        The most entries a leader keeps beyond L{compact_through}'s point
+        for a follower being sent a snapshot or catching up from one
+        (L{kvstore.raft.core.RaftCore.compaction_point}): four snapshots'
+        worth of entries, the catch-up window, or as many entries as
+        C{bytes} (C{--snapshot-bytes}) of log holds at the last interval's
+        bytes per entry, whichever is largest.  A snapshot's transfer and
+        install take seconds during which writes go on (figure 4: 10 s, 70k
+        writes); a follower that needs more than this is dead or hopeless
+        and gets a newer snapshot instead of an ever-growing log: the
+        leader keeps at most about one more C{--snapshot-bytes} of log.
+        """
+        held = max(4 * self.policy.entries, self.policy.catchup_entries)
+        if self._bytes_per_entry:
+            held = max(held, int(self.policy.bytes / self._bytes_per_entry))
+        return held
+
     # -- taking ------------------------------------------------------------
 
     def take(
@@ -144,7 +166,9 @@ class NodeSnapshots:
         snapshot.  L{busy} is set until it is over, and the trigger counts
         from the snapshot's index from now on.
         """
-        self._bytes = 0
+        if self._entries:
+            self._bytes_per_entry = self._bytes / self._entries
+        self._bytes = self._entries = 0
         busy: Deferred[None] = Deferred()
         self.busy = busy
 
@@ -251,7 +275,7 @@ class NodeSnapshots:
             if failures:
                 return failures[0]
             self.index = max(self.index, index)
-            self._bytes = 0
+            self._bytes = self._entries = 0
             self.restored_bytes = (verified[0].size or 0) if verified else 0
             return len(machine)
 

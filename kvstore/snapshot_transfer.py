@@ -275,14 +275,18 @@ class SnapshotSender:
 
     # -- lifecycle -------------------------------------------------------
 
-    def start(self, delay: float = 0.0) -> None:
+    def start(self, delay: float = 0.0, before: Callable[[], bool] | None = None) -> None:
         """Open the file (in the runner) and begin sending, after C{delay}
-        seconds if given (the file is protected meanwhile)."""
+        seconds if given (the file is protected meanwhile).  C{before}, if
+        given, is asked first, when the delay is over: C{False} means do
+        not start (it replaced this sender)."""
         if delay > 0:
-            self._start_call = self._clock.callLater(delay, self.start)
+            self._start_call = self._clock.callLater(delay, self.start, 0.0, before)
             return
         self._start_call = None
         if self.finished:
+            return
+        if before is not None and not before():
             return
         self._jobs(self._file_size).addCallbacks(self._opened, self._open_failed)
 
@@ -982,6 +986,8 @@ class TransferRouter:
         protect: Callable[[str], None] = lambda name: None,
         release: Callable[[str], None] = lambda name: None,
         sent: Callable[[int, float, int], None] = lambda follower, seconds, size: None,
+        newest: Callable[[], tuple[int, int] | None] = lambda: None,
+        renewed: Callable[[int, int, int], None] = lambda follower, index, snapshot_term: None,
         window: int = DEFAULT_WINDOW,
         chunk_bytes: int = CHUNK_SIZE,
         timeout: float = DEFAULT_TIMEOUT,
@@ -1000,6 +1006,8 @@ class TransferRouter:
         self._protect = protect
         self._release = release
         self._sent = sent
+        self._newest = newest
+        self._renewed = renewed
         self._sender_options: dict[str, Any] = dict(
             window=window, chunk_bytes=chunk_bytes, timeout=timeout, max_retries=max_retries,
             completion_timeout=completion_timeout, max_restarts=max_restarts,
@@ -1024,9 +1032,17 @@ class TransferRouter:
         self.send_snapshot(message.receiver, body.term, body.index, body.snapshot_term)
         return True
 
-    def send_snapshot(self, follower: int, term: int, index: int, snapshot_term: int) -> None:
+    def send_snapshot(
+        self, follower: int, term: int, index: int, snapshot_term: int, *, back_off: bool = True
+    ) -> None:
         """Send the snapshot at C{index}/C{snapshot_term} to C{follower} for
-        the leader of C{term}, unless that very transfer is running."""
+        the leader of C{term}, unless that very transfer is running.  After
+        failed transfers to C{follower} (and C{back_off}) it starts only
+        after a back-off delay, and then sends the newest snapshot this
+        node has by then (C{newest()}; C{renewed(follower, index,
+        snapshot_term)} tells the core): one taken during the delay is
+        closer to the leader's log, so the follower has less to catch up
+        and the leader's compaction is less likely to overtake it."""
         current = self.senders.get(follower)
         if current is not None:
             if (current.term, current.index, current.snapshot_term) == (term, index, snapshot_term):
@@ -1044,14 +1060,26 @@ class TransferRouter:
         )
         self.senders[follower] = sender
         self._protect(sender.name)
-        failures = self.failures.get(follower, 0)
+        failures = self.failures.get(follower, 0) if back_off else 0
         delay = min(MAX_RETRY_BACKOFF, RETRY_BACKOFF * 2 ** (failures - 1)) if failures else 0.0
         if delay:
             self.log.info(
                 "sending snapshot {name} to node {follower} in {delay:g} s ({failures} failed transfers in a row)",
                 name=sender.name, follower=follower, delay=delay, failures=failures,
             )
-        sender.start(delay)
+            sender.start(delay, before=lambda: self._still_newest(sender))
+        else:
+            sender.start()
+
+    def _still_newest(self, sender: SnapshotSender) -> bool:
+        """After a back-off delay: C{True} to start C{sender}; or replace it
+        with a sender of a newer snapshot taken meanwhile and C{False}."""
+        newest = self._newest()
+        if newest is None or newest[0] <= sender.index or self.senders.get(sender.follower) is not sender:
+            return True
+        self.send_snapshot(sender.follower, sender.term, newest[0], newest[1], back_off=False)
+        self._renewed(sender.follower, newest[0], newest[1])
+        return False
 
     def _remove(self, sender: SnapshotSender) -> bool:
         """Forget C{sender} if it is the current one for its follower, and
@@ -1197,6 +1225,8 @@ def attach_transfers(
         protect=getattr(node, "protect_snapshot", lambda name: None),
         release=getattr(node, "release_snapshot", lambda name: None),
         sent=getattr(node, "metrics", NO_METRICS).snapshot_sent,
+        newest=lambda: (node.core.snapshot_index, node.core.snapshot_term) if node.core.snapshot_index else None,
+        renewed=lambda follower, index, snapshot_term: node.core.snapshot_offer_renewed(follower, index, snapshot_term),
         **options,
     )
     node.transfers = router

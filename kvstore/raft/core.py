@@ -309,7 +309,7 @@ class _Progress:
 
     __slots__ = (
         "next_index", "match_index", "state", "inflight", "probe_sent", "acked_round", "active", "pending_snapshot",
-        "recent", "caught_up_beats",
+        "recent", "caught_up_beats", "catching_up",
     )
 
     def __init__(self, next_index: int) -> None:
@@ -326,6 +326,12 @@ class _Progress:
         # how many heartbeats in a row it was close to the leader's log.
         self.recent = False
         self.caught_up_beats = 0
+        # Installed a snapshot and is catching up from its index: until its
+        # match index reaches this index (the leader's last index when the
+        # install ended, i.e. what was written meanwhile), the leader's
+        # compaction holds the log at its match index (see
+        # RaftCore.compaction_point).  0 when not catching up.
+        self.catching_up = 0
 
     def become_probe(self) -> None:
         self.state = _ProgressState.PROBE
@@ -998,6 +1004,36 @@ class RaftCore:
         del self._log[: through_index - self._first + 1]
         self._first = through_index + 1
 
+    def compaction_point(self, through_index: int, max_held: int) -> int:
+        """
+        The index the log may really be compacted through when the node
+        would drop it through C{through_index}: a leader holds back what a
+        follower is about to need, so that a follower that needed a
+        snapshot does not need another one as soon as it has installed it
+        (with writes going on, the leader would otherwise compact past the
+        snapshot being sent while it travels, and the follower never
+        catches up).  Held back:
+
+          - for a follower being sent a snapshot, the entries after the
+            snapshot offered to it;
+          - for a follower that installed one and is still catching up
+            (its match index is below this leader's last index when the
+            install ended), the entries after its match index.
+
+        At most C{max_held} entries before C{through_index} are held, so a
+        dead or hopeless follower cannot make the log grow without bound
+        (past that, it needs a newer snapshot).  Pure: it decides, the
+        caller compacts (L{compact}) exactly that far.
+        """
+        floor = through_index
+        if self.role is Role.LEADER:
+            for progress in self._progress.values():
+                if progress.state is _ProgressState.SNAPSHOT:
+                    floor = min(floor, progress.pending_snapshot.index)
+                elif progress.catching_up:
+                    floor = min(floor, progress.match_index)
+        return max(floor, through_index - max(0, max_held))
+
     def report_snapshot(self, follower: int, ok: bool) -> None:
         """
         The node's transfer of the snapshot offered to C{follower} ended:
@@ -1014,12 +1050,32 @@ class RaftCore:
         offered = progress.pending_snapshot.index
         progress.become_probe()
         if ok:
+            progress.catching_up = self.last_index
             progress.next_index = max(progress.next_index, offered + 1)
             self._send_append(follower)
         else:
             # The heartbeat timer clears this, so the offer is not repeated
             # at once in a loop.
             progress.probe_sent = True
+
+    def snapshot_offer_renewed(self, follower: int, index: int, term: int) -> None:
+        """
+        The node's transfer sends C{follower} a newer snapshot of this
+        leader, at C{index}/C{term}, than the one offered (a retry that
+        waited out its back-off sends the newest).  The transfer state
+        follows it: heartbeats are anchored at it, only an acknowledgement
+        at or past it ends the state, and compaction holds the log after
+        it (a heartbeat anchored at the older one would be acknowledged at
+        that index, and the follower offered yet another snapshot).
+        """
+        progress = self._progress.get(follower) if self.role is Role.LEADER else None
+        if progress is None or progress.state is not _ProgressState.SNAPSHOT:
+            return
+        if not progress.pending_snapshot.index < index <= self._snapshot.index:
+            return
+        known = self._snapshot.term if index == self._snapshot.index else self._term_if_known(index)
+        if known == term:
+            progress.pending_snapshot = SnapshotPoint(index, term)
 
     def _offer_snapshot(self, peer: int, progress: _Progress) -> None:
         """Ask the node to send C{peer} the newest snapshot: its next entry
@@ -1597,8 +1653,13 @@ class RaftCore:
                     # At or past the snapshot offered, the follower holds it.
                     if response.index >= progress.pending_snapshot.index:
                         progress.become_replicate()
+                        progress.catching_up = self.last_index
                 elif progress.next_index <= response.index:
                     progress.next_index = response.index + 1
+                if progress.catching_up and progress.match_index >= progress.catching_up:
+                    # It has what was written while it installed: from now
+                    # on it keeps up, the usual catch-up window covers it.
+                    progress.catching_up = 0
                 self._maybe_commit()
             elif progress.state is _ProgressState.PROBE:
                 progress.become_replicate()
