@@ -71,8 +71,10 @@ class ScrapeTests(SynchronousTestCase):
             port = server.sockets[0].getsockname()[1]
             results = Results()
             task = asyncio.ensure_future(scrape_metrics([port], 0.01, results))
+            deadline = asyncio.get_running_loop().time() + 10
             while len(results.scrapes) + results.scrape_errors < 2:
-                await asyncio.sleep(0.01)
+                assert asyncio.get_running_loop().time() < deadline, "no two scrapes within 10 s"
+                await asyncio.sleep(0.01)  # poll, bounded by the deadline
             task.cancel()
             server.close()
             return results

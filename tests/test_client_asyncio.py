@@ -159,7 +159,7 @@ class OutcomeTests(AsyncClientTestCase):
             # Once the loop has seen the close (as an application's would have by its next call):
             deadline = time.monotonic() + 5
             while kv.node is not None and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # poll, bounded by the deadline
             await kv.put("k", "v")
 
         run(body)
@@ -210,8 +210,10 @@ class InStepTests(AsyncClientTestCase):
 
         async def body() -> str:
             first = asyncio.ensure_future(kv.get("first"))
+            deadline = time.monotonic() + 5
             while not node.lines():
-                await asyncio.sleep(0.01)
+                assert time.monotonic() < deadline, "the first request never reached the node"
+                await asyncio.sleep(0.01)  # poll, bounded by the deadline
             first.cancel()
             release.set()
             return await kv.get("second")

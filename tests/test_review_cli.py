@@ -52,7 +52,7 @@ class AsyncClientRedirectTests(SynchronousTestCase):
             while loop.time() < deadline:
                 if follower.closed_connections.acquire(blocking=False):
                     return value, True
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # poll, bounded by the deadline
             return value, False
 
         value, closed = asyncio.run(body())

@@ -60,6 +60,15 @@ class _Loaded:
         self.case.addCleanup(self.workload.stop)
         return self
 
+    def acknowledged(self) -> int:
+        """How many of the workload's operations have completed successfully so far."""
+        return sum(1 for record in self.history.snapshot() if record.status == OK_STATUS)
+
+    def wait_for_progress(self, operations: int = 20, timeout: float = 20) -> None:
+        """Wait until the workload has completed C{operations} more operations."""
+        target = self.acknowledged() + operations
+        wait_until(lambda: self.acknowledged() >= target, timeout, message=f"{operations} more operations of the load")
+
     def finish(self, name: str, leader: NodeProcess, extra: dict[str, object] | None = None) -> dict[str, object]:
         end = time.monotonic()
         self.workload.stop()
@@ -175,7 +184,7 @@ class MembershipProcessTests(ProcessTestCase):
         """kill -9 and wipe node 2; node 3 joins with --join and is promoted; REMOVENODE 2; nothing is lost."""
         cluster = self.make_cluster(3).start()
         load = _Loaded(self, cluster).start()
-        time.sleep(1)
+        load.wait_for_progress()
         cluster[2].kill()
         shutil.rmtree(cluster[2].data_dir)
         new = self.joiner(cluster, 3, cluster.nodes[:2]).start()
@@ -189,7 +198,7 @@ class MembershipProcessTests(ProcessTestCase):
         self.assertEqual(_voters(members), {0, 1, 3})
         self.assertNotIn("2@", members)
         self.assertEqual(new.status()["member_role"], "voter")
-        time.sleep(1)
+        load.wait_for_progress()
         load.finish("replace", self.leader_of(nodes), {"join_to_voter_s": round(joined_to_voter, 2)})
 
     def test_grow_to_five_and_shrink_back_to_three(self) -> None:
@@ -228,7 +237,9 @@ class MembershipProcessTests(ProcessTestCase):
             node.wait_ready()
             cluster.wait_for_leader(timeout=20)
             cluster.wait_connected(timeout=20)
-            time.sleep(0.5)
+            # The probe has written through the restarted cluster again.
+            restarted = time.monotonic()
+            wait_until(lambda: any(t > restarted for t in probe.acknowledged), 20, message="a probe write after the restart")
             label = f"{'leader' if was_leader else 'follower'}-{node.node_id}"
             gaps[label] = {
                 "around_sigterm_s": round(probe.longest_gap(before, stopped + 0.5), 3),
