@@ -23,6 +23,7 @@ from typing import Iterable
 
 from kvstore.client import _policy, _protocol as p, _sessions, errors
 from kvstore.client._raw import Raw
+from kvstore.client.members import Member, parse_members
 from kvstore.client.errors import ClientError, ProtocolError
 
 __all__ = ["Client", "parse_address"]
@@ -310,6 +311,15 @@ class Client:
     def ping(self) -> None:
         """Round trip to the node the client is talking to."""
         self._call(p.Ping())
+
+    def members(self) -> "list[Member]":
+        """
+        The cluster's members (the leader's C{MEMBERS} reply, the leader
+        found as for any request), in id order.
+
+        @raise ProtocolError: if the reply is not a list of members.
+        """
+        return parse_members(self.raw_command("MEMBERS"))
 
     def raw_command(self, line: str) -> str:
         """

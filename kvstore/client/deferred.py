@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 
 from kvstore.client import _policy, _protocol as p, _sessions, errors
 from kvstore.client._raw import Raw
+from kvstore.client.members import Member, parse_members
 from kvstore.client.blocking import parse_address
 from kvstore.client.errors import ClientError, ProtocolError
 
@@ -145,6 +146,11 @@ class DeferredClient:
 
     def ping(self) -> Deferred[None]:
         return self._call(p.Ping())
+
+    def members(self) -> "Deferred[list[Member]]":
+        """As L{kvstore.client.Client.members}: a Deferred firing with the
+        cluster's members in id order."""
+        return self.raw_command("MEMBERS").addCallback(parse_members)
 
     def raw_command(self, line: str) -> Deferred[str]:
         try:
