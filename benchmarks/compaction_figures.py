@@ -84,7 +84,7 @@ from kvstore.tools.procinfo import rss_kib  # noqa: E402
 from kvstore.tools.spawn import twistd_command  # noqa: E402
 
 PROBE_SCRIPT = HERE / "lag_probe_node.py"
-#: The product's defaults (kvstore/options.py), for the bound of figure 2.
+#: The product's defaults (kvstore/daemon/options.py), for the bound of figure 2.
 DEFAULT_SNAPSHOT_ENTRIES = 10_000
 DEFAULT_CATCHUP_ENTRIES = 5_000
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
@@ -710,7 +710,7 @@ def snapshot_windows(records: list[dict[str, Any]], min_keys: int) -> list[tuple
 
 
 def compaction_ms(records: list[dict[str, Any]]) -> list[float]:
-    """How long each L{kvstore.node.Node._snapshot_done} ran on the reactor (ms)."""
+    """How long each L{kvstore.node.node.Node._snapshot_done} ran on the reactor (ms)."""
     started, spans = {}, []
     for r in records:
         if r.get("kind") == "snapshot_done_start":

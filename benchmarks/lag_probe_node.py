@@ -15,8 +15,8 @@ What it adds to the node process, without changing kvstore:
     a long stall with little CPU was spent waiting, for a CPU or the GIL);
     smaller ones are only counted into a histogram.
   - the start and end of every snapshot the node takes
-    (L{kvstore.node_snapshots.NodeSnapshots.take}, wrapped), of the node's
-    work once it is durable (L{kvstore.node.Node._snapshot_done}: telling
+    (L{kvstore.node.snapshots.NodeSnapshots.take}, wrapped), of the node's
+    work once it is durable (L{kvstore.node.node.Node._snapshot_done}: telling
     the core, compacting the log, pruning), and of every snapshot it
     restores (InstallSnapshot), with their index.
 
@@ -28,7 +28,7 @@ to C{PROBE_FILE.types<N>}.
 
 C{KVSTORE_PROBE_SNAPSHOT_TURN_MS} and C{KVSTORE_PROBE_SNAPSHOT_PAUSE_MS}
 replace the snapshot cooperator's turn length and the pause between turns
-(L{kvstore.snapshotting.snapshot_cooperator}), for experiments.
+(L{kvstore.node.snapshotting.snapshot_cooperator}), for experiments.
 
 Everything else goes to PROBE_FILE as JSON lines, appended once a second (a few
 hundred bytes, on the reactor) and when the process exits, so a SIGKILL
@@ -98,7 +98,7 @@ class Probe:
 def install(path: str) -> Probe:
     from twisted.internet import reactor, task
 
-    from kvstore import node_snapshots
+    from kvstore.node import snapshots as node_snapshots
 
     probe = Probe(path)
     original_take = node_snapshots.NodeSnapshots.take
@@ -123,7 +123,7 @@ def install(path: str) -> Probe:
 
         return original_restore(self, machine, index, term).addBoth(done)
 
-    from kvstore import node as node_module
+    from kvstore.node import node as node_module
 
     original_done = node_module.Node._snapshot_done
 
@@ -142,7 +142,7 @@ def install(path: str) -> Probe:
     turn_ms = os.environ.get("KVSTORE_PROBE_SNAPSHOT_TURN_MS")
     pause_ms = os.environ.get("KVSTORE_PROBE_SNAPSHOT_PAUSE_MS")
     if turn_ms or pause_ms:
-        from kvstore import snapshotting
+        from kvstore.node import snapshotting
 
         original_cooperator = snapshotting.snapshot_cooperator
 

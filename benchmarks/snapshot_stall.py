@@ -11,7 +11,7 @@ own process (so one's memory and threads cannot disturb another's):
              the frozen objects, so it does not dirty the shared pages)
   pmap       a pyrsistent PMap as the map: O(1) snapshot, serialised in a
              thread while the reactor keeps applying writes
-  overlay    kvstore's own (kvstore.snapshotting.take_snapshot): freeze the
+  overlay    kvstore's own (kvstore.node.snapshotting.take_snapshot): freeze the
              dict, send writes to an overlay, and serialise slices on the
              reactor (a task.Cooperator allowed --slice-ms per reactor turn),
              handing ~1 MiB chunks to the storage thread, then merge the
@@ -251,8 +251,8 @@ def run_one(technique: str, keys: int, target_rss: int, directory: str) -> dict:
 
             threads.deferToThread(in_thread).addCallback(done).addErrback(lambda f: (f.printTraceback(), stop()))
             return
-        # overlay: the shipped driver, kvstore.snapshotting.take_snapshot
-        from kvstore.snapshotting import snapshot_cooperator, take_snapshot
+        # overlay: the shipped driver, kvstore.node.snapshotting.take_snapshot
+        from kvstore.node.snapshotting import snapshot_cooperator, take_snapshot
 
         slice_wall: list[float] = []
         slice_cpu: list[float] = []

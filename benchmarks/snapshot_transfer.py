@@ -43,7 +43,7 @@ from twisted.internet.defer import Deferred, succeed
 from kvstore.protocols.peer import SNAPSHOT_TRANSFER_SINCE, Membership, PeerServerFactory
 from kvstore.protocols.peer_links import PeerLinks
 from kvstore.raft.messages import Message
-from kvstore.snapshot_transfer import TransferRouter
+from kvstore.node.snapshot_transfer import TransferRouter
 from kvstore.storage.snapshots import SnapshotMeta, SnapshotStore
 from kvstore.storage.wal import StorageThread
 from kvstore.tools.ports import allocate_port_range

@@ -35,7 +35,7 @@ outcome) gets the recorded result without being applied again; a lower
 number was overtaken, and its result is gone (L{Refusal.STALE_SEQUENCE}).
 Sessions expire by I{log time}: C{S} and C{T} entries carry a stamp in
 milliseconds (the log time the leader has seen plus the time elapsed since
-on its clock: L{kvstore.node.Node._stamp}), and the machine's clock is the largest
+on its clock: L{kvstore.node.node.Node._stamp}), and the machine's clock is the largest
 stamp applied so far, so it never goes backwards even when a new leader's
 clock is behind, and every node expires the same sessions at the same
 index, never by its own clock.  A session idle for longer than
@@ -341,7 +341,7 @@ class StateSnapshot:
     so their iterators stay valid across turns.
 
     Drive it with a L{twisted.internet.task.Cooperator} whose turns are
-    shorter than the default 10 ms (L{kvstore.snapshotting.take_snapshot}
+    shorter than the default 10 ms (L{kvstore.node.snapshotting.take_snapshot}
     uses 4 ms: with 10 ms turns, stalls crossed 20 ms even at moderate
     load), and keep at most one ~1 MiB chunk in flight to the storage
     thread.

@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.internet.testing import StringTransport
 
-from kvstore.forwarding import ForwardChannel, Forwarding, attach_forwarding
+from kvstore.node.forwarding import ForwardChannel, Forwarding, attach_forwarding
 from kvstore.protocols.client import ClientFactory, ClientProtocol
 from kvstore.protocols.commands import DEFAULT_LIMITS, Limits
 from kvstore.testing.memory_cluster import InMemoryCluster

@@ -6,7 +6,7 @@ a L{SimulatedDisk} running their file work with fsync latency, and
 L{TeleportTransfer}, a stand-in for the snapshot transfer that copies the
 offered file straight into the follower's snapshot directory through
 L{SnapshotStore.begin_receive} (the real chunked transfer is
-L{kvstore.snapshot_transfer}'s business, not the node's).
+L{kvstore.node.snapshot_transfer}'s business, not the node's).
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from kvstore.build import build_node
-from kvstore.node import Node
-from kvstore.node_snapshots import SnapshotPolicy
+from kvstore.node.build import build_node
+from kvstore.node.node import Node
+from kvstore.node.snapshots import SnapshotPolicy
 from kvstore.raft.config import RaftConfig
 from kvstore.raft.core import Role
 from kvstore.raft.messages import InstallSnapshot, Message
-from kvstore.snapshotting import snapshot_cooperator
+from kvstore.node.snapshotting import snapshot_cooperator
 from kvstore.storage import MetadataStore, WriteAheadLog
 from kvstore.storage.snapshots import SnapshotInfo, SnapshotStore, snapshot_name
 from kvstore.testing.sim.fs import SimulatedDisk, SimulatedFileSystem

@@ -1,6 +1,6 @@
 """
 A leader and a follower joined by an in-memory network, for the snapshot
-transfer tests (L{kvstore.snapshot_transfer}): each has a snapshot store on
+transfer tests (L{kvstore.node.snapshot_transfer}): each has a snapshot store on
 its own simulated disk and a L{TransferRouter}; the network queues every
 message until the test delivers it, and can drop, duplicate or reorder.
 """
@@ -15,10 +15,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from kvstore.raft.messages import Message, SnapshotChunk, SnapshotChunkResponse
-from kvstore.snapshot_transfer import TransferRouter
+from kvstore.node.snapshot_transfer import TransferRouter
 from kvstore.storage.snapshots import SnapshotInfo, SnapshotStore
 from kvstore.storage.wal import ThreadRunner
-from kvstore.snapshot_transfer import run_now
+from kvstore.node.snapshot_transfer import run_now
 from tests.snapshot_support import DIRECTORY, ReadableSimulatedFileSystem, content_for, write_snapshot
 
 LEADER, FOLLOWER = 1, 2

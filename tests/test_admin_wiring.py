@@ -20,11 +20,11 @@ from kvstore.admin.instruments import MeteredPeers
 from kvstore.admin.metrics import AdminMetrics
 from kvstore.admin.requests import CountingClientFactory
 from kvstore.admin.web import AdminSite
-from kvstore.config_file import ConfigFileError
-from kvstore.monitoring import NO_METRICS
-from kvstore.options import Options, parse_config
+from kvstore.daemon.config_file import ConfigFileError
+from kvstore.node.monitoring import NO_METRICS
+from kvstore.daemon.options import Options, parse_config
 from kvstore.protocols.client import ClientFactory
-from kvstore.service import build_service, makeService
+from kvstore.daemon.service import build_service, makeService
 from kvstore.tools.ports import allocate_port
 from tests.admin_support import Samples
 

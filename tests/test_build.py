@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_build -*-
 """
-L{kvstore.build.build_node}, the one node builder: what it recovers from
+L{kvstore.node.build.build_node}, the one node builder: what it recovers from
 storage, what it saves, and that the node it returns runs on its own.
 """
 
@@ -11,7 +11,7 @@ import random
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.build import HardStateStore, build_node
+from kvstore.node.build import HardStateStore, build_node
 from kvstore.raft.config import RaftConfig
 from kvstore.raft.core import HardState, Role
 from kvstore.raft.messages import Message

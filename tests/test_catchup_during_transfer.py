@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.node_snapshots import SnapshotPolicy
+from kvstore.node.snapshots import SnapshotPolicy
 from kvstore.raft.core import RaftCore
 from kvstore.raft.messages import AppendEntries, AppendEntriesResponse, InstallSnapshot, Message
 from kvstore.storage.snapshots import snapshot_name
@@ -175,7 +175,7 @@ class CatchUpDuringSlowTransferTests(SynchronousTestCase):
 
 
 class RetriedOfferTests(SynchronousTestCase):
-    """The snapshot transfer's retry after a failed transfer (kvstore.snapshot_transfer)."""
+    """The snapshot transfer's retry after a failed transfer (kvstore.node.snapshot_transfer)."""
 
     def test_retry_after_back_off_sends_the_newest_snapshot(self) -> None:
         """A retried offer that waited out its back-off sends the snapshot taken meanwhile, not the one offered before it."""

@@ -5,7 +5,7 @@ Raft's timers follow a monotonic clock (issue 9, part 4).
 The tests run Raft cores on Twisted's real timer machinery (a C{ReactorBase}
 with no I/O, driven by hand through C{runUntilCurrent}) whose clock is first
 the wall clock, as Twisted's is, and then replaced by
-L{kvstore.clock.install_monotonic_clock}.  Both clocks are fakes: the wall
+L{kvstore.daemon.clock.install_monotonic_clock}.  Both clocks are fakes: the wall
 clock is stepped by an hour while the monotonic one advances normally.
 """
 
@@ -17,8 +17,8 @@ from typing import Callable
 from twisted.internet.base import ReactorBase
 from twisted.trial.unittest import SynchronousTestCase
 
-import kvstore.service
-from kvstore.clock import install_monotonic_clock
+import kvstore.daemon.service
+from kvstore.daemon.clock import install_monotonic_clock
 from kvstore.raft.config import RaftConfig
 from kvstore.raft.core import RaftCore, Role
 from kvstore.raft.messages import (
@@ -267,16 +267,16 @@ class InstallationTests(SynchronousTestCase):
         from twisted.internet import reactor as global_reactor
 
         installed: list[object] = []
-        self.patch(kvstore.service, "install_monotonic_clock", installed.append)
-        self.patch(kvstore.service, "_open_storage", _refuse)
-        self.assertRaises(_Refused, kvstore.service.build_service, _node_config(self.mktemp()))
+        self.patch(kvstore.daemon.service, "install_monotonic_clock", installed.append)
+        self.patch(kvstore.daemon.service, "_open_storage", _refuse)
+        self.assertRaises(_Refused, kvstore.daemon.service.build_service, _node_config(self.mktemp()))
         self.assertEqual(installed, [])  # not when building fails
         from twisted.internet.testing import MemoryReactorClock
 
-        self.patch(kvstore.service, "_open_storage", _fake_storage)
-        kvstore.service.build_service(_node_config(self.mktemp()), MemoryReactorClock())
+        self.patch(kvstore.daemon.service, "_open_storage", _fake_storage)
+        kvstore.daemon.service.build_service(_node_config(self.mktemp()), MemoryReactorClock())
         self.assertEqual(installed, [])  # not for a reactor passed in (tests, tools)
-        kvstore.service.build_service(_node_config(self.mktemp()))
+        kvstore.daemon.service.build_service(_node_config(self.mktemp()))
         self.assertEqual(installed, [global_reactor])
 
 
@@ -306,6 +306,6 @@ def _fake_storage(config: object) -> tuple[object, object, object, None]:
 
 
 def _node_config(data_dir: str) -> object:
-    from kvstore.options import parse_config
+    from kvstore.daemon.options import parse_config
 
     return parse_config(["--data-dir", data_dir, "--port", "20999"])

@@ -1,5 +1,5 @@
 """
-Tests for L{kvstore.config_file} and C{--config FILE}: options from a TOML
+Tests for L{kvstore.daemon.config_file} and C{--config FILE}: options from a TOML
 file, one file for a whole cluster, the command line overriding it, and
 errors naming the file, line and key.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.config_file import ConfigFileError, as_arguments, load
-from kvstore.options import Options, parse_config
+from kvstore.daemon.config_file import ConfigFileError, as_arguments, load
+from kvstore.daemon.options import Options, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "etc" / "kvstore.toml.example"

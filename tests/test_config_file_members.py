@@ -1,5 +1,5 @@
 """
-Tests for L{kvstore.config_file}'s checks of C{[cluster.members]} and
+Tests for L{kvstore.daemon.config_file}'s checks of C{[cluster.members]} and
 C{[node.<id>]}: a member's address is one address (it cannot smuggle more
 members into the C{--peers} list built from it), a node id is written once,
 and every node's section is checked on every node, since the same file is
@@ -14,7 +14,7 @@ from pathlib import Path
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.options import parse_config
+from kvstore.daemon.options import parse_config
 
 MEMBERS = """\
 [cluster]

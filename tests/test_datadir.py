@@ -7,7 +7,7 @@ from pathlib import Path
 from twisted.internet.defer import succeed
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.datadir import DataDirectoryLock
+from kvstore.daemon.datadir import DataDirectoryLock
 from kvstore.tools.inspect import describe, main
 from kvstore.storage import MetadataRecord, LogEntry, MetadataStore, WriteAheadLog
 

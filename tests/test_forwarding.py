@@ -1,5 +1,5 @@
 """
-Write forwarding (L{kvstore.forwarding}) in an in-memory cluster on
+Write forwarding (L{kvstore.node.forwarding}) in an in-memory cluster on
 simulated time: a follower with forwarding on answers writes with the
 leader's replies, in order per connection, honestly when the leader is
 lost, and within its cap.
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.forwarding import RESPONSE_GRACE, RETRY_INTERVAL
-from kvstore.forwarding_messages import ForwardRequest, ForwardResponse
+from kvstore.node.forwarding import RESPONSE_GRACE, RETRY_INTERVAL
+from kvstore.node.forwarding_messages import ForwardRequest, ForwardResponse
 from kvstore.protocols.commands import Limits
 from kvstore.raft.messages import Message
 from tests.forwarding_support import ForwardingCluster

@@ -2,7 +2,7 @@
 Write forwarding's two messages on the peer protocol (version 4): they
 round-trip exactly, a bad one closes the connection, and a sender never
 sends them to a peer that negotiated an older version, which a forwarding
-follower treats as "do not forward" (L{kvstore.forwarding.PeerLinksChannel}).
+follower treats as "do not forward" (L{kvstore.node.forwarding.PeerLinksChannel}).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.forwarding import PeerLinksChannel
-from kvstore.forwarding_messages import FORWARDING_SINCE, ForwardRequest, ForwardResponse
+from kvstore.node.forwarding import PeerLinksChannel
+from kvstore.node.forwarding_messages import FORWARDING_SINCE, ForwardRequest, ForwardResponse
 from kvstore.protocols.peer import (
     MAX_PROTOCOL_VERSION,
     VersionRange,

@@ -19,7 +19,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.options import parse_config
+from kvstore.daemon.options import parse_config
 from kvstore.protocols.commands import Limits, Put, parse_command
 from kvstore.protocols.peer import (
     APPEND_HEADER_BYTES,

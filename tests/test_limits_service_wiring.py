@@ -11,11 +11,11 @@ from __future__ import annotations
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.options import parse_config
+from kvstore.daemon.options import parse_config
 from kvstore.protocols.peer import MAX_ENTRIES_BYTES, MAX_MESSAGE_BYTES, encode_message, largest_put_entry_bytes
 from kvstore.raft.core import Role
 from kvstore.raft.messages import AppendEntries, Message
-from kvstore.service import build_service
+from kvstore.daemon.service import build_service
 from kvstore.statemachine import encode_put
 
 

@@ -1,5 +1,5 @@
 """
-Tests for L{kvstore.log_format}: C{--log-format json} lines, where they go,
+Tests for L{kvstore.daemon.log_format}: C{--log-format json} lines, where they go,
 and how twistd is made to use them.
 """
 
@@ -15,8 +15,8 @@ from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.log_format import check_twistd_options, install, json_line, json_observer, twistd_observer
-from kvstore.options import Options
+from kvstore.daemon.log_format import check_twistd_options, install, json_line, json_observer, twistd_observer
+from kvstore.daemon.options import Options
 
 
 class JsonLineTests(SynchronousTestCase):

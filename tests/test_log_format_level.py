@@ -1,5 +1,5 @@
 """
-Tests for C{--log-level}: L{kvstore.log_format.LevelFilter}, the option
+Tests for C{--log-level}: L{kvstore.daemon.log_format.LevelFilter}, the option
 itself, and the text observer kvstore builds so that it can filter
 twistd's text log too.
 """
@@ -13,8 +13,8 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.log_format import LEVELS, LevelFilter, check_twistd_options, kvstore_observes, parse_level, twistd_observer
-from kvstore.options import Options
+from kvstore.daemon.log_format import LEVELS, LevelFilter, check_twistd_options, kvstore_observes, parse_level, twistd_observer
+from kvstore.daemon.options import Options
 
 
 class LevelFilterTests(SynchronousTestCase):

@@ -1,5 +1,5 @@
 """
-Tests for L{kvstore.log_format.json_line} on events too long for one
+Tests for L{kvstore.daemon.log_format.json_line} on events too long for one
 journald record: every line stays one strict JSON object of at most
 L{MAX_LINE_BYTES} bytes (its newline included), marked as truncated.
 """
@@ -16,7 +16,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.log_format import MAX_LINE_BYTES, json_line, json_observer
+from kvstore.daemon.log_format import MAX_LINE_BYTES, json_line, json_observer
 
 #: journald's default LineMax (journald.conf(5)): a line this long or longer
 #: (without its newline) is split into several records.

@@ -1,5 +1,5 @@
 """
-Tests for L{kvstore.log_format.json_line} on awkward events: every line is
+Tests for L{kvstore.daemon.log_format.json_line} on awkward events: every line is
 strict JSON (no C{NaN}/C{Infinity}, which RFC 8259 and most shippers
 refuse) and encodable as UTF-8 (a lone surrogate from a non-UTF-8 file
 name must not make the observer drop the line).
@@ -14,7 +14,7 @@ from typing import Any
 from twisted.logger import LogLevel, LogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.log_format import json_line, json_observer
+from kvstore.daemon.log_format import json_line, json_observer
 
 
 def _strict_loads(line: str) -> Any:

@@ -1,5 +1,5 @@
 """
-Tests for L{kvstore.node.Node} as a single node over the real write-ahead
+Tests for L{kvstore.node.node.Node} as a single node over the real write-ahead
 log: durability before acknowledgement, group commit, timeouts and storage
 failure.  Time is a L{Clock}; file work runs through a runner the test
 controls, so each fsync happens exactly when the test says.
@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.testing.runners import ManualRunner
 from kvstore.errors import KeyNotFound, NotLeader, OutcomeUnknown, Unavailable
-from kvstore.build import build_node
+from kvstore.node.build import build_node
 from kvstore.raft.config import RaftConfig
 from kvstore.raft.messages import Message
 from kvstore.storage import MetadataStore, WriteAheadLog

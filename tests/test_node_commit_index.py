@@ -14,8 +14,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.build import build_node
-from kvstore.node import Node
+from kvstore.node.build import build_node
+from kvstore.node.node import Node
 from kvstore.raft.config import RaftConfig
 from kvstore.raft.messages import AppendEntries, Message
 from kvstore.statemachine import encode_put

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_node_commit_rules -*-
 """
-Two rules of L{kvstore.node.Node} that the whole-cluster simulator rarely
+Two rules of L{kvstore.node.node.Node} that the whole-cluster simulator rarely
 reaches, driven here message by message (found by the mutation campaign,
 C{kvstore.testing.mutation}: both bugs passed the suite):
 
@@ -24,7 +24,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.build import build_node
+from kvstore.node.build import build_node
 from kvstore.errors import OutcomeUnknown
 from kvstore.raft.config import RaftConfig
 from kvstore.raft.core import Role

@@ -19,8 +19,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.errors import Unavailable
-from kvstore.node import FailedPart, FatalError, Node
-from kvstore.build import build_node
+from kvstore.node.node import FailedPart, FatalError, Node
+from kvstore.node.build import build_node
 from kvstore.raft.config import RaftConfig
 from kvstore.statemachine import KeyValueStateMachine
 from kvstore.storage import MemoryLog, MemoryMetadata, StorageFailedError

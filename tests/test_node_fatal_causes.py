@@ -19,12 +19,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore import node as node_module
-from kvstore.build import build_node
+from kvstore.node import node as node_module
+from kvstore.node.build import build_node
 from kvstore.errors import OutcomeUnknown
-from kvstore.node import FailedPart, FatalError, Node
+from kvstore.node.node import FailedPart, FatalError, Node
 from kvstore.raft.config import RaftConfig
-from kvstore.service import (
+from kvstore.daemon.service import (
     EXIT_APPLY_FAILURE,
     EXIT_INTERNAL_FAILURE,
     EXIT_STORAGE_FAILURE,
@@ -58,7 +58,7 @@ class _SingleNode:
 
     def __init__(self, test: SynchronousTestCase, state_machine: KeyValueStateMachine | None = None) -> None:
         self.events: list[dict[str, Any]] = []
-        test.patch(Node, "log", Logger(namespace="kvstore.node", observer=self.events.append))
+        test.patch(Node, "log", Logger(namespace="kvstore.node.node", observer=self.events.append))
         self.clock = Clock()
         self.wal = MemoryLog()
         self.metadata = MemoryMetadata()

@@ -19,9 +19,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore import node as node_module
-from kvstore.build import build_node
-from kvstore.node import FailedPart, FatalError, Node
+from kvstore.node import node as node_module
+from kvstore.node.build import build_node
+from kvstore.node.node import FailedPart, FatalError, Node
 from kvstore.raft.config import RaftConfig
 from kvstore.raft.core import Role
 from kvstore.raft.messages import Message, RequestVoteResponse
@@ -50,7 +50,7 @@ class _ThreeMemberNode:
 
     def __init__(self, test: SynchronousTestCase) -> None:
         self.events: list[dict[str, Any]] = []
-        test.patch(Node, "log", Logger(namespace="kvstore.node", observer=self.events.append))
+        test.patch(Node, "log", Logger(namespace="kvstore.node.node", observer=self.events.append))
         self.clock = Clock()
         self.peers = _Sent()
         self.fatal: list[Failure] = []

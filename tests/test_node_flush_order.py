@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.node import Node
+from kvstore.node.node import Node
 from kvstore.raft.core import Ready
 from kvstore.raft.messages import AppendEntries, AppendEntriesResponse, Message
 from kvstore.statemachine import KeyValueStateMachine

@@ -12,7 +12,7 @@ from __future__ import annotations
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.node import Node
+from kvstore.node.node import Node
 from kvstore.protocols.client import ClientProtocol, format_status
 from kvstore.protocols.commands import DEFAULT_LIMITS
 from kvstore.raft.core import Role

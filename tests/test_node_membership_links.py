@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_node_membership_links -*-
 """
 The peer network follows the core's configuration (L{FollowConfiguration}),
-and a data directory's identity (L{kvstore.identity}, L{resolve_identity})
+and a data directory's identity (L{kvstore.daemon.identity}, L{resolve_identity})
 decides the membership a node starts from (issue 13).
 """
 
@@ -13,12 +13,12 @@ from twisted.logger import capturedLogs
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.identity import Identity, load_identity, save_identity
-from kvstore.options import parse_config
-from kvstore.peer_membership import FollowConfiguration
+from kvstore.daemon.identity import Identity, load_identity, save_identity
+from kvstore.daemon.options import parse_config
+from kvstore.node.peer_membership import FollowConfiguration
 from kvstore.protocols.peer import Membership
 from kvstore.raft.membership import Configuration
-from kvstore.service import resolve_identity
+from kvstore.daemon.service import resolve_identity
 
 
 class _Links:

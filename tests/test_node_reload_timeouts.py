@@ -1,5 +1,5 @@
 """
-Tests for L{kvstore.node.Node.set_timeouts}, which a configuration reload
+Tests for L{kvstore.node.node.Node.set_timeouts}, which a configuration reload
 calls: new requests get the new timeouts, and requests already waiting are
 failed no later than the new timeout from the reload.
 """

@@ -16,7 +16,7 @@ from typing import Any
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore import build
+from kvstore.node import build
 from kvstore.errors import CasFailed, KeyNotFound, NotAnInteger, SessionExpired
 from kvstore.statemachine import KeyValueStateMachine, SessionTag
 from kvstore.testing.memory_cluster import InMemoryCluster

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_node_snapshot_now -*-
 """
-L{kvstore.node.Node.snapshot_now} (for online backups): a snapshot taken
+L{kvstore.node.node.Node.snapshot_now} (for online backups): a snapshot taken
 on demand, not due, goes through the same steps as a due one, waits for one
 that is running, and is refused while the leader's snapshot is installed.
 """
@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.errors import Unavailable
-from kvstore.node_snapshots import SnapshotPolicy
+from kvstore.node.snapshots import SnapshotPolicy
 from kvstore.raft.core import SnapshotPoint
 from kvstore.storage.snapshots import SnapshotInfo
 

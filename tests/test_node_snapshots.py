@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_node_snapshots -*-
 """
-L{kvstore.node_snapshots}: the snapshot trigger, taking and pruning
+L{kvstore.node.snapshots}: the snapshot trigger, taking and pruning
 snapshots (protected ones kept), and restoring a received snapshot into the
 state machine a chunk per reactor turn.
 """
@@ -12,8 +12,8 @@ from typing import Any
 from twisted.internet.task import Clock, Cooperator
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.node_snapshots import RESTORE_CHUNK, NodeSnapshots, SnapshotPolicy
-from kvstore.snapshotting import snapshot_cooperator, turn_limit
+from kvstore.node.snapshots import RESTORE_CHUNK, NodeSnapshots, SnapshotPolicy
+from kvstore.node.snapshotting import snapshot_cooperator, turn_limit
 from kvstore.statemachine import InvalidSnapshotContent, KeyValueStateMachine, encode_put
 from kvstore.storage.snapshots import CorruptSnapshotError, SnapshotMeta
 from kvstore.testing.runners import run_now

@@ -16,8 +16,8 @@ from typing import Any
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.node import Node
-from kvstore.node_snapshots import SnapshotPolicy
+from kvstore.node.node import Node
+from kvstore.node.snapshots import SnapshotPolicy
 from kvstore.storage.snapshots import SnapshotStore
 
 from tests.node_snapshot_cluster import DATA, SnapshotCluster

@@ -14,12 +14,12 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.build import build_node
-from kvstore.node import FailedPart, Node
-from kvstore.node_snapshots import SnapshotPolicy
+from kvstore.node.build import build_node
+from kvstore.node.node import FailedPart, Node
+from kvstore.node.snapshots import SnapshotPolicy
 from kvstore.raft.config import RaftConfig
 from kvstore.raft.messages import Message
-from kvstore.snapshotting import snapshot_cooperator
+from kvstore.node.snapshotting import snapshot_cooperator
 from kvstore.storage import MemoryLog, MemoryMetadata
 from kvstore.storage.snapshots import SnapshotStore
 from kvstore.testing.runners import run_now

@@ -14,7 +14,7 @@ import random
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.build import build_node
+from kvstore.node.build import build_node
 from kvstore.errors import OutcomeUnknown, Unavailable
 from kvstore.raft.config import RaftConfig
 from kvstore.raft.core import Role

@@ -1,5 +1,5 @@
 """
-Tests for L{kvstore.options}: command-line parsing and validation into a
+Tests for L{kvstore.daemon.options}: command-line parsing and validation into a
 L{NodeConfig}.
 """
 
@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.protocols.peer import MAX_ENTRIES_BYTES
 from kvstore.raft.config import RaftConfig
-from kvstore.options import (
+from kvstore.daemon.options import (
     NodeConfig,
     Options,
     PeerAddress,
@@ -359,7 +359,7 @@ class OptionsTests(SynchronousTestCase):
         Parsing options never installs a reactor (twistd chooses it later).
         """
         code = (
-            "import sys; from kvstore.options import parse_config; "
+            "import sys; from kvstore.daemon.options import parse_config; "
             "parse_config(['--listen', 'tcp:5000', '--peers', '5001']); "
             "assert 'twisted.internet.reactor' not in sys.modules, 'reactor imported'"
         )

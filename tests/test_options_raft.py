@@ -9,7 +9,7 @@ from __future__ import annotations
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.options import Options, parse_config
+from kvstore.daemon.options import Options, parse_config
 from kvstore.protocols.peer import MAX_ENTRIES_BYTES
 from kvstore.raft.config import RaftConfig
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.options import parse_config
+from kvstore.daemon.options import parse_config
 
 
 class SnapshotOptionTests(SynchronousTestCase):

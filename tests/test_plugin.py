@@ -21,7 +21,7 @@ from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 
 import kvstore
-from kvstore.options import Options
+from kvstore.daemon.options import Options
 
 from tests.support import slow
 
@@ -83,12 +83,12 @@ class PluginTests(SynchronousTestCase):
     def test_get_plugins_finds_kvstore(self) -> None:
         """
         getPlugins(IServiceMaker) finds the kvstore service maker, which points
-        at kvstore.service and is described.
+        at kvstore.daemon.service and is described.
         """
         makers = _kvstore_makers()
         assert makers, "kvstore plugin not found; is the checkout root on sys.path?"
         for maker in makers:
-            assert maker.module == "kvstore.service"
+            assert maker.module == "kvstore.daemon.service"
             assert maker.description
 
     def test_no_init_in_plugin_directory(self) -> None:
@@ -145,7 +145,7 @@ class PluginTests(SynchronousTestCase):
     @slow
     def test_twistd_kvstore_help_documents_every_option(self) -> None:
         """
-        `twistd kvstore --help` documents every option of kvstore.options.Options.
+        `twistd kvstore --help` documents every option of kvstore.daemon.options.Options.
         """
         result = _twistd("kvstore", "--help", cwd=self.tmp_path)
         assert result.returncode == 0, result.stderr
@@ -166,11 +166,11 @@ class PluginTests(SynchronousTestCase):
 
     def test_service_module_uses_options(self) -> None:
         """
-        kvstore.service exposes the validated Options (extended with the pid
+        kvstore.daemon.service exposes the validated Options (extended with the pid
         file default) and a makeService, as
         ServiceMaker requires.
         """
-        from kvstore import service
+        from kvstore.daemon import service
 
         assert issubclass(service.Options, Options)
         assert callable(service.makeService)

@@ -14,7 +14,7 @@ from typing import Any
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.node import Node
+from kvstore.node.node import Node
 from kvstore.raft.core import RaftCore
 from kvstore.raft.messages import AppendEntries, Message, ReadIndexResponse
 from kvstore.testing.memory_cluster import InMemoryCluster

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_recovery -*-
 """
-L{kvstore.recovery}: which snapshot a restarting node starts from, how the
+L{kvstore.node.recovery}: which snapshot a restarting node starts from, how the
 log is reconciled with it, and when start-up is refused naming the file.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.recovery import Recovered, RecoveryError, recover, report_line
+from kvstore.node.recovery import Recovered, RecoveryError, recover, report_line
 from kvstore.statemachine import KeyValueStateMachine, encode_put
 from kvstore.storage import LogEntry, MemoryLog, WriteAheadLog
 from kvstore.storage.snapshots import SnapshotInfo, SnapshotMeta, SnapshotStore

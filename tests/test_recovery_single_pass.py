@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_recovery_single_pass -*-
 """
-L{kvstore.recovery.recover} reads the snapshot it starts from once,
+L{kvstore.node.recovery.recover} reads the snapshot it starts from once,
 decoding the content as it is hashed, and still never starts from a damaged
 file: a decoded state is used only once the digest matched.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.recovery import RecoveryError
+from kvstore.node.recovery import RecoveryError
 from kvstore.storage.snapshots import SnapshotInfo
 
 from tests.test_recovery import Disk, history, put, state_through, take

@@ -1,5 +1,5 @@
 """
-Tests for L{kvstore.reload}: which changes a reload applies, which need a
+Tests for L{kvstore.daemon.reload}: which changes a reload applies, which need a
 restart, what it logs, and that a bad file changes nothing.
 """
 
@@ -13,9 +13,9 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.config_file import with_absolute_config
-from kvstore.options import Options
-from kvstore.reload import RELOADABLE, Change, Reloader, RunningConfig, parse_arguments, plan, settings
+from kvstore.daemon.config_file import with_absolute_config
+from kvstore.daemon.options import Options
+from kvstore.daemon.reload import RELOADABLE, Change, Reloader, RunningConfig, parse_arguments, plan, settings
 
 
 def running(*arguments: str) -> RunningConfig:
@@ -23,7 +23,7 @@ def running(*arguments: str) -> RunningConfig:
 
 
 class CapturedLog:
-    """The events logged by kvstore.reload during a test."""
+    """The events logged by kvstore.daemon.reload during a test."""
 
     def __init__(self, case: SynchronousTestCase) -> None:
         self.events: list[dict[str, Any]] = []
@@ -31,7 +31,7 @@ class CapturedLog:
         case.addCleanup(globalLogPublisher.removeObserver, self.observe)
 
     def observe(self, event: dict[str, Any]) -> None:
-        if event.get("log_namespace", "").startswith("kvstore.reload"):
+        if event.get("log_namespace", "").startswith("kvstore.daemon.reload"):
             self.events.append(event)
 
 

@@ -1,5 +1,5 @@
 """
-Tests for the reload wiring of L{kvstore.service}: SIGHUP asks the reactor
+Tests for the reload wiring of L{kvstore.daemon.service}: SIGHUP asks the reactor
 to reload, and a reload changes the node's timeouts, the client limits of
 new connections and the log level, and nothing when the file is invalid.
 """
@@ -15,10 +15,10 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore import log_format
-from kvstore import service as service_module
-from kvstore.options import Options
-from kvstore.service import KVStoreService, attach_log_and_reload, build_service
+from kvstore.daemon import log_format
+from kvstore.daemon import service as service_module
+from kvstore.daemon.options import Options
+from kvstore.daemon.service import KVStoreService, attach_log_and_reload, build_service
 
 
 class ThreadCalls:

@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.snapshot_transfer import run_now
+from kvstore.node.snapshot_transfer import run_now
 from kvstore.storage import MemoryLog, WriteAheadLog
 
 

@@ -3,7 +3,7 @@
 The snapshot metrics move when snapshots happen (found in review): the
 node reports each snapshot it takes and each one it installs, and the
 snapshot transfer each one it sends, to the node's
-L{kvstore.monitoring.NodeMetrics} -- the admin endpoint's
+L{kvstore.node.monitoring.NodeMetrics} -- the admin endpoint's
 C{kvstore_snapshot_*} families stayed at zero before.
 """
 
@@ -16,11 +16,11 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.admin.metrics import AdminMetrics
-from kvstore.build import build_node
-from kvstore.node import Node
-from kvstore.node_snapshots import SnapshotPolicy
+from kvstore.node.build import build_node
+from kvstore.node.node import Node
+from kvstore.node.snapshots import SnapshotPolicy
 from kvstore.raft.config import RaftConfig
-from kvstore.snapshot_transfer import run_now
+from kvstore.node.snapshot_transfer import run_now
 from kvstore.testing.memory_cluster import CLUSTER_ID
 
 from tests.test_snapshot_transfer_node import SnapshottingCluster

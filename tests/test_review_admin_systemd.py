@@ -16,9 +16,9 @@ import socket
 from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore import service, socket_activation
-from kvstore.options import Options
-from kvstore.socket_activation import ActivatedSocketEndpoint
+from kvstore.daemon import service, socket_activation
+from kvstore.daemon.options import Options
+from kvstore.daemon.socket_activation import ActivatedSocketEndpoint
 
 #: Where the "passed" sockets go (as in tests.test_socket_activation).
 FIRST_FD = 910

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_review_commands_stamps -*-
 """
 Review of issue 14's log time (found in review): a node's reactor clock is
-C{time.monotonic} in production (L{kvstore.clock}), the time since its
+C{time.monotonic} in production (L{kvstore.daemon.clock}), the time since its
 machine booted, so two nodes' clocks differ by the difference of their
 uptimes: days.  Stamping entries with the clock's absolute reading made a
 leader change to a machine up for longer expire every session at once
@@ -19,7 +19,7 @@ from typing import Any
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore import build
+from kvstore.node import build
 from kvstore.errors import SessionExpired
 from kvstore.statemachine import KeyValueStateMachine, SessionTag
 from kvstore.testing import memory_cluster

@@ -14,12 +14,12 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.build import build_node
-from kvstore.node import Node
-from kvstore.node_snapshots import SnapshotPolicy
+from kvstore.node.build import build_node
+from kvstore.node.node import Node
+from kvstore.node.snapshots import SnapshotPolicy
 from kvstore.raft.config import RaftConfig
 from kvstore.raft.messages import AppendEntries, Message
-from kvstore.snapshotting import snapshot_cooperator
+from kvstore.node.snapshotting import snapshot_cooperator
 from kvstore.statemachine import KeyValueStateMachine, encode_put
 from kvstore.storage import LogEntry, MemoryLog, MemoryMetadata, MetadataRecord
 from kvstore.storage.snapshots import SnapshotMeta

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.forwarding import RETRY_INTERVAL
+from kvstore.node.forwarding import RETRY_INTERVAL
 from tests.forwarding_support import ForwardingCluster
 from tests.test_forwarding import _Channel
 
@@ -35,7 +35,7 @@ class ForwardOrderTests(SynchronousTestCase):
 
     def test_a_write_retried_after_not_leader_is_not_overtaken(self) -> None:
         """A write the leader refused with Not leader is retried before a later write of the connection is sent."""
-        from kvstore.forwarding_messages import ForwardRequest, ForwardResponse
+        from kvstore.node.forwarding_messages import ForwardRequest, ForwardResponse
         from kvstore.raft.messages import Message
 
         c = ForwardingCluster(commit_timeout=5.0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.forwarding_messages import ForwardRequest, ForwardResponse
+from kvstore.node.forwarding_messages import ForwardRequest, ForwardResponse
 from kvstore.raft.messages import Message
 from tests.forwarding_support import ForwardingCluster
 

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.admin.view import NodeView
 from kvstore.admin.web import status_document
-from kvstore.node import Node
+from kvstore.node.node import Node
 from kvstore.raft.core import Role
 from kvstore.testing.memory_cluster import InMemoryCluster
 

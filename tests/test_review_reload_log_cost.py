@@ -1,5 +1,5 @@
 """
-Review tests for L{kvstore.log_format.json_line}: fitting a long event into
+Review tests for L{kvstore.daemon.log_format.json_line}: fitting a long event into
 one line costs work in proportion to the event's size, not to its size
 times its number of fields (the line is rendered on the reactor thread).
 """
@@ -12,8 +12,8 @@ from typing import Any
 from twisted.logger import LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore import log_format
-from kvstore.log_format import MAX_LINE_BYTES, json_line
+from kvstore.daemon import log_format
+from kvstore.daemon.log_format import MAX_LINE_BYTES, json_line
 
 
 def _event(fields: dict[str, Any]) -> dict[str, Any]:

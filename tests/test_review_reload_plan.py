@@ -1,5 +1,5 @@
 """
-Review tests for L{kvstore.reload}: a reload notices every change of a
+Review tests for L{kvstore.daemon.reload}: a reload notices every change of a
 duration, however small, and renders it so that old and new differ.
 """
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.reload import parse_arguments, plan, settings
+from kvstore.daemon.reload import parse_arguments, plan, settings
 
 
 class DurationChangeTests(SynchronousTestCase):

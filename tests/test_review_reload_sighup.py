@@ -1,5 +1,5 @@
 """
-Review tests for SIGHUP under twistd (L{kvstore.service}): a SIGHUP that
+Review tests for SIGHUP under twistd (L{kvstore.daemon.service}): a SIGHUP that
 arrives while the node recovers, before its service starts, must not take
 the signal's default action (terminating the node); it is a reload, carried
 out once the node runs.
@@ -14,8 +14,8 @@ from typing import Any, Callable
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore import service as service_module
-from kvstore.service import KVStoreService, Options, makeService
+from kvstore.daemon import service as service_module
+from kvstore.daemon.service import KVStoreService, Options, makeService
 
 
 class ThreadCalls:

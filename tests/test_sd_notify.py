@@ -1,5 +1,5 @@
 """
-Tests for L{kvstore.sd_notify}: the datagrams a node sends to systemd's
+Tests for L{kvstore.daemon.sd_notify}: the datagrams a node sends to systemd's
 notification socket (a real socket here, see L{tests.notify_socket}),
 driven by a L{Clock}.
 """
@@ -17,9 +17,9 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.options import Options
+from kvstore.daemon.options import Options
 from kvstore.raft.core import Role
-from kvstore.sd_notify import (
+from kvstore.daemon.sd_notify import (
     STATUS_MIN_INTERVAL,
     STATUS_POLL_INTERVAL,
     NodeNotifier,
@@ -27,7 +27,7 @@ from kvstore.sd_notify import (
     notify_address,
     watchdog_interval,
 )
-from kvstore.service import build_service
+from kvstore.daemon.service import build_service
 
 from tests.notify_socket import FakeNotifySocket
 

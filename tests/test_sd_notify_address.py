@@ -1,5 +1,5 @@
 """
-Tests for L{kvstore.sd_notify.notify_address} on names that are not UTF-8:
+Tests for L{kvstore.daemon.sd_notify.notify_address} on names that are not UTF-8:
 the environment holds them as lone surrogates (surrogateescape), and an
 abstract name must become the original bytes rather than raise, since a
 notifier must never stop the node.
@@ -11,7 +11,7 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.sd_notify import notify_address
+from kvstore.daemon.sd_notify import notify_address
 
 
 class NonUTF8AddressTests(SynchronousTestCase):

@@ -1,5 +1,5 @@
 """
-Tests for L{kvstore.service}: refusing to start on a locked, corrupt or
+Tests for L{kvstore.daemon.service}: refusing to start on a locked, corrupt or
 foreign data directory, with a one-line message naming the problem.
 """
 
@@ -10,8 +10,8 @@ from pathlib import Path
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.options import Options
-from kvstore.service import build_service, makeService
+from kvstore.daemon.options import Options
+from kvstore.daemon.service import build_service, makeService
 from kvstore.storage import LogEntry, WriteAheadLog
 from twisted.internet.defer import succeed
 
@@ -91,7 +91,7 @@ class ServiceStartupTests(SynchronousTestCase):
     def test_new_data_directory_parents_are_fsynced(self) -> None:
         """Creating a nested data directory fsyncs the parent of every directory
         it creates, so the directory survives a power cut after first start."""
-        import kvstore.datadir as service_module
+        import kvstore.daemon.datadir as service_module
 
         synced: list[int] = []
         real_fsync = service_module.os.fsync

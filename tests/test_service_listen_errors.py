@@ -12,8 +12,8 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.options import Options
-from kvstore.service import makeService
+from kvstore.daemon.options import Options
+from kvstore.daemon.service import makeService
 
 
 class SystemdEndpointWithoutSocketTests(SynchronousTestCase):

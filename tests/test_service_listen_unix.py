@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_service_listen_unix -*-
 """
-When C{twistd kvstore} listens: at once in L{kvstore.service.makeService}
+When C{twistd kvstore} listens: at once in L{kvstore.daemon.service.makeService}
 (so a port in use is a one-line refusal), except on a UNIX socket when
 twistd then daemonizes, chroots or changes directory, which would leave the
 socket's lock file naming a dead pid or bind and unlink different paths.
@@ -14,8 +14,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore import service as service_module
-from kvstore.service import makeService
+from kvstore.daemon import service as service_module
+from kvstore.daemon.service import makeService
 
 _build_service = service_module.build_service
 

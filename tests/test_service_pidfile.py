@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_service_pidfile -*-
 """
-Where C{twistd kvstore} puts its pid file (L{kvstore.service.Options}): in
+Where C{twistd kvstore} puts its pid file (L{kvstore.daemon.service.Options}): in
 the node's data directory unless C{--pidfile} says otherwise, so that the
 three nodes of a cluster can be started from one directory.
 """
@@ -14,8 +14,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore import service as service_module
-from kvstore.service import PIDFILE_NAME, Options, build_service
+from kvstore.daemon import service as service_module
+from kvstore.daemon.service import PIDFILE_NAME, Options, build_service
 
 
 def parse_twistd(*argv: str) -> ServerOptions:

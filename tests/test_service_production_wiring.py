@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_service_production_wiring -*-
 """
-The production node (L{kvstore.service.build_service}) is wired through
-L{kvstore.build.build_node} with what only production must have: no planted
+The production node (L{kvstore.daemon.service.build_service}) is wired through
+L{kvstore.node.build.build_node} with what only production must have: no planted
 bugs, read ids from the operating system's randomness on every boot, entries
 measured as the peer protocol encodes them, the peer message limit, the
 cluster id saved with every term and vote, the fail-stop exit and the
@@ -18,19 +18,19 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-import kvstore.service
-from kvstore.build import HardStateStore
-from kvstore.node import FailedPart, FatalError
-from kvstore.options import parse_config
+import kvstore.daemon.service
+from kvstore.node.build import HardStateStore
+from kvstore.node.node import FailedPart, FatalError
+from kvstore.daemon.options import parse_config
 from kvstore.protocols.peer import MAX_ENTRIES_BYTES, encoded_entry_bytes
 
 
 class ProductionWiringTests(SynchronousTestCase):
     """What C{build_service} hands the builder."""
 
-    def _build(self, *arguments: str) -> kvstore.service.KVStoreService:
+    def _build(self, *arguments: str) -> kvstore.daemon.service.KVStoreService:
         config = parse_config(["--data-dir", self.mktemp(), "--port", "20999", *arguments])
-        service = kvstore.service.build_service(config, MemoryReactorClock())
+        service = kvstore.daemon.service.build_service(config, MemoryReactorClock())
         self.addCleanup(service._lock.release)
         return service
 
@@ -66,15 +66,15 @@ class ProductionWiringTests(SynchronousTestCase):
         """The node's fail-stop hook stops the process with the status of what failed."""
         stopped: list[tuple[object, int]] = []
         self.patch(
-            kvstore.service,
+            kvstore.daemon.service,
             "stop_after_fatal",
-            lambda reactor, failure: stopped.append((reactor, kvstore.service.exit_status_for(failure)[1])),
+            lambda reactor, failure: stopped.append((reactor, kvstore.daemon.service.exit_status_for(failure)[1])),
         )
         service = self._build()
         service.node._on_fatal(Failure(FatalError(FailedPart.APPLY, Failure(ValueError("x")))))
         self.assertEqual(len(stopped), 1)
         self.assertIsInstance(stopped[0][0], MemoryReactorClock)
-        self.assertEqual(stopped[0][1], kvstore.service.EXIT_APPLY_FAILURE)
+        self.assertEqual(stopped[0][1], kvstore.daemon.service.EXIT_APPLY_FAILURE)
 
     def test_status_carries_the_links_cluster_and_fsyncs(self) -> None:
         """STATUS gains connected, cluster and fsyncs from the service."""

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_snapshot_transfer -*-
 """
 Tests for the leader's side of the snapshot transfer and the router
-(L{kvstore.snapshot_transfer.SnapshotSender}, L{TransferRouter}): a whole
+(L{kvstore.node.snapshot_transfer.SnapshotSender}, L{TransferRouter}): a whole
 transfer installs an identical file, at most C{window} chunks are ever
 unacknowledged, loss is repaired by going back (at once on a refusal, or
 after a timeout), a silent follower is given up on, the file is protected
@@ -22,7 +22,7 @@ from kvstore.raft.messages import (
     SnapshotChunk,
     SnapshotChunkResponse,
 )
-from kvstore.snapshot_transfer import DEFAULT_WINDOW, SnapshotSender
+from kvstore.node.snapshot_transfer import DEFAULT_WINDOW, SnapshotSender
 from kvstore.storage.snapshots import snapshot_name
 from kvstore.testing.runners import ManualRunner
 from tests.snapshot_support import read_content
@@ -499,7 +499,7 @@ class RouterTests(SynchronousTestCase):
 
     def test_run_now_fails_its_deferred(self) -> None:
         """run_now fails its Deferred (not the caller) when the job raises."""
-        from kvstore.snapshot_transfer import run_now
+        from kvstore.node.snapshot_transfer import run_now
 
         def boom() -> None:
             raise OSError("disk")

@@ -16,12 +16,12 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.build import build_node
-from kvstore.node import Node
-from kvstore.node_snapshots import SnapshotPolicy
+from kvstore.node.build import build_node
+from kvstore.node.node import Node
+from kvstore.node.snapshots import SnapshotPolicy
 from kvstore.raft.config import RaftConfig
 from kvstore.raft.messages import InstallSnapshot, Message, SnapshotChunk
-from kvstore.snapshot_transfer import TransferRouter, run_now
+from kvstore.node.snapshot_transfer import TransferRouter, run_now
 from kvstore.storage import MemoryLog, MemoryMetadata
 from kvstore.storage.snapshots import SnapshotStore, snapshot_name
 from kvstore.testing.memory_cluster import CLUSTER_ID, InMemoryCluster

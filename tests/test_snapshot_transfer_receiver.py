@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_snapshot_transfer_receiver -*-
 """
 Tests for the follower's side of the snapshot transfer
-(L{kvstore.snapshot_transfer.SnapshotReceiver}): every chunk it cannot use
+(L{kvstore.node.snapshot_transfer.SnapshotReceiver}): every chunk it cannot use
 is refused with a log line and changes nothing; a newer transfer replaces
 an older one; a bad checksum installs nothing; an interrupted transfer
 restarts (the follower lost it) or resumes (the leader lost it) cleanly; an
@@ -17,7 +17,7 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.raft.messages import Message, SnapshotChunk, SnapshotChunkResponse
-from kvstore.snapshot_transfer import MAX_QUEUED_CHUNKS, TransferRouter
+from kvstore.node.snapshot_transfer import MAX_QUEUED_CHUNKS, TransferRouter
 from kvstore.storage.snapshots import SnapshotStore, snapshot_name
 from kvstore.testing.runners import ManualRunner
 from tests.snapshot_support import DIRECTORY, content_for, write_snapshot

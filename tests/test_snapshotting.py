@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_snapshotting -*-
 """
-Tests for L{kvstore.snapshotting.take_snapshot}: the state machine is
+Tests for L{kvstore.node.snapshotting.take_snapshot}: the state machine is
 serialised a slice per cooperator step while writes keep being applied, at
 most one chunk is in the storage thread at a time, the result is durable
 before the Deferred fires, and a failure leaves no file and no overlay.
@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock, Cooperator
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.snapshotting import snapshot_cooperator, take_snapshot, turn_limit
+from kvstore.node.snapshotting import snapshot_cooperator, take_snapshot, turn_limit
 from kvstore.statemachine import KeyValueStateMachine, SnapshotInProgress, encode_delete, encode_put
 from kvstore.storage.snapshots import SnapshotMeta, SnapshotStore
 from kvstore.testing.runners import ManualRunner

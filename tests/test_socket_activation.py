@@ -1,5 +1,5 @@
 """
-Tests for L{kvstore.socket_activation}: the C{--listen systemd...}
+Tests for L{kvstore.daemon.socket_activation}: the C{--listen systemd...}
 descriptions, reading C{$LISTEN_PID}/C{$LISTEN_FDS}/C{$LISTEN_FDNAMES}, and
 adopting a passed listening socket with its own address family.  Real
 sockets stand in for systemd's, renumbered where the protocol says they
@@ -17,9 +17,9 @@ from twisted.internet.testing import MemoryReactor
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore import socket_activation
-from kvstore.options import Options
-from kvstore.socket_activation import (
+from kvstore.daemon import socket_activation
+from kvstore.daemon.options import Options
+from kvstore.daemon.socket_activation import (
     ActivatedSocketEndpoint,
     ActivationError,
     ActivationRequest,

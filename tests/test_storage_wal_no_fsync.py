@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.options import parse_config
-from kvstore.service import _open_storage
+from kvstore.daemon.options import parse_config
+from kvstore.daemon.service import _open_storage
 from kvstore.storage.wal import LogEntry, StorageThread, run_inline
 
 

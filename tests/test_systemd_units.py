@@ -16,7 +16,7 @@ from unittest import SkipTest
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.options import parse_config
+from kvstore.daemon.options import parse_config
 
 from tests.support import parametrize
 

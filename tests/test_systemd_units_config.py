@@ -9,7 +9,7 @@ import shlex
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.options import parse_config
+from kvstore.daemon.options import parse_config
 
 from tests.test_systemd_units import ETC, UNIT, _directives, _exec_start_argv
 

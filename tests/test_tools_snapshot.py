@@ -15,7 +15,7 @@ from typing import Callable
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.recovery import recover
+from kvstore.node.recovery import recover
 from kvstore.statemachine import KeyValueStateMachine, encode_put
 from kvstore.storage.errors import StorageError
 from kvstore.storage.metadata import MetadataStore

@@ -10,7 +10,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore import trace
-from kvstore.node import Node
+from kvstore.node.node import Node
 
 
 class _IdleCore:

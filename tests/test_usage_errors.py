@@ -20,8 +20,8 @@ from twisted.python.usage import UsageError
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.options import Options as NodeOptions
-from kvstore.service import Options, build_service, makeService
+from kvstore.daemon.options import Options as NodeOptions
+from kvstore.daemon.service import Options, build_service, makeService
 from kvstore.testing.processes import ROOT, Timeout, allocate_port, allocate_port_range, wait_until
 
 from tests.support import slow

@@ -5,7 +5,7 @@ checks and a JSON status, served with twisted.web next to the client/peer
 listener, under the node's service.
 
   - L{kvstore.admin.metrics}: the metric definitions, one registry per node,
-    and the events the node reports (L{kvstore.monitoring.NodeMetrics});
+    and the events the node reports (L{kvstore.node.monitoring.NodeMetrics});
   - L{kvstore.admin.collector}: what is read from the node when scraped;
   - L{kvstore.admin.instruments}: the counting wrappers around the node's
     client service, peer sender and WAL file system, and the reactor-lag

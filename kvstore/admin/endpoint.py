@@ -20,8 +20,8 @@ from kvstore.admin.requests import CountingClientFactory, RequestCounts
 from kvstore.admin.view import NodeView
 from kvstore.admin.web import AdminSite, admin_root
 from kvstore.admin.wiring import FlushReporting
-from kvstore.monitoring import NodeMetrics
-from kvstore.node import PeerSender
+from kvstore.node.monitoring import NodeMetrics
+from kvstore.node.node import PeerSender
 from kvstore.protocols.client import ClientFactory, KeyValueService
 from kvstore.protocols.commands import DEFAULT_LIMITS, Limits
 from kvstore.raft.messages import Message

@@ -20,7 +20,7 @@ from typing import Any, Callable, cast
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from kvstore.node import PeerSender
+from kvstore.node.node import PeerSender
 from kvstore.raft.messages import AppendEntries, AppendEntriesResponse, Message
 from kvstore.storage.fs import FileSystem
 

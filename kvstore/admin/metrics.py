@@ -11,7 +11,7 @@ with a C{kvstore_} prefix.  Three kinds of source feed them:
   - state read from the node when a scrape renders (L{kvstore.admin.collector}):
     leadership, term, indexes, pending proposals, peer links, request
     counts kept as plain integers;
-  - events the node reports through L{kvstore.monitoring.NodeMetrics}
+  - events the node reports through L{kvstore.node.monitoring.NodeMetrics}
     (leader changes, snapshots), implemented here by L{AdminMetrics};
   - timings from the instruments (L{kvstore.admin.instruments}): fsync
     durations (observed on the WAL's thread: prometheus_client's metrics
@@ -30,7 +30,7 @@ from typing import Iterable
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, GCCollector, Histogram, PlatformCollector, ProcessCollector
 
-from kvstore.monitoring import NodeMetrics
+from kvstore.node.monitoring import NodeMetrics
 
 __all__ = ["AdminMetrics", "FSYNC_BUCKETS", "METRIC_NAMES"]
 
@@ -189,7 +189,7 @@ class AdminMetrics(NodeMetrics):
             PlatformCollector(registry=registry)
             GCCollector(registry=registry)
 
-    # -- kvstore.monitoring.NodeMetrics ---------------------------------
+    # -- kvstore.node.monitoring.NodeMetrics ---------------------------------
 
     def leader_changed(self, term: int, leader_id: int) -> None:
         self.leader_changes.inc()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Protocol
 
-from kvstore.node import Node
+from kvstore.node.node import Node
 from kvstore.raft.core import Role
 
 __all__ = ["LinkState", "NodeView"]

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_admin_wiring -*-
 """
 How a node is instrumented, in one object the builder of a node consults at
-each place a wrapper may go (L{kvstore.service.build_service}, and the
+each place a wrapper may go (L{kvstore.daemon.service.build_service}, and the
 tests' in-memory cluster):
 
   - L{NoInstruments} (the admin endpoint is off): every method hands back
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import Callable, Protocol
 
-from kvstore.monitoring import NO_METRICS, NodeMetrics
-from kvstore.node import PeerSender
+from kvstore.node.monitoring import NO_METRICS, NodeMetrics
+from kvstore.node.node import PeerSender
 from kvstore.protocols.client import ClientFactory, KeyValueService
 from kvstore.protocols.commands import DEFAULT_LIMITS, Limits
 from kvstore.raft.messages import Message
@@ -41,7 +41,7 @@ class Instruments(Protocol):
 
     @property
     def metrics(self) -> NodeMetrics:
-        """The node's L{NodeMetrics}, for L{kvstore.build.build_node}."""
+        """The node's L{NodeMetrics}, for L{kvstore.node.build.build_node}."""
 
     def file_system(self, fs: FileSystem) -> FileSystem:
         """The file system the write-ahead log is opened with."""

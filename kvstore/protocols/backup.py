@@ -23,7 +23,7 @@ What the node does (L{SnapshotSender}):
      passes, this node has applied every write acknowledged, by any node,
      before the request arrived.
   2. Its newest snapshot if that covers the index applied at that moment;
-     otherwise a new one, taken now (L{kvstore.node.Node.snapshot_now}).
+     otherwise a new one, taken now (L{kvstore.node.node.Node.snapshot_now}).
      Either holds only committed entries.
   3. The file is protected from pruning while it is streamed, read in
      1 MiB chunks on the node's snapshot thread, one chunk at a time, and
@@ -71,7 +71,7 @@ class _StateMachine(Protocol):
 
 
 class SnapshotSource(Protocol):
-    """What the sender needs of the node (L{kvstore.node.Node})."""
+    """What the sender needs of the node (L{kvstore.node.node.Node})."""
 
     @property
     def state_machine(self) -> _StateMachine: ...

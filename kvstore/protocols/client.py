@@ -173,7 +173,7 @@ class MembershipService(Protocol):
 class WriteForwarding(Protocol):
     """
     Write forwarding as the client protocol sees it
-    (L{kvstore.forwarding.WriteForwarder}, on with C{--forward-writes}).
+    (L{kvstore.node.forwarding.WriteForwarder}, on with C{--forward-writes}).
     """
 
     def forward_if_refused(self, result: Deferred[Any], line: bytes) -> Deferred[Any]:

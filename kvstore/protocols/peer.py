@@ -44,7 +44,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import NetstringReceiver
 
-from kvstore.forwarding_messages import (
+from kvstore.node.forwarding_messages import (
     FORWARDING_SINCE,
     FORWARDING_TYPES,
     ForwardRequest,
@@ -230,7 +230,7 @@ WIRE_TYPES["timeout_now"] = WireType("timeout_now", since=3, optional=True)
 #: core's, and TimeoutNow.
 PEER_MESSAGE_TYPES: frozenset[str] = MESSAGE_TYPES | {"timeout_now"}
 
-#: Write forwarding's request and response (L{kvstore.forwarding_messages}),
+#: Write forwarding's request and response (L{kvstore.node.forwarding_messages}),
 #: required types of version 4.
 WIRE_TYPES.update({name: WireType(name, since=FORWARDING_SINCE) for name in sorted(FORWARDING_TYPES)})
 

@@ -75,7 +75,7 @@ class RaftConfig:
         """
         The one check of these parameters: the core runs it when it starts,
         and C{twistd kvstore}'s options run it to refuse a bad command line
-        (L{kvstore.options}, which names the options in place of the field
+        (L{kvstore.daemon.options}, which names the options in place of the field
         names of the messages).
 
         @raises ValueError: if a parameter or a relation between parameters

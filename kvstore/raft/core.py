@@ -6,7 +6,7 @@ L{RaftCore} takes inputs -- a peer message (L{RaftCore.step}), a client
 command (L{RaftCore.propose}), a read request (L{RaftCore.request_read}),
 notice that entries became durable (L{RaftCore.persisted}) and its own timers
 -- and accumulates outputs that the caller collects with L{RaftCore.ready}.
-The caller (L{kvstore.node}) must handle a L{Ready} in this order:
+The caller (L{kvstore.node.node}) must handle a L{Ready} in this order:
 
   0. install C{install_snapshot}, if set, before anything else in the
      batch: replace the state machine with the snapshot's content and reset

@@ -187,7 +187,7 @@ class SnapshotChunk:
     is the whole file's length in bytes, and C{data} the bytes at
     C{offset}.  C{term} is the leader's term: a follower accepts chunks only
     from the leader of its current term.  The Raft core never sees chunks:
-    the node hands them to L{kvstore.snapshot_transfer}, which steps the
+    the node hands them to L{kvstore.node.snapshot_transfer}, which steps the
     core once the whole file is received and verified.
     """
 
@@ -222,8 +222,8 @@ class NodeBody:
     """
     Base of the bodies of node-level messages that travel on the peer link
     but are not Raft messages, so the Raft core never sees them: the node
-    routes them by type (L{kvstore.node.Node.route}) to the module that
-    defines them (write forwarding, L{kvstore.forwarding_messages}).  Like
+    routes them by type (L{kvstore.node.node.Node.route}) to the module that
+    defines them (write forwarding, L{kvstore.node.forwarding_messages}).  Like
     every body they carry the sender's C{term}.
     """
 

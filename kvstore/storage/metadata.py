@@ -31,10 +31,10 @@ I{lower bound} on what is committed, which is all that recovery needs, so
 it need not be saved when the commit index moves: the node writes it along
 with every term/vote save it makes anyway, and otherwise at most once per
 interval from a timer, a save no client and no acknowledgement waits for
-(L{kvstore.node.Node}).  Writing it into every WAL flush would need a new
+(L{kvstore.node.node.Node}).  Writing it into every WAL flush would need a new
 record type in the log format; fsyncing it whenever it moves would put a
 second fsync on every write's path.  The node saves only a commit index
-whose entries are already durable in its log (see L{kvstore.node}), so a
+whose entries are already durable in its log (see L{kvstore.node.node}), so a
 crash can never leave this file claiming entries the log lacks or holds
 with other content.
 """

@@ -809,7 +809,7 @@ class WriteAheadLog:
         directory fsync).  A crash at any point thus leaves the old log, a
         prefix of it, no segment at all (opened as an empty log), or the
         new log: never old and new segments together.  Recovery
-        (L{kvstore.recovery}) finds the snapshot and reconciles it with
+        (L{kvstore.node.recovery}) finds the snapshot and reconciles it with
         whichever of these it sees (a log that ends before the snapshot, or
         holds another term at its index, is reset again).
 

@@ -23,8 +23,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from kvstore.admin.wiring import Instruments, NoInstruments
-from kvstore.build import build_node
-from kvstore.node import Node
+from kvstore.node.build import build_node
+from kvstore.node.node import Node
 from kvstore.raft.config import RaftConfig
 from kvstore.raft.core import RaftCore, Role
 from kvstore.raft.messages import Entry

@@ -208,7 +208,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "node-read-before-apply",
-        "kvstore/node.py",
+        "kvstore/node/node.py",
         "if read_state.index <= self.state_machine.applied_index:",
         "if read_state.index <= self.state_machine.applied_index + 1:",
         ("tests/test_node_commit_rules.py", "tests/test_node.py", "tests/test_raft_reads.py"),
@@ -217,7 +217,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # -- the node ----------------------------------------------------------------
     Mutant(
         "node-ack-replaced-write",
-        "kvstore/node.py",
+        "kvstore/node/node.py",
         "if write.term != term:",
         "if False:",
         ("tests/test_node_commit_rules.py", "tests/test_node.py"),
@@ -225,7 +225,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "apply-out-of-order",
-        "kvstore/node.py",
+        "kvstore/node/node.py",
         "for index, term, payload in ready.committed:",
         "for index, term, payload in reversed(ready.committed):",
         ("tests/test_node.py", "tests/test_raft_cluster.py"),

@@ -9,7 +9,7 @@ highest last term, then the highest last index) is the one to copy when a
 node's data must be rebuilt (docs/operations.md).  Opening the log runs the
 same recovery a starting node would, so a torn tail is reported (and
 truncated) and any other damage is reported with its file and offset.  The
-directory's lock (L{kvstore.datadir.DataDirectoryLock}) keeps it from
+directory's lock (L{kvstore.daemon.datadir.DataDirectoryLock}) keeps it from
 reading a directory a node is running on.
 """
 
@@ -25,7 +25,7 @@ from typing import Sequence
 from twisted.internet.defer import succeed
 from twisted.python.usage import UsageError
 
-from kvstore.datadir import DataDirectoryLock
+from kvstore.daemon.datadir import DataDirectoryLock
 from kvstore.storage import CorruptLogError, CorruptMetadataError, MetadataStore, WriteAheadLog
 from kvstore.storage.fs import FileSystem
 from kvstore.storage.snapshots import SnapshotStore

@@ -45,8 +45,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python import usage
 
 from kvstore.client.blocking import parse_address
-from kvstore.datadir import DataDirectoryLock, make_directory_durably
-from kvstore.options import NodeConfig, Options
+from kvstore.daemon.datadir import DataDirectoryLock, make_directory_durably
+from kvstore.daemon.options import NodeConfig, Options
 from kvstore.storage.errors import StorageError
 from kvstore.storage.fs import FileSystem
 from kvstore.storage.metadata import MetadataRecord, MetadataStore
@@ -221,7 +221,7 @@ def node_config(options: Sequence[str], data_dir: str) -> NodeConfig:
 
 
 def membership(config: NodeConfig) -> dict[str, object]:
-    """The membership a node records in its snapshots (L{kvstore.node.Node})."""
+    """The membership a node records in its snapshots (L{kvstore.node.node.Node})."""
     return {"voters": [[m.node_id, m.address] for m in config.members], "learners": []}
 
 

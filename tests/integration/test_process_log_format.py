@@ -50,7 +50,7 @@ class JsonLogProcessTests(ProcessTestCase):
         texts = [str(r["text"]) for r in records]
         assert any(t.startswith("twistd ") and "starting up" in t for t in texts), texts
         (serving,) = [r for r in records if str(r["text"]).startswith("kvstore node 0 ")]
-        assert serving["namespace"] == "kvstore.service.KVStoreService"
+        assert serving["namespace"] == "kvstore.daemon.service.KVStoreService"
         assert serving["level"] == "info"
         assert serving["fields"]["node"] == 0  # type: ignore[index]
 

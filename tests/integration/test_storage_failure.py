@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kvstore.service import EXIT_STORAGE_FAILURE
+from kvstore.daemon.service import EXIT_STORAGE_FAILURE
 from kvstore.testing.processes import allocate_port
 
 from tests.integration.support import ProcessTestCase

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from kvstore.node import Node
+from kvstore.node.node import Node
 from kvstore.raft.core import CompactedIndex, Role
 from kvstore.raft.messages import AppendEntriesResponse, Message, RequestVoteResponse
 from kvstore.statemachine import KeyValueStateMachine

@@ -2,8 +2,8 @@
 """
 Snapshots, compaction and InstallSnapshot in a simulated run (issue 12).
 
-Every node runs the production snapshot code (L{kvstore.node_snapshots},
-L{kvstore.snapshot_transfer}, L{kvstore.recovery}) on its simulated disk,
+Every node runs the production snapshot code (L{kvstore.node.snapshots},
+L{kvstore.node.snapshot_transfer}, L{kvstore.node.recovery}) on its simulated disk,
 with thresholds small enough that every seed takes snapshots, compacts its
 log and sends snapshots to lagging followers over the faulty simulated
 network.  L{SnapshotActivity} draws those thresholds per seed and watches
@@ -32,11 +32,11 @@ from kvstore.statemachine import ContentDecoder
 from kvstore.storage.fs import FileSystem
 from kvstore.storage.snapshots import SnapshotInfo, SnapshotMeta, SnapshotStore, SnapshotWriter
 from kvstore.storage.snapshots import LocalSnapshotWriter
-from kvstore.node_snapshots import SnapshotPolicy
+from kvstore.node.snapshots import SnapshotPolicy
 from kvstore.storage.wal import WriteAheadLog
 
 if TYPE_CHECKING:
-    from kvstore.node import Node
+    from kvstore.node.node import Node
     from kvstore.testing.sim.world import Simulation
 
 __all__ = ["ObservedSnapshotStore", "SnapshotActivity", "durable_snapshot_index", "snapshot_indexes"]

@@ -42,7 +42,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
-from kvstore.build import build_node
+from kvstore.node.build import build_node
 from kvstore.errors import (
     CasFailed,
     IntegerOverflow,
@@ -54,14 +54,14 @@ from kvstore.errors import (
     StaleSequence,
     Unavailable,
 )
-from kvstore.node import Node
+from kvstore.node.node import Node
 from kvstore.raft.config import RaftConfig
 from kvstore.raft.core import Role
-from kvstore.recovery import RecoveryError
-from kvstore.snapshotting import snapshot_cooperator
+from kvstore.node.recovery import RecoveryError
+from kvstore.node.snapshotting import snapshot_cooperator
 from kvstore.statemachine import KeyValueStateMachine, SessionTag
 from kvstore.storage import CorruptLogError, CorruptMetadataError, MetadataStore, WriteAheadLog
-from kvstore.snapshot_transfer import attach_transfers
+from kvstore.node.snapshot_transfer import attach_transfers
 from kvstore.storage.snapshots import CorruptSnapshotError
 from kvstore.testing.sim.clock import HeapClock
 from kvstore.testing.sim.figure8 import PROFILES, Figure8Faults, profile_for_seed
@@ -421,7 +421,7 @@ class Simulation:
                                      plants=self.config.plants)
             snapshots = self.snapshot_activity.open_store(node_id, member.fs, SNAPSHOTS)
             stored = metadata.state
-            # Through the production recovery (kvstore.recovery): the newest
+            # Through the production recovery (kvstore.node.recovery): the newest
             # usable snapshot, the log after it, the stored commit index.
             node = build_node(
                 config,

@@ -5,7 +5,7 @@ to every other member of the current configuration, and a peer server that
 accepts connections from exactly those members.
 
 L{FollowConfiguration} is one of the node's configuration observers
-(L{kvstore.node.Node.configuration_observers}): the node calls it after the
+(L{kvstore.node.node.Node.configuration_observers}): the node calls it after the
 batch that made a new configuration current (a configuration takes effect
 when appended, so a new member is linked to at once and a removed one is
 dropped at once; a truncated change is undone the same way).  A node that

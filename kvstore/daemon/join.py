@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 from twisted.logger import Logger
 
-from kvstore.options import format_address
+from kvstore.daemon.options import format_address
 from kvstore.protocols.commands import parse_address
 from kvstore.protocols.replies import parse_leader_address, parse_status
 

@@ -7,7 +7,7 @@ Each line is a JSON object with:
 
   - C{time}: ISO 8601 in UTC with microseconds (C{2026-11-30T12:00:00.123456+00:00});
   - C{level}: C{debug}, C{info}, C{warn}, C{error} or C{critical};
-  - C{namespace}: the logger's namespace (C{kvstore.service.KVStoreService});
+  - C{namespace}: the logger's namespace (C{kvstore.daemon.service.KVStoreService});
   - C{system}: Twisted's log system (C{-} when none);
   - C{text}: the rendered message, as the text format shows it;
   - C{fields}: the event's own structured fields (C{node}, C{term}, ...),
@@ -26,7 +26,7 @@ of fields) keeps its time, level, namespace, system and the start of its
 text, with C{"fields_dropped": N}.
 
 C{--log-level} (L{LevelFilter}) drops events below a level before either
-format sees them; a reload (SIGHUP, L{kvstore.reload}) changes it.
+format sees them; a reload (SIGHUP, L{kvstore.daemon.reload}) changes it.
 
 Why not L{twisted.logger.jsonFileLogObserver}: it writes a serialization of
 the event meant to be read back by L{twisted.logger.eventsFromJSONLogFile}

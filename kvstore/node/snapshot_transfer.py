@@ -52,8 +52,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from kvstore.monitoring import NO_METRICS
-from kvstore.node import Node, PeerSender
+from kvstore.node.monitoring import NO_METRICS
+from kvstore.node.node import Node, PeerSender
 from kvstore.raft.core import Role
 from kvstore.raft.messages import (
     MAX_SNAPSHOT_CHUNK_BYTES,

@@ -2,7 +2,7 @@
 """
 The one place a node is wired.
 
-Everything that runs a node -- the twistd service (L{kvstore.service}), the
+Everything that runs a node -- the twistd service (L{kvstore.daemon.service}), the
 simulator (L{kvstore.testing.sim.world}), the in-memory cluster
 (L{kvstore.testing.memory_cluster}) and the node tests -- hands
 L{build_node} its adapters and gets back a wired L{Node}: the Raft core
@@ -16,8 +16,8 @@ fsyncs go through (a thread, the simulated disk, a test's manual runner), and
 learns of a corrupt log before any node exists.
 
 With a snapshot store, L{build_node} also recovers from the newest usable
-snapshot (L{kvstore.recovery.recover}, which may refuse start-up with a
-L{kvstore.recovery.RecoveryError} naming a file): the state machine is
+snapshot (L{kvstore.node.recovery.recover}, which may refuse start-up with a
+L{kvstore.node.recovery.RecoveryError} naming a file): the state machine is
 restored from it, and the core starts at it with the stored commit index,
 so that the node applies what it knew committed before hearing from anyone.
 """
@@ -33,22 +33,22 @@ from twisted.internet.task import Cooperator
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from kvstore.monitoring import NO_METRICS, NodeMetrics
-from kvstore.node import LogStorage, Node, PeerSender
-from kvstore.node_membership import membership_from_meta
-from kvstore.node_snapshots import NodeSnapshots, SnapshotPolicy
+from kvstore.node.monitoring import NO_METRICS, NodeMetrics
+from kvstore.node.node import LogStorage, Node, PeerSender
+from kvstore.node.membership import membership_from_meta
+from kvstore.node.snapshots import NodeSnapshots, SnapshotPolicy
 from kvstore.protocols.peer import encoded_entry_bytes
 from kvstore.raft.config import RaftConfig
 from kvstore.raft.core import HardState, RaftCore, SnapshotPoint
 from kvstore.raft.membership import Configuration
-from kvstore.recovery import recover
-from kvstore.snapshotting import snapshot_cooperator
+from kvstore.node.recovery import recover
+from kvstore.node.snapshotting import snapshot_cooperator
 from kvstore.statemachine import KeyValueStateMachine
 from kvstore.storage import MetadataRecord
 from kvstore.storage.records import LogEntry
 from kvstore.storage.snapshots import SnapshotStore
 from kvstore.storage.wal import ThreadRunner, default_thread_runner
-from kvstore.snapshot_transfer import attach_transfers
+from kvstore.node.snapshot_transfer import attach_transfers
 
 __all__ = ["HardStateStore", "RecoverableLog", "StoredMetadata", "build_node"]
 
@@ -185,10 +185,10 @@ def build_node(
         C{config}'s node and peers, all voters, at C{member_addresses}.  A
         recovered snapshot's membership replaces it, and the log's
         configuration entries after that are replayed by the core.
-    @raise kvstore.recovery.RecoveryError: if the snapshots and the log on
+    @raise kvstore.node.recovery.RecoveryError: if the snapshots and the log on
         disk do not fit together (the message names the file).
     @param metrics: told of the events monitoring counts
-        (L{kvstore.monitoring}; the admin endpoint's L{kvstore.admin.metrics}).
+        (L{kvstore.node.monitoring}; the admin endpoint's L{kvstore.admin.metrics}).
     """
     hard_state_store = HardStateStore(metadata, cluster_id)
     machine = state_machine if state_machine is not None else KeyValueStateMachine()

@@ -32,8 +32,8 @@ from twisted.python.failure import Failure
 
 from kvstore import trace
 from kvstore.errors import KeyNotFound, NotLeader, OutcomeUnknown, Refused, Unavailable
-from kvstore.node_membership import TransferWaiter, membership_from_meta, membership_to_meta
-from kvstore.node_snapshots import NodeSnapshots
+from kvstore.node.membership import TransferWaiter, membership_from_meta, membership_to_meta
+from kvstore.node.snapshots import NodeSnapshots
 from kvstore.protocols.commands import parse_address
 from kvstore.raft.core import (
     HardState,
@@ -55,8 +55,8 @@ from kvstore.raft.membership import (
     RemoveMember,
 )
 from kvstore.raft.messages import MAX_FIELD_VALUE, AppendEntries, AppendEntriesResponse, InstallSnapshot, Message
-from kvstore.recovery import Recovered, report_line
-from kvstore.monitoring import NO_METRICS, NodeMetrics
+from kvstore.node.recovery import Recovered, report_line
+from kvstore.node.monitoring import NO_METRICS, NodeMetrics
 from kvstore.statemachine import (
     CONTENT_FORMAT,
     ApplyResult,
@@ -88,7 +88,7 @@ _READ_ID_START_BITS = 62
 class FailedPart(enum.Enum):
     """
     What failed when the node stopped itself.  Each has its own log line and
-    exit status (see L{kvstore.service} and docs/operations.md), because the
+    exit status (see L{kvstore.daemon.service} and docs/operations.md), because the
     operator's next step differs: check the disk, find the entry the state
     machine could not apply, or report a bug.
     """
@@ -172,7 +172,7 @@ class LogStorage(Protocol):
 
 class MetadataStorage(Protocol):
     """What the node needs of the term/vote metadata store (see
-    L{kvstore.build.HardStateStore}): saves of the term and vote, each
+    L{kvstore.node.build.HardStateStore}): saves of the term and vote, each
     carrying a lower bound of the commit index, and saves of a higher
     commit index alone."""
 
@@ -214,8 +214,8 @@ class _NoSnapshotTransfer:
 
 class TransferHooks(Protocol):
     """The snapshot transfer as the node sees it (a
-    L{kvstore.snapshot_transfer.TransferRouter}, attached by
-    L{kvstore.snapshot_transfer.attach_transfers})."""
+    L{kvstore.node.snapshot_transfer.TransferRouter}, attached by
+    L{kvstore.node.snapshot_transfer.attach_transfers})."""
 
     def offer(self, message: Message) -> bool: ...
 
@@ -246,7 +246,7 @@ class Node:
     C{KeyValueService}: L{put}, L{delete}, L{incr}, L{cas},
     L{open_session}, L{get} and L{status}.
 
-    Build one with L{kvstore.build.build_node}, which wires the core and
+    Build one with L{kvstore.node.build.build_node}, which wires the core and
     the storage adapters; the node attaches itself as the core's wake hook.
 
     @param on_fatal: called with a L{Failure} of a L{FatalError} naming the
@@ -256,7 +256,7 @@ class Node:
     @param rng: where the random start of this boot's read request ids comes
         from (the operating system's generator by default; the simulator
         passes a seeded one so that a run replays).
-    @param metrics: told of events monitoring counts (L{kvstore.monitoring});
+    @param metrics: told of events monitoring counts (L{kvstore.node.monitoring});
         by default nothing is recorded.
     """
 
@@ -341,7 +341,7 @@ class Node:
         self._transfer_waiters: list[TransferWaiter] = []
         #: Called with no arguments at the end of every processing pass,
         #: after leadership is checked: write forwarding
-        #: (L{kvstore.forwarding}) watches the leader and its link here.
+        #: (L{kvstore.node.forwarding}) watches the leader and its link here.
         self.after_process: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------
@@ -415,7 +415,7 @@ class Node:
 
         Only elapsed time is taken from this node's clock, never its
         reading: in production the reactor's clock is C{time.monotonic}
-        (L{kvstore.clock}), the time since this machine booted, which
+        (L{kvstore.daemon.clock}), the time since this machine booted, which
         differs between machines by days.  Stamping the reading made a
         leader up for longer than the last one expire every session at once
         (just when clients retry after a leader died), and one up for less
@@ -1332,7 +1332,7 @@ class Node:
 
     def _maybe_report_recovery(self) -> None:
         """Log the restart report once everything known committed at
-        start-up is applied (L{kvstore.recovery.report_line})."""
+        start-up is applied (L{kvstore.node.recovery.report_line})."""
         recovered = self._recovered
         if recovered is not None and self.state_machine.applied_index >= recovered.commit_index:
             self._recovered = None
@@ -1346,7 +1346,7 @@ class Node:
     def set_timeouts(self, commit_timeout: float, read_timeout: float) -> None:
         """
         Change the commit and read timeouts while the node runs (a
-        configuration reload, L{kvstore.reload}).  New requests get the new
+        configuration reload, L{kvstore.daemon.reload}).  New requests get the new
         ones; a request already waiting keeps its deadline, but no later
         than the new timeout from now, which also keeps the writes'
         deadlines in index order (L{_expire} relies on it).

@@ -4,7 +4,7 @@ Command-line options for ``twistd kvstore``, validated into a L{NodeConfig}.
 
 This module is pure: it parses and checks strings and builds a frozen
 configuration object, and never imports the reactor, opens a file (but the
-C{--config} file, through L{kvstore.config_file}) or touches the network.  Everything a node needs to know about itself and its cluster is
+C{--config} file, through L{kvstore.daemon.config_file}) or touches the network.  Everything a node needs to know about itself and its cluster is
 decided here, once, so that the rest of the program receives values that are
 already known to be consistent (for example, election timeouts that are long
 enough compared with the heartbeat interval, and a membership in which every
@@ -28,9 +28,9 @@ from typing import Sequence
 
 from twisted.python import usage
 
-from kvstore.config_file import CommandLineConfig, from_command_line, with_absolute_config
-from kvstore.log_format import parse_level
-from kvstore.socket_activation import is_systemd_description, parse_description
+from kvstore.daemon.config_file import CommandLineConfig, from_command_line, with_absolute_config
+from kvstore.daemon.log_format import parse_level
+from kvstore.daemon.socket_activation import is_systemd_description, parse_description
 from kvstore.protocols.commands import PUT_OVERHEAD_BYTES
 from kvstore.raft.config import RaftConfig
 from kvstore.protocols.peer import (
@@ -422,12 +422,12 @@ def _check_listen(description: str, option: str = "--listen") -> str:
     (including plugin types) and, for C{tcp}, C{unix} and C{ssl}, the
     arguments; the service builds the real endpoint with C{serverFromString}
     and reports anything left.  C{systemd} descriptions are kvstore's own
-    (L{kvstore.socket_activation}): checked here, and whether systemd passed
+    (L{kvstore.daemon.socket_activation}): checked here, and whether systemd passed
     the socket is checked by the service.
     """
     if not description.strip():
         raise usage.UsageError(f"{option} must not be empty")
-    if is_systemd_description(description):  # kvstore's own (kvstore.socket_activation)
+    if is_systemd_description(description):  # kvstore's own (kvstore.daemon.socket_activation)
         try:
             parse_description(description)
         except ValueError as e:
@@ -709,7 +709,7 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
 
     config: NodeConfig
 
-    #: --log-format (kvstore.log_format): "text" or "json".
+    #: --log-format (kvstore.daemon.log_format): "text" or "json".
     log_format: str = "text"
 
     def opt_log_format(self, value: str) -> None:
@@ -718,18 +718,18 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
             raise usage.UsageError(f"--log-format must be text or json, not {value!r}")
         self.log_format = value
 
-    #: --log-level (kvstore.log_format.LEVELS), or None when not given: info.
+    #: --log-level (kvstore.daemon.log_format.LEVELS), or None when not given: info.
     log_level: str | None = None
 
     def opt_log_level(self, value: str) -> None:
         """Lowest level logged: debug, info (the default), warn, error or critical.  A reload (SIGHUP) can change it."""
         self.log_level = parse_level(value).name
 
-    #: The --config file's path and what it sets (kvstore.config_file).
+    #: The --config file's path and what it sets (kvstore.daemon.config_file).
     config_file: CommandLineConfig = CommandLineConfig()
 
     #: The command line as parsed, its --config path absolute: a reload
-    #: (kvstore.reload) parses it again, with the file as it is then.
+    #: (kvstore.daemon.reload) parses it again, with the file as it is then.
     arguments: tuple[str, ...] = ()
 
     def opt_config(self, path: str) -> None:

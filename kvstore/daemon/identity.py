@@ -14,7 +14,7 @@ Two kinds of first start:
     whose C{--peers} says otherwise logs a warning and uses the recorded
     membership and the log's.
   - B{join} (C{--join}): the node was added to an existing cluster by its
-    leader (L{kvstore.join}); it records the cluster's id, an empty initial
+    leader (L{kvstore.daemon.join}); it records the cluster's id, an empty initial
     membership (the leader's entries or snapshot bring the configuration)
     and the members it joined through (C{seed}), which it links to until
     then.

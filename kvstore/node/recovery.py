@@ -7,7 +7,7 @@ and a write-ahead log whose prefix was dropped once a snapshot covered it.
 L{recover} runs once at start-up, after the log, the metadata file and the
 snapshot store are open and before the Raft core exists.  It chooses the
 snapshot to start from, reconciles the log with it, and restores the state
-machine from it; L{kvstore.build.build_node} then starts the core at the
+machine from it; L{kvstore.node.build.build_node} then starts the core at the
 snapshot with the recovered commit index, and the core hands the node the
 committed entries after the snapshot to apply before it has heard from
 anyone (so a restarted node that cannot reach a leader still serves stale

@@ -13,7 +13,7 @@ By default a node writes its pid to C{<data-dir>/twistd.pid} rather than
 twistd's C{twistd.pid} in the working directory, so that the three nodes of
 a cluster can be started from one directory (see L{Options}).
 
-The data directory's layout is described in L{kvstore.datadir}.
+The data directory's layout is described in L{kvstore.daemon.datadir}.
 """
 
 from __future__ import annotations
@@ -34,28 +34,28 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 
-from kvstore import log_format, sd_notify, socket_activation
+from kvstore.daemon import log_format, sd_notify, socket_activation
 from kvstore.admin.wiring import Instruments, NoInstruments
-from kvstore.build import build_node
-from kvstore.clock import install_monotonic_clock
-from kvstore.datadir import DataDirectoryLock, make_directory_durably
-from kvstore.node import FailedPart, FatalError, Node
-from kvstore.options import NodeConfig, format_address
-from kvstore.options import Options as NodeOptions
-from kvstore.forwarding import PeerLinksChannel, attach_forwarding
+from kvstore.node.build import build_node
+from kvstore.daemon.clock import install_monotonic_clock
+from kvstore.daemon.datadir import DataDirectoryLock, make_directory_durably
+from kvstore.node.node import FailedPart, FatalError, Node
+from kvstore.daemon.options import NodeConfig, format_address
+from kvstore.daemon.options import Options as NodeOptions
+from kvstore.node.forwarding import PeerLinksChannel, attach_forwarding
 from kvstore.protocols.client import ClientFactory
 from kvstore.protocols.peer_links import PeerLinks
 from kvstore.protocols.commands import Limits
 from kvstore.protocols.backup import SnapshotOrClientFactory
 from kvstore.protocols.dispatch import DispatchFactory
 from kvstore.protocols.peer import Membership, PeerServerFactory
-from kvstore.identity import Identity, IdentityError, load_identity, save_identity
-from kvstore.join import JoinRefused, join_cluster
-from kvstore.peer_membership import FollowConfiguration
+from kvstore.daemon.identity import Identity, IdentityError, load_identity, save_identity
+from kvstore.daemon.join import JoinRefused, join_cluster
+from kvstore.node.peer_membership import FollowConfiguration
 from kvstore.raft.membership import Configuration
-from kvstore.reload import RELOADABLE, Reloader, RunningConfig, parse_arguments
-from kvstore.node_snapshots import SnapshotPolicy
-from kvstore.recovery import RecoveryError
+from kvstore.daemon.reload import RELOADABLE, Reloader, RunningConfig, parse_arguments
+from kvstore.node.snapshots import SnapshotPolicy
+from kvstore.node.recovery import RecoveryError
 from kvstore.storage import CorruptLogError, CorruptMetadataError, MetadataStore, WriteAheadLog
 from kvstore.storage.fs import FileSystem
 from kvstore.storage.snapshots import CorruptSnapshotError, SnapshotStore
@@ -132,7 +132,7 @@ LOGFILE_NAME = "twistd.log"
 
 class Options(NodeOptions):
     """
-    C{twistd kvstore}'s options: L{kvstore.options.Options}, plus where the
+    C{twistd kvstore}'s options: L{kvstore.daemon.options.Options}, plus where the
     pid file goes.
 
     twistd's default pid file is C{twistd.pid} in the working directory, so
@@ -225,18 +225,18 @@ class KVStoreService(MultiService):
     listener: "_EarlyListener"
     #: The admin HTTP endpoint's listener (--admin-listen), or None.
     admin_listener: "_EarlyListener | None" = None
-    #: What systemd is told (kvstore.sd_notify), set when the service starts.
+    #: What systemd is told (kvstore.daemon.sd_notify), set when the service starts.
     systemd: sd_notify.NodeNotifier | None = None
     #: The reactor of the systemd notifier's timers and log rotation; None:
     #: the global reactor.
     clock: Any = None
     #: The log observer twistd uses once this service joins its application
-    #: (see kvstore.log_format): the --log-level filter in front of the
+    #: (see kvstore.daemon.log_format): the --log-level filter in front of the
     #: --log-format observer; None: twistd's own (--syslog, --logger).
     log_observer: Any = None
     #: That filter, whose level a reload changes; None: twistd's own observer.
     log_filter: log_format.LevelFilter | None = None
-    #: Reloads the configuration (kvstore.reload); set by makeService.
+    #: Reloads the configuration (kvstore.daemon.reload); set by makeService.
     reloader: Reloader | None = None
     #: Whether SIGHUP reloads while the service runs (twistd's node only).
     reload_on_sighup = False
@@ -316,14 +316,14 @@ class KVStoreService(MultiService):
         self._reactor().callFromThread(self.reload)
 
     def reload(self) -> None:
-        """Reload the configuration (SIGHUP; see kvstore.reload)."""
+        """Reload the configuration (SIGHUP; see kvstore.daemon.reload)."""
         if self.reloader is not None and self.running:
             self.reloader.reload()
 
     def apply_config(self, new: RunningConfig) -> None:
         """
         Apply a reloaded configuration's run-time settings
-        (L{kvstore.reload.RELOADABLE}): everything is computed before
+        (L{kvstore.daemon.reload.RELOADABLE}): everything is computed before
         anything changes, so a value that fails leaves all as it was.
         """
         config = new.config
@@ -400,9 +400,9 @@ def _has_data(data_dir: str) -> bool:
 
 def resolve_identity(config: NodeConfig) -> tuple[NodeConfig, Identity]:
     """
-    The data directory's identity (L{kvstore.identity}), recorded now if
+    The data directory's identity (L{kvstore.daemon.identity}), recorded now if
     this is its first start: bootstrapped from the command line, or, with
-    C{--join}, by joining the cluster (L{kvstore.join}).  Returns C{config}
+    C{--join}, by joining the cluster (L{kvstore.daemon.join}).  Returns C{config}
     with the recorded cluster id when none was given.  Call it holding the
     data directory's lock if it can (see L{build_service}).
 
@@ -515,7 +515,7 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
         to another cluster.
     """
     # The production node (the global reactor) times Raft on a monotonic
-    # clock; see kvstore.clock.  Installed once the node is built, before
+    # clock; see kvstore.daemon.clock.  Installed once the node is built, before
     # anything is scheduled, and only if building succeeded.
     monotonic = reactor is None
     if reactor is None:

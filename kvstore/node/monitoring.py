@@ -13,8 +13,8 @@ started without C{--admin-listen}) gets L{NO_METRICS}, whose methods do
 nothing.
 
 The snapshot hooks are called by the node (a snapshot taken, one
-installed: L{kvstore.node.Node}) and by the snapshot transfer (one sent:
-L{kvstore.snapshot_transfer.attach_transfers}).
+installed: L{kvstore.node.node.Node}) and by the snapshot transfer (one sent:
+L{kvstore.node.snapshot_transfer.attach_transfers}).
 """
 
 from __future__ import annotations

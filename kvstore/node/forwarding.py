@@ -64,8 +64,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from kvstore.errors import KeyValueError, NotLeader, OutcomeUnknown
-from kvstore.forwarding_messages import FORWARD_TYPE, ForwardRequest, ForwardResponse
-from kvstore.node import Node, PeerSender
+from kvstore.node.forwarding_messages import FORWARD_TYPE, ForwardRequest, ForwardResponse
+from kvstore.node.node import Node, PeerSender
 from kvstore.protocols.client import ClientFactory, ClientProtocol, ForwardedReply
 from kvstore.protocols.peer import WIRE_TYPES
 from kvstore.protocols.peer_links import PeerLinks
@@ -107,7 +107,7 @@ RESPONSE_GRACE = 0.5
 RETRY_INTERVAL = 0.05
 
 # Forward request ids start at a random number below 2**62 on every boot
-# (as read ids do, see kvstore.node): a late answer to a request of an
+# (as read ids do, see kvstore.node.node): a late answer to a request of an
 # earlier incarnation of this node never matches a request of this one.
 _ID_START_BITS = 62
 

@@ -17,7 +17,7 @@ What changes at run time (L{RELOADABLE}), and why each is safe:
     request before telling its client the outcome is unknown or the read
     unavailable.  Either answer is always allowed, so no timeout can break
     consistency; requests already waiting keep their deadlines, capped at
-    the new timeout from the reload (L{kvstore.node.Node.set_timeouts}).
+    the new timeout from the reload (L{kvstore.node.node.Node.set_timeouts}).
   - C{max-key-bytes}, C{max-value-bytes}, C{max-line-bytes}: the limits
     the client protocol enforces, for connections accepted after the
     reload (an open connection keeps the limits it was accepted with).  The
@@ -41,7 +41,7 @@ restarted.
 
 This module holds the comparison (L{settings}, L{plan}) and the
 L{Reloader}, which parses, compares, logs and hands the values to apply to
-a callback; L{kvstore.service} wires the signal and the callback.
+a callback; L{kvstore.daemon.service} wires the signal and the callback.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ from typing import Any, Callable, Mapping, Sequence
 from twisted.logger import Logger
 from twisted.python.usage import UsageError
 
-from kvstore.log_format import LEVELS
-from kvstore.options import NodeConfig, Options
+from kvstore.daemon.log_format import LEVELS
+from kvstore.daemon.options import NodeConfig, Options
 
 __all__ = ["RELOADABLE", "Change", "ReloadPlan", "Reloader", "RunningConfig", "parse_arguments", "plan", "settings"]
 

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_forwarding_wire -*-
 """
-The two peer messages of write forwarding (L{kvstore.forwarding}), and
+The two peer messages of write forwarding (L{kvstore.node.forwarding}), and
 their JSON form on the peer link.
 
 They are not Raft messages: the Raft core never sees them (the node routes
@@ -110,7 +110,7 @@ def forwarding_from_dict(d: dict[str, Any]) -> Message:
     @raises MalformedMessage: if anything about it is wrong: a bad or
         missing id, term or address, or a line that is not a string of
         valid Unicode text.  (What the line says is the leader's to judge,
-        as it judges a client's line: L{kvstore.forwarding}.)
+        as it judges a client's line: L{kvstore.node.forwarding}.)
     """
     kind = d.get("type")
     sender, receiver, term = _int(d, "from"), _int(d, "to"), _int(d, "term")

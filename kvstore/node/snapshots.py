@@ -4,7 +4,7 @@ A node's snapshots: when to take one, taking it, pruning old ones (but not
 one being sent to a follower), and replacing the state machine with a
 snapshot received from the leader -- each without stalling the reactor.
 
-The node (L{kvstore.node.Node}) owns the order of the steps, because it
+The node (L{kvstore.node.node.Node}) owns the order of the steps, because it
 also talks to the Raft core and the log; this module owns the disk side:
 
   - L{SnapshotPolicy}: a snapshot is due once C{entries} entries, or
@@ -12,7 +12,7 @@ also talks to the Raft core and the log; this module owns the disk side:
     first), and after it the log is kept from C{catchup_entries} entries
     before the snapshot's index, so that a follower lagging by fewer
     catches up from the log, not from the whole snapshot.
-  - L{NodeSnapshots.take}: L{kvstore.snapshotting.take_snapshot} (an O(1)
+  - L{NodeSnapshots.take}: L{kvstore.node.snapshotting.take_snapshot} (an O(1)
     freeze, then slices of a few milliseconds per reactor turn, the file
     work on a storage thread); its Deferred fires once the file is durable,
     and only then may the node report it to the core and drop the log.
@@ -42,7 +42,7 @@ from twisted.internet.task import Cooperator
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from kvstore.snapshotting import take_snapshot
+from kvstore.node.snapshotting import take_snapshot
 from kvstore.statemachine import ContentDecoder, KeyValueStateMachine
 from kvstore.storage.snapshots import KEEP, SnapshotInfo, SnapshotMeta, SnapshotStore, snapshot_name
 from kvstore.storage.wal import ThreadRunner
@@ -162,7 +162,7 @@ class NodeSnapshots:
     ) -> "Deferred[SnapshotInfo]":
         """
         Snapshot C{machine} as of its applied index (see
-        L{kvstore.snapshotting.take_snapshot}); fires with the durable
+        L{kvstore.node.snapshotting.take_snapshot}); fires with the durable
         snapshot.  L{busy} is set until it is over, and the trigger counts
         from the snapshot's index from now on.
         """
