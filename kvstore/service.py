@@ -592,6 +592,7 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
             recovery_started=started,
             metrics=instruments.metrics,
             configuration=identity.configuration(),
+            bootstrap=not identity.joined,
         )
     except (RecoveryError, CorruptSnapshotError) as e:
         lock.release()

@@ -384,6 +384,12 @@ class RaftCore:
         C{entries} after it are replayed.  L{None}: the bootstrap
         configuration of C{config} (C{node_id} and C{peers}, all voters,
         addresses unknown).
+    @param bootstrap: the entry a node bootstrapping a new cluster starts
+        its log with (the initial configuration at index 1, the same on
+        every bootstrapping node: L{kvstore.node_membership.bootstrap_entry}):
+        appended, to be persisted with the first L{Ready}, if the log is
+        empty, there is no snapshot and the term is 0; ignored otherwise (a
+        restart, or storage written before such entries existed).
     """
 
     def __init__(
@@ -400,6 +406,7 @@ class RaftCore:
         snapshot: SnapshotPoint | None = None,
         commit_index: int = 0,
         configuration: Configuration | None = None,
+        bootstrap: EntryTuple | None = None,
     ) -> None:
         config.validate()
         # How many bytes an entry with this payload takes in an
@@ -428,15 +435,20 @@ class RaftCore:
         for position, entry in enumerate(self._log, start=self._first):
             if entry[0] != position:
                 raise ValueError(f"log entries must be contiguous, found {entry[0]} at {position}")
+        bootstrapping = False
+        if bootstrap is not None and not self._log and self._snapshot.index == 0 and self.term == 0:
+            self._log.append(bootstrap)
+            bootstrapping = True
         self._check_log_continues_snapshot()
         # The term of the entry just before the held log, when known: it
         # lets an AppendEntries start right at the held log.
         self._boundary_term: int | None = self._known_boundary_term()
         self.applied = self._snapshot.index  # highest index handed out in Ready.committed (or installed)
         self.commit_index = max(self._snapshot.index, min(commit_index, self.last_index))
-        # Everything recovered from storage is durable already.
-        self.durable_index = self.last_index
-        self._unstable_from = self.last_index + 1
+        # Everything recovered from storage is durable already (not a
+        # bootstrap entry just appended).
+        self.durable_index = 0 if bootstrapping else self.last_index
+        self._unstable_from = self.durable_index + 1
         self._truncate_from: int | None = None
         self._hard_state_dirty = False
         self._install: SnapshotPoint | None = None  # for the next Ready
