@@ -543,6 +543,11 @@ class RaftCore:
     def removed(self) -> bool:
         """Whether a committed configuration removed this node: it never
         campaigns again and serves no client (ids are never reused)."""
+        # Removed ids only accumulate along the history: if the newest
+        # configuration does not name this node, none does (the fast path,
+        # on every client request).
+        if self.node_id not in self._configuration.removed:
+            return False
         return self.node_id in self.configuration_at(self.commit_index).removed
 
     @property
