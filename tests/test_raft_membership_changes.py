@@ -366,15 +366,22 @@ class RemovedNodeTests(SynchronousTestCase):
         self.assertEqual((removed.role, removed.term), (Role.FOLLOWER, term))
 
     def test_removed_member_is_replicated_to_until_the_change_commits(self) -> None:
-        """The leader keeps sending to a removed member (so it learns of its removal) until the change commits."""
+        """The leader keeps sending to a removed member (so it learns of its removal) until the change commits,
+        and for the minimum election timeout after, then stops."""
         cores = Cores(configuration([1, 2, 3]))
         leader = cores.elect(1)
         index, _ = leader.propose_change(RemoveMember(3))  # type: ignore[misc]
         delivered = bodies_of(cores.pump(), AppendEntries)
         self.assertIn(index, [e[0] for m in delivered if m.receiver == 3 for e in m.body.entries])  # type: ignore[union-attr]
         self.assertGreaterEqual(leader.commit_index, index)
+        self.assertEqual(leader.departing, {3})
+        cores.clocks[1].advance(HEARTBEAT)
+        self.assertEqual({m.receiver for m in leader.ready().messages}, {2, 3})
+        cores.clocks[1].advance(TIMEOUT[0])
+        leader.ready()
         cores.clocks[1].advance(HEARTBEAT)
         self.assertEqual({m.receiver for m in leader.ready().messages}, {2})
+        self.assertEqual(leader.departing, frozenset())
 
     def test_leader_removing_itself_leads_until_the_change_commits_then_hands_over(self) -> None:
         """A leader that removes itself does not count itself, leads until the change commits, then steps down

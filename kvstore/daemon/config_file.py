@@ -21,6 +21,9 @@ The file's keys are the command-line options without their dashes
     [node.1]                          # options for node 1 only
     listen = "tcp:5000:interface=0.0.0.0"
 
+    [node.3]                          # a node added later (issue 13)
+    join = ["10.0.0.1:5000", "10.0.0.2:5000"]   # --join
+
 C{--node-id} (on the command line, or C{node-id} at the top level of a
 per-machine file) picks the node: with C{[cluster.members]} its C{--host},
 C{--port} and C{--peers} come from the members, so C{host}, C{port} and
@@ -28,6 +31,17 @@ C{peers} may not be set anywhere in such a file.  A node's value is, from
 strongest to weakest: the command line, its C{[node.<id>]} section, then the
 top level or C{[cluster]} (one key may not be in both).  A flag set to
 C{true} in the file cannot be turned off on the command line.
+
+C{join} (C{--join}: an array of C{"HOST:PORT"} strings, or one
+comma-separated string) starts a node added to a running cluster.  With
+C{[cluster.members]} it goes in the node's own C{[node.<id>]} section (at
+the top level or in C{[cluster]} it would make every member join) or on
+the command line; the joining node takes its C{--host} and C{--port} from
+its C{[cluster.members]} entry if it has one (and no C{--peers}: a joining
+node learns them from the cluster), otherwise from its section
+(C{host}, C{port}) or the command line.  C{[cluster.members]} stays the
+membership the cluster was bootstrapped with: once it runs, membership
+comes from the log, so a node added later need not be listed there.
 
 This module is pure: L{load} turns TOML text into option values, checked as
 far as the file's own structure goes -- unknown keys, wrong types,
@@ -64,6 +78,8 @@ _NODE = "node"
 _MEMBERS = "members"
 #: Options a [cluster.members] table derives, so the file may not set them.
 _FROM_MEMBERS = ("host", "port", "peers")
+#: --join: a node added to a running cluster.
+_JOIN = "join"
 
 # Expected TOML types of the options kvstore has today; any other option
 # (added later) accepts a string, an integer or a float, and its own parser
@@ -168,7 +184,9 @@ class _Reader:
             if not isinstance(value, bool):
                 raise self.error(table, key, f"expected true or false, not {_type_name(value)}")
             return value
-        if key == "peers" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        if key in ("peers", _JOIN) and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            if not value:
+                raise self.error(table, key, "expected at least one \"HOST:PORT\"")
             return ",".join(value)
         if key == "election-timeout" and isinstance(value, list):
             if len(value) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
@@ -180,7 +198,7 @@ class _Reader:
             expected, ok = "a number", isinstance(value, (int, float))
         elif key in _SIZE:
             expected, ok = "an integer or a size string such as \"64MiB\"", isinstance(value, (int, str))
-        elif key in _STRING or key in ("peers", "election-timeout"):
+        elif key in _STRING or key in ("peers", "election-timeout", _JOIN):
             expected, ok = "a string", isinstance(value, str)
         else:
             expected, ok = "a string or a number", isinstance(value, (str, int, float))
@@ -243,6 +261,7 @@ def load(
     parameters: Iterable[str],
     flags: Iterable[str],
     node_id: int | None,
+    joining: bool = False,
 ) -> FileOptions:
     """
     Read the options a configuration file sets for node C{node_id} (the
@@ -250,6 +269,9 @@ def load(
 
     @param parameters: the names of the options that take a value.
     @param flags: the names of the options that take none.
+    @param joining: the command line gives C{--join}: with
+        C{[cluster.members]}, the node takes no C{--peers} from them and
+        need not be one of them (as with C{join} in its section).
 
     @raise ConfigFileError: if the text is not TOML, or has unknown keys,
         values of the wrong type, inconsistent members, or no way to tell
@@ -298,6 +320,12 @@ def load(
     if node_id is None and "node-id" in shared:
         node_id = int(shared["node-id"][0])
 
+    # A node joining a running cluster (--join): its own section's join, or
+    # the command line's.
+    joiners = {number for number, section in sections.items() if _JOIN in section}
+    if node_id is not None and (joining or node_id in joiners):
+        joining = True
+
     # The members: [cluster.members].
     members_table = cluster.get(_MEMBERS)
     members: dict[int, tuple[str, int]] = {}
@@ -316,15 +344,25 @@ def load(
         for option in _FROM_MEMBERS:
             if option in shared:
                 raise ConfigFileError(f"{shared[option][1]}: the members' addresses come from [cluster.members]; remove it")
+        if _JOIN in shared:
+            raise ConfigFileError(
+                f"{shared[_JOIN][1]}: every member would join; set join in the joining node's [node.<id>] section"
+            )
         for number, section in sorted(sections.items()):
             if number not in members:
+                if number in joiners:
+                    # Added to the running cluster: not a bootstrap member,
+                    # so its section gives its address.
+                    if "peers" in section:
+                        raise reader.error((_NODE, str(number)), "peers", "a joining node learns its peers from the cluster; remove it")
+                    continue
                 raise reader.error((_NODE, str(number)), None, f"node {number} is not in [cluster.members] ({', '.join(map(str, sorted(members)))})")
             for option in _FROM_MEMBERS:
                 if option in section:
                     raise reader.error((_NODE, str(number)), option, "the members' addresses come from [cluster.members]; remove it")
         if node_id is None:
             raise ConfigFileError(f"{path} describes a cluster of members {', '.join(map(str, sorted(members)))}: choose this node with --node-id")
-        if node_id not in members:
+        if node_id not in members and not joining:
             raise ConfigFileError(f"{path}: --node-id {node_id} is not in [cluster.members] ({', '.join(map(str, sorted(members)))})")
     elif sections and node_id is None:
         raise ConfigFileError(f"{path} has [node.<id>] sections: choose this node with --node-id")
@@ -341,20 +379,18 @@ def load(
         for name, (value, origin) in own.items():
             result.values[name] = value
             result.origins[name] = origin
-    if members:
-        assert node_id is not None
+    if members and node_id in members:
         origin = reader.where((_CLUSTER, _MEMBERS), str(node_id))
         host, port = members[node_id]
-        result.values.update(
-            {
-                "node-id": str(node_id),
-                "host": host,
-                "port": str(port),
-                "peers": ",".join(f"{i}@{_format_address(*a)}" for i, a in sorted(members.items()) if i != node_id),
-            }
-        )
-        for name in ("node-id", "host", "port", "peers"):
+        derived = {"node-id": str(node_id), "host": host, "port": str(port)}
+        if not joining:
+            # A joining node learns its peers from the cluster (--join and
+            # --peers exclude each other).
+            derived["peers"] = ",".join(f"{i}@{_format_address(*a)}" for i, a in sorted(members.items()) if i != node_id)
+        result.values.update(derived)
+        for name in derived:
             result.origins[name] = origin
+
     return result
 
 
@@ -447,7 +483,10 @@ def from_command_line(arguments: list[str], short: str, long: list[str], parse_n
     parameters = [o[:-1] for o in long if o.endswith("=") and o != "config="]
     flags = [o for o in long if not o.endswith("=") and o not in ("help", "version")]
     node_id = None if node_text is None else parse_node_id(node_text)
-    return CommandLineConfig(path, load(text, path, parameters=parameters, flags=flags, node_id=node_id), given)
+    joining = "join" in given
+    return CommandLineConfig(
+        path, load(text, path, parameters=parameters, flags=flags, node_id=node_id, joining=joining), given
+    )
 
 
 def with_absolute_config(arguments: list[str], short: str, long: list[str]) -> list[str]:

@@ -10,7 +10,11 @@ Two kinds of first start:
   - B{bootstrap}: the node's command line (C{--peers}, as in the seed's
     C{--node-id 0 --port 5000 --peers 5001,5002}) is the initial membership,
     every member a voter, recorded with its addresses; the core starts from
-    it and replays the log's configuration entries after it.  A later start
+    it and replays the log's configuration entries after it.  On empty
+    storage the log starts with that membership as its first entry
+    (L{kvstore.node.membership.bootstrap_entry}), so it is in the log too;
+    data directories of earlier releases have none and start from this
+    record alone.  A later start
     whose C{--peers} says otherwise logs a warning and uses the recorded
     membership and the log's.
   - B{join} (C{--join}): the node was added to an existing cluster by its

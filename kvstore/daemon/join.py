@@ -20,7 +20,7 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 from twisted.logger import Logger
 
@@ -56,7 +56,18 @@ class Joined:
     members: dict[int, str] = field(default_factory=dict)
 
 
+class Connection(Protocol):
+    """One client connection to a member: a request line in, its reply
+    line out (blocking)."""
+
+    def ask(self, line: str) -> str: ...
+
+    def close(self) -> None: ...
+
+
 class _Connection:
+    """A L{Connection} over a plain blocking TCP socket."""
+
     def __init__(self, host: str, port: int, timeout: float) -> None:
         self._socket = socket.create_connection((host, port), timeout=timeout)
         self._buffer = b""
@@ -98,6 +109,7 @@ def join_cluster(
     timeout: float = 2.0,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    connect: Callable[[str, int, float], Connection] = _Connection,
 ) -> Joined:
     """
     Ask the cluster reached C{through} these members to add C{node_id} at
@@ -105,6 +117,9 @@ def join_cluster(
 
     @param cluster_id: the cluster id this node must join (C{--cluster-id}),
         or L{None} to take the cluster's.
+    @param sleep: waits between attempts; C{clock} tells the time against
+        C{deadline}; C{connect(host, port, timeout)} opens a L{Connection}
+        or raises L{OSError} (the tests replace all three).
     @raises JoinRefused: see the module docstring.
     """
     end = clock() + deadline
@@ -119,7 +134,7 @@ def join_cluster(
         host, port = queue.pop(0)
         where = format_address(host, port)
         try:
-            connection = _Connection(host, port, timeout)
+            connection = connect(host, port, timeout)
         except OSError as e:
             last = f"{where}: {e}"
             continue

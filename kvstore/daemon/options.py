@@ -248,12 +248,12 @@ def _check_host(what: str, host: str) -> str:
     return host
 
 
-def _parse_hostport(item: str) -> tuple[str, int]:
+def _parse_hostport(item: str, option: str = "--peers") -> tuple[str, int]:
     """
-    Parse C{PORT}, C{HOST:PORT} or C{[IPV6]:PORT}.  A bare port means
-    127.0.0.1, as in the seed's C{--peers 5001,5002}.
+    Parse C{PORT}, C{HOST:PORT} or C{[IPV6]:PORT}, an item of C{option}.
+    A bare port means 127.0.0.1, as in the seed's C{--peers 5001,5002}.
     """
-    what = f"--peers item {item!r}"
+    what = f"{option} item {item!r}"
     if item.startswith("["):
         host, sep, rest = item[1:].partition("]")
         if not sep or not rest.startswith(":"):
@@ -802,7 +802,7 @@ Byte counts accept binary suffixes: 64k, 64KiB, 8M, 1GiB.
             items = [item.strip() for item in self["join"].split(",")]
             if not all(items):
                 raise usage.UsageError(f"--join {self['join']!r} contains an empty item")
-            join = tuple(_parse_hostport(item) for item in items)
+            join = tuple(_parse_hostport(item, "--join") for item in items)
         cluster_id = self["cluster-id"]
         cluster_id_derived = cluster_id is None
         if cluster_id is None:

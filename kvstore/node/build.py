@@ -35,7 +35,7 @@ from twisted.python.failure import Failure
 
 from kvstore.node.monitoring import NO_METRICS, NodeMetrics
 from kvstore.node.node import LogStorage, Node, PeerSender
-from kvstore.node.membership import membership_from_meta
+from kvstore.node.membership import bootstrap_entry, membership_from_meta
 from kvstore.node.snapshots import NodeSnapshots, SnapshotPolicy
 from kvstore.protocols.peer import encoded_entry_bytes
 from kvstore.raft.config import RaftConfig
@@ -144,6 +144,7 @@ def build_node(
     recovery_started: float | None = None,
     metrics: NodeMetrics = NO_METRICS,
     configuration: Configuration | None = None,
+    bootstrap: bool = False,
 ) -> Node:
     """
     Wire a node from its adapters; it does nothing until C{start()}.
@@ -185,6 +186,13 @@ def build_node(
         C{config}'s node and peers, all voters, at C{member_addresses}.  A
         recovered snapshot's membership replaces it, and the log's
         configuration entries after that are replayed by the core.
+    @param bootstrap: this node bootstraps a new cluster with
+        C{configuration} (not a node that joins): if its storage is still
+        empty (no entry, no snapshot, term 0), the core appends
+        C{configuration} as the log's first entry (L{bootstrap_entry}),
+        which the node's first batch writes.  Storage that is not empty
+        is left as it is (a data directory of an earlier release starts
+        from C{configuration} as before).
     @raise kvstore.node.recovery.RecoveryError: if the snapshots and the log on
         disk do not fit together (the message names the file).
     @param metrics: told of the events monitoring counts
@@ -217,6 +225,7 @@ def build_node(
         snapshot=SnapshotPoint(recovered.index, recovered.term) if recovered.snapshot is not None else None,
         commit_index=recovered.commit_index,
         configuration=configuration,
+        bootstrap=bootstrap_entry(configuration) if bootstrap else None,
     )
     node_snapshots = None
     if snapshots is not None:

@@ -18,9 +18,35 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from kvstore.raft.membership import Configuration, MalformedConfiguration
+from kvstore.raft.membership import Configuration, MalformedConfiguration, encode_configuration_entry
 
-__all__ = ["TransferWaiter", "membership_from_meta", "membership_to_meta"]
+__all__ = ["BOOTSTRAP_TERM", "TransferWaiter", "bootstrap_entry", "membership_from_meta", "membership_to_meta"]
+
+#: The term of the bootstrap configuration entry.
+BOOTSTRAP_TERM = 1
+
+
+def bootstrap_entry(configuration: Configuration) -> tuple[int, int, bytes]:
+    """
+    The first log entry of a bootstrapping node (issue 13): the initial
+    C{configuration} at index 1, term L{BOOTSTRAP_TERM}, written committed.
+
+    As etcd does with its bootstrap ConfChange entries, every node that
+    bootstraps the cluster writes the very same entry: same index, same
+    term and, given the same member list (a derived cluster id makes nodes
+    with differently spelled members refuse each other), the same bytes.
+    So log matching holds without any leader having sent it, and from then
+    on the membership comes from the log (or a snapshot), as every later
+    change does; a node that joins receives it with the rest of the log.
+    The node's term stays 0 until its first election (of term 1, whose
+    leader appends its no-op at index 2): no leader ever writes an entry at
+    index 1 of such a cluster, and any other entry at index 1 and term 1 in
+    this project is a term-1 leader's no-op, which the state machine
+    applies as a no-op too.  Data directories written before this
+    entry existed have none, and keep taking their initial membership from
+    the data directory's identity (L{kvstore.daemon.identity}).
+    """
+    return (1, BOOTSTRAP_TERM, encode_configuration_entry(configuration))
 
 
 def membership_to_meta(configuration: Configuration) -> dict[str, object]:

@@ -338,6 +338,10 @@ class Node:
         self.peer_connected: Callable[[int], bool] = lambda peer: True
         # (getattr: the fake cores of some tests have no configuration.)
         self._configuration_seen: Configuration | None = getattr(core, "configuration", None)
+        # Told of each change of the core's departing members (removed,
+        # still replicated to for a while, so the links to them stay).
+        self.departing_observers: list[Callable[[frozenset[int]], None]] = []
+        self._departing_seen: frozenset[int] = frozenset()
         self._transfer_waiters: list[TransferWaiter] = []
         #: Called with no arguments at the end of every processing pass,
         #: after leadership is checked: write forwarding
@@ -447,6 +451,9 @@ class Node:
         acknowledged before it began, on any node (ReadIndex).  With
         C{stale}, read this node's state machine at once, which may lag.
         """
+        removed = self._removed_error()
+        if removed is not None:
+            return fail(removed)
         if stale:
             return self._read_now(key)
         if self._stopped:
@@ -494,7 +501,7 @@ class Node:
             "keys": len(self.state_machine),
             "members": ",".join(str(m) for m in sorted(core.configuration.voter_ids)) or "none",
             "learners": ",".join(str(m) for m in sorted(core.configuration.learner_ids)) or "none",
-            "member_role": _member_role(core.configuration, core.node_id),
+            "member_role": _member_role(core.configuration, core.node_id, getattr(core, "removed", False)),
         }
         result.update(self._extra_status())
         return result
@@ -543,7 +550,11 @@ class Node:
         id order, from the leader's current configuration.
 
         @raises NotLeader: on any other node, as a write would.
+        @raises Unavailable: on a node removed from the cluster.
         """
+        removed = self._removed_error()
+        if removed is not None:
+            raise removed
         if self.core.role is not Role.LEADER:
             raise self._not_leader()
         return self.core.configuration.members_text()
@@ -565,6 +576,9 @@ class Node:
     def _change(self, change: ConfigurationChange) -> Deferred[None]:
         """Propose C{change}; the client waits for its configuration entry
         as for a write (same deadline, same errors if leadership is lost)."""
+        removed = self._removed_error()
+        if removed is not None:
+            return fail(removed)
         if self._stopped:
             return fail(Unavailable("the node is shutting down"))
         if self._failed:
@@ -593,6 +607,9 @@ class Node:
         Asking the leader to transfer to itself succeeds at once.
         """
         core = self.core
+        removed = self._removed_error()
+        if removed is not None:
+            return fail(removed)
         if self._stopped:
             return fail(Unavailable("the node is shutting down"))
         if self._failed:
@@ -676,9 +693,29 @@ class Node:
                 waiting.append(waiter)
         self._transfer_waiters = waiting
 
+    def _removed_error(self) -> Unavailable | None:
+        """
+        The error every client request gets once a committed configuration
+        removed this node (issue 13): it is out of the cluster for good,
+        its data no longer follows the cluster's and no leader answers it,
+        so a request would only wait for its timeout.  L{None} otherwise.
+        (getattr: the fake cores of some tests have no membership.)
+        """
+        if not getattr(self.core, "removed", False):
+            return None
+        return Unavailable(f"Node {self.core.node_id} was removed from the cluster; ask another member")
+
     def _notice_configuration(self) -> None:
         """Tell the observers (peer links, peer server) of a new current
-        configuration, once per change, after the batch that made it."""
+        configuration, once per change, after the batch that made it; and
+        the departing observers of each change of the leader's departing
+        members (L{RaftCore.departing}), before."""
+        departing: frozenset[int] = getattr(self.core, "departing", frozenset())
+        if departing != self._departing_seen:
+            # First: a link to a member just removed is then kept at once.
+            self._departing_seen = departing
+            for departing_observer in self.departing_observers:
+                departing_observer(departing)
         configuration = getattr(self.core, "configuration", None)
         if configuration is None or configuration is self._configuration_seen:
             return
@@ -688,6 +725,9 @@ class Node:
             observer(configuration)
 
     def _propose(self, key: str, data: bytes, session: SessionTag | None = None) -> Deferred[Any]:
+        removed = self._removed_error()
+        if removed is not None:
+            return fail(removed)
         if session is not None:
             data = encode_tagged(session, self._stamp(), data)
         if self._stopped:
@@ -1421,9 +1461,12 @@ class Node:
             read.deferred.errback(Unavailable(reason))
 
 
-def _member_role(configuration: Configuration, node_id: int) -> str:
+def _member_role(configuration: Configuration, node_id: int, removed: bool = False) -> str:
     """This node's role in C{configuration}, for C{STATUS}: C{voter},
-    C{learner} or C{none} (joining, or removed)."""
+    C{learner}, C{removed} (by a committed configuration) or C{none}
+    (joining, or removed by a configuration not known to be committed)."""
+    if removed:
+        return "removed"
     role = configuration.role(node_id)
     return role.value if role is not None else "none"
 

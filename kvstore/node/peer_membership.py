@@ -12,6 +12,11 @@ dropped at once; a truncated change is undone the same way).  A node that
 is joining holds an empty configuration until the leader's entries or
 snapshot reach it; until then it links to, and accepts, the members it
 joined through (C{seed}).
+
+A leader removing a member keeps its link to it while the core still
+replicates to it (L{kvstore.raft.core.RaftCore.departing}: until the
+removal commits, and a little after), so that a removed node that is still
+running learns that its removal committed and stops campaigning.
 """
 
 from __future__ import annotations
@@ -46,6 +51,11 @@ class FollowConfiguration:
     @param addresses: the links C{links} starts with, id -> C{host:port}.
     @param seed: the members a joining node links to while its own
         configuration is empty.
+
+    L{departing_changed} is one of the node's departing observers
+    (L{kvstore.node.node.Node.departing_observers}): the links to, and the peer
+    server's acceptance of, the ids no longer members that the core still
+    replicates to (L{RaftCore.departing}) are kept until they leave it.
     """
 
     log = Logger()
@@ -65,11 +75,24 @@ class FollowConfiguration:
         self._server = server
         self._addresses = dict(addresses)
         self._seed = dict(seed or {})
+        self._departing: frozenset[int] = frozenset()
+        self._configuration: Configuration | None = None
+
+    def departing_changed(self, departing: frozenset[int]) -> None:
+        """The core's departing members are now C{departing}: keep the
+        links to them, drop the links to those that left it."""
+        self._departing = departing
+        if self._configuration is not None:
+            self(self._configuration)
 
     def __call__(self, configuration: Configuration) -> None:
+        self._configuration = configuration
         members = {node: address for node, address, _ in configuration.members()}
         wanted = members if members else self._seed
         wanted = {node: address for node, address in wanted.items() if node != self._node_id}
+        for node in self._departing:
+            if node in self._addresses and node not in wanted:
+                wanted[node] = self._addresses[node]  # linked already: kept until the core lets it go
         for node in sorted(set(self._addresses) - set(wanted)):
             self.log.info("closing the peer link to node {peer}: no longer a member", peer=node)
             self._links.remove(node)

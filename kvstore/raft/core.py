@@ -384,6 +384,12 @@ class RaftCore:
         C{entries} after it are replayed.  L{None}: the bootstrap
         configuration of C{config} (C{node_id} and C{peers}, all voters,
         addresses unknown).
+    @param bootstrap: the entry a node bootstrapping a new cluster starts
+        its log with (the initial configuration at index 1, the same on
+        every bootstrapping node: L{kvstore.node.membership.bootstrap_entry}):
+        appended, to be persisted with the first L{Ready}, if the log is
+        empty, there is no snapshot and the term is 0; ignored otherwise (a
+        restart, or storage written before such entries existed).
     """
 
     def __init__(
@@ -400,6 +406,7 @@ class RaftCore:
         snapshot: SnapshotPoint | None = None,
         commit_index: int = 0,
         configuration: Configuration | None = None,
+        bootstrap: EntryTuple | None = None,
     ) -> None:
         config.validate()
         # How many bytes an entry with this payload takes in an
@@ -428,15 +435,20 @@ class RaftCore:
         for position, entry in enumerate(self._log, start=self._first):
             if entry[0] != position:
                 raise ValueError(f"log entries must be contiguous, found {entry[0]} at {position}")
+        bootstrapping = False
+        if bootstrap is not None and not self._log and self._snapshot.index == 0 and self.term == 0:
+            self._log.append(bootstrap)
+            bootstrapping = True
         self._check_log_continues_snapshot()
         # The term of the entry just before the held log, when known: it
         # lets an AppendEntries start right at the held log.
         self._boundary_term: int | None = self._known_boundary_term()
         self.applied = self._snapshot.index  # highest index handed out in Ready.committed (or installed)
         self.commit_index = max(self._snapshot.index, min(commit_index, self.last_index))
-        # Everything recovered from storage is durable already.
-        self.durable_index = self.last_index
-        self._unstable_from = self.last_index + 1
+        # Everything recovered from storage is durable already (not a
+        # bootstrap entry just appended).
+        self.durable_index = 0 if bootstrapping else self.last_index
+        self._unstable_from = self.durable_index + 1
         self._truncate_from: int | None = None
         self._hard_state_dirty = False
         self._install: SnapshotPoint | None = None  # for the next Ready
@@ -456,6 +468,9 @@ class RaftCore:
         # Leader: a configuration was appended whose commit it must act on
         # (see _on_configuration_committed).
         self._configuration_unsettled = False
+        # Leader: members removed by a committed configuration that it still
+        # replicates to until this time, so they learn of their removal.
+        self._departing: dict[int, float] = {}
 
         self._messages: list[Message] = []
         self._messages_after_persist: list[Message] = []
@@ -510,6 +525,30 @@ class RaftCore:
     def configuration_change_pending(self) -> bool:
         """Whether the current configuration is not committed yet."""
         return self._configurations[-1][0] > self.commit_index
+
+    @property
+    def departing(self) -> frozenset[int]:
+        """
+        Leader: the ids it still replicates to although the current
+        configuration no longer holds them: removed by an uncommitted
+        configuration, or by a committed one for a short while after the
+        commit (see L{_on_configuration_committed}).  The node keeps its
+        peer links to them meanwhile.  Empty on any other node.
+        """
+        if self.role is not Role.LEADER:
+            return frozenset()
+        return frozenset(self._progress.keys() - self._configuration.member_ids)
+
+    @property
+    def removed(self) -> bool:
+        """Whether a committed configuration removed this node: it never
+        campaigns again and serves no client (ids are never reused)."""
+        # Removed ids only accumulate along the history: if the newest
+        # configuration does not name this node, none does (the fast path,
+        # on every client request).
+        if self.node_id not in self._configuration.removed:
+            return False
+        return self.node_id in self.configuration_at(self.commit_index).removed
 
     @property
     def snapshot_configuration(self) -> Configuration:
@@ -605,7 +644,7 @@ class RaftCore:
         @raises ChangeInProgress: another configuration entry is not
             committed yet.
         @raises ChangeRefused: the change itself is refused: the subclasses
-            L{UnknownMember}, L{IdTaken}, L{IdRemoved}, L{LastVoter},
+            L{UnknownMember}, L{IdTaken}, L{AddressTaken}, L{IdRemoved}, L{LastVoter},
             L{InvalidAddress} of L{kvstore.raft.membership}.
         """
         refusal = self._change_refusal()
@@ -623,22 +662,37 @@ class RaftCore:
 
     def _on_configuration_committed(self) -> None:
         """
-        Leader: the current configuration just committed.  Stop replicating
-        to members it removed; if it removed this leader, step down and hand
-        leadership to the voter whose log is furthest ahead (it holds the
-        committed change) with L{TimeoutNow}, so the cluster need not wait
-        an election timeout.
+        Leader: the current configuration just committed.  Keep replicating
+        to the members it removed for the minimum election timeout more
+        (every heartbeat carries the commit index, so a removed node that is
+        still running learns that its removal committed and stops
+        campaigning, even if the message that first told it was lost), then
+        stop (L{_drop_departed}).  If it removed this leader, step down and
+        hand leadership to the voter whose log is furthest ahead (it holds
+        the committed change) with L{TimeoutNow}, so the cluster need not
+        wait an election timeout.
         """
         configuration = self._configuration
-        for peer in [p for p in self._progress if p not in configuration.member_ids]:
-            del self._progress[peer]
-            self._stuck.pop(peer, None)
+        until = self._clock.seconds() + self.config.election_timeout_min
+        for peer in self._progress:
+            if peer not in configuration.member_ids:
+                self._departing.setdefault(peer, until)
         if self._is_voter:
             return
         successor = max(self._voter_peers, key=lambda p: (self._progress[p].match_index, -p), default=None)
         if successor is not None and self._progress[successor].match_index >= self.configuration_index:
             self._send(successor, TimeoutNow(self.term))
         self._become_follower(self.term, None)
+
+    def _drop_departed(self) -> None:
+        """Leader, at each heartbeat: stop replicating to removed members
+        whose time after the commit of their removal is up."""
+        now = self._clock.seconds()
+        for peer, until in list(self._departing.items()):
+            if now >= until:
+                del self._departing[peer]
+                self._progress.pop(peer, None)
+                self._stuck.pop(peer, None)
 
     def _maybe_promote_learners(self) -> None:
         """
@@ -1211,6 +1265,8 @@ class RaftCore:
         if self._leadership_transfer is not None and now >= self._leadership_transfer_deadline:
             # The target has not taken over in time: accept proposals again.
             self._leadership_transfer = None
+        if self._departing:
+            self._drop_departed()
         for peer, progress in self._progress.items():
             # A probe that got no answer within a heartbeat is retried.
             progress.probe_sent = False
@@ -1257,6 +1313,7 @@ class RaftCore:
             self._progress.clear()
             self._leadership_transfer = None
             self._configuration_unsettled = False
+            self._departing.clear()
             self._stuck.clear()
             self._stuck_unreported.clear()
             if self._heartbeat_timer is not None and self._heartbeat_timer.active():
@@ -1303,8 +1360,12 @@ class RaftCore:
         self._round = 0
         self._read_round_in_flight = None
         self._read_round_wanted = False
+        # Members removed by a configuration not committed yet are
+        # replicated to as well, so that they learn of their removal.
+        previous = self._configurations[-2][1].member_ids if self.configuration_change_pending else frozenset()
         self._progress = {
-            peer: _Progress(self.last_index + 1) for peer in sorted(self._configuration.member_ids - {self.node_id})
+            peer: _Progress(self.last_index + 1)
+            for peer in sorted((self._configuration.member_ids | previous) - {self.node_id})
         }
         # Act on the current configuration's commit (a leader elected while
         # its own removal is uncommitted steps down once it commits).

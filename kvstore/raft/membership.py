@@ -186,6 +186,11 @@ class Configuration:
                 if existing == address:
                     return None
                 raise IdTaken(node_id, existing)
+            for other, other_address, _ in self.members():
+                if other_address == address:
+                    # Two members at one address: the peer links of both
+                    # would reach one process, which refuses one of them.
+                    raise AddressTaken(address, other)
             learners[node_id] = address
             return Configuration(voters, learners, self.removed)
         if isinstance(change, PromoteLearner):
@@ -357,6 +362,13 @@ class IdTaken(ChangeRefused):
         super().__init__(f"Node {node_id} is already a member with address {address}")
         self.node_id = node_id
         self.address = address
+
+
+class AddressTaken(ChangeRefused):
+    def __init__(self, address: str, node_id: int) -> None:
+        super().__init__(f"Address {address} is already in use by Node {node_id}")
+        self.address = address
+        self.node_id = node_id
 
 
 class IdRemoved(ChangeRefused):

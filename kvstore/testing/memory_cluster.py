@@ -64,6 +64,7 @@ class InMemoryCluster:
         commit_timeout: float = 5.0,
         read_timeout: float = 5.0,
         instruments: Callable[[int, Clock], Instruments] | None = None,
+        bootstrap: bool = False,
         **raft_options: Any,
     ) -> None:
         self.clock = Clock()
@@ -75,6 +76,9 @@ class InMemoryCluster:
         self._commit_timeout = commit_timeout
         self._read_timeout = read_timeout
         self._raft_options = raft_options
+        # Start each empty member's log with the initial configuration, as
+        # the service does (issue 13; build_node's bootstrap).
+        self._bootstrap = bootstrap
         # Monitoring (kvstore.admin) for each member, made anew at each start.
         self._make_instruments = instruments
         self.instruments: dict[int, Instruments] = {}
@@ -111,6 +115,7 @@ class InMemoryCluster:
             commit_timeout=self._commit_timeout,
             read_timeout=self._read_timeout,
             metrics=instruments.metrics,
+            bootstrap=self._bootstrap,
         )
         member.node = node
         self.network.attach(node_id, instruments.receive(node.receive))
