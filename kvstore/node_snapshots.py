@@ -13,8 +13,9 @@ also talks to the Raft core and the log; this module owns the disk side:
     before the snapshot's index, so that a follower lagging by fewer
     catches up from the log, not from the whole snapshot.
   - L{NodeSnapshots.take}: L{kvstore.snapshotting.take_snapshot} (an O(1)
-    freeze, then slices of a few milliseconds per reactor turn, the file
-    work on a storage thread); its Deferred fires once the file is durable,
+    freeze, then slices of about a millisecond per reactor turn, paced by
+    C{take_cooperator}, the file work on a storage thread); its Deferred
+    fires once the file is durable,
     and only then may the node report it to the core and drop the log.
   - L{NodeSnapshots.prune}: keep the newest C{keep} snapshots, and every
     snapshot that something L{protect}ed (the InstallSnapshot sender reads
@@ -88,6 +89,9 @@ class NodeSnapshots:
     @ivar store: the snapshot directory.
     @ivar policy: when to snapshot and what to keep.
     @ivar run_in_thread: where the blocking file work runs.
+    @param cooperator: runs the slices of installing a snapshot (and of
+        taking one, unless C{take_cooperator} is given).
+    @param take_cooperator: runs the slices of taking a snapshot.
     @ivar index: the index of the newest snapshot this node has (taken,
         installed or recovered); what the trigger counts from.
     """
@@ -102,11 +106,16 @@ class NodeSnapshots:
         cooperator: Cooperator,
         *,
         index: int = 0,
+        take_cooperator: Cooperator | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
         self.run_in_thread = self._run = run_in_thread
         self._cooperator = cooperator
+        # Taking a snapshot is paced (short turns with pauses between them:
+        # kvstore.snapshotting.TAKE_PAUSE); installing one is not, since a
+        # follower waits for it.
+        self._take_cooperator = take_cooperator if take_cooperator is not None else cooperator
         self.index = index
         self._bytes = 0
         self._entries = 0
@@ -179,7 +188,7 @@ class NodeSnapshots:
             busy.callback(None)
             return result
 
-        taken = take_snapshot(machine, self.store, make_meta, self._run, self._cooperator)
+        taken = take_snapshot(machine, self.store, make_meta, self._run, self._take_cooperator)
         return taken.addBoth(over)
 
     # -- pruning -----------------------------------------------------------

@@ -249,13 +249,12 @@ _MAGIC_PREFIX = b"KVSM"
 _CONTENT_MAGIC = b"KVSM\x02"
 _KV1_MAGIC = b"KVSM\x01"
 #: Keys (or sessions) per slice.  Measured with benchmarks/snapshot_stall.py
-#: on the 2-core reference machine (1M keys of 100-byte values): 0.43 ms of
-#: CPU per slice on average, 2.5 ms at most, so the work itself stays far
-#: inside the 20 ms stall budget when the driver yields every few
-#: milliseconds (a Cooperator allowed 4 ms per turn); OS preemption on a
-#: heavily loaded machine is what still pushed some stalls past it
-#: (docs/performance.md, "Snapshots").
-DEFAULT_SLICE_ENTRIES = 2048
+#: on the 2-core reference machine (1M keys of 100-byte values): 2048 keys
+#: took 0.43 ms of CPU per slice on average, 2.5 ms at most; the driver
+#: (L{kvstore.snapshotting}) ends a turn after about 1 ms, which a slice
+#: of 2048 keys could overshoot by more than the turn itself, so a slice is
+#: a quarter of that (docs/performance.md, "Snapshots").
+DEFAULT_SLICE_ENTRIES = 512
 _TOMBSTONE = object()
 _ABSENT = object()
 
