@@ -577,24 +577,28 @@ class KeyValueStateMachine:
         self.log_time = decoder.log_time
         self.applied_index = index
 
-    def restore_decoded(self, index: int, decoder: "ContentDecoder") -> None:
+    def restore_decoded(self, index: int, decoder: "ContentDecoder") -> dict[str, str]:
         """
         L{restore} from content already fed to C{decoder} (InstallSnapshot
         feeds it one chunk per reactor turn, so that replacing a large state
         never stalls the node): replace the whole state with the decoded
         map, as of log C{index}.  Nothing changes if the content is invalid.
 
+        @return: the replaced map, so that the caller can free it a slice at
+            a time (dropping the last reference to a map of a million keys
+            frees every key and value at once: tens of milliseconds).
         @raise InvalidSnapshotContent: if the content is not complete C{kv/2} or C{kv/1}.
         @raise SnapshotInProgress: if a snapshot is open.
         """
         if self._overlay is not None:
             raise SnapshotInProgress("cannot restore while a snapshot is in progress")
         data = decoder.finish()
-        self._data = data
+        replaced, self._data = self._data, data
         self._sessions = decoder.sessions
         self._sessions_shared = False
         self.log_time = decoder.log_time
         self.applied_index = index
+        return replaced
 
     # -- applying --------------------------------------------------------
 

@@ -1,10 +1,11 @@
 # -*- test-case-name: tests.test_log_compaction_steps -*-
 """
-Tests for the reactor's share of taking a snapshot being bounded per turn:
-the log prefix a snapshot covers is dropped in bounded steps, one per
-reactor turn (L{kvstore.log_compaction.StepwiseCompaction}, wired into
-L{kvstore.node.Node}), and the snapshot's encoding runs in short turns
-with pauses between them (L{kvstore.snapshotting.TAKE_PAUSE}).
+Tests for the reactor's share of a snapshot being bounded per turn: the
+log prefix a snapshot covers is dropped in bounded steps, one per reactor
+turn (L{kvstore.log_compaction.StepwiseCompaction}, wired into
+L{kvstore.node.Node}); the snapshot's encoding runs in short turns with
+pauses between them (L{kvstore.snapshotting.TAKE_PAUSE}); installing one
+decodes a bounded piece per step and frees the replaced map in slices.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.build import build_node
 from kvstore.log_compaction import DEFAULT_STEP_ENTRIES, StepwiseCompaction
-from kvstore.node_snapshots import SnapshotPolicy
+from kvstore.node_snapshots import RELEASE_SLICE, RESTORE_CHUNK, RESTORE_STEP, NodeSnapshots, SnapshotPolicy, release_in_slices
 from kvstore.raft.config import RaftConfig
 from kvstore.snapshotting import DEFAULT_TURN, TAKE_PAUSE, snapshot_cooperator, take_snapshot
-from kvstore.statemachine import DEFAULT_SLICE_ENTRIES, KeyValueStateMachine, encode_put
+from kvstore.statemachine import DEFAULT_SLICE_ENTRIES, ContentDecoder, KeyValueStateMachine, encode_put
 from kvstore.storage import LogEntry, MemoryLog, MemoryMetadata, MetadataRecord
 from kvstore.storage.snapshots import SnapshotMeta
 from kvstore.testing.runners import run_now
@@ -306,3 +307,60 @@ class SnapshotTurnsTests(SynchronousTestCase):
             self.assertLessEqual(len(turn), int(DEFAULT_TURN / clock.cost) + 1)
         # The reactor is left idle for most of a pause between two turns.
         self.assertGreaterEqual(min(gaps), TAKE_PAUSE / 2)
+
+
+class InstallStepsTests(SynchronousTestCase):
+    """Installing a snapshot decodes a bounded piece per step and frees the replaced map in slices."""
+
+    def test_release_in_slices(self) -> None:
+        """A map of 10,000 keys is emptied at most 4,096 keys per step, in 3 steps."""
+        garbage = {f"k{i}": "v" for i in range(10_000)}
+        sizes: list[int] = []
+        for _ in release_in_slices(garbage, 4096):
+            sizes.append(len(garbage))
+        self.assertEqual(sizes, [10_000 - 4096, 10_000 - 8192, 0])
+
+    def test_restore_decodes_in_bounded_steps_and_frees_the_old_map_later(self) -> None:
+        """A restore feeds the decoder at most RESTORE_STEP bytes per step; the replaced map (100,000 keys) is not freed within the install's turn but emptied in later cooperator steps of at most RELEASE_SLICE keys."""
+        clock = Clock()
+        fs, store = simulated_store()
+        source = KeyValueStateMachine()
+        for i in range(1, 3001):
+            source.apply(i, encode_put(f"key{i}", "x" * 300))
+        writer = store.begin(SnapshotMeta(3000, 1, cluster_id="c", membership={}))
+        writer.write(source.snapshot())
+        info = writer.finish()
+        self.assertGreater(info.content_length, 2 * RESTORE_CHUNK)
+        target = KeyValueStateMachine()
+        for i in range(1, 100_001):
+            target.apply(i, encode_put(f"old{i}", "y"))
+        old_map = target._data
+        feeds: list[int] = []
+        original_feed = ContentDecoder.feed
+
+        def feed(decoder: ContentDecoder, chunk: bytes) -> None:
+            feeds.append(len(chunk))
+            original_feed(decoder, chunk)
+
+        self.patch(ContentDecoder, "feed", feed)
+        snapshots = NodeSnapshots(store, SnapshotPolicy(), run_now, snapshot_cooperator(clock, max_steps=1))
+        results: list[object] = []
+        snapshots.restore(target, 3000, 1).addBoth(results.append)
+        sizes_when_installed: list[int] = []
+        left: list[int] = []
+
+        def after_each_callback() -> bool:
+            if results and not sizes_when_installed:
+                sizes_when_installed.append(len(old_map))
+            left.append(len(old_map))
+            return False
+
+        _run_due_calls_one_by_one(clock, after_each_callback)
+        self.assertEqual(results, [3000])
+        self.assertEqual(target.items(), source.items())
+        self.assertLessEqual(max(feeds), RESTORE_STEP)
+        self.assertGreater(len(feeds), info.content_length // RESTORE_CHUNK)
+        self.assertEqual(sizes_when_installed[0], 100_000)
+        drops = [a - b for a, b in zip(left, left[1:]) if a != b]
+        self.assertEqual(left[-1], 0)
+        self.assertLessEqual(max(drops), RELEASE_SLICE)
