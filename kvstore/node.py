@@ -1063,7 +1063,8 @@ class Node:
     # the log drop what lies catch-up entries before it, or less on a
     # leader sending a follower a snapshot (core.compaction_point; compact,
     # drop_prefix: only now, so that a crash never leaves a log whose
-    # prefix is gone without a durable snapshot covering it), and all but
+    # prefix is gone without a durable snapshot covering it; in bounded
+    # steps across reactor turns, kvstore.log_compaction), and all but
     # the newest two snapshots and any being sent are deleted.
     #
     # Installing one (Ready.install_snapshot, from a leader through the
