@@ -62,6 +62,7 @@ class Probe:
         self.last: float | None = None
         self.last_cpu = 0.0
         self._gc_started: float | None = None
+        self._gc_ms = 0.0  # collection time since the last tick
 
     def gc_callback(self, phase: str, info: dict[str, Any]) -> None:
         """Record every garbage collection longer than L{RECORD_ABOVE} ms
@@ -72,6 +73,7 @@ class Probe:
         elif self._gc_started is not None:
             ms = (time.perf_counter() - self._gc_started) * 1000.0
             self._gc_started = None
+            self._gc_ms += ms
             if ms > RECORD_ABOVE:
                 self.pending.append({"kind": "gc", "generation": info.get("generation"), "gc_ms": round(ms, 3),
                                      "collected": info.get("collected"), "ns": time.monotonic_ns()})
@@ -91,8 +93,11 @@ class Probe:
                 self.pending.append({
                     "stall_ms": round(stall_ms, 3),
                     "cpu_ms": round((cpu - self.last_cpu) * 1000.0, 3),
+                    # wall time of garbage collections inside the gap
+                    "gc_ms": round(self._gc_ms, 3),
                     "end_ns": time.monotonic_ns(),
                 })
+        self._gc_ms = 0.0
         self.ticks += 1
         self.last = now
         self.last_cpu = cpu
