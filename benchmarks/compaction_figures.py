@@ -784,6 +784,15 @@ async def figure_6(args: argparse.Namespace, root: Path, results: dict[str, Any]
                 "stalls_over_20ms_in_snapshot": sum(1 for ms in in_w if ms > 20),
                 "max_stall_outside_ms": max(out_w, default=0.0),
                 "stalls_over_20ms_outside": sum(1 for ms in out_w if ms > 20),
+                # Garbage collections over 2 ms (the probe's gc.callbacks): (generation, ms, inside a window).
+                "gc_over_2ms": [(r["generation"], r["gc_ms"], inside(r["ns"], windows)) for r in records
+                                if r.get("kind") == "gc" and t_start <= r["ns"] <= t_end],
+                # The five longest stalls in snapshots with their gc time (ms of stall, ms of gc).
+                "longest_in_snapshot_ms_gc": sorted(
+                    ((r["stall_ms"], r.get("gc_ms")) for r in records
+                     if "stall_ms" in r and t_start <= r["end_ns"] <= t_end
+                     and (inside(r["end_ns"] - int(r["stall_ms"] * 1e6), windows) or inside(r["end_ns"], windows))),
+                    key=lambda x: -x[0])[:5],
                 "outside_seconds": round((t_end - t_start) / 1e9 - window_s, 1),
                 "inside_seconds": round(window_s, 1),
             })

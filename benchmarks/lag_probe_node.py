@@ -61,6 +61,22 @@ class Probe:
         self.ticks = 0
         self.last: float | None = None
         self.last_cpu = 0.0
+        self._gc_started: float | None = None
+        self._gc_ms = 0.0  # collection time since the last tick
+
+    def gc_callback(self, phase: str, info: dict[str, Any]) -> None:
+        """Record every garbage collection longer than L{RECORD_ABOVE} ms
+        (C{gc.callbacks}): a generation-2 collection runs inside whatever
+        allocation triggered it, so it shows as part of a stall."""
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        elif self._gc_started is not None:
+            ms = (time.perf_counter() - self._gc_started) * 1000.0
+            self._gc_started = None
+            self._gc_ms += ms
+            if ms > RECORD_ABOVE:
+                self.pending.append({"kind": "gc", "generation": info.get("generation"), "gc_ms": round(ms, 3),
+                                     "collected": info.get("collected"), "ns": time.monotonic_ns()})
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -77,8 +93,11 @@ class Probe:
                 self.pending.append({
                     "stall_ms": round(stall_ms, 3),
                     "cpu_ms": round((cpu - self.last_cpu) * 1000.0, 3),
+                    # wall time of garbage collections inside the gap
+                    "gc_ms": round(self._gc_ms, 3),
                     "end_ns": time.monotonic_ns(),
                 })
+        self._gc_ms = 0.0
         self.ticks += 1
         self.last = now
         self.last_cpu = cpu
@@ -127,16 +146,35 @@ def install(path: str) -> Probe:
 
     original_done = node_module.Node._snapshot_done
 
-    def snapshot_done(self: Any, info: Any) -> None:
+    def snapshot_done(self: Any, info: Any, *args: Any) -> None:
         # After the file is durable: the core is told, the log compacted,
         # old snapshots pruned -- on the reactor, so it belongs to the window.
+        # (*args: the node's signature has changed before, and a TypeError
+        # here is swallowed by the node's errback: no compaction at all.)
         probe.event(kind="snapshot_done_start", index=info.index)
         try:
-            original_done(self, info)
+            original_done(self, info, *args)
         finally:
-            probe.event(kind="snapshot_done_end", index=info.index)
+            compaction = getattr(self, "compaction", None)
+            if compaction is not None and compaction.running:
+                # The log is dropped in steps over the next reactor turns
+                # (kvstore.node.log_compaction): the window ends with the last.
+                self._probe_compacting = info.index
+            else:
+                probe.event(kind="snapshot_done_end", index=info.index)
 
     node_module.Node._snapshot_done = snapshot_done  # type: ignore[method-assign]
+    original_finished = getattr(node_module.Node, "_compaction_finished", None)
+    if original_finished is not None:
+
+        def compaction_finished(self: Any, through: int) -> None:
+            original_finished(self, through)
+            index = getattr(self, "_probe_compacting", None)
+            if index is not None:
+                self._probe_compacting = None
+                probe.event(kind="snapshot_done_end", index=index, compacted_through=through)
+
+        node_module.Node._compaction_finished = compaction_finished  # type: ignore[method-assign]
 
     # Experiments: the snapshot cooperator's turn and pause between turns.
     turn_ms = os.environ.get("KVSTORE_PROBE_SNAPSHOT_TURN_MS")
@@ -148,6 +186,7 @@ def install(path: str) -> Probe:
 
         def cooperator(clock: Any, turn: float = snapshotting.DEFAULT_TURN, max_steps: Any = None,
                        pause: float = 0.0) -> Any:
+            # Replaces both the taking (paused) and the installing one.
             return original_cooperator(
                 clock,
                 float(turn_ms) / 1000 if turn_ms else turn,
@@ -161,6 +200,9 @@ def install(path: str) -> Probe:
     node_snapshots.NodeSnapshots.restore = restore  # type: ignore[method-assign]
 
     def start() -> None:
+        import gc
+
+        gc.callbacks.append(probe.gc_callback)
         probe.event(kind="probe_start", pid=os.getpid())
         task.LoopingCall(probe.tick).start(TICK, now=False)
         task.LoopingCall(probe.flush).start(1.0, now=False)

@@ -335,10 +335,12 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--rss-mb", type=int, default=700, help="grow the process to this RSS first (ballast)")
     parser.add_argument("--technique", choices=TECHNIQUES, action="append")
-    parser.add_argument("--slice-ms", type=float, default=4.0,
-                        help="overlay: reactor time per cooperator turn (Twisted's default is 10)")
-    parser.add_argument("--pause-ms", type=float, default=0.0,
-                        help="overlay: idle time between two cooperator turns")
+    from kvstore.node.snapshotting import DEFAULT_TURN, TAKE_PAUSE
+
+    parser.add_argument("--slice-ms", type=float, default=DEFAULT_TURN * 1000,
+                        help="overlay: reactor time per cooperator turn (the node's default; Twisted's is 10)")
+    parser.add_argument("--pause-ms", type=float, default=TAKE_PAUSE * 1000,
+                        help="overlay: idle time between two cooperator turns (the node's default)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     techniques = args.technique or list(TECHNIQUES)

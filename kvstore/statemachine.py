@@ -249,13 +249,12 @@ _MAGIC_PREFIX = b"KVSM"
 _CONTENT_MAGIC = b"KVSM\x02"
 _KV1_MAGIC = b"KVSM\x01"
 #: Keys (or sessions) per slice.  Measured with benchmarks/snapshot_stall.py
-#: on the 2-core reference machine (1M keys of 100-byte values): 0.43 ms of
-#: CPU per slice on average, 2.5 ms at most, so the work itself stays far
-#: inside the 20 ms stall budget when the driver yields every few
-#: milliseconds (a Cooperator allowed 4 ms per turn); OS preemption on a
-#: heavily loaded machine is what still pushed some stalls past it
-#: (docs/performance.md, "Snapshots").
-DEFAULT_SLICE_ENTRIES = 2048
+#: on the 2-core reference machine (1M keys of 100-byte values): 2048 keys
+#: took 0.43 ms of CPU per slice on average, 2.5 ms at most; the driver
+#: (L{kvstore.node.snapshotting}) ends a turn after about 1 ms, which a slice
+#: of 2048 keys could overshoot by more than the turn itself, so a slice is
+#: a quarter of that (docs/performance.md, "Snapshots").
+DEFAULT_SLICE_ENTRIES = 512
 _TOMBSTONE = object()
 _ABSENT = object()
 
@@ -578,24 +577,28 @@ class KeyValueStateMachine:
         self.log_time = decoder.log_time
         self.applied_index = index
 
-    def restore_decoded(self, index: int, decoder: "ContentDecoder") -> None:
+    def restore_decoded(self, index: int, decoder: "ContentDecoder") -> dict[str, str]:
         """
         L{restore} from content already fed to C{decoder} (InstallSnapshot
         feeds it one chunk per reactor turn, so that replacing a large state
         never stalls the node): replace the whole state with the decoded
         map, as of log C{index}.  Nothing changes if the content is invalid.
 
+        @return: the replaced map, so that the caller can free it a slice at
+            a time (dropping the last reference to a map of a million keys
+            frees every key and value at once: tens of milliseconds).
         @raise InvalidSnapshotContent: if the content is not complete C{kv/2} or C{kv/1}.
         @raise SnapshotInProgress: if a snapshot is open.
         """
         if self._overlay is not None:
             raise SnapshotInProgress("cannot restore while a snapshot is in progress")
         data = decoder.finish()
-        self._data = data
+        replaced, self._data = self._data, data
         self._sessions = decoder.sessions
         self._sessions_shared = False
         self.log_time = decoder.log_time
         self.applied_index = index
+        return replaced
 
     # -- applying --------------------------------------------------------
 

@@ -42,7 +42,7 @@ from kvstore.raft.config import RaftConfig
 from kvstore.raft.core import HardState, RaftCore, SnapshotPoint
 from kvstore.raft.membership import Configuration
 from kvstore.node.recovery import recover
-from kvstore.node.snapshotting import snapshot_cooperator
+from kvstore.node.snapshotting import TAKE_PAUSE, snapshot_cooperator
 from kvstore.statemachine import KeyValueStateMachine
 from kvstore.storage import MetadataRecord
 from kvstore.storage.records import LogEntry
@@ -177,7 +177,8 @@ def build_node(
     @param snapshot_runner: runs the snapshots' blocking file work (the
         production service gives a thread apart from the log's).
     @param cooperator: schedules a snapshot's slices (by default turns of
-        a few milliseconds on C{clock}).
+        about a millisecond on C{clock}, with pauses between them while a
+        snapshot is taken: L{kvstore.node.snapshotting.TAKE_PAUSE}).
     @param recovery_started: when start-up began (C{time.monotonic}), for
         the restart report; by default when recovery begins.
     @param configuration: the membership the log starts from (issue 13):
@@ -235,6 +236,7 @@ def build_node(
             snapshot_runner if snapshot_runner is not None else default_thread_runner,
             cooperator if cooperator is not None else snapshot_cooperator(clock),
             index=recovered.index,
+            take_cooperator=cooperator if cooperator is not None else snapshot_cooperator(clock, pause=TAKE_PAUSE),
         )
     node = Node(
         core,

@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 
 from kvstore import trace
 from kvstore.errors import KeyNotFound, NotLeader, OutcomeUnknown, Refused, Unavailable
+from kvstore.node.log_compaction import StepwiseCompaction
 from kvstore.node.membership import TransferWaiter, membership_from_meta, membership_to_meta
 from kvstore.node.snapshots import NodeSnapshots
 from kvstore.protocols.commands import parse_address
@@ -315,6 +316,10 @@ class Node:
         self._snapshot_offers: SnapshotOffers = _NoSnapshotTransfer()
         self._routes: dict[type, Callable[[Message], None]] = {}
         self._installing: SnapshotPoint | None = None
+        #: Drops the log prefix after a snapshot, a bounded step per turn.
+        self.compaction = StepwiseCompaction(
+            clock, self._compact_step, lambda: self.core.first_index, self._compaction_finished
+        )
         # Logged once the state machine has applied what start-up recovered.
         self._recovered = recovered
         self._stopped = False
@@ -368,6 +373,7 @@ class Node:
         unavailable error."""
         self._stopped = True
         self.core.stop()
+        self.compaction.cancel()
         for call in (self._process_call, self._sweep_call, self._commit_save_call):
             if call is not None and call.active():
                 call.cancel()
@@ -1097,7 +1103,8 @@ class Node:
     # the log drop what lies catch-up entries before it, or less on a
     # leader sending a follower a snapshot (core.compaction_point; compact,
     # drop_prefix: only now, so that a crash never leaves a log whose
-    # prefix is gone without a durable snapshot covering it), and all but
+    # prefix is gone without a durable snapshot covering it; in bounded
+    # steps across reactor turns, kvstore.node.log_compaction), and all but
     # the newest two snapshots and any being sent are deleted.
     #
     # Installing one (Ready.install_snapshot, from a leader through the
@@ -1278,18 +1285,43 @@ class Node:
                     first=through + 1, wanted=wanted + 1,
                 )
             if self._installing is None and through >= core.first_index:
-                core.compact(through)
-                with _failures_of_storage():
-                    self._wal.drop_prefix(through)
-                    self._wal.sync().addErrback(self._storage_failed, "dropping the log before a snapshot")
-        except _PartFailed as e:
-            self._fatal(e.failure, e.part, "compacting the log after a snapshot")
-            return
+                # In bounded steps, one per reactor turn (the first now):
+                # dropping 100,000 entries at once stalled the reactor ~20 ms.
+                self.compaction.request(through)
         except Exception:
             self._fatal(Failure(), FailedPart.INTERNAL, "compacting the log after a snapshot")
             return
         self._prune()
         self._maybe_snapshot()
+
+    def _compact_step(self, through: int) -> bool:
+        """One step of L{compaction}: drop the core's and the log's entries
+        through C{through}; whether the steps may go on (not while a
+        snapshot is installed: that resets the log anyway)."""
+        if self._stopped or self._failed or self._installing is not None:
+            return False
+        try:
+            self.core.compact(through)
+            with _failures_of_storage():
+                self._wal.drop_prefix(through)
+        except _PartFailed as e:
+            self._fatal(e.failure, e.part, "compacting the log after a snapshot")
+            return False
+        except Exception:
+            self._fatal(Failure(), FailedPart.INTERNAL, "compacting the log after a snapshot")
+            return False
+        return True
+
+    def _compaction_finished(self, through: int) -> None:
+        """The log is dropped through C{through}: make the deletion of the
+        segments it no longer needs durable."""
+        if self._stopped or self._failed:
+            return
+        try:
+            with _failures_of_storage():
+                self._wal.sync().addErrback(self._storage_failed, "dropping the log before a snapshot")
+        except _PartFailed as e:
+            self._fatal(e.failure, e.part, "compacting the log after a snapshot")
 
     def _snapshot_failed(self, failure: Failure) -> None:
         """

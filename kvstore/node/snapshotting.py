@@ -8,7 +8,8 @@ all use the same flow.
   1. L{KeyValueStateMachine.begin_snapshot} freezes the map (O(1)); writes
      from now on go to its overlay.
   2. A L{Cooperator} encodes one slice of keys per step, never spending more
-     than a few milliseconds of a reactor turn (L{turn_limit}).
+     than about a millisecond of a reactor turn (L{turn_limit}), with a
+     pause between turns (L{TAKE_PAUSE}).
   3. Every ~1 MiB of encoded content is handed to the storage thread
      (L{LocalSnapshotWriter.write} runs there, writing and hashing); at most
      one chunk is in flight, so memory stays bounded and a slow disk slows
@@ -38,15 +39,25 @@ from kvstore.statemachine import DEFAULT_SLICE_ENTRIES, KeyValueStateMachine
 from kvstore.storage.snapshots import CHUNK_SIZE, LocalSnapshotWriter, SnapshotInfo, SnapshotMeta, SnapshotStore
 from kvstore.storage.wal import ThreadRunner
 
-__all__ = ["take_snapshot", "turn_limit", "snapshot_cooperator", "DEFAULT_TURN"]
+__all__ = ["take_snapshot", "turn_limit", "snapshot_cooperator", "DEFAULT_TURN", "TAKE_PAUSE"]
 
 log = Logger()
 
 #: Reactor time one cooperator turn may spend on a snapshot.  With Twisted's
 #: default of 10 ms, stalls crossed 20 ms in two of four runs at a load of
-#: 5-8; with 4 ms they did not (at a load of 12-16 preemption crossed it
-#: either way, and 2 ms was no better: docs/performance.md, "Snapshots").
-DEFAULT_TURN = 0.004
+#: 5-8 (docs/performance.md, "Snapshots").  4 ms kept the stalls of one
+#: process below 20 ms, but in a cluster each reactor pass of every write
+#: waited behind a turn on each node (figure 6: write p99 6-7x higher
+#: during a snapshot); 1 ms turns with pauses between them (L{TAKE_PAUSE})
+#: bring it near 2x (docs/performance.md, "Log compaction", figure 6).
+DEFAULT_TURN = 0.001
+#: The idle time between two turns of taking a snapshot (not of installing
+#: one, which a follower needs done fast): the snapshot uses at most about a
+#: fifth of the reactor, and of a CPU, so that the node's own writes and the
+#: other nodes on the machine (which snapshot at the same index at the same
+#: time) keep theirs.  A snapshot of 1,000,000 keys takes about 0.25 s of
+#: the reactor's CPU, so it lasts a few seconds.
+TAKE_PAUSE = 0.004
 
 
 def turn_limit(clock: IReactorTime, seconds: float, max_steps: int | None) -> Callable[[], Callable[[], bool]]:
