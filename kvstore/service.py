@@ -34,7 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 
-from kvstore import log_format, sd_notify, socket_activation
+from kvstore import allocator, log_format, sd_notify, socket_activation
 from kvstore.admin.wiring import Instruments, NoInstruments
 from kvstore.build import build_node
 from kvstore.clock import install_monotonic_clock
@@ -737,6 +737,8 @@ def makeService(options: NodeOptions) -> KVStoreService:
     L{listens_early}).
     """
     config = options.config
+    # Before recovery and the first snapshot chunks (see kvstore.allocator).
+    allocator.tune_allocator()
     # Recovery (build_service) can take minutes: a SIGHUP meanwhile must not
     # take its default action and kill the node, but be a reload once it runs.
     sighups_while_recovering: list[int] = []
