@@ -88,6 +88,12 @@ def child(data_dir: str, profile: str | None) -> None:
     for member in identity["members"].split():
         member_id, rest = member.split("@")
         ports[int(member_id)] = int(rest.split("/")[0].rsplit(":", 1)[1])
+    try:  # as makeService does, where this checkout has it
+        from kvstore import allocator
+
+        allocator.tune_allocator()
+    except ImportError:
+        pass
     options = Options()
     options.parseOptions([
         "--node-id", str(node_id), "--port", str(ports[node_id]), "--data-dir", data_dir,

@@ -41,6 +41,11 @@ class FakeGlibc:
 class TuneAllocatorTests(SynchronousTestCase):
     """L{allocator.tune_allocator} and L{allocator.release_free_memory}."""
 
+    def setUp(self) -> None:
+        # What a test pins stays in the test: the module's state is restored.
+        self.patch(allocator, "_last", None)
+        self.patch(allocator, "_tuned_libc", None)
+
     def test_pins_the_threshold_on_glibc(self) -> None:
         """On glibc the threshold is set with mallopt(M_MMAP_THRESHOLD, 128 KiB), and logged."""
         libc = FakeGlibc()
@@ -119,3 +124,65 @@ class MakeServiceTunesTests(SynchronousTestCase):
         with self.assertRaises(SystemExit):
             service.makeService(options)
         self.assertEqual(order, ["tune", "build"])
+
+
+class LargeBuffersFromTheHeapTests(SynchronousTestCase):
+    """L{allocator.large_buffers_from_the_heap}, around recovery."""
+
+    def setUp(self) -> None:
+        # What a test pins stays in the test: the module's state is restored.
+        self.patch(allocator, "_last", None)
+        self.patch(allocator, "_tuned_libc", None)
+
+    def test_raised_then_pinned_back_and_trimmed(self) -> None:
+        """With the threshold pinned, the block runs with it raised; afterwards it is pinned again and the heap trimmed."""
+        libc = FakeGlibc()
+        allocator.tune_allocator(environ={}, load_libc=lambda: libc)
+        del libc.calls[:]
+        with allocator.large_buffers_from_the_heap(1 << 26):
+            self.assertEqual(libc.calls, [("mallopt", (-3, 1 << 26))])
+        self.assertEqual(libc.calls[1:], [("mallopt", (-3, 131072)), ("malloc_trim", (0,))])
+
+    def test_pinned_back_after_an_exception(self) -> None:
+        """An exception in the block still pins the threshold back."""
+        libc = FakeGlibc()
+        allocator.tune_allocator(environ={}, load_libc=lambda: libc)
+        with self.assertRaises(ZeroDivisionError):
+            with allocator.large_buffers_from_the_heap():
+                1 // 0
+        self.assertEqual(libc.calls[-2:], [("mallopt", (-3, 131072)), ("malloc_trim", (0,))])
+
+    def test_nothing_without_a_pinned_threshold(self) -> None:
+        """If the threshold was not pinned (not glibc, or the operator's choice), nothing is called."""
+        libc = FakeGlibc()
+        allocator.tune_allocator(environ={"MALLOC_MMAP_THRESHOLD_": "1"}, load_libc=lambda: libc)
+        with allocator.large_buffers_from_the_heap():
+            pass
+        self.assertEqual(libc.calls, [])
+
+    def test_recovery_reads_the_snapshot_inside_it(self) -> None:
+        """recover() chooses and decodes the snapshot inside large_buffers_from_the_heap."""
+        from contextlib import contextmanager
+
+        from kvstore import recovery
+        from kvstore.statemachine import KeyValueStateMachine
+        from kvstore.storage.memory import MemoryLog
+
+        seen: list[str] = []
+
+        @contextmanager
+        def heap() -> Any:
+            seen.append("enter")
+            yield
+            seen.append("exit")
+
+        original = recovery._choose
+
+        def choose(*args: Any) -> Any:
+            seen.append("choose")
+            return original(*args)
+
+        self.patch(recovery, "large_buffers_from_the_heap", heap)
+        self.patch(recovery, "_choose", choose)
+        recovery.recover(MemoryLog(), None, KeyValueStateMachine())
+        self.assertEqual(seen, ["enter", "choose", "exit"])
