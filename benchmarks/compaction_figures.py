@@ -643,6 +643,30 @@ async def first_get(nodes: Sequence[NodeProcess], key: str, deadline: float) -> 
     raise RuntimeError("no node served a GET in time")
 
 
+async def listening(node: NodeProcess, deadline: float) -> float | None:
+    """When C{node} first accepts a connection (monotonic)."""
+    while time.monotonic() < deadline:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(node.host, node.port), 1.0)
+        except (OSError, asyncio.TimeoutError):
+            await asyncio.sleep(0.005)
+            continue
+        writer.close()
+        return time.monotonic()
+    return None
+
+
+async def leader_link(leader: NodeProcess, node: NodeProcess, deadline: float) -> float | None:
+    """When C{leader}'s STATUS first lists C{node} as connected (its own
+    outbound peer link, the one its messages to C{node} take)."""
+    while time.monotonic() < deadline:
+        status = await read_status((leader.host, leader.port), 1.0)
+        if str(node.node_id) in str(status.get("connected", "")).split(","):
+            return time.monotonic()
+        await asyncio.sleep(0.01)
+    return None
+
+
 def recovery_line(node: NodeProcess, offset: int) -> str | None:
     found = re.findall(r"recovered \d+ keys from snapshot at index \d+ and \d+ log entries in [\d.]+ s", log_text(node, offset))
     return found[0] if found else None
@@ -662,15 +686,23 @@ async def figure_3(args: argparse.Namespace, cluster: ProcessCluster, results: d
         load_at = loadavg()
         started = time.monotonic()
         node.start()
+        # Where the time goes: the node listening (imports and recovery
+        # done), then the leader's own link to it (its peer links retry
+        # with back-off and jitter), then the first GET answered.
+        timeline = asyncio.gather(listening(node, started + 120), leader_link(leader, node, started + 120))
         served, _ = await first_get([node], probe_key, started + 120)
+        listening_at, linked_at = await timeline
         await asyncio.sleep(0.5)
         rows.append({
             "what": f"follower {node.node_id} restarted",
             "to_serving_s": round(served - started, 3),
+            "listening_s": round(listening_at - started, 3) if listening_at else None,
+            "leader_linked_s": round(linked_at - started, 3) if linked_at else None,
             "node_report": recovery_line(node, offset),
             "load": load_at,
         })
-        log(f"  served after {served - started:.3f} s; {rows[-1]['node_report']}")
+        log(f"  served after {served - started:.3f} s (listening {rows[-1]['listening_s']} s, the leader's link "
+            f"{rows[-1]['leader_linked_s']} s); {rows[-1]['node_report']}")
     # The whole cluster.
     await wait_leader(cluster)
     await settle(cluster)
