@@ -608,6 +608,9 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
     membership = Membership(config.node_id, config.cluster_id, frozenset(config.raft.peers))
     client_factory = instruments.client_factory(node, limits)
     peer_server = PeerServerFactory(membership, instruments.receive(node.receive))
+    # A peer that connects to this node (a restarted follower) gets this
+    # node's link back at once, not after the link's back-off.
+    peer_server.on_hello = peer_links.reconnect_now
     factory = DispatchFactory(client_factory, peer_server, SnapshotOrClientFactory(node, client_factory))
     # Peer links and the peer server's membership check follow the core's
     # configuration from now on (issue 13), starting with the one recovered.
