@@ -84,6 +84,7 @@ from kvstore.tools.procinfo import rss_kib  # noqa: E402
 from kvstore.tools.spawn import twistd_command  # noqa: E402
 
 PROBE_SCRIPT = HERE / "lag_probe_node.py"
+MEMORY_PROBE_SCRIPT = HERE / "memory_probe_node.py"
 #: The product's defaults (kvstore/daemon/options.py), for the bound of figure 2.
 DEFAULT_SNAPSHOT_ENTRIES = 10_000
 DEFAULT_CATCHUP_ENTRIES = 5_000
@@ -122,15 +123,64 @@ class ProbedNode(NodeProcess):
         return [sys.executable, str(PROBE_SCRIPT), str(self.probe_path), *args[len(prefix) :]]
 
 
-def make_cluster(root: Path, extra: Sequence[str], probe: bool = False) -> ProcessCluster:
+class MemoryProbedNode(NodeProcess):
+    """A node run under benchmarks/memory_probe_node.py."""
+
+    probe_path: Path
+
+    def argv(self) -> list[str]:
+        args = super().argv()
+        prefix = twistd_command()
+        assert args[: len(prefix)] == prefix
+        return [sys.executable, str(MEMORY_PROBE_SCRIPT), str(self.probe_path), *args[len(prefix) :]]
+
+
+def make_cluster(root: Path, extra: Sequence[str], probe: bool = False, memory_probe: bool = False) -> ProcessCluster:
     """Three nodes with the product's defaults plus C{extra} (no fast
     elections: the figures are for the default configuration)."""
     cluster = ProcessCluster(root, 3, extra_args=tuple(extra))
-    if probe:
+    if probe or memory_probe:
         for node in cluster.nodes:
-            node.__class__ = ProbedNode
+            node.__class__ = ProbedNode if probe else MemoryProbedNode
             node.probe_path = root / f"probe-{node.node_id}.jsonl"  # type: ignore[attr-defined]
     return cluster
+
+
+def smaps_rollup(pid: int | None) -> dict[str, int]:
+    """The kernel's memory summary of a process (kB): Rss, Anonymous, ..."""
+    fields: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 3 and parts[2] == "kB":
+                    fields[parts[0].rstrip(":")] = int(parts[1])
+    except OSError:
+        pass
+    return fields
+
+
+async def memory_sample(node: NodeProcess) -> dict[str, Any] | None:
+    """Ask a node under the memory probe for a sample now (SIGUSR2) and
+    return it."""
+    path: Path | None = getattr(node, "probe_path", None)
+    if path is None or node.process is None:
+        return None
+    before = path.stat().st_size if path.exists() else 0
+    node.process.send_signal(signal.SIGUSR2)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        with open(path) as f:
+            f.seek(before)
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if record.get("why") == "signal":
+                    return record
+    return None
 
 
 def addresses(cluster: ProcessCluster) -> list[tuple[str, int]]:
@@ -354,13 +404,15 @@ async def write_all(load: Load, count: int, key_space: int) -> None:
 
 async def figures_1_2(args: argparse.Namespace, root: Path, results: dict[str, Any]) -> None:
     load_before = loadavg()
-    cluster = make_cluster(root / "growth", [])
+    cluster = make_cluster(root / "growth", [], memory_probe=args.memory_probe)
     cluster.start()
     try:
         await wait_leader(cluster)
         load = Load(cluster, args.connections, args.pipeline, args.value_size)
         keys = random_keys(args.growth_keys, 1)
         rss: dict[str, list[int]] = {}
+        anonymous: dict[str, list[int]] = {}
+        probes: dict[str, list[Any]] = {}
         started = time.monotonic()
         for label, total in (("small", args.growth_small), ("large", args.growth_large)):
             log(f"figure 1: writing until {total:,} writes over {args.growth_keys:,} keys")
@@ -368,7 +420,10 @@ async def figures_1_2(args: argparse.Namespace, root: Path, results: dict[str, A
             applied = await settle(cluster)
             await asyncio.sleep(1.0)
             rss[label] = [rss_kib(n.pid) for n in cluster.nodes]
-            log(f"  after {load.ok:,} writes (applied {applied:,}): RSS KiB {rss[label]}")
+            anonymous[label] = [smaps_rollup(n.pid).get("Anonymous", 0) for n in cluster.nodes]
+            log(f"  after {load.ok:,} writes (applied {applied:,}): RSS KiB {rss[label]}, anonymous {anonymous[label]}")
+            if args.memory_probe:
+                probes[label] = [await memory_sample(n) for n in cluster.nodes]
         elapsed = time.monotonic() - started
         ratios = [round(b / a, 3) for a, b in zip(rss["small"], rss["large"])]
         results["1"] = {
@@ -376,6 +431,10 @@ async def figures_1_2(args: argparse.Namespace, root: Path, results: dict[str, A
             "keys": args.growth_keys,
             "rss_mib_small": [round(k / 1024, 1) for k in rss["small"]],
             "rss_mib_large": [round(k / 1024, 1) for k in rss["large"]],
+            "rss_kib": rss,
+            "anonymous_kib": anonymous,
+            "memory_probe": probes,
+            "malloc_env": {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "GLIBC_TUNABLES", "KVSTORE_MALLOC"))},
             "ratio": ratios,
             "target": "<= 1.2x",
             "met": max(ratios) <= 1.2,
@@ -426,7 +485,7 @@ def parse_snapshot(path: Path) -> dict[str, Any]:
     with open(path, "rb") as f:
         f.seek(verified.content_offset)
         head = f.read(16)
-    assert head[:5] == b"KVSM\x01", head
+    assert head[:5] in (b"KVSM\x01", b"KVSM\x02"), head  # kv/1 or kv/2: the key count follows
     count = shift = 0
     for byte in head[5:]:
         count |= (byte & 0x7F) << shift
@@ -584,6 +643,30 @@ async def first_get(nodes: Sequence[NodeProcess], key: str, deadline: float) -> 
     raise RuntimeError("no node served a GET in time")
 
 
+async def listening(node: NodeProcess, deadline: float) -> float | None:
+    """When C{node} first accepts a connection (monotonic)."""
+    while time.monotonic() < deadline:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(node.host, node.port), 1.0)
+        except (OSError, asyncio.TimeoutError):
+            await asyncio.sleep(0.005)
+            continue
+        writer.close()
+        return time.monotonic()
+    return None
+
+
+async def leader_link(leader: NodeProcess, node: NodeProcess, deadline: float) -> float | None:
+    """When C{leader}'s STATUS first lists C{node} as connected (its own
+    outbound peer link, the one its messages to C{node} take)."""
+    while time.monotonic() < deadline:
+        status = await read_status((leader.host, leader.port), 1.0)
+        if str(node.node_id) in str(status.get("connected", "")).split(","):
+            return time.monotonic()
+        await asyncio.sleep(0.01)
+    return None
+
+
 def recovery_line(node: NodeProcess, offset: int) -> str | None:
     found = re.findall(r"recovered \d+ keys from snapshot at index \d+ and \d+ log entries in [\d.]+ s", log_text(node, offset))
     return found[0] if found else None
@@ -603,15 +686,23 @@ async def figure_3(args: argparse.Namespace, cluster: ProcessCluster, results: d
         load_at = loadavg()
         started = time.monotonic()
         node.start()
+        # Where the time goes: the node listening (imports and recovery
+        # done), then the leader's own link to it (its peer links retry
+        # with back-off and jitter), then the first GET answered.
+        timeline = asyncio.gather(listening(node, started + 120), leader_link(leader, node, started + 120))
         served, _ = await first_get([node], probe_key, started + 120)
+        listening_at, linked_at = await timeline
         await asyncio.sleep(0.5)
         rows.append({
             "what": f"follower {node.node_id} restarted",
             "to_serving_s": round(served - started, 3),
+            "listening_s": round(listening_at - started, 3) if listening_at else None,
+            "leader_linked_s": round(linked_at - started, 3) if linked_at else None,
             "node_report": recovery_line(node, offset),
             "load": load_at,
         })
-        log(f"  served after {served - started:.3f} s; {rows[-1]['node_report']}")
+        log(f"  served after {served - started:.3f} s (listening {rows[-1]['listening_s']} s, the leader's link "
+            f"{rows[-1]['leader_linked_s']} s); {rows[-1]['node_report']}")
     # The whole cluster.
     await wait_leader(cluster)
     await settle(cluster)
@@ -934,6 +1025,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--py-spy", metavar="PATH",
                         help="figure 6: record the leader with this py-spy during the measurement (raw stacks in the "
                              "work directory; use --keep)")
+    parser.add_argument("--memory-probe", action="store_true",
+                        help="figure 1: run the nodes under benchmarks/memory_probe_node.py and keep its samples "
+                             "(glibc malloc statistics, the node's log and buffers) at both points")
     parser.add_argument("--stall-connections", type=int, default=16)
     parser.add_argument("--stall-pipeline", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)

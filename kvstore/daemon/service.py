@@ -34,6 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 
+from kvstore import allocator
 from kvstore.daemon import log_format, sd_notify, socket_activation
 from kvstore.admin.wiring import Instruments, NoInstruments
 from kvstore.node.build import build_node
@@ -609,6 +610,9 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
     membership = Membership(config.node_id, config.cluster_id, frozenset(config.raft.peers))
     client_factory = instruments.client_factory(node, limits)
     peer_server = PeerServerFactory(membership, instruments.receive(node.receive))
+    # A peer that connects to this node (a restarted follower) gets this
+    # node's link back at once, not after the link's back-off.
+    peer_server.on_hello = peer_links.reconnect_now
     factory = DispatchFactory(client_factory, peer_server, SnapshotOrClientFactory(node, client_factory))
     # Peer links and the peer server's membership check follow the core's
     # configuration from now on (issue 13), starting with the one recovered.
@@ -739,6 +743,8 @@ def makeService(options: NodeOptions) -> KVStoreService:
     L{listens_early}).
     """
     config = options.config
+    # Before recovery and the first snapshot chunks (see kvstore.allocator).
+    allocator.tune_allocator()
     # Recovery (build_service) can take minutes: a SIGHUP meanwhile must not
     # take its default action and kill the node, but be a reload once it runs.
     sighups_while_recovering: list[int] = []

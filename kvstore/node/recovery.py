@@ -57,6 +57,7 @@ from typing import Callable, Protocol
 
 from twisted.logger import Logger
 
+from kvstore.allocator import large_buffers_from_the_heap
 from kvstore.statemachine import CONTENT_FORMATS, ContentDecoder, InvalidSnapshotContent, KeyValueStateMachine
 from kvstore.storage.errors import StorageError
 from kvstore.storage.records import LogEntry
@@ -239,7 +240,10 @@ def recover(
     @raise RecoveryError: naming the file, if start-up must be refused.
     """
     began = timer() if started is None else started
-    chosen, decoder, damaged = _choose(snapshots, entries, cluster_id)
+    # The snapshot is read in 1 MiB chunks: from the heap, not one mmap each
+    # (see kvstore.allocator).
+    with large_buffers_from_the_heap():
+        chosen, decoder, damaged = _choose(snapshots, entries, cluster_id)
     index = term = keys = 0
     if chosen is not None:
         assert decoder is not None

@@ -791,6 +791,8 @@ class PeerServerProtocol(NetstringReceiver):
         self._versions = versions
         self._decode = decode
         self._sender: int | None = None
+        #: Told the sender's id once its hello is accepted (set by the factory).
+        self.on_hello: Callable[[int], object] | None = None
         self._logged_rejection = False
         self._logged_skipped_types: set[str] = set()
         self.version: int | None = None
@@ -832,6 +834,8 @@ class PeerServerProtocol(NetstringReceiver):
             address=self._peer_address(),
             version=version,
         )
+        if self.on_hello is not None:
+            self.on_hello(hello.sender)
 
     def _skip(self, type_name: str) -> None:
         self.skipped += 1
@@ -932,6 +936,11 @@ class PeerServerFactory(Factory):
         self.membership = membership
         self.deliver = deliver
         self.versions = versions
+        #: Told a peer's id each time its hello is accepted (the node's
+        #: outbound link to it may then retry at once: L{kvstore.daemon.service}).
+        self.on_hello: Callable[[int], object] | None = None
 
     def buildProtocol(self, addr: IAddress | None) -> PeerServerProtocol:
-        return PeerServerProtocol(self.membership, self.deliver, self.versions)
+        protocol = PeerServerProtocol(self.membership, self.deliver, self.versions)
+        protocol.on_hello = self.on_hello
+        return protocol

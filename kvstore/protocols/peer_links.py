@@ -352,6 +352,23 @@ class PeerLinks(MultiService):
         if service is not None:
             service.disownServiceParent()  # stops it (closing the connection) if running
 
+    def reconnect_now(self, peer_id: int) -> bool:
+        """
+        The peer C{peer_id} has just connected to this node (its hello was
+        accepted): if this node's own link to it is down, try it now rather
+        than when its back-off ends (up to 1 s plus 1 s of jitter after a
+        peer was down for a while, see L{retry_policy}), since this node's
+        messages to the peer (a restarted follower's heartbeats and read
+        answers) go only through that link.  Return whether it was retried.
+        """
+        link = self.links.get(peer_id)
+        service = self._services.get(peer_id)
+        if link is None or service is None or link.protocol is not None or not service.running or link.refusals:
+            return False
+        service.stopService()  # cancels the wait (or the attempt under way) ...
+        service.startService()  # ... and connects again at once
+        return True
+
     def connected(self, peer_id: int) -> bool:
         """Whether the link to C{peer_id} is connected and answered."""
         link = self.links.get(peer_id)
