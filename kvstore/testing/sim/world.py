@@ -64,6 +64,7 @@ from kvstore.storage import CorruptLogError, CorruptMetadataError, MetadataStore
 from kvstore.snapshot_transfer import attach_transfers
 from kvstore.storage.snapshots import CorruptSnapshotError
 from kvstore.raft.membership import Configuration
+from kvstore.testing.sim.churn import COVERAGE as MEMBERSHIP_COVERAGE
 from kvstore.testing.sim.churn import MembershipChurn, PeerLinkModel, address_of
 from kvstore.testing.sim.clock import HeapClock
 from kvstore.testing.sim.figure8 import PROFILES, Figure8Faults, profile_for_seed
@@ -190,6 +191,8 @@ class RunResult:
         kinds = Counter(f.split(" ", 2)[1] for f in self.faults)
         lines.append("  faults: " + (", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())) or "none"))
         lines.append("  snapshots: " + ", ".join(f"{k}={self.stats[k]}" for k in (*SNAPSHOT_COVERAGE, "snapshots_checked")))
+        if any(self.stats[k] for k in MEMBERSHIP_COVERAGE):
+            lines.append("  membership: " + ", ".join(f"{k}={self.stats[k]}" for k in MEMBERSHIP_COVERAGE))
         if not self.ok:
             for f in self.faults[-12:]:
                 lines.append(f"    {f}")
