@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from kvstore.testing.sim.figure8 import profile_for_seed
 from kvstore.testing.sim.plants import MEMBERSHIP_PLANTS, PLANTS
 from kvstore.testing.sim.safety import PROPERTIES
-from kvstore.testing.sim.world import run_seed
+from kvstore.testing.sim.world import RunResult, run_seed
 
 from tests.support import parametrize, slow
 
@@ -30,7 +30,7 @@ PLANT_CASES = {
 }
 
 
-def _first_caught(plant: str, count: int) -> tuple[int, object] | None:
+def _first_caught(plant: str, count: int) -> tuple[int, RunResult] | None:
     for seed in range(count):
         if profile_for_seed(seed) != "mixed":
             continue  # no churn there: the plant cannot show
@@ -60,9 +60,8 @@ class MembershipPlantTests(SynchronousTestCase):
         if found is None:
             self.fail(f"{plant} not caught in seeds 0..{count - 1}")
         seed, result = found
-        self.assertIn(result.violations[0].property, expected, result.report())  # type: ignore[attr-defined]
-        self.assertIn(f"kvstore-sim --seed {seed} --nodes {result.config.nodes} --plant {plant}",  # type: ignore[attr-defined]
-                      result.report())  # type: ignore[attr-defined]
+        self.assertIn(result.violations[0].property, expected, result.report())
+        self.assertIn(f"kvstore-sim --seed {seed} --nodes {result.config.nodes} --plant {plant}", result.report())
         clean = run_seed(seed)
         self.assertTrue(clean.ok, clean.report())
         self.assertGreater(clean.stats["membership_changes"], 0)
