@@ -29,6 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Sequence
 
 from kvstore.testing.sim.figure8 import PROFILES
+from kvstore.testing.sim.churn import COVERAGE as MEMBERSHIP_COVERAGE
 from kvstore.testing.sim.plants import PLANTS
 from kvstore.testing.sim.snapshots import COVERAGE as SNAPSHOT_COVERAGE
 from kvstore.testing.sim.world import SIZES, RunResult, run_seed
@@ -48,6 +49,9 @@ COVERAGE = ("crashes", "torn_writes", "partitions", "weather_changes", "election
 
 #: The second coverage line: what the snapshot machinery did (issue 12).
 SNAPSHOT_COVERAGE_TEXT = "snapshots: "
+#: The third: membership changes committed (added, promoted, removed) and
+#: the churn's commands (issue 13).
+MEMBERSHIP_COVERAGE_TEXT = "membership: "
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -125,6 +129,7 @@ def soak(seeds: Sequence[int], nodes: int | None, plants: frozenset[str], jobs: 
     print("coverage: " + ", ".join(f"{k}={totals[k]}" for k in COVERAGE), file=out)
     print(SNAPSHOT_COVERAGE_TEXT + ", ".join(f"{k}={totals[k]}" for k in (*SNAPSHOT_COVERAGE, "snapshots_checked")),
           file=out)
+    print(MEMBERSHIP_COVERAGE_TEXT + ", ".join(f"{k}={totals[k]}" for k in MEMBERSHIP_COVERAGE), file=out)
     violated = Counter(p for f in failures for p in f["properties"])
     allowed = int(MAX_INCONCLUSIVE_SHARE * n)
     if inconclusive:

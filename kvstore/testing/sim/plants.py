@@ -38,3 +38,22 @@ COMPACTION_PLANTS: dict[str, str] = {
 }
 
 PLANTS.update(COMPACTION_PLANTS)
+
+#: Planted bugs in membership changes (issue 13), read by the Raft core
+#: like the others; the simulator adds, removes, replaces nodes and
+#: transfers leadership in its mixed profile (kvstore.testing.sim.churn),
+#: and tests/test_sim_membership_plants.py shows each caught.
+MEMBERSHIP_PLANTS: dict[str, str] = {
+    "two-changes-at-once": (
+        "the leader starts a membership change while another configuration entry is still uncommitted"
+    ),
+    "learner-counted-in-quorum": (
+        "the leader counts learners' (and removed members') acknowledgements toward the commit quorum"
+    ),
+    "change-before-own-term-commit": (
+        "a new leader starts a membership change before an entry of its own term is committed "
+        "(the single-server change bug's fix switched off)"
+    ),
+}
+
+PLANTS.update(MEMBERSHIP_PLANTS)

@@ -24,6 +24,18 @@ from kvstore.raft.messages import AppendEntriesResponse, Message, RequestVoteRes
 from kvstore.statemachine import KeyValueStateMachine
 from kvstore.testing.sim.compaction_checks import PROPERTIES as _COMPACTION_PROPERTIES
 from kvstore.testing.sim.compaction_checks import CommittedReplay, snapshot_uncommitted, state_machines_disagree
+from kvstore.raft.membership import Configuration
+from kvstore.testing.sim.membership_checks import PROPERTIES as _MEMBERSHIP_PROPERTIES
+from kvstore.testing.sim.membership_checks import (
+    ConfigurationHistory,
+    LeaderConfigurations,
+    change_problems,
+    configuration_of,
+    describe,
+    holds,
+    quorum_candidates,
+    voters_holding,
+)
 
 PROPERTIES = {
     "election-safety": "at most one leader per term",
@@ -31,7 +43,9 @@ PROPERTIES = {
     "log-matching": "two logs with an entry of the same index and term agree on everything up to it",
     "leader-completeness": "every committed entry is in the log of every leader of a later term",
     "state-machine-safety": "every node applies the same entry at each index (a prefix of one sequence)",
-    "committed-entry-lost": "every committed entry stays durable on a quorum of nodes",
+    "committed-entry-lost": (
+        "every committed entry stays durable on a majority of the voters of a configuration that can elect a leader"
+    ),
     "terms-and-votes-durable": "terms and votes never go backwards across crashes",
     "linearizability": "the client history is linearizable per key",
     "session-write-applied-twice": "a copy of a session write (same session, same or lower sequence number) changes nothing",
@@ -41,6 +55,7 @@ PROPERTIES = {
     "storage-recovery": "a crashed node's storage recovers without error",
     "unexpected-error": "no exception escapes the code under test",
     **_COMPACTION_PROPERTIES,
+    **_MEMBERSHIP_PROPERTIES,
 }
 
 
@@ -86,7 +101,10 @@ def _as_durable_log(view: "DurableLog | Sequence[Any]") -> DurableLog:
 class SafetyMonitor:
     """
     @param now: the simulated clock's C{seconds}.
-    @param quorum: how many members make a majority.
+    @param members: the bootstrap members, all voters (the configuration
+        before any configuration entry).
+    @param quorum: how many members make a majority (of the bootstrap
+        configuration; later ones are checked by their own majorities).
     @param durable_log: C{durable_log(node_id)} gives what that node would
         recover after a crash now (its durable snapshot and its WAL's
         durable entries, or what a crashed node recovered): a L{DurableLog},
@@ -103,10 +121,24 @@ class SafetyMonitor:
         durable_log: Callable[[int], "DurableLog | Sequence[Any]"],
         step_down_within: float | None = None,
         state_machine_factory: Callable[[], KeyValueStateMachine] = KeyValueStateMachine,
+        all_nodes: Callable[[], Sequence[int]] | None = None,
     ) -> None:
         self._now = now
         self._members = tuple(members)
+        # Every node that ever ran (joined ones too): whose durable logs count.
+        self._all_nodes = all_nodes if all_nodes is not None else (lambda: self._members)
         self._quorum = quorum
+        # The configuration in force at each index (issue 13), from the
+        # committed configuration entries.
+        self.configurations = ConfigurationHistory(Configuration.bootstrap(self._members[0], self._members[1:])
+                                                   if self._members else Configuration({}))
+        self._leader_configurations = LeaderConfigurations(self.configurations)
+        # (leader, term) -> (commit index, last index) at the previous step
+        self._leader_progress: dict[tuple[int, int], tuple[int, int]] = {}
+        # (leader, term) -> (index of its configuration, when first seen in force)
+        self._configuration_since: dict[tuple[int, int], tuple[int, float]] = {}
+        self.membership_stats: dict[str, int] = {"membership_changes": 0, "learners_promoted": 0,
+                                                 "members_added": 0, "members_removed": 0}
         self._durable_log = durable_log
         self.violations: list[Violation] = []
         self.nodes: dict[int, Node] = {}
@@ -168,10 +200,62 @@ class SafetyMonitor:
             if term is not None and index not in self.committed:
                 # Applied, so committed: recorded even if the node commits,
                 # applies and compacts it within one step (before step()).
-                self.committed[index] = (term, data, core.term)
+                self._record_committed(index, term, data, core.term)
             return original(index, data)
 
         sm.apply = apply  # type: ignore[method-assign]  # the checker wraps this state machine's apply on purpose
+        self._watch_changes(node_id, core)
+
+    def _watch_changes(self, node_id: int, core: Any) -> None:
+        """Check each configuration change this core's leader appends
+        against the single-server rules (C{membership-change-rules}): the
+        node's admin commands and the core's own promotions both go through
+        C{propose_change}."""
+        original = getattr(core, "propose_change", None)
+        if original is None:
+            return
+
+        def propose_change(change: Any) -> Any:
+            known = self._leader_configurations.of(node_id, core) if core.role is Role.LEADER else []
+            commit = core.commit_index
+            try:
+                own_term = commit > 0 and core.term_at(commit) == core.term
+            except CompactedIndex:
+                own_term = core.snapshot_term == core.term
+            result = original(change)
+            if result is None or not known:
+                return result
+            index, term = result
+            previous_index, previous = known[-1]
+            problems = []
+            if previous_index > commit:
+                problems.append(f"the configuration entry at {previous_index} was not committed (commit index {commit})")
+            if not own_term:
+                problems.append(f"no entry of its term {term} was committed (commit index {commit})")
+            try:
+                appended = configuration_of(core.entries(index, index)[0].payload)
+            except IndexError:
+                appended = None
+            if appended is not None:
+                problems += change_problems(previous, appended)
+            if problems:
+                self.violate("membership-change-rules",
+                             f"leader {node_id} appended {change} at {index} in term {term}: " + "; ".join(problems))
+            return result
+
+        core.propose_change = propose_change
+
+    def _record_committed(self, index: int, term: int, payload: bytes, seen_in: int) -> None:
+        self.committed[index] = (term, payload, seen_in)
+        if payload[:1] == b"\x00":
+            before = self.configurations.before(index)
+            after = self.configurations.record(index, payload)
+            if after is not None:
+                stats = self.membership_stats
+                stats["membership_changes"] += 1
+                stats["learners_promoted"] += len(after.voter_ids & before.learner_ids)
+                stats["members_added"] += len(after.member_ids - before.member_ids)
+                stats["members_removed"] += len(after.removed - before.removed)
 
     def unwatch(self, node_id: int) -> None:
         self.nodes.pop(node_id, None)
@@ -212,13 +296,17 @@ class SafetyMonitor:
                     self._check_leader(node_id)
                 if self.step_down_within is not None:
                     self._check_leader_heard(node_id, term)
+                previous = self._leader_progress.get((node_id, term))
+                if previous is not None and core.commit_index > previous[0]:
+                    self._check_commit_quorum(node_id, core, previous[1])
+                self._leader_progress[(node_id, term)] = (core.commit_index, core.last_index)
             commit = core.commit_index
             seen = self._commit_seen[node_id]
             if commit > seen:
                 for entry in core.entries(seen + 1, commit):
                     prior = committed.get(entry.index)
                     if prior is None:
-                        committed[entry.index] = (entry.term, entry.payload, core.term)
+                        self._record_committed(entry.index, entry.term, entry.payload, core.term)
                     elif prior[0] != entry.term or prior[1] != entry.payload:
                         self.violate(
                             "state-machine-safety",
@@ -231,18 +319,64 @@ class SafetyMonitor:
         if self.steps % 64 == 0:
             self.full_check()
 
+    def _holder(self, index: int, term: int) -> Callable[[int], bool]:
+        """Whether a node holds entry C{index} of C{term}: in its log if it
+        runs (a follower acknowledges only what it holds), in what it would
+        recover if it is down."""
+        def held(node_id: int) -> bool:
+            node = self.nodes.get(node_id)
+            if node is not None:
+                return holds(node.core, index, term)
+            return _as_durable_log(self._durable_log(node_id)).holds(index, term)
+        return held
+
+    def _check_commit_quorum(self, node_id: int, core: Any, last_before: int) -> None:
+        """
+        The leader C{node_id} just advanced its commit index: the entry there
+        must be held by a majority of the voters of the configuration in
+        force at this leader (the last in its log; the one before it too if
+        that last one was appended in this very step, after the commit).
+        """
+        commit = core.commit_index
+        try:
+            term = core.term_at(commit)
+        except CompactedIndex:
+            return
+        known = self._leader_configurations.of(node_id, core)
+        candidates = [known[-1][1]]
+        if known[-1][0] > last_before and len(known) > 1:
+            candidates.append(known[-2][1])
+        held = self._holder(commit, term)
+        if any(voters_holding(c, held) >= c.quorum for c in candidates):
+            return
+        self.violate(
+            "commit-quorum",
+            f"leader {node_id} of term {core.term} committed entry {commit} (term {term}), held by "
+            f"{sorted(i for i in candidates[0].member_ids if held(i))} only; configuration in force: "
+            + describe(candidates),
+        )
+
     def _check_leader_heard(self, node_id: int, term: int) -> None:
         """
         A leader must step down once a majority has not acknowledged it for
         C{step_down_within}: the time since which fewer than C{quorum - 1}
         followers acknowledged it (in its term) bounds how long it leads.
         """
-        needed = self._quorum - 1
+        # The voters of the configuration in force at the leader (learners'
+        # acknowledgements do not count, a removed leader needs a full majority).
+        # The bound runs from when that configuration took effect here: the
+        # leader's check counts the acknowledgements again under it.
+        configuration_index, configuration = self._leader_configurations.of(node_id, self.nodes[node_id].core)[-1]
+        in_force = self._configuration_since.get((node_id, term))
+        if in_force is None or in_force[0] != configuration_index:
+            in_force = self._configuration_since[(node_id, term)] = (configuration_index, self._now())
+        needed = configuration.quorum - (node_id in configuration.voter_ids)
         if needed < 1:
             return
-        since = self._leader_since[(node_id, term)]
+        since = max(self._leader_since[(node_id, term)], in_force[1])
         heard = sorted(
-            (when for (leader, _), (t, when) in self._acks.items() if leader == node_id and t == term), reverse=True
+            (when for (leader, follower), (t, when) in self._acks.items()
+             if leader == node_id and t == term and follower in configuration.voter_ids), reverse=True
         )
         if len(heard) >= needed:
             since = max(since, heard[needed - 1])
@@ -316,16 +450,24 @@ class SafetyMonitor:
     def check_durable_quorum(self) -> None:
         if not self.committed:
             return
-        views = [_as_durable_log(self._durable_log(i)) for i in self._members]
+        views = {i: _as_durable_log(self._durable_log(i)) for i in self._all_nodes()}
+        # The configurations that can elect a leader: the latest committed,
+        # and any newer one a node holds (effective once appended).
+        newer = [(n.core.configuration_index, n.core.configuration) for n in self.nodes.values()
+                 if hasattr(n.core, "configuration")]
+        candidates = quorum_candidates(self.configurations, newer)
         for index in sorted(self.committed):
             term = self.committed[index][0]
-            holders = sum(1 for view in views if view.holds(index, term))
-            if holders < self._quorum:
-                self.violate(
-                    "committed-entry-lost",
-                    f"committed entry {index} (term {term}) is durable on only {holders} node(s)",
-                )
-                return
+            holders = {i for i, view in views.items() if view.holds(index, term)}
+            configurations = [*candidates, self.configurations.at(index)]
+            if any(len(holders & c.voter_ids) >= c.quorum for c in configurations):
+                continue
+            self.violate(
+                "committed-entry-lost",
+                f"committed entry {index} (term {term}) is durable on only {len(holders)} node(s) "
+                f"{sorted(holders)}; configurations: " + describe(configurations),
+            )
+            return
 
     # -- compaction (issue 12) -------------------------------------------
 

@@ -63,6 +63,9 @@ from kvstore.statemachine import KeyValueStateMachine, SessionTag
 from kvstore.storage import CorruptLogError, CorruptMetadataError, MetadataStore, WriteAheadLog
 from kvstore.node.snapshot_transfer import attach_transfers
 from kvstore.storage.snapshots import CorruptSnapshotError
+from kvstore.raft.membership import Configuration
+from kvstore.testing.sim.churn import COVERAGE as MEMBERSHIP_COVERAGE
+from kvstore.testing.sim.churn import MembershipChurn, PeerLinkModel, address_of
 from kvstore.testing.sim.clock import HeapClock
 from kvstore.testing.sim.figure8 import PROFILES, Figure8Faults, profile_for_seed
 from kvstore.testing.sim.fs import SimulatedDisk, SimulatedFileSystem
@@ -188,6 +191,8 @@ class RunResult:
         kinds = Counter(f.split(" ", 2)[1] for f in self.faults)
         lines.append("  faults: " + (", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())) or "none"))
         lines.append("  snapshots: " + ", ".join(f"{k}={self.stats[k]}" for k in (*SNAPSHOT_COVERAGE, "snapshots_checked")))
+        if any(self.stats[k] for k in MEMBERSHIP_COVERAGE):
+            lines.append("  membership: " + ", ".join(f"{k}={self.stats[k]}" for k in MEMBERSHIP_COVERAGE))
         if not self.ok:
             for f in self.faults[-12:]:
                 lines.append(f"    {f}")
@@ -202,6 +207,8 @@ class _Member:
         self.fs.makedirs_durable(DATA)
         self.disk: SimulatedDisk | None = None
         self.node: Node | None = None
+        self.joined = False  # added by a membership change (boots with --join's empty configuration)
+        self.seed: dict[int, str] = {}  # the members a joined node links to until it learns the configuration
         self.wal: WriteAheadLog | None = None
         self.metadata: MetadataStore | None = None
         self.recovered = DurableLog()  # what a crashed node will come back with
@@ -275,17 +282,24 @@ class Simulation:
         self.session_timeout = q.choice((1.0, 3.0, 3600.0))
         self.max_sessions = q.choice((6, 64, 4096))
         self._snapshot_rng = sub()
+        self._churn_rng = sub()
         self.clock = HeapClock()
         assert config.nodes is not None
-        self.ids = tuple(range(config.nodes))
+        # The bootstrap members; self.ids: the nodes in the cluster now
+        # (joined ones included, removed ones gone once stopped).
+        self.initial_ids = self.ids = tuple(range(config.nodes))
         self.quorum = config.nodes // 2 + 1
         self.network = SimulatedNetwork(self.clock, self._net_rng)
+        # Peer links that follow each node's configuration (issue 13).
+        self.links = PeerLinkModel(CLUSTER_ID)
+        self.network.filters.append(self.links.refuses)
         self.members = {i: _Member(i) for i in self.ids}
         self.monitor = SafetyMonitor(
             self.clock.seconds,
             self.ids,
             self.quorum,
             self._durable_log,
+            all_nodes=lambda: tuple(self.members),
             # The replay's state machine has the nodes' session timeout and
             # cap: they decide which session writes apply.
             state_machine_factory=lambda: KeyValueStateMachine(
@@ -359,6 +373,8 @@ class Simulation:
             self.ack_crash_probability = q.choice((0.0, 0.002))
             self.figure8 = Figure8Faults(self, q)
             self.network.after_deliver.append(self.figure8.on_delivered)
+        # Membership churn (issue 13) in the mixed profile.
+        self.churn = MembershipChurn(self, self._churn_rng, enabled=profile == "mixed" and config.nodes >= 2)
         self.reads: ReadFaults | None = None
         if profile == "reads":
             q = self._profile_rng
@@ -414,7 +430,10 @@ class Simulation:
         member.incarnation += 1
         disk = SimulatedDisk(self.clock, random.Random(self._disk_rng.getrandbits(64)), member.fs, _disk_latency)
         config_type = _EvenQuorumTooSmall if "even-quorum-too-small" in self.config.plants else RaftConfig
-        config = config_type(node_id=node_id, peers=tuple(i for i in self.ids if i != node_id), **self.raft_options)
+        # A bootstrap member starts from the bootstrap members; a joined one
+        # from an empty configuration, as with --join.
+        peers = () if member.joined else tuple(i for i in self.initial_ids if i != node_id)
+        config = config_type(node_id=node_id, peers=peers, **self.raft_options)
         try:
             metadata = MetadataStore.open(f"{DATA}/metadata.json", run_in_thread=disk, fs=member.fs)
             wal = WriteAheadLog.open(f"{DATA}/wal", segment_bytes=self.segment_bytes, run_in_thread=disk, fs=member.fs,
@@ -431,7 +450,7 @@ class Simulation:
                 metadata=metadata,
                 cluster_id=CLUSTER_ID,
                 peers=self.network,
-                member_addresses={i: f"sim-{i}:7000" for i in self.ids},
+                member_addresses={i: address_of(i) for i in self.members},
                 commit_timeout=self.commit_timeout,
                 read_timeout=self.commit_timeout,
                 on_fatal=lambda f: self.monitor.violate("unexpected-error", f"node {node_id} storage failed: {f.value!r}"),
@@ -449,6 +468,7 @@ class Simulation:
                     max_sessions=self.max_sessions,
                     plants=self.config.plants,
                 ),
+                configuration=Configuration({}) if member.joined else None,
             )
         except (CorruptLogError, CorruptMetadataError, CorruptSnapshotError, RecoveryError) as e:
             self.monitor.violate("storage-recovery", f"node {node_id} cannot restart: {e}")
@@ -465,6 +485,7 @@ class Simulation:
         attach_transfers(node, snapshots, self.network, self.clock, run_in_thread=disk,
                          **self.snapshot_activity.transfer_options)
         member.node, member.wal, member.metadata, member.disk = node, wal, metadata, disk
+        self.links.attach(node_id, node, member.seed)
         self.snapshot_activity.watch(node_id, node, wal)
         self.monitor.watch(node_id, node)
         self.network.attach(node_id, node.receive)
@@ -478,6 +499,7 @@ class Simulation:
         assert member.metadata is not None and member.disk is not None
         before = member.metadata.durable_state
         self.network.detach(node_id)
+        self.links.detach(node_id)
         self.monitor.unwatch(node_id)
         member.disk.kill()
         node, member.node = member.node, None
@@ -507,7 +529,34 @@ class Simulation:
         self.monitor.check_durable_quorum()
         return True
 
+    def add_member(self, node_id: int, seed: dict[int, str]) -> None:
+        """Boot a new node with an empty data directory that joins through
+        C{seed} (the membership change itself is the caller's)."""
+        member = self.members[node_id] = _Member(node_id)
+        member.joined, member.seed = True, dict(seed)
+        self.ids = (*self.ids, node_id)
+        self.boot(node_id)
+
+    def retire(self, node_id: int) -> None:
+        """Stop a node removed from the cluster for good (its machine is
+        gone): what it held stays in the record, it never runs again."""
+        member = self.members[node_id]
+        self.ids = tuple(i for i in self.ids if i != node_id)
+        if member.node is None:
+            return
+        assert member.disk is not None
+        member.recovered = _as_durable(self._durable_log(node_id))
+        self.network.detach(node_id)
+        self.links.detach(node_id)
+        self.monitor.unwatch(node_id)
+        member.disk.kill()
+        node, member.node, member.wal = member.node, None, None
+        node.stop()
+        self.fault(f"retire {node_id}")
+
     def restart(self, node_id: int) -> None:
+        if node_id in self.churn.decommissioned:
+            return
         if self.members[node_id].node is None:
             self.stats["restarts"] += 1
             self.boot(node_id)
@@ -906,12 +955,17 @@ class Simulation:
         if any(c.final_stage != 3 for c in self.clients):
             return False
         leader = self.leader()
-        if leader is None:
+        if leader is None or not self.churn.idle():
             return False
-        nodes = [self.members[i].node for i in self.ids]
+        # The members of the leader's configuration (committed: no change
+        # is pending once the churn is idle and the leader committed all).
+        leader_core = self.members[leader].node.core  # type: ignore[union-attr]  # leader() names a running node
+        if leader_core.configuration_change_pending:
+            return False
+        nodes = [self.members[i].node for i in sorted(leader_core.configuration.member_ids)]
         if any(n is None for n in nodes):
             return False
-        commit = nodes[leader].core.commit_index  # type: ignore[union-attr]  # no node is None: checked just above
+        commit = leader_core.commit_index
         if any(n.state_machine.applied_index != commit or n.core.last_index != commit for n in nodes):  # type: ignore[union-attr]  # no node is None: checked just above
             return False
         # items(), not _data: while a snapshot is taken, writes are in an overlay.
@@ -950,6 +1004,7 @@ class Simulation:
                         op.result.lstrip("-").isdigit()):
                     self.monitor.violate("stale-read-value", f"{op} read a value never written")
         self.stats["elections"] = self.monitor.elections
+        self.stats.update(self.monitor.membership_stats)
         self.stats["snapshots_checked"] = self.monitor.snapshots_checked
         self.stats["inconclusive_keys"] += len(inconclusive)
         for name, count in self.network.stats.items():
@@ -978,6 +1033,7 @@ class Simulation:
             for i in self.ids:
                 self.boot(i)
             self._schedule_faults()
+            self.churn.schedule(self.config.fault_time)
             if self.figure8 is not None:
                 self.figure8.schedule(self.config.fault_time)
             if self.reads is not None:
@@ -990,6 +1046,8 @@ class Simulation:
                     break
                 clock.advance(at - clock.seconds())
                 monitor.step()
+                if self.churn.enabled:
+                    self.churn.after_step()
                 if self.new_leader_crash_probability and not self._healed:
                     self._maybe_crash_new_leader()
                 if self.figure8 is not None:
@@ -1013,6 +1071,10 @@ class Simulation:
             return
         except Exception:
             monitor.violate("unexpected-error", traceback.format_exc())
+
+
+def _as_durable(view: Any) -> DurableLog:
+    return view if isinstance(view, DurableLog) else DurableLog(0, view)
 
 
 def _disk_latency(rng: random.Random) -> float:
