@@ -42,18 +42,25 @@ class _ReplyTimeout(Exception):
 
 
 class _LineClientProtocol(Protocol):
-    """Sends request lines and fires one Deferred per reply line, in order."""
+    """
+    Sends request lines and fires one Deferred per reply line, in order.
+
+    A call whose Deferred is cancelled (its timeout) leaves it in the
+    queue, fired, so that its reply, if it comes, is consumed and dropped
+    and later replies still find their own requests.
+    """
 
     def __init__(self, address: str) -> None:
         self.address = address
         self._reader = p.ReplyReader()
         self._pending: deque[Deferred[str]] = deque()
         self.broken: str | None = None
+        self.retired = False
 
     def request(self, data: bytes) -> Deferred[str]:
         if self.broken is not None:
             raise _Lost(self.broken, sent=False)
-        d: Deferred[str] = Deferred()
+        d: Deferred[str] = Deferred(self._cancelled)
         self._pending.append(d)
         self.transport.write(data)  # type: ignore[union-attr]  # connected: set by makeConnection
         return d
@@ -68,8 +75,18 @@ class _LineClientProtocol(Protocol):
             if not self._pending:
                 self._abort(f"{self.address} sent a reply nobody asked for")
                 return
-            # A Deferred cancelled by its timeout ignores the late callback.
-            self._pending.popleft().callback(line)
+            d = self._pending.popleft()
+            if not d.called:  # else cancelled by its timeout: drop the late reply
+                d.callback(line)
+        if self.retired:
+            self._close_if_done()
+
+    def _cancelled(self, d: Deferred[str]) -> None:
+        """A call gave up (its timeout): its Deferred fails now, and a
+        retired connection may have nobody left waiting on it."""
+        d.errback(CancelledError())
+        if self.retired:
+            self._close_if_done()
 
     def _abort(self, reason: str) -> None:
         self.broken = reason
@@ -80,11 +97,25 @@ class _LineClientProtocol(Protocol):
         self.broken = text
         pending, self._pending = self._pending, deque()
         for d in pending:
-            d.errback(_Lost(text, sent=True))
+            if not d.called:  # else cancelled by its timeout
+                d.errback(_Lost(text, sent=True))
 
     @property
     def idle(self) -> bool:
         return not self._pending
+
+    def retire(self) -> None:
+        """Take no new requests; close once every call waiting on this
+        connection has its reply or has given up.  A connection left for
+        another node (a redirect, a retry elsewhere) while calls still wait
+        on it used to stay open for good (the asyncio client's fix of
+        981118c, ported)."""
+        self.retired = True
+        self._close_if_done()
+
+    def _close_if_done(self) -> None:
+        if self.retired and self.broken is None and all(d.called for d in self._pending):
+            self.close()
 
     def close(self) -> None:
         if self.broken is None:
@@ -282,8 +313,7 @@ class DeferredClient:
     def _forget(self, proto: _LineClientProtocol, move_on: bool = False) -> None:
         if self._protocol is proto:
             self._protocol = None
-            if proto.idle:
-                proto.close()
+            proto.retire()  # closed once the calls still waiting on it have their replies
             if move_on and proto.address in self.nodes:
                 self._next_node = (self.nodes.index(proto.address) + 1) % len(self.nodes)
 
@@ -325,8 +355,8 @@ class DeferredClient:
             proto.close()
             raise ClientError("the client is closed")
         old = self._protocol
-        if old is not None and old is not proto and old.idle:
-            old.close()
+        if old is not None and old is not proto:
+            old.retire()  # closed once the calls still waiting on it have their replies
         self._protocol = proto
         return proto
 
