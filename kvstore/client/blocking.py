@@ -359,26 +359,17 @@ class Client:
             return self._call(request)
         p.check_request(request)  # a bad request opens no session
         deadline = time.monotonic() + self.timeout
-        session = self._sessions.take() or self._open_session(deadline)
-        attempts = _sessions.Attempts()
-        try:
-            while True:
-                try:
-                    return self._call(p.Tagged(session.id, session.next_seq, request), deadline, attempts)
-                except _SessionGone as gone:
-                    session.gone = True
-                    if attempts.maybe_applied:
-                        raise _sessions.renewal_refused(gone.message) from None
-                    session = self._open_session(deadline)
-        finally:
-            self._sessions.give_back(session)
 
-    def _open_session(self, deadline: float) -> _sessions.Session:
-        try:
-            session_id = self._call(p.OpenSession(), deadline)
-        except ClientError as e:
-            raise _sessions.session_not_opened(e) from None
-        return _sessions.Session(session_id)  # type: ignore[arg-type]  # SESSION returns its id, an int
+        async def open_new() -> _sessions.Session:
+            return await _sessions.open_session(call)
+
+        async def call(request: p.Request) -> object:
+            return self._call(request, deadline)
+
+        async def send(tagged: p.Tagged, attempts: _sessions.Attempts) -> object:
+            return self._call(tagged, deadline, attempts)
+
+        return _sessions.run_without_suspending(_sessions.write_once(self._sessions, request, open_new, send))
 
     # -- the retry loop --------------------------------------------------
 
@@ -430,7 +421,7 @@ class Client:
             if isinstance(action, _policy.Raise):
                 raise action.error
             if isinstance(action, _policy.RenewSession):
-                raise _SessionGone(action.message)
+                raise _sessions.SessionGone(action.message)
             if isinstance(action, _policy.Redirect):
                 target = action.address
                 redirects += 1
@@ -491,11 +482,3 @@ class _ConnectFailed(Exception):
     def __init__(self, address: str, reason: str, round_complete: bool) -> None:
         super().__init__(address, reason)
         self.address, self.reason, self.round_complete = address, reason, round_complete
-
-
-class _SessionGone(Exception):
-    """The cluster no longer knows the write's session (this attempt was not applied)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message

@@ -224,28 +224,17 @@ class DeferredClient:
 
     async def _exactly_once(self, request: p.Write) -> Any:
         deadline = self._reactor.seconds() + self.timeout
-        session = self._sessions.take() or await self._open_session(deadline)
-        attempts = _sessions.Attempts()
-        try:
-            while True:
-                tagged = p.Tagged(session.id, session.next_seq, request)
-                try:
-                    return await self._run(tagged, p.encode_request(tagged), deadline, attempts)
-                except _SessionGone as gone:
-                    session.gone = True
-                    if attempts.maybe_applied:
-                        raise _sessions.renewal_refused(gone.message) from None
-                    session = await self._open_session(deadline)
-        finally:
-            self._sessions.give_back(session)
 
-    async def _open_session(self, deadline: float) -> _sessions.Session:
-        request = p.OpenSession()
-        try:
-            session_id = await self._run(request, p.encode_request(request), deadline)
-        except ClientError as e:
-            raise _sessions.session_not_opened(e) from None
-        return _sessions.Session(session_id)
+        async def open_new() -> _sessions.Session:
+            return await _sessions.open_session(call)
+
+        async def call(request: p.Request) -> object:
+            return await self._run(request, p.encode_request(request), deadline)
+
+        async def send(tagged: p.Tagged, attempts: _sessions.Attempts) -> object:
+            return await self._run(tagged, p.encode_request(tagged), deadline, attempts)
+
+        return await _sessions.write_once(self._sessions, request, open_new, send)
 
     async def _run(self, request: p.Request, data: bytes, deadline: float,
                    attempts: _sessions.Attempts | None = None) -> Any:
@@ -295,7 +284,7 @@ class DeferredClient:
             if isinstance(action, _policy.Raise):
                 raise action.error
             if isinstance(action, _policy.RenewSession):
-                raise _SessionGone(action.message)
+                raise _sessions.SessionGone(action.message)
             if isinstance(action, _policy.Redirect):
                 target = action.address
                 redirects += 1
@@ -404,11 +393,3 @@ class _ConnectFailed(Exception):
     def __init__(self, address: str, reason: str, round_complete: bool) -> None:
         super().__init__(address, reason)
         self.address, self.reason, self.round_complete = address, reason, round_complete
-
-
-class _SessionGone(Exception):
-    """The cluster no longer knows the write's session (this attempt was not applied)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
