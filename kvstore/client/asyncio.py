@@ -247,10 +247,16 @@ class AsyncClient:
         new value; see L{kvstore.client.Client.incr}."""
         return await self._write(p.Incr(key, delta))  # type: ignore[no-any-return]  # an INCR returns its new value
 
-    async def cas(self, key: str, expected: str, new: str) -> bool:
+    async def cas(self, key: str, expected: str, new: str, *, raise_on_mismatch: bool = False) -> bool:
         """Set C{key} to C{new} if its value is C{expected}: True if it did,
-        False if not; see L{kvstore.client.Client.cas}."""
-        return await self._write(p.Cas(key, expected, new))  # type: ignore[no-any-return]  # a CAS returns a bool
+        False if not (or L{CasFailed} with C{raise_on_mismatch}); see
+        L{kvstore.client.Client.cas}."""
+        try:
+            return await self._write(p.Cas(key, expected, new))  # type: ignore[no-any-return]  # True when set
+        except errors.CasFailed:
+            if raise_on_mismatch:
+                raise
+            return False
 
     async def status(self) -> dict[str, str]:
         """The C{STATUS} fields of the node the client is talking to."""

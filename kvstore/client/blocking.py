@@ -294,15 +294,22 @@ class Client:
         """
         return self._write(p.Incr(key, delta))  # type: ignore[return-value]  # an INCR returns its new value, an int
 
-    def cas(self, key: str, expected: str, new: str) -> bool:
+    def cas(self, key: str, expected: str, new: str, *, raise_on_mismatch: bool = False) -> bool:
         """
         Set C{key} to C{new} if its value is C{expected} (a non-empty str
         without whitespace): True if it did, False if the value was
         something else (nothing changed).
 
+        @param raise_on_mismatch: raise L{CasFailed}, which carries the
+            value found, instead of returning False.
         @raise KeyNotFound: if C{key} has no value.
         """
-        return self._write(p.Cas(key, expected, new))  # type: ignore[return-value]  # a CAS returns whether it set the value
+        try:
+            return self._write(p.Cas(key, expected, new))  # type: ignore[return-value]  # a CAS returns True when it set the value
+        except errors.CasFailed:
+            if raise_on_mismatch:
+                raise
+            return False
 
     def status(self) -> dict[str, str]:
         """The C{STATUS} fields of the node the client is talking to."""

@@ -168,9 +168,12 @@ class DeferredClient:
         """Fires with the new value; see L{kvstore.client.Client.incr}."""
         return self._write(p.Incr(key, delta))
 
-    def cas(self, key: str, expected: str, new: str) -> Deferred[bool]:
+    def cas(self, key: str, expected: str, new: str, *, raise_on_mismatch: bool = False) -> Deferred[bool]:
         """Fires with True if the value was set; see L{kvstore.client.Client.cas}."""
-        return self._write(p.Cas(key, expected, new))
+        d = self._write(p.Cas(key, expected, new))
+        if not raise_on_mismatch:
+            d.addErrback(_mismatch_is_false)
+        return d
 
     def status(self) -> Deferred[dict[str, str]]:
         return self._call(p.Status())
@@ -381,6 +384,11 @@ class _Shared:
         else:
             self._deliver(waiter)
         return waiter
+
+
+def _mismatch_is_false(failure: Failure) -> bool:
+    failure.trap(errors.CasFailed)
+    return False
 
 
 def _failed(error: Exception) -> Deferred[Any]:
