@@ -38,7 +38,8 @@ def run(body: Callable[[], Awaitable[Any]]) -> Any:
 
 class AsyncClientTestCase(SynchronousTestCase):
     def client(self, *nodes: str, timeout: float = 5.0) -> AsyncClient:
-        client = AsyncClient(list(nodes), timeout=timeout, backoff=(0.01, 0.05))
+        # Plain writes here; tests/test_client_asyncio_sessions.py has the exactly-once ones.
+        client = AsyncClient(list(nodes), timeout=timeout, backoff=(0.01, 0.05), exactly_once=False)
         self.addCleanup(client.close)
         return client
 
@@ -273,7 +274,7 @@ class ErrorTests(AsyncClientTestCase):
         node = FakeNode(self, store_script())
 
         async def body() -> None:
-            async with AsyncClient([node.address]) as kv:
+            async with AsyncClient([node.address], exactly_once=False) as kv:
                 await kv.ping()
             await kv.ping()
 

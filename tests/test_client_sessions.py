@@ -346,8 +346,9 @@ class ReplyAndPolicyTests(SynchronousTestCase):
             self.assertIsInstance(_policy.after_lost_connection(request, "h:1", True, "x"), _policy.Raise)
         self.assertEqual(_policy.after_reply(p.Cas("k", "a", "b"), p.Done("k updated successfully."), "h"),
                          _policy.Return(True))
-        self.assertEqual(_policy.after_reply(p.Tagged(1, 1, p.Cas("k", "a", "b")), p.CasMismatch("z"), "h"),
-                         _policy.Return(False))
+        mismatch = _policy.after_reply(p.Tagged(1, 1, p.Cas("k", "a", "b")), p.CasMismatch("z"), "h")
+        assert isinstance(mismatch, _policy.Raise)
+        self.assertEqual((type(mismatch.error).__name__, str(mismatch.error)), ("CasFailed", "CAS failed: value of k is z"))
         self.assertEqual(_policy.after_reply(p.Put("k", "v"), p.Done("k added successfully."), "h"),
                          _policy.Return(None))
         self.assertIsInstance(_policy.after_reply(tagged, p.SessionExpired("gone"), "h"), _policy.RenewSession)

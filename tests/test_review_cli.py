@@ -38,7 +38,7 @@ class AsyncClientRedirectTests(SynchronousTestCase):
             return f"Error: Not leader. Current leader is Node 1 at {leader.address}"
 
         follower = FakeNode(self, follower_script)
-        kv = AsyncClient([follower.address], timeout=5, backoff=(0.01, 0.05))
+        kv = AsyncClient([follower.address], timeout=5, backoff=(0.01, 0.05), exactly_once=False)
         self.addCleanup(kv.close)
 
         async def body() -> tuple[str, bool]:

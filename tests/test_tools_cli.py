@@ -26,7 +26,7 @@ from kvstore.client.errors import (
 )
 from kvstore.tools import cli
 from kvstore.tools.cli import commands
-from kvstore.tools.cli.commands import Delete, Exit, Get, Help, Put, Raw, Status, UsageError
+from kvstore.tools.cli.commands import Cas, Delete, Exit, Get, Help, Incr, Put, Raw, Status, UsageError
 from kvstore.tools.cli.shell import Shell, history_path
 
 
@@ -92,8 +92,8 @@ class ParseTests(SynchronousTestCase):
             "GET k stale": Get("k", stale=True),
             "DELETE k": Delete("k"),
             "status": Status(),
-            "INCR counter 5": Raw("INCR counter 5"),
-            "CAS k old new": Raw("CAS k old new"),
+            "INCR counter 5": Incr("counter", 5),
+            "CAS k old new": Cas("k", "old", "new"),
             "MEMBERS": Raw("MEMBERS"),
             "help": Help(),
             "HELP put": Help("put"),
@@ -118,7 +118,7 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual(commands.parse_argv(["put", "k", "hello", "world"]), Put("k", "hello world"))
         self.assertEqual(commands.parse_argv(["put", "k", "a  b"]), Put("k", "a  b"))
         self.assertEqual(commands.parse_argv(["get", "k", "STALE"]), Get("k", stale=True))
-        self.assertEqual(commands.parse_argv(["incr", "n", "-3"]), Raw("incr n -3"))
+        self.assertEqual(commands.parse_argv(["incr", "n", "-3"]), Incr("n", -3))
         self.assertRaises(UsageError, commands.parse_argv, [])
         self.assertRaises(UsageError, commands.parse_argv, ["put", "k"])
 

@@ -73,6 +73,7 @@ _RENDERERS: dict[Callable[[str, object], bytes], str] = {
     _client._incr_reply: "incr",
     _client._cas_reply: "cas",
     _client._session_reply: "session",
+    _client._members_reply: "members",
     _client._added_reply: "addnode",
     _client._removed_reply: "removenode",
     _client._transferred_reply: "transfer",

@@ -19,6 +19,7 @@ from kvstore.client import errors
 from kvstore.client.blocking import Client
 from kvstore.client.errors import (
     BadRequest,
+    CasFailed,
     ClientError,
     ConnectionFailed,
     KeyNotFound,

@@ -89,20 +89,24 @@ class RenewSession:
 Action = Union[Return, Raise, Redirect, Retry, RenewSession]
 
 
-def _is_cas(request: p.Request) -> bool:
-    return isinstance(request.command if isinstance(request, p.Tagged) else request, p.Cas)
+def _cas(request: p.Request) -> p.Cas | None:
+    command = request.command if isinstance(request, p.Tagged) else request
+    return command if isinstance(command, p.Cas) else None
 
 
 def after_reply(request: p.Request, reply: p.Reply, node: str) -> Action:
     """The action after C{reply} to C{request} from C{node} (C{host:port})."""
     if isinstance(reply, p.Done):
-        return Return(True if _is_cas(request) else None)
+        return Return(True if _cas(request) is not None else None)
     if isinstance(reply, p.Value):
         return Return(reply.value)
     if isinstance(reply, p.Number):
         return Return(reply.value)
     if isinstance(reply, p.CasMismatch):
-        return Return(False)
+        # Raised, so that the value found reaches whoever wants it; the
+        # clients' cas() turns it into False unless asked not to.
+        cas = _cas(request)
+        return Raise(errors.CasFailed(cas.key if cas is not None else "?", reply.actual))
     if isinstance(reply, p.SessionOpened):
         return Return(reply.session)
     if isinstance(reply, p.SessionExpired):

@@ -1,7 +1,9 @@
 # -*- test-case-name: tests.test_client_sessions -*-
 """
-Exactly-once sessions on the client side (issue 14), shared by the blocking
-and the Twisted client.
+Exactly-once sessions on the client side (issue 14), shared by the
+blocking, the Twisted and the asyncio client: L{write_once} is the whole
+of a session write, written once as a coroutine over the client's own way
+of sending (see L{write_once} for how each client runs it).
 
 The cluster keeps, per session, only the last write's reply, so a session
 may have at most one write in flight: a second one would overtake the first,
@@ -22,10 +24,14 @@ cluster refuses it as stale, so it is still applied at most once.
 from __future__ import annotations
 
 import threading
+from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
-from kvstore.client import errors
+from kvstore.client import _protocol as p, errors
 
-__all__ = ["Session", "SessionPool", "Attempts", "renewal_refused", "session_not_opened"]
+__all__ = ["Session", "SessionPool", "Attempts", "SessionGone", "renewal_refused", "session_not_opened",
+           "write_once", "open_session", "run_without_suspending"]
+
+T = TypeVar("T")
 
 
 class Session:
@@ -104,3 +110,68 @@ def session_not_opened(error: errors.ClientError) -> errors.ClientError:
         return error
     reason = str(error).removesuffix(" (the write may or may not have been applied)")
     return errors.Unavailable(f"could not open an exactly-once session: {reason}")
+
+
+class SessionGone(Exception):
+    """The cluster no longer knows the write's session (this attempt was
+    not applied): what a client's send raises on L{_policy.RenewSession}."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+async def open_session(call: Callable[[p.OpenSession], Awaitable[object]]) -> Session:
+    """A new session, opened by C{call} (the client's retry loop, within
+    the write's deadline)."""
+    try:
+        session_id = await call(p.OpenSession())
+    except errors.ClientError as e:
+        raise session_not_opened(e) from None
+    assert isinstance(session_id, int), session_id  # SESSION's reply is its id
+    return Session(session_id)
+
+
+async def write_once(pool: SessionPool, request: p.Write,
+                     open_new: Callable[[], Awaitable[Session]],
+                     send: Callable[[p.Tagged, Attempts], Awaitable[object]]) -> object:
+    """
+    One write in a session: borrow an idle session from C{pool} (or open
+    one with C{open_new}), C{send} the write tagged with the session's next
+    sequence number (the client's retry loop, which retries the same tag
+    after unknown outcomes and records them in the L{Attempts}), renew the
+    session if the cluster forgot it before anything may have been applied,
+    and give the session back whatever happens.
+
+    Written once for the three clients: the Twisted and asyncio clients'
+    C{open_new} and C{send} are coroutines awaiting Deferreds or futures;
+    the blocking client's never suspend, and it runs this with
+    L{run_without_suspending}.
+    """
+    session = pool.take() or await open_new()
+    attempts = Attempts()
+    try:
+        while True:
+            try:
+                return await send(p.Tagged(session.id, session.next_seq, request), attempts)
+            except SessionGone as gone:
+                session.gone = True
+                if attempts.maybe_applied:
+                    raise renewal_refused(gone.message) from None
+                session = await open_new()
+    finally:
+        pool.give_back(session)
+
+
+def run_without_suspending(coroutine: Coroutine[Any, Any, T]) -> T:
+    """
+    The result of C{coroutine}, which must finish without ever suspending
+    (every awaitable it awaits is a coroutine that blocks instead): how
+    the blocking client runs L{write_once}.
+    """
+    try:
+        coroutine.send(None)
+    except StopIteration as finished:
+        return finished.value  # type: ignore[no-any-return]  # the coroutine's return value, a T
+    coroutine.close()
+    raise RuntimeError("a blocking client's coroutine suspended")

@@ -14,6 +14,9 @@ It is written for load: C{kvstore-bench} runs thousands of calls a second
 through it.  So a call that finds its connection up costs one future and no
 timer: one watchdog per connection fails the calls whose deadline has
 passed (see L{_LineProtocol}), instead of a C{wait_for} per call.
+
+Writes are exactly-once by default, as with the other clients: the session
+logic is L{kvstore.client._sessions.write_once}, shared with them.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import random
 from collections import deque
 from typing import Any, Iterable
 
-from kvstore.client import _policy, _protocol as p
+from kvstore.client import _policy, _protocol as p, _sessions, errors
 from kvstore.client._raw import Raw
 from kvstore.client.blocking import parse_address
 from kvstore.client.errors import ClientError, ProtocolError
@@ -199,10 +202,16 @@ class AsyncClient:
             print(await kv.get("greeting"))
 
     A client belongs to the event loop of its first call.
+
+    @param exactly_once: as for L{kvstore.client.Client}: tag writes with
+        an exactly-once session (opened on the first write; concurrent
+        writes each borrow their own) and retry them after C{Outcome
+        unknown} or a lost connection (the default); C{False} sends plain
+        writes and never retries one whose outcome is unknown.
     """
 
     def __init__(self, nodes: Iterable[str] | str, timeout: float = 10.0,
-                 backoff: tuple[float, float] = (0.02, 0.5)) -> None:
+                 backoff: tuple[float, float] = (0.02, 0.5), *, exactly_once: bool = True) -> None:
         self.nodes = [nodes] if isinstance(nodes, str) else list(nodes)
         if not self.nodes:
             raise ValueError("at least one node address is needed")
@@ -216,12 +225,14 @@ class AsyncClient:
         self._next_node = 0
         self._closed = False
         self._random = random.Random()
+        self.exactly_once = exactly_once
+        self._sessions = _sessions.SessionPool()
 
     # -- public surface --------------------------------------------------
 
     async def put(self, key: str, value: str) -> None:
         """Store C{value} under C{key} once a majority has it."""
-        await self._call(p.Put(key, value))
+        await self._write(p.Put(key, value))
 
     async def get(self, key: str, stale: bool = False) -> str:
         """The value of C{key} (C{stale=True}: the node's local copy); raises L{KeyNotFound}."""
@@ -229,7 +240,23 @@ class AsyncClient:
 
     async def delete(self, key: str) -> None:
         """Remove C{key}; raises L{KeyNotFound} if it had no value."""
-        await self._call(p.Delete(key))
+        await self._write(p.Delete(key))
+
+    async def incr(self, key: str, delta: int = 1) -> int:
+        """Add C{delta} to the integer in C{key} (missing: 0) and return the
+        new value; see L{kvstore.client.Client.incr}."""
+        return await self._write(p.Incr(key, delta))  # type: ignore[no-any-return]  # an INCR returns its new value
+
+    async def cas(self, key: str, expected: str, new: str, *, raise_on_mismatch: bool = False) -> bool:
+        """Set C{key} to C{new} if its value is C{expected}: True if it did,
+        False if not (or L{CasFailed} with C{raise_on_mismatch}); see
+        L{kvstore.client.Client.cas}."""
+        try:
+            return await self._write(p.Cas(key, expected, new))  # type: ignore[no-any-return]  # True when set
+        except errors.CasFailed:
+            if raise_on_mismatch:
+                raise
+            return False
 
     async def status(self) -> dict[str, str]:
         """The C{STATUS} fields of the node the client is talking to."""
@@ -264,12 +291,42 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         self.close()
 
+    # -- exactly-once writes -----------------------------------------------
+
+    async def _write(self, request: p.Write) -> Any:
+        """A write, in a session unless C{exactly_once} is off (see
+        L{kvstore.client._sessions})."""
+        if not self.exactly_once:
+            return await self._call(request)
+        p.check_request(request)  # a bad request opens no session
+        deadline = asyncio.get_running_loop().time() + self.timeout
+
+        async def open_new() -> _sessions.Session:
+            return await _sessions.open_session(call)
+
+        async def call(request: p.Request) -> object:
+            return await self._call(request, deadline)
+
+        async def send(tagged: p.Tagged, attempts: _sessions.Attempts) -> object:
+            return await self._call(tagged, deadline, attempts)
+
+        return await _sessions.write_once(self._sessions, request, open_new, send)
+
     # -- the retry loop --------------------------------------------------
 
-    async def _call(self, request: p.Request) -> Any:
+    async def _call(self, request: p.Request, deadline: float | None = None,
+                    attempts: _sessions.Attempts | None = None) -> Any:
+        """
+        Send C{request} until the policy says to return or raise, by
+        C{deadline} (the loop's clock; default: C{timeout} from now).
+        C{attempts} is the session write's record of unknown outcomes
+        (None for anything else: created only when needed, this being the
+        path every call takes).
+        """
         data = p.encode_request(request)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
+        if deadline is None:
+            deadline = loop.time() + self.timeout
         target: str | None = None  # set by a redirect
         last_error: ClientError | None = None
         backoffs = redirects = 0
@@ -280,7 +337,7 @@ class AsyncClient:
                     or proto.loop is not loop):  # a connection of an earlier asyncio.run is unusable
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    raise _policy.after_timeout(request, None, False, self.timeout, last_error)
+                    raise _final(attempts, _policy.after_timeout(request, None, False, self.timeout, last_error))
                 try:
                     proto = await self._connect(target, remaining)
                 except _ConnectFailed as failure:
@@ -295,7 +352,8 @@ class AsyncClient:
                     # A node that does not answer in time may be paused or cut
                     # off while its connection stays up: later calls go elsewhere.
                     self._forget(proto, move_on=True)
-                    raise _policy.after_timeout(request, proto.address, True, self.timeout, last_error) from None
+                    raise _final(attempts, _policy.after_timeout(request, proto.address, True, self.timeout,
+                                                                 last_error)) from None
                 except _Lost as lost:
                     self._forget(proto)
                     action = _policy.after_lost_connection(request, proto.address, lost.sent, lost.reason)
@@ -315,22 +373,23 @@ class AsyncClient:
                 return action.value
             if isinstance(action, _policy.Raise):
                 raise action.error
+            if isinstance(action, _policy.RenewSession):
+                raise _sessions.SessionGone(action.message)
             if isinstance(action, _policy.Redirect):
                 target = action.address
                 redirects += 1
                 if redirects % 4 == 0:  # nodes disagree about the leader: let the election settle
                     await asyncio.sleep(max(0.0, min(self._backoff[0], deadline - loop.time())))
                 continue
-            if not isinstance(action, _policy.Retry):
-                # An action this client has no use for (it sends no session-tagged writes).
-                raise ClientError(f"cannot act on {action!r}")
+            if isinstance(action.error, errors.OutcomeUnknown) and attempts is not None:
+                attempts.maybe_applied = True
             last_error = action.error
             if action.backoff:
                 delay = _policy.backoff_delay(backoffs, *self._backoff, self._random.random())
                 backoffs += 1
                 await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))
             if loop.time() >= deadline:
-                raise _policy.after_timeout(request, None, False, self.timeout, last_error)
+                raise _final(attempts, _policy.after_timeout(request, None, False, self.timeout, last_error))
 
     def _forget(self, proto: _LineProtocol, move_on: bool = False) -> None:
         """Stop using C{proto} for new requests; with C{move_on}, the next
@@ -388,6 +447,12 @@ class AsyncClient:
             old.retire()  # closed once the calls still waiting on it have their replies
         self._protocol = proto
         return proto
+
+
+def _final(attempts: _sessions.Attempts | None, error: ClientError) -> ClientError:
+    """The error to raise when a call's attempts stop with C{error} (see
+    L{_sessions.Attempts.final_error})."""
+    return error if attempts is None else attempts.final_error(error)
 
 
 class _ConnectFailed(Exception):

@@ -294,15 +294,22 @@ class Client:
         """
         return self._write(p.Incr(key, delta))  # type: ignore[return-value]  # an INCR returns its new value, an int
 
-    def cas(self, key: str, expected: str, new: str) -> bool:
+    def cas(self, key: str, expected: str, new: str, *, raise_on_mismatch: bool = False) -> bool:
         """
         Set C{key} to C{new} if its value is C{expected} (a non-empty str
         without whitespace): True if it did, False if the value was
         something else (nothing changed).
 
+        @param raise_on_mismatch: raise L{CasFailed}, which carries the
+            value found, instead of returning False.
         @raise KeyNotFound: if C{key} has no value.
         """
-        return self._write(p.Cas(key, expected, new))  # type: ignore[return-value]  # a CAS returns whether it set the value
+        try:
+            return self._write(p.Cas(key, expected, new))  # type: ignore[return-value]  # a CAS returns True when it set the value
+        except errors.CasFailed:
+            if raise_on_mismatch:
+                raise
+            return False
 
     def status(self) -> dict[str, str]:
         """The C{STATUS} fields of the node the client is talking to."""
@@ -359,26 +366,17 @@ class Client:
             return self._call(request)
         p.check_request(request)  # a bad request opens no session
         deadline = time.monotonic() + self.timeout
-        session = self._sessions.take() or self._open_session(deadline)
-        attempts = _sessions.Attempts()
-        try:
-            while True:
-                try:
-                    return self._call(p.Tagged(session.id, session.next_seq, request), deadline, attempts)
-                except _SessionGone as gone:
-                    session.gone = True
-                    if attempts.maybe_applied:
-                        raise _sessions.renewal_refused(gone.message) from None
-                    session = self._open_session(deadline)
-        finally:
-            self._sessions.give_back(session)
 
-    def _open_session(self, deadline: float) -> _sessions.Session:
-        try:
-            session_id = self._call(p.OpenSession(), deadline)
-        except ClientError as e:
-            raise _sessions.session_not_opened(e) from None
-        return _sessions.Session(session_id)  # type: ignore[arg-type]  # SESSION returns its id, an int
+        async def open_new() -> _sessions.Session:
+            return await _sessions.open_session(call)
+
+        async def call(request: p.Request) -> object:
+            return self._call(request, deadline)
+
+        async def send(tagged: p.Tagged, attempts: _sessions.Attempts) -> object:
+            return self._call(tagged, deadline, attempts)
+
+        return _sessions.run_without_suspending(_sessions.write_once(self._sessions, request, open_new, send))
 
     # -- the retry loop --------------------------------------------------
 
@@ -430,7 +428,7 @@ class Client:
             if isinstance(action, _policy.Raise):
                 raise action.error
             if isinstance(action, _policy.RenewSession):
-                raise _SessionGone(action.message)
+                raise _sessions.SessionGone(action.message)
             if isinstance(action, _policy.Redirect):
                 target = action.address
                 redirects += 1
@@ -491,11 +489,3 @@ class _ConnectFailed(Exception):
     def __init__(self, address: str, reason: str, round_complete: bool) -> None:
         super().__init__(address, reason)
         self.address, self.reason, self.round_complete = address, reason, round_complete
-
-
-class _SessionGone(Exception):
-    """The cluster no longer knows the write's session (this attempt was not applied)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message

@@ -42,18 +42,25 @@ class _ReplyTimeout(Exception):
 
 
 class _LineClientProtocol(Protocol):
-    """Sends request lines and fires one Deferred per reply line, in order."""
+    """
+    Sends request lines and fires one Deferred per reply line, in order.
+
+    A call whose Deferred is cancelled (its timeout) leaves it in the
+    queue, fired, so that its reply, if it comes, is consumed and dropped
+    and later replies still find their own requests.
+    """
 
     def __init__(self, address: str) -> None:
         self.address = address
         self._reader = p.ReplyReader()
         self._pending: deque[Deferred[str]] = deque()
         self.broken: str | None = None
+        self.retired = False
 
     def request(self, data: bytes) -> Deferred[str]:
         if self.broken is not None:
             raise _Lost(self.broken, sent=False)
-        d: Deferred[str] = Deferred()
+        d: Deferred[str] = Deferred(self._cancelled)
         self._pending.append(d)
         self.transport.write(data)  # type: ignore[union-attr]  # connected: set by makeConnection
         return d
@@ -68,8 +75,18 @@ class _LineClientProtocol(Protocol):
             if not self._pending:
                 self._abort(f"{self.address} sent a reply nobody asked for")
                 return
-            # A Deferred cancelled by its timeout ignores the late callback.
-            self._pending.popleft().callback(line)
+            d = self._pending.popleft()
+            if not d.called:  # else cancelled by its timeout: drop the late reply
+                d.callback(line)
+        if self.retired:
+            self._close_if_done()
+
+    def _cancelled(self, d: Deferred[str]) -> None:
+        """A call gave up (its timeout): its Deferred fails now, and a
+        retired connection may have nobody left waiting on it."""
+        d.errback(CancelledError())
+        if self.retired:
+            self._close_if_done()
 
     def _abort(self, reason: str) -> None:
         self.broken = reason
@@ -80,11 +97,25 @@ class _LineClientProtocol(Protocol):
         self.broken = text
         pending, self._pending = self._pending, deque()
         for d in pending:
-            d.errback(_Lost(text, sent=True))
+            if not d.called:  # else cancelled by its timeout
+                d.errback(_Lost(text, sent=True))
 
     @property
     def idle(self) -> bool:
         return not self._pending
+
+    def retire(self) -> None:
+        """Take no new requests; close once every call waiting on this
+        connection has its reply or has given up.  A connection left for
+        another node (a redirect, a retry elsewhere) while calls still wait
+        on it used to stay open for good (the asyncio client's fix of
+        981118c, ported)."""
+        self.retired = True
+        self._close_if_done()
+
+    def _close_if_done(self) -> None:
+        if self.retired and self.broken is None and all(d.called for d in self._pending):
+            self.close()
 
     def close(self) -> None:
         if self.broken is None:
@@ -137,9 +168,12 @@ class DeferredClient:
         """Fires with the new value; see L{kvstore.client.Client.incr}."""
         return self._write(p.Incr(key, delta))
 
-    def cas(self, key: str, expected: str, new: str) -> Deferred[bool]:
+    def cas(self, key: str, expected: str, new: str, *, raise_on_mismatch: bool = False) -> Deferred[bool]:
         """Fires with True if the value was set; see L{kvstore.client.Client.cas}."""
-        return self._write(p.Cas(key, expected, new))
+        d = self._write(p.Cas(key, expected, new))
+        if not raise_on_mismatch:
+            d.addErrback(_mismatch_is_false)
+        return d
 
     def status(self) -> Deferred[dict[str, str]]:
         return self._call(p.Status())
@@ -193,28 +227,17 @@ class DeferredClient:
 
     async def _exactly_once(self, request: p.Write) -> Any:
         deadline = self._reactor.seconds() + self.timeout
-        session = self._sessions.take() or await self._open_session(deadline)
-        attempts = _sessions.Attempts()
-        try:
-            while True:
-                tagged = p.Tagged(session.id, session.next_seq, request)
-                try:
-                    return await self._run(tagged, p.encode_request(tagged), deadline, attempts)
-                except _SessionGone as gone:
-                    session.gone = True
-                    if attempts.maybe_applied:
-                        raise _sessions.renewal_refused(gone.message) from None
-                    session = await self._open_session(deadline)
-        finally:
-            self._sessions.give_back(session)
 
-    async def _open_session(self, deadline: float) -> _sessions.Session:
-        request = p.OpenSession()
-        try:
-            session_id = await self._run(request, p.encode_request(request), deadline)
-        except ClientError as e:
-            raise _sessions.session_not_opened(e) from None
-        return _sessions.Session(session_id)
+        async def open_new() -> _sessions.Session:
+            return await _sessions.open_session(call)
+
+        async def call(request: p.Request) -> object:
+            return await self._run(request, p.encode_request(request), deadline)
+
+        async def send(tagged: p.Tagged, attempts: _sessions.Attempts) -> object:
+            return await self._run(tagged, p.encode_request(tagged), deadline, attempts)
+
+        return await _sessions.write_once(self._sessions, request, open_new, send)
 
     async def _run(self, request: p.Request, data: bytes, deadline: float,
                    attempts: _sessions.Attempts | None = None) -> Any:
@@ -264,7 +287,7 @@ class DeferredClient:
             if isinstance(action, _policy.Raise):
                 raise action.error
             if isinstance(action, _policy.RenewSession):
-                raise _SessionGone(action.message)
+                raise _sessions.SessionGone(action.message)
             if isinstance(action, _policy.Redirect):
                 target = action.address
                 redirects += 1
@@ -282,8 +305,7 @@ class DeferredClient:
     def _forget(self, proto: _LineClientProtocol, move_on: bool = False) -> None:
         if self._protocol is proto:
             self._protocol = None
-            if proto.idle:
-                proto.close()
+            proto.retire()  # closed once the calls still waiting on it have their replies
             if move_on and proto.address in self.nodes:
                 self._next_node = (self.nodes.index(proto.address) + 1) % len(self.nodes)
 
@@ -325,8 +347,8 @@ class DeferredClient:
             proto.close()
             raise ClientError("the client is closed")
         old = self._protocol
-        if old is not None and old is not proto and old.idle:
-            old.close()
+        if old is not None and old is not proto:
+            old.retire()  # closed once the calls still waiting on it have their replies
         self._protocol = proto
         return proto
 
@@ -364,6 +386,11 @@ class _Shared:
         return waiter
 
 
+def _mismatch_is_false(failure: Failure) -> bool:
+    failure.trap(errors.CasFailed)
+    return False
+
+
 def _failed(error: Exception) -> Deferred[Any]:
     d: Deferred[Any] = Deferred()
     d.errback(error)
@@ -374,11 +401,3 @@ class _ConnectFailed(Exception):
     def __init__(self, address: str, reason: str, round_complete: bool) -> None:
         super().__init__(address, reason)
         self.address, self.reason, self.round_complete = address, reason, round_complete
-
-
-class _SessionGone(Exception):
-    """The cluster no longer knows the write's session (this attempt was not applied)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message

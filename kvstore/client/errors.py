@@ -4,8 +4,9 @@ The exceptions of L{kvstore.client}, one per distinction the protocol makes.
 
 What matters to a caller is whether a failed write may have been applied:
 
-  - L{NotApplied} and its subclasses (L{KeyNotFound}, L{BadRequest},
-    L{Unavailable}, L{NoLeader}, L{ConnectionFailed}) guarantee that the
+  - L{NotApplied} and its subclasses (L{KeyNotFound}, L{CasFailed},
+    L{BadRequest}, L{Unavailable}, L{NoLeader}, L{ConnectionFailed})
+    guarantee that the
     request changed nothing.
   - L{OutcomeUnknown} means a write may or may not have been applied; its
     C{may_have_been_applied} attribute is always C{True} and its message
@@ -20,6 +21,7 @@ __all__ = [
     "ClientError",
     "NotApplied",
     "KeyNotFound",
+    "CasFailed",
     "BadRequest",
     "Unavailable",
     "NoLeader",
@@ -46,6 +48,21 @@ class KeyNotFound(NotApplied, KeyError):
 
     def __str__(self) -> str:
         return f"key {self.key!r} not found"
+
+
+class CasFailed(NotApplied):
+    """
+    A C{cas} found another value than the expected one, C{actual}, and
+    changed nothing.  Raised only by C{cas(..., raise_on_mismatch=True)};
+    plain C{cas} returns C{False} instead.
+    """
+
+    def __init__(self, key: str, actual: str) -> None:
+        super().__init__(key, actual)
+        self.key, self.actual = key, actual
+
+    def __str__(self) -> str:
+        return f"CAS failed: value of {self.key} is {self.actual}"
 
 
 class BadRequest(NotApplied, ValueError):

@@ -41,7 +41,11 @@ Guarantees (docs/protocol.md, "Write forwarding"):
     while time remains, for the same reason.  Once sent, a write whose
     leader changes, whose link to the leader drops, or that gets no answer
     within the commit timeout (plus L{RESPONSE_GRACE}) gets C{Error:
-    Outcome unknown: ...}: it may have been applied.
+    Outcome unknown: ...}: it may have been applied.  One exception to
+    "leader changed": a C{TRANSFER}, whose success I{is} a leadership
+    change, waits for the old leader's answer (C{Leadership transferred to
+    Node <id>.} or its error) over the same connection, within the same
+    time; only a dropped connection or no answer make it unknown.
   - B{Bounds.}  At most C{max_in_flight} forwarded writes per follower
     (L{DEFAULT_MAX_IN_FLIGHT}); past that a write gets the node's own
     refusal, C{Not leader}, as without forwarding.  The leader runs at
@@ -113,6 +117,15 @@ _ID_START_BITS = 62
 
 _NOT_LEADER_PREFIX = b"Error: Not leader"
 _ERROR_PREFIX = b"Error: "
+_TRANSFER_WORD = b"TRANSFER"
+
+
+def _outlives_its_leader(line: bytes) -> bool:
+    """Whether the forwarded request C{line} is a C{TRANSFER} (the command
+    word in any case, as the parser takes it): the one request whose
+    success ends its leader's term, so that a leadership change says
+    nothing about its outcome and its answer is still to come."""
+    return line[: len(_TRANSFER_WORD) + 1].upper() == _TRANSFER_WORD + b" "
 
 
 class ForwardedError(KeyValueError):
@@ -408,12 +421,15 @@ class WriteForwarder:
         leader, term = core.leader_id, core.term
         current = None if leader is None else (leader, term, self._channel.connection(leader))
         for epoch in [e for e in self._sent if e != current]:
-            old_leader, old_term, _ = epoch
+            old_leader, old_term, connection = epoch
+            link_kept = connection is not None and self._channel.connection(old_leader) is connection
             if (old_leader, old_term) != (leader, term):
                 reason = f"leadership changed while the write was forwarded to node {old_leader}"
             else:
                 reason = f"the connection to the leader (node {old_leader}) dropped while the write was forwarded"
             for request in list(self._sent[epoch].values()):
+                if link_kept and _outlives_its_leader(request.line):
+                    continue  # the old leader answers it (or _timed_out settles it)
                 self._unsend(request)
                 self._finish(request, Failure(OutcomeUnknown(reason)))
 

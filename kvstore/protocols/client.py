@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Callable, Protocol, runtime_checkable
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, ITCPTransport
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
@@ -286,6 +286,18 @@ def _removed_reply(node_id: object, result: object) -> bytes:
 
 def _transferred_reply(node_id: object, result: object) -> bytes:
     return f"Leadership transferred to Node {node_id}.\n".encode("utf-8")
+
+
+def _members(service: MembershipService) -> Deferred[str]:
+    """C{MEMBERS}'s line, or the node's refusal (L{NotLeader} on a follower)."""
+    try:
+        return succeed(service.members_text())
+    except KeyValueError as e:
+        return fail(e)
+
+
+def _members_reply(key: object, text: object) -> bytes:
+    return f"{text}\n".encode("utf-8")
 
 
 def _get_reply(key: str, value: object) -> bytes:
@@ -590,10 +602,10 @@ class ClientProtocol(LineReceiver):
                         if not isinstance(service, MembershipService):
                             raise Refused("This server does not manage membership")
                         if isinstance(command, Members):
-                            slot.reply = service.members_text().encode("utf-8") + b"\n"
-                            self._flush()
-                            return
-                        d, render, key = self._start_membership(service, command)
+                            # A Deferred, so that a follower's Not leader reaches write forwarding as a write's does.
+                            d, render, key = _members(service), _members_reply, None
+                        else:
+                            d, render, key = self._start_membership(service, command)
                     case _:  # pragma: no cover - parse_command returns no others
                         raise TypeError(f"unhandled command {command!r}")
         except KeyValueError as e:

@@ -112,8 +112,9 @@ class Workload:
         try:
             lanes = []
             for c in range(self.clients):
-                leader_client = AsyncClient(everyone, timeout=self.timeout, backoff=(0.01, 0.1))
-                node_clients = {n.node_id: AsyncClient([n.address], timeout=self.timeout, backoff=(0.01, 0.1))
+                leader_client = AsyncClient(everyone, timeout=self.timeout, backoff=(0.01, 0.1), exactly_once=False)
+                node_clients = {n.node_id: AsyncClient([n.address], timeout=self.timeout, backoff=(0.01, 0.1),
+                                                          exactly_once=False)
                                 for n in nodes}
                 clients += [leader_client, *node_clients.values()]
                 for lane in range(self.pipeline):

@@ -403,7 +403,7 @@ class Worker:
         # A client per run (warm-up, measurement), as the tool always opened
         # its connections: closed when the run ends.
         nodes = [address_text(self.target)] if self.target else self.cluster.nodes_leader_first()
-        client = AsyncClient(nodes, timeout=self.args.timeout)
+        client = AsyncClient(nodes, timeout=self.args.timeout, exactly_once=False)  # plain writes, as measured
         try:
             await asyncio.gather(*(self._lane(client) for _ in range(self.args.pipeline)))
         finally:
@@ -464,7 +464,7 @@ async def preload(cluster: TargetNodes, keys: int, value_size: int, quiet: bool)
         await cluster.find_leader(time.monotonic() + 30)
 
     async def one(first: int) -> None:
-        async with AsyncClient(cluster.nodes_leader_first(), timeout=30) as client:
+        async with AsyncClient(cluster.nodes_leader_first(), timeout=30, exactly_once=False) as client:
             indexes = list(range(first, keys, connections))
             for start in range(0, len(indexes), window):
                 chunk = indexes[start : start + window]

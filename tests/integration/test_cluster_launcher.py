@@ -127,16 +127,51 @@ class Launcher:
         self._reader.join(10)
 
 
+class _NodeExited(Exception):
+    """A node of the launcher exited before the test made it (not an OSError: wait_until does not retry it)."""
+
+
 class ClusterLauncherTests(ProcessTestCase):
     """
     The kvstore-cluster launcher as a real process, and the nodes it starts.
     """
 
-    def start_launcher(self) -> Launcher:
+    def start_launcher(self, directory: Path | None = None) -> Launcher:
         """A running launcher, killed with all its nodes after the test."""
-        launcher = Launcher(self.tmp_path)
+        launcher = Launcher(directory if directory is not None else self.tmp_path)
         self.addCleanup(launcher.kill_everything)
         return launcher
+
+    def start_cluster(self, attempts: int = 3) -> tuple[Launcher, int]:
+        """
+        A launcher whose three nodes have elected a leader, and the leader's
+        port.  A node that exits before that fails the test at once with the
+        launcher's report, instead of a wait for a leader that cannot come
+        (it used to time out after 15 s and say only "a leader"); if it exited
+        because a port was taken (by another program, between the port's
+        allocation and the node's bind: other test runs share the machine),
+        the cluster is started again on other ports.
+        """
+        for attempt in range(attempts):
+            directory = self.tmp_path / f"attempt-{attempt}"
+            directory.mkdir()
+            launcher = self.start_launcher(directory)
+            launcher.wait_started()
+
+            def leader_port() -> int | None:
+                if "exited unexpectedly" in launcher.output:
+                    raise _NodeExited(launcher.output)
+                return launcher.leader_port()
+
+            try:
+                # A deadline, not a pause: three nodes starting on a loaded
+                # machine (load 10-20) took 2-6 s here.
+                return launcher, wait_until(leader_port, 60, message=lambda: f"a leader\n{launcher.output}")
+            except _NodeExited:
+                if "Address already in use" not in launcher.output or attempt == attempts - 1:
+                    raise AssertionError(f"a node exited before the test touched it:\n{launcher.output}") from None
+                launcher.kill_everything()
+        raise AssertionError("unreachable")
 
     def test_launcher_runs_a_cluster_and_stops_it_on_sigint(self) -> None:
         """
@@ -144,9 +179,7 @@ class ClusterLauncherTests(ProcessTestCase):
         logs each to <data-dir>/node-<id>.log, and on SIGINT stops them all and
         exits 0.
         """
-        launcher = self.start_launcher()
-        launcher.wait_started()
-        leader = wait_until(launcher.leader_port, 15, message=lambda: f"a leader\n{launcher.output}")
+        launcher, leader = self.start_cluster()
         assert command(leader, "PUT planet mars") == "planet added successfully."
         for _, port in launcher.nodes.values():
             wait_until(lambda: command(port, "GET planet STALE") == "value of planet: mars", 10)
@@ -170,9 +203,7 @@ class ClusterLauncherTests(ProcessTestCase):
     def test_launcher_reports_a_node_that_dies(self) -> None:
         """A node killed behind the launcher's back is reported; SIGTERM then
         stops the rest and the launcher exits 0."""
-        launcher = self.start_launcher()
-        launcher.wait_started()
-        wait_until(launcher.leader_port, 15, message=lambda: f"a leader\n{launcher.output}")
+        launcher, _ = self.start_cluster()
         pid, _ = launcher.nodes[1]
         os.kill(pid, signal.SIGKILL)
         wait_until(lambda: "node 1" in launcher.output and "exited unexpectedly (killed by SIGKILL)" in launcher.output,
@@ -185,9 +216,7 @@ class ClusterLauncherTests(ProcessTestCase):
         """Even SIGKILL of the launcher leaves no orphan node."""
         if not sys.platform.startswith("linux"):
             raise SkipTest("relies on PR_SET_PDEATHSIG")
-        launcher = self.start_launcher()
-        launcher.wait_started()
-        wait_until(launcher.leader_port, 15, message=lambda: f"a leader\n{launcher.output}")
+        launcher, _ = self.start_cluster()
         launcher.process.kill()
         launcher.process.wait(10)
         wait_until(lambda: not any(_alive(p) for p, _ in launcher.nodes.values()), 15,

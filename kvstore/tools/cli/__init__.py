@@ -45,8 +45,8 @@ def parse_args(argv: Sequence[str] | None, environ: dict[str, str]) -> argparse.
         prog="kvstore-cli",
         description="Talk to a kvstore cluster: an interactive shell without COMMAND, one command with it.",
         epilog=(
-            "Commands: put KEY VALUE..., get KEY [stale], delete KEY, status, and anything else the server "
-            "understands (incr KEY [DELTA], cas KEY EXPECTED NEW, members) passed through as typed. "
+            "Commands: put KEY VALUE..., get KEY [stale], delete KEY, incr KEY [DELTA], cas KEY EXPECTED NEW..., "
+            "status, and anything else the server understands (members, ...) passed through as typed. "
             "Exit status: 0 done, 1 not found (or CAS failed), 2 error. "
             f"The cluster comes from --cluster, else ${ENVIRONMENT_VARIABLE}, else {DEFAULT_CLUSTER}."
         ),

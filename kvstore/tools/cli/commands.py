@@ -12,6 +12,11 @@ The text answers are the server's own reply lines (C{k added
 successfully.}, C{value of k: v}, C{Error: Key k not found}), so that the
 shell reads like an C{nc} session, except that C{Not leader} never shows:
 the library follows the leader.
+
+C{INCR} and C{CAS} go through the library's C{incr} and C{cas}, so that
+they are exactly-once and retried after an unknown outcome like any other
+write; only a malformed one is sent as typed, for the server to refuse
+with its own usage line.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any, Protocol, Sequence, Union
 
 from kvstore.client.errors import (
     BadRequest,
+    CasFailed,
     ClientError,
     ConnectionFailed,
     KeyNotFound,
@@ -31,6 +37,7 @@ from kvstore.client.errors import (
     ProtocolError,
     Unavailable,
 )
+from kvstore.protocols import commands as wire, replies
 
 __all__ = [
     "OK",
@@ -86,8 +93,21 @@ class Status:
 
 
 @dataclass(frozen=True)
+class Incr:
+    key: str
+    delta: int = 1
+
+
+@dataclass(frozen=True)
+class Cas:
+    key: str
+    expected: str
+    new: str
+
+
+@dataclass(frozen=True)
 class Raw:
-    """A command the library has no method for, sent as typed (C{INCR}, C{CAS}, C{MEMBERS}, ...)."""
+    """A command the library has no method for, sent as typed (C{MEMBERS}, a malformed C{INCR}, ...)."""
 
     line: str
 
@@ -102,7 +122,7 @@ class Exit:
     pass
 
 
-Action = Union[Put, Get, Delete, Status, Raw, Help, Exit]
+Action = Union[Put, Get, Delete, Status, Incr, Cas, Raw, Help, Exit]
 
 
 @dataclass(frozen=True)
@@ -118,9 +138,8 @@ COMMANDS: dict[str, _Command] = {
     "GET": _Command("GET <key> [STALE]", "read a value; STALE reads the answering node's copy, which may lag"),
     "DELETE": _Command("DELETE <key>", "remove a key"),
     "STATUS": _Command("STATUS", "the answering node's status (role, term, leader, ...)"),
-    "INCR": _Command("INCR <key> [<delta>]", "add to an integer value (passed through to the server)"),
-    "CAS": _Command("CAS <key> <expected> <new value>",
-                    "set the value only if it is <expected> (passed through to the server)"),
+    "INCR": _Command("INCR <key> [<delta>]", "add to an integer value (a missing key counts as 0)"),
+    "CAS": _Command("CAS <key> <expected> <new value>", "set the value only if it is <expected>"),
     "MEMBERS": _Command("MEMBERS", "the cluster's members (passed through to the server)"),
     "HELP": _Command("HELP [<command>]", "this list, or one command's usage"),
     "EXIT": _Command("EXIT", "leave the shell (also QUIT, or Ctrl-D)"),
@@ -190,6 +209,28 @@ def parse_line(line: str) -> Action | None:
         if rest:
             raise _usage("STATUS")
         return Status()
+    if upper in ("INCR", "CAS"):
+        return _incr_or_cas(text)
+    return Raw(text)
+
+
+#: Sizes are the server's to check (its limits are its own): the line is
+#: parsed here for its syntax only.
+_SYNTAX_ONLY = wire.Limits.for_sizes(1 << 40, 1 << 40)
+
+
+def _incr_or_cas(text: str) -> Action:
+    """An INCR or CAS line as the server parses it, for the library's
+    C{incr}/C{cas}; a line the server would refuse is sent as typed, so
+    that the server's own error line answers it, as before."""
+    try:
+        command = wire.parse_command(text.encode("utf-8"), _SYNTAX_ONLY)
+    except wire.CommandError:
+        return Raw(text)
+    if isinstance(command, wire.Incr):
+        return Incr(command.key, command.delta)
+    if isinstance(command, wire.Cas):
+        return Cas(command.key, command.expected, command.new)
     return Raw(text)
 
 
@@ -228,6 +269,10 @@ class ClientLike(Protocol):
 
     def status(self) -> dict[str, str]: ...
 
+    def incr(self, key: str, delta: int = 1) -> int: ...
+
+    def cas(self, key: str, expected: str, new: str, *, raise_on_mismatch: bool = False) -> bool: ...
+
     def raw_command(self, line: str) -> str: ...
 
     def close(self) -> None: ...
@@ -259,6 +304,7 @@ class Outcome:
 #: The JSON name of each error, most specific first.
 _ERROR_NAMES: tuple[tuple[type[ClientError], str], ...] = (
     (KeyNotFound, "not_found"),
+    (CasFailed, "cas_failed"),
     (BadRequest, "bad_request"),
     (NoLeader, "no_leader"),
     (ConnectionFailed, "connection_failed"),
@@ -278,6 +324,11 @@ def _failure(command: str, error: ClientError) -> Outcome:
     status = ERROR
     if isinstance(error, KeyNotFound):
         text = f"Error: Key {error.key} not found"
+        status = NO
+        if command == "cas":  # the message a CAS sent as typed used to carry: the server's
+            message = text[len("Error: "):]
+    elif isinstance(error, CasFailed):
+        text = f"Error: {message}"
         status = NO
     else:
         text = f"Error: {message}"
@@ -327,6 +378,15 @@ def _run(action: Action, client: ClientLike) -> Outcome:
         fields = client.status()
         return Outcome(OK, " ".join(f"{k}={v}" for k, v in fields.items()),
                        {"ok": True, "command": "status", "status": fields})
+    if isinstance(action, Incr):
+        number = client.incr(action.key, action.delta)
+        reply = replies.incr_reply(action.key, number)
+        return Outcome(OK, reply, {"ok": True, "command": "incr", "reply": reply, "key": action.key,
+                                   "value": str(number)})
+    if isinstance(action, Cas):
+        client.cas(action.key, action.expected, action.new, raise_on_mismatch=True)
+        reply = replies.cas_reply(action.key)
+        return Outcome(OK, reply, {"ok": True, "command": "cas", "reply": reply})
     if isinstance(action, Raw):
         reply = client.raw_command(action.line)
         data: dict[str, Any] = {"ok": True, "command": action.line.split()[0].lower(), "reply": reply}
