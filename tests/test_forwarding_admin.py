@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kvstore.forwarding_messages import ForwardResponse
+from kvstore.node.forwarding_messages import ForwardResponse
 from tests.forwarding_support import ForwardingCluster
 
 

@@ -9,7 +9,7 @@ starts, at random times:
 
   - I{add}: boot a new node (a new id, an empty data directory, an empty
     configuration and the current members as its seed, as C{--join} does)
-    and send C{ADDNODE} to the leader (L{kvstore.node.Node.add_node}); the
+    and send C{ADDNODE} to the leader (L{kvstore.node.node.Node.add_node}); the
     leader's core promotes the learner by itself once it has caught up;
   - I{remove}: C{REMOVENODE} a voter or a learner, sometimes the leader
     itself; once the removal is acknowledged the node keeps running a little
@@ -18,7 +18,7 @@ starts, at random times:
   - I{replace}: an add, then the removal of an old member as soon as the add
     is acknowledged (often while the new learner's promotion is in flight,
     so the leader must refuse one of the two);
-  - I{transfer}: C{TRANSFER} to a voter (L{kvstore.node.Node.transfer_leadership}).
+  - I{transfer}: C{TRANSFER} to a voter (L{kvstore.node.node.Node.transfer_leadership}).
 
 Each command goes through the node's admin methods, as the client port's
 C{ADDNODE}, C{REMOVENODE} and C{TRANSFER} do, and is retried the way an
@@ -45,13 +45,13 @@ from typing import TYPE_CHECKING, Any
 from twisted.python.failure import Failure
 
 from kvstore.errors import NotLeader, OutcomeUnknown, Refused, Unavailable
-from kvstore.peer_membership import FollowConfiguration
+from kvstore.node.peer_membership import FollowConfiguration
 from kvstore.protocols.peer import Membership
 from kvstore.raft.membership import Configuration
 from kvstore.raft.messages import Message
 
 if TYPE_CHECKING:
-    from kvstore.node import Node
+    from kvstore.node.node import Node
     from kvstore.testing.sim.world import Simulation
 
 __all__ = ["COVERAGE", "MembershipChurn", "PeerLinkModel", "address_of"]
