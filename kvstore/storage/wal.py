@@ -492,9 +492,10 @@ class WriteAheadLog:
         @param segment_bytes: roll over to a new segment once the current one
             reaches this size (a single larger record gets a segment alone).
         @param preallocate_bytes: keep each segment's file zero-filled this
-            far ahead of its records (module docstring); 0 (the default,
-            which tools that only read a log want) grows files record by
-            record.  The node passes L{PREALLOCATE_BYTES}.
+            far ahead of its records (module docstring).  0 (the
+            default) grows files record by record, and reads zeros at the
+            end of the last segment as a torn tail (truncated with a
+            warning).  The node and its tools pass L{PREALLOCATE_BYTES}.
         @param run_in_thread: how to run blocking file work; defaults to a
             L{StorageThread} of this log's own.  Tests pass a synchronous
             runner.
