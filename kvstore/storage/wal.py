@@ -83,10 +83,11 @@ Why it looks like this:
     again a metadata change.  Recovery reads a record header's worth of
     zeros or more, and nothing else, after a segment's last record as its
     clean end (nothing to truncate, no warning; a log opened without
-    preallocation truncates the last segment's zeros with a warning).  A segment that is not
-    the last keeps its zeros (trimming them at roll-over would cost an
-    fsync); a build older than this one reads those zeros as damage, so
-    downgrading needs such segments trimmed to their records.  The
+    preallocation truncates the last segment's zeros with a warning).  A
+    segment that is not the last keeps its zeros (trimming them at
+    roll-over would cost an fsync); a build older than this one reads
+    those zeros as damage, so downgrading needs such segments trimmed to
+    their records.  The
     recovery rule below holds as it is: a sector of the unfinished flush
     that is lost shows the zeros it overwrote, the same as a hole past the
     end did, and records are never written over anything but zeros or
