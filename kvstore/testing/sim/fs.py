@@ -25,10 +25,13 @@ it, so the simulator exercises their real fsync ordering.  The model:
     hole of zeros), I{zero-filled} or I{garbled} (random bytes).  Bytes below
     the old end are never touched, even in a sector the extension shares:
     they were fsynced, and the disk rewrites a sector atomically with the
-    same bytes there.  A file whose unsynced change is anything else (a
-    truncation, or bytes rewritten below its durable end) keeps its durable
-    content: the production code fsyncs a truncation before writing over
-    it, so such a change is always one whose fsync did not finish.
+    same bytes there.  Unsynced writes over durable zeros (the WAL's
+    preallocated segments) are torn the same way, from the first byte that
+    changed.  A file whose unsynced change is anything else (a
+    truncation, or non-zero bytes rewritten below its durable end) keeps
+    its durable content: the production code fsyncs a truncation before
+    writing over it, so such a change is always one whose fsync did not
+    finish.
   - While a L{SimulatedDisk} job runs, fsyncs do not take effect at once:
     each is queued and takes effect after a simulated latency, in order, so
     a crash can land between a write and its fsync, or between two fsyncs
