@@ -28,6 +28,7 @@ from twisted.python.usage import UsageError
 from kvstore.daemon.datadir import DataDirectoryLock
 from kvstore.storage import CorruptLogError, CorruptMetadataError, MetadataStore, WriteAheadLog
 from kvstore.storage.fs import FileSystem
+from kvstore.storage.wal import PREALLOCATE_BYTES
 from kvstore.storage.snapshots import SnapshotStore
 
 __all__ = ["describe", "describe_snapshots", "main"]
@@ -47,7 +48,10 @@ def describe(data_dir: str) -> dict[str, object]:
     try:
         run_now = lambda f: succeed(f())  # noqa: E731 - blocking is fine in a command-line tool
         metadata = MetadataStore.open(os.path.join(data_dir, "metadata.json"), run_in_thread=run_now)
-        wal = WriteAheadLog.open(os.path.join(data_dir, "wal"), run_in_thread=run_now)
+        # As the node opens it: its zero-filled segment ends are not torn tails.
+        wal = WriteAheadLog.open(
+            os.path.join(data_dir, "wal"), run_in_thread=run_now, preallocate_bytes=PREALLOCATE_BYTES
+        )
         state = metadata.state
         result: dict[str, object] = {
             "data_dir": os.path.abspath(data_dir),

@@ -51,7 +51,7 @@ from kvstore.storage.errors import StorageError
 from kvstore.storage.fs import FileSystem
 from kvstore.storage.metadata import MetadataRecord, MetadataStore
 from kvstore.storage.snapshots import CHUNK_SIZE, SnapshotInfo, SnapshotMeta, SnapshotStore
-from kvstore.storage.wal import WriteAheadLog
+from kvstore.storage.wal import PREALLOCATE_BYTES, WriteAheadLog
 
 __all__ = ["main", "save", "restore", "verify", "SaveError"]
 
@@ -267,7 +267,10 @@ def restore(path: str, config: NodeConfig, log: Callable[[str], None] = print) -
             original.update(chunk)
         if check.digest() != original.digest():
             raise StorageError(f"{written.path}: the restored content differs from {path}")
-        wal = WriteAheadLog.open(os.path.join(data_dir, "wal"), segment_bytes=config.segment_bytes, run_in_thread=_run_now)
+        wal = WriteAheadLog.open(
+            os.path.join(data_dir, "wal"), segment_bytes=config.segment_bytes, run_in_thread=_run_now,
+            preallocate_bytes=PREALLOCATE_BYTES,  # segments as the node writes them
+        )
         wal.reset_after(meta.index, meta.term)
         _wait(wal.sync())
         _wait(wal.close())

@@ -25,10 +25,13 @@ it, so the simulator exercises their real fsync ordering.  The model:
     hole of zeros), I{zero-filled} or I{garbled} (random bytes).  Bytes below
     the old end are never touched, even in a sector the extension shares:
     they were fsynced, and the disk rewrites a sector atomically with the
-    same bytes there.  A file whose unsynced change is anything else (a
-    truncation, or bytes rewritten below its durable end) keeps its durable
-    content: the production code fsyncs a truncation before writing over
-    it, so such a change is always one whose fsync did not finish.
+    same bytes there.  Unsynced writes over durable zeros (the WAL's
+    preallocated segments) are torn the same way, from the first byte that
+    changed.  A file whose unsynced change is anything else (a
+    truncation, or non-zero bytes rewritten below its durable end) keeps
+    its durable content: the production code fsyncs a truncation before
+    writing over it, so such a change is always one whose fsync did not
+    finish.
   - While a L{SimulatedDisk} job runs, fsyncs do not take effect at once:
     each is queued and takes effect after a simulated latency, in order, so
     a crash can land between a write and its fsync, or between two fsyncs
@@ -40,6 +43,7 @@ from __future__ import annotations
 import enum
 import posixpath
 import random
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -55,6 +59,7 @@ T = TypeVar("T")
 
 SECTOR = 512
 PAGE = 4096
+_NON_ZERO = re.compile(rb"[^\x00]")
 
 
 class Fate(enum.Enum):
@@ -110,6 +115,22 @@ def torn_content(durable: bytes, written: bytes, plan: TearPlan) -> bytes:
         elif fate is Fate.GARBLE:
             content[start:end] = garbage.randbytes(end - start)
     return bytes(content)
+
+
+def _overwrite_of_zeros(durable: bytes, written: bytes) -> tuple[int, int] | None:
+    """
+    C{(start, end)} if C{written} differs from C{durable} only in bytes
+    written over durable zeros (or past the durable end): C{start} is the
+    first byte that differs, C{end} is just past the last non-zero byte
+    written; else L{None}.
+    """
+    durable_end = len(durable.rstrip(b"\0"))
+    end = len(written.rstrip(b"\0"))
+    if end <= durable_end or written[:durable_end] != durable[:durable_end]:
+        return None
+    first = _NON_ZERO.search(written, durable_end)
+    assert first is not None  # end > durable_end: some byte there is not zero
+    return first.start(), end
 
 
 def random_tear_plan(rng: random.Random, old_end: int, new_end: int) -> TearPlan:
@@ -355,6 +376,19 @@ class SimulatedFileSystem(FileSystem):
                 content = torn_content(durable, written, plan)
                 if content != durable:
                     torn.append(f"{path}+{len(written) - len(durable)}:{plan.describe()}")
+            elif plan is None and tear and rng is not None and written != durable:
+                over = _overwrite_of_zeros(durable, written)
+                if over is not None:
+                    # Unsynced writes over durable zeros (a preallocated WAL
+                    # segment): torn like an extension from the first byte
+                    # that differs; a lost unit shows the zeros it hid.
+                    start, end = over
+                    plan = random_tear_plan(rng, start, end)
+                    kept = torn_content(durable[:start], written[:end], plan)
+                    size = len(written) if plan.length == end else len(durable)
+                    content = kept + bytes(max(0, size - len(kept)))
+                    if content != durable:
+                        torn.append(f"{path}@{start}+{end - start}:{plan.describe()}")
             inode.data = bytearray(content)
             inode.durable = content
         self._names = dict(names)

@@ -61,6 +61,7 @@ from kvstore.node.recovery import RecoveryError
 from kvstore.node.snapshotting import snapshot_cooperator
 from kvstore.statemachine import KeyValueStateMachine, SessionTag
 from kvstore.storage import CorruptLogError, CorruptMetadataError, MetadataStore, WriteAheadLog
+from kvstore.storage.wal import PREALLOCATE_BYTES
 from kvstore.node.snapshot_transfer import attach_transfers
 from kvstore.storage.snapshots import CorruptSnapshotError
 from kvstore.raft.membership import Configuration
@@ -437,7 +438,7 @@ class Simulation:
         try:
             metadata = MetadataStore.open(f"{DATA}/metadata.json", run_in_thread=disk, fs=member.fs)
             wal = WriteAheadLog.open(f"{DATA}/wal", segment_bytes=self.segment_bytes, run_in_thread=disk, fs=member.fs,
-                                     plants=self.config.plants)
+                                     preallocate_bytes=PREALLOCATE_BYTES, plants=self.config.plants)
             snapshots = self.snapshot_activity.open_store(node_id, member.fs, SNAPSHOTS)
             stored = metadata.state
             # Through the production recovery (kvstore.node.recovery): the newest
