@@ -55,7 +55,9 @@ class FollowConfiguration:
     L{departing_changed} is one of the node's departing observers
     (L{kvstore.node.node.Node.departing_observers}): the links to, and the peer
     server's acceptance of, the ids no longer members that the core still
-    replicates to (L{RaftCore.departing}) are kept until they leave it.
+    replicates to (L{RaftCore.departing}) are kept until they leave it, or
+    opened again at their last known address (a leader elected while a
+    removal is pending closed its link when it appended the removal).
     """
 
     log = Logger()
@@ -77,6 +79,10 @@ class FollowConfiguration:
         self._seed = dict(seed or {})
         self._departing: frozenset[int] = frozenset()
         self._configuration: Configuration | None = None
+        # The last address of every member seen: a node elected leader
+        # while a removal is pending replicates to the removed member, whose
+        # link it closed when it appended that removal as a follower.
+        self._known = dict(addresses)
 
     def departing_changed(self, departing: frozenset[int]) -> None:
         """The core's departing members are now C{departing}: keep the
@@ -88,11 +94,12 @@ class FollowConfiguration:
     def __call__(self, configuration: Configuration) -> None:
         self._configuration = configuration
         members = {node: address for node, address, _ in configuration.members()}
+        self._known.update((node, address) for node, address in members.items() if address)
         wanted = members if members else self._seed
         wanted = {node: address for node, address in wanted.items() if node != self._node_id}
         for node in self._departing:
-            if node in self._addresses and node not in wanted:
-                wanted[node] = self._addresses[node]  # linked already: kept until the core lets it go
+            if node in self._known and node not in wanted and node != self._node_id:
+                wanted[node] = self._known[node]  # kept, or linked again, until the core lets it go
         for node in sorted(set(self._addresses) - set(wanted)):
             self.log.info("closing the peer link to node {peer}: no longer a member", peer=node)
             self._links.remove(node)
