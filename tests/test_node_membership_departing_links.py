@@ -58,6 +58,20 @@ class DepartingLinkTests(SynchronousTestCase):
         self.assertNotIn(2, links.linked)
         self.assertNotIn(2, server.membership.peer_ids)
 
+    def test_a_joiner_keeps_its_link_to_a_leader_missing_from_the_first_configuration_it_receives(self) -> None:
+        """A joining node linked to its seed (the members it joined through, the leader among them) that
+        receives the bootstrap configuration entry first, which names neither, keeps its link to the leader it
+        follows (reported departing by the node): it answers the leader over that link."""
+        links, server = _Links(), _Server()
+        follow = FollowConfiguration(5, CLUSTER_ID, links, server, {}, seed={3: "127.0.0.1:5003", 4: "127.0.0.1:5004"})
+        follow(Configuration({}))
+        self.assertEqual(set(links.linked), {3, 4})
+        follow.departing_changed(frozenset({3}))  # it follows leader 3, which its configuration does not name
+        follow(_configuration([0, 1, 2]))  # index 1: the cluster's bootstrap members
+        self.assertEqual(links.linked.get(3), ("127.0.0.1", 5003))
+        self.assertIn(3, server.membership.peer_ids)
+        self.assertNotIn(4, links.linked)
+
     def test_removed_node_learns_its_removal_from_a_leader_elected_while_it_was_pending(self) -> None:
         """The removal commits under a new leader elected while it was pending; the removed node, still
         running, learns of it through that leader's link and reports member_role=removed."""

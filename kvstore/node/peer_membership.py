@@ -79,10 +79,12 @@ class FollowConfiguration:
         self._seed = dict(seed or {})
         self._departing: frozenset[int] = frozenset()
         self._configuration: Configuration | None = None
-        # The last address of every member seen: a node elected leader
-        # while a removal is pending replicates to the removed member, whose
-        # link it closed when it appended that removal as a follower.
-        self._known = dict(addresses)
+        # The last address of every member seen (and of the seed): a node
+        # elected leader while a removal is pending replicates to the
+        # removed member, whose link it closed when it appended that removal
+        # as a follower; a joining node follows a leader that the first
+        # configuration it receives (the bootstrap members') may not name.
+        self._known = {**self._seed, **addresses}
 
     def departing_changed(self, departing: frozenset[int]) -> None:
         """The core's departing members are now C{departing}: keep the
