@@ -9,14 +9,25 @@ appended the entry that removed that member.
 
 from __future__ import annotations
 
+import random
+
 from twisted.trial.unittest import SynchronousTestCase
 
+from kvstore.node.build import build_node
+from kvstore.node.node import Node
 from kvstore.node.peer_membership import FollowConfiguration
 from kvstore.protocols.peer import Membership
+from kvstore.raft.config import RaftConfig
+from kvstore.raft.core import Role
 from kvstore.raft.membership import Configuration
+from kvstore.storage import MemoryLog, MemoryMetadata
 from kvstore.testing.memory_cluster import CLUSTER_ID, InMemoryCluster
 
-from tests.test_node_membership_removed import _ask, _follow_links
+from tests.test_node_membership_removed import _NetworkLinks, _address, _ask, _follow_links
+from tests.test_node_membership_removed import _Server as _RemovedServer
+
+#: Small AppendEntries, so that a log of a few dozen entries takes several.
+_OPTIONS = {"max_append_entries": 8}
 
 
 class _Links:
@@ -97,3 +108,55 @@ class DepartingLinkTests(SynchronousTestCase):
         self.assertFalse(cluster.node(new).core.removed)
         self.assertTrue(cluster.node(removed).core.removed, "the removed node never heard of its removal")
         self.assertIn("member_role=removed", _ask(cluster, cluster.node(removed), "STATUS").split())
+
+
+class JoinAfterTheLeaderChangedTests(SynchronousTestCase):
+    """A node joins a bootstrapped cluster whose leader is not one of its first members."""
+
+    def joiner(self, node_id: int, seed: list[int]) -> Node:
+        """Start an empty node that joined (no bootstrap entry), its links following its configuration and
+        linked to C{seed} until it has one, as the service wires it."""
+        cluster = self.cluster
+        config = RaftConfig(node_id=node_id, peers=(), heartbeat_interval=0.05, election_timeout_min=0.3,
+                            election_timeout_max=0.6, **_OPTIONS)
+        node = build_node(config, clock=cluster.clock, rng=random.Random(node_id), log=MemoryLog(),
+                          metadata=MemoryMetadata(), cluster_id=CLUSTER_ID, peers=cluster.network, member_addresses={},
+                          configuration=Configuration({}), bootstrap=False)
+        cluster.network.attach(node_id, node.receive)
+        follow = FollowConfiguration(node_id, CLUSTER_ID, _NetworkLinks(cluster.network, node_id), _RemovedServer(),
+                                     {}, seed={i: _address(i) for i in seed})
+        follow(node.core.configuration)
+        node.configuration_observers.append(follow)
+        node.departing_observers.append(follow.departing_changed)
+        node.start()
+        self.addCleanup(node.stop)
+        self.nodes[node_id] = node
+        return node
+
+    def leader(self) -> Node:
+        leaders = [n for n in self.nodes.values() if n.core.role is Role.LEADER]
+        self.assertTrue(leaders, "no leader")
+        return max(leaders, key=lambda n: n.core.term)
+
+    def test_a_node_joining_when_a_later_member_leads_catches_up_and_becomes_a_voter(self) -> None:
+        """Node 3 joins, is promoted and takes the leadership; node 4 then joins through all four: its first
+        batch of entries holds only the bootstrap members (0, 1, 2), yet it keeps answering leader 3, catches up
+        and is promoted."""
+        self.cluster = cluster = InMemoryCluster(3, seed=3, bootstrap=True, **_OPTIONS)
+        _follow_links(cluster)
+        self.nodes = {i: cluster.node(i) for i in cluster.ids}
+        first = cluster.node(cluster.wait_for_leader())
+        for k in range(60):  # many more entries than one AppendEntries carries
+            first.put(f"k{k}", "v")
+        cluster.run(1.0)
+        self.joiner(3, [0, 1, 2])
+        self.assertEqual(_ask(cluster, first, f"ADDNODE 3 {_address(3)}"), "Node 3 added successfully.")
+        self.assertTrue(cluster.run_until(lambda: 3 in first.core.configuration.voter_ids, 10))
+        self.assertEqual(_ask(cluster, first, "TRANSFER 3"), "Leadership transferred to Node 3.")
+        cluster.run(0.5)  # its term's first entry commits
+        leader = self.leader()
+        self.assertEqual(leader.core.node_id, 3)
+        joined = self.joiner(4, [0, 1, 2, 3])
+        self.assertEqual(_ask(cluster, leader, f"ADDNODE 4 {_address(4)}"), "Node 4 added successfully.")
+        self.assertTrue(cluster.run_until(lambda: 4 in self.leader().core.configuration.voter_ids, 10),
+                        f"node 4 stuck at index {joined.core.last_index} with {joined.core.configuration}")
