@@ -119,4 +119,10 @@ class FollowConfiguration:
             self.log.info("opening a peer link to node {peer} at {address}", peer=node, address=address)
             self._links.add(node, host, port)
             self._addresses[node] = address
-        self._server.membership = Membership(self._node_id, self._cluster_id, frozenset(wanted))
+        # Accepted: the linked peers, and every other id known (from the
+        # seed or an earlier configuration) and not removed: a configuration
+        # that lags behind the cluster's (a joining node's first one, the
+        # bootstrap members') must not refuse the member that leads now.
+        accepted = set(wanted) | {node for node in self._known if node not in configuration.removed}
+        accepted.discard(self._node_id)
+        self._server.membership = Membership(self._node_id, self._cluster_id, frozenset(accepted))
