@@ -26,6 +26,10 @@ class RemovedLeaderProcessTests(ProcessTestCase):
         timeout, another node leads at once, and the old leader knows it is removed."""
         cluster = self.make_cluster(3).start()
         leader = cluster.wait_for_leader()
+        # The new configuration's quorum is both followers: let every link be up first.
+        wait_until(lambda: all(len(n.status()["connected"].split(",")) == 2 for n in cluster.nodes), 10,
+                   message="every peer link")
+        self.assertEqual(leader.request("PUT k v"), "k added successfully.")
         started = time.monotonic()
         self.assertEqual(leader.request(f"REMOVENODE {leader.node_id}", timeout=10),
                          f"Node {leader.node_id} removed successfully.")
