@@ -2,7 +2,9 @@
 """
 The peer network follows the Raft core's configuration (issue 13): a link
 to every other member of the current configuration, and a peer server that
-accepts connections from exactly those members.
+accepts connections from those members and from every other id known (the
+seed, earlier configurations) that no configuration removed: a node whose
+configuration lags behind the cluster's must still hear its leader.
 
 L{FollowConfiguration} is one of the node's configuration observers
 (L{kvstore.node.node.Node.configuration_observers}): the node calls it after the
@@ -16,7 +18,10 @@ joined through (C{seed}).
 A leader removing a member keeps its link to it while the core still
 replicates to it (L{kvstore.raft.core.RaftCore.departing}: until the
 removal commits, and a little after), so that a removed node that is still
-running learns that its removal committed and stops campaigning.
+running learns that its removal committed and stops campaigning; a
+follower keeps its link to the leader it follows while its configuration
+does not name it (a leader removing itself, or a joining node whose first
+configuration is the bootstrap members'): it answers the leader over it.
 """
 
 from __future__ import annotations
