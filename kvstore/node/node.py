@@ -343,8 +343,8 @@ class Node:
         self.peer_connected: Callable[[int], bool] = lambda peer: True
         # (getattr: the fake cores of some tests have no configuration.)
         self._configuration_seen: Configuration | None = getattr(core, "configuration", None)
-        # Told of each change of the core's departing members (removed,
-        # still replicated to for a while, so the links to them stay).
+        # Told of each change of the departing peers (removed, still
+        # talked to for a while, so the links to them stay: _departing).
         self.departing_observers: list[Callable[[frozenset[int]], None]] = []
         self._departing_seen: frozenset[int] = frozenset()
         self._transfer_waiters: list[TransferWaiter] = []
@@ -711,12 +711,34 @@ class Node:
             return None
         return Unavailable(f"Node {self.core.node_id} was removed from the cluster; ask another member")
 
+    def _departing(self) -> frozenset[int]:
+        """
+        The peers the current configuration no longer names that this node
+        still talks to: on a leader, the removed members its core still
+        replicates to (L{RaftCore.departing}); on a follower, the leader it
+        follows, which a pending change removes (a follower answers over its
+        own link to the leader: without it, a leader removing itself would
+        never hear its removal is stored, and could not commit it).
+        """
+        core = self.core
+        departing: frozenset[int] = getattr(core, "departing", frozenset())
+        leader = getattr(core, "leader_id", None)
+        configuration = getattr(core, "configuration", None)
+        if (
+            leader is not None
+            and leader != getattr(core, "node_id", None)
+            and configuration is not None
+            and leader not in configuration.member_ids
+        ):
+            departing |= {leader}
+        return departing
+
     def _notice_configuration(self) -> None:
         """Tell the observers (peer links, peer server) of a new current
         configuration, once per change, after the batch that made it; and
-        the departing observers of each change of the leader's departing
-        members (L{RaftCore.departing}), before."""
-        departing: frozenset[int] = getattr(self.core, "departing", frozenset())
+        the departing observers of each change of the peers no longer
+        members that this node must still reach (L{_departing}), before."""
+        departing = self._departing()
         if departing != self._departing_seen:
             # First: a link to a member just removed is then kept at once.
             self._departing_seen = departing

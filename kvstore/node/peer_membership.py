@@ -2,7 +2,9 @@
 """
 The peer network follows the Raft core's configuration (issue 13): a link
 to every other member of the current configuration, and a peer server that
-accepts connections from exactly those members.
+accepts connections from those members and from every other id known (the
+seed, earlier configurations) that no configuration removed: a node whose
+configuration lags behind the cluster's must still hear its leader.
 
 L{FollowConfiguration} is one of the node's configuration observers
 (L{kvstore.node.node.Node.configuration_observers}): the node calls it after the
@@ -16,7 +18,10 @@ joined through (C{seed}).
 A leader removing a member keeps its link to it while the core still
 replicates to it (L{kvstore.raft.core.RaftCore.departing}: until the
 removal commits, and a little after), so that a removed node that is still
-running learns that its removal committed and stops campaigning.
+running learns that its removal committed and stops campaigning; a
+follower keeps its link to the leader it follows while its configuration
+does not name it (a leader removing itself, or a joining node whose first
+configuration is the bootstrap members'): it answers the leader over it.
 """
 
 from __future__ import annotations
@@ -55,7 +60,9 @@ class FollowConfiguration:
     L{departing_changed} is one of the node's departing observers
     (L{kvstore.node.node.Node.departing_observers}): the links to, and the peer
     server's acceptance of, the ids no longer members that the core still
-    replicates to (L{RaftCore.departing}) are kept until they leave it.
+    replicates to (L{RaftCore.departing}) are kept until they leave it, or
+    opened again at their last known address (a leader elected while a
+    removal is pending closed its link when it appended the removal).
     """
 
     log = Logger()
@@ -77,6 +84,12 @@ class FollowConfiguration:
         self._seed = dict(seed or {})
         self._departing: frozenset[int] = frozenset()
         self._configuration: Configuration | None = None
+        # The last address of every member seen (and of the seed): a node
+        # elected leader while a removal is pending replicates to the
+        # removed member, whose link it closed when it appended that removal
+        # as a follower; a joining node follows a leader that the first
+        # configuration it receives (the bootstrap members') may not name.
+        self._known = {**self._seed, **addresses}
 
     def departing_changed(self, departing: frozenset[int]) -> None:
         """The core's departing members are now C{departing}: keep the
@@ -88,11 +101,12 @@ class FollowConfiguration:
     def __call__(self, configuration: Configuration) -> None:
         self._configuration = configuration
         members = {node: address for node, address, _ in configuration.members()}
+        self._known.update((node, address) for node, address in members.items() if address)
         wanted = members if members else self._seed
         wanted = {node: address for node, address in wanted.items() if node != self._node_id}
         for node in self._departing:
-            if node in self._addresses and node not in wanted:
-                wanted[node] = self._addresses[node]  # linked already: kept until the core lets it go
+            if node in self._known and node not in wanted and node != self._node_id:
+                wanted[node] = self._known[node]  # kept, or linked again, until the core lets it go
         for node in sorted(set(self._addresses) - set(wanted)):
             self.log.info("closing the peer link to node {peer}: no longer a member", peer=node)
             self._links.remove(node)
@@ -110,4 +124,10 @@ class FollowConfiguration:
             self.log.info("opening a peer link to node {peer} at {address}", peer=node, address=address)
             self._links.add(node, host, port)
             self._addresses[node] = address
-        self._server.membership = Membership(self._node_id, self._cluster_id, frozenset(wanted))
+        # Accepted: the linked peers, and every other id known (from the
+        # seed or an earlier configuration) and not removed: a configuration
+        # that lags behind the cluster's (a joining node's first one, the
+        # bootstrap members') must not refuse the member that leads now.
+        accepted = set(wanted) | {node for node in self._known if node not in configuration.removed}
+        accepted.discard(self._node_id)
+        self._server.membership = Membership(self._node_id, self._cluster_id, frozenset(accepted))

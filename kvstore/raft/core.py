@@ -693,6 +693,8 @@ class RaftCore:
                 del self._departing[peer]
                 self._progress.pop(peer, None)
                 self._stuck.pop(peer, None)
+                # Not reported either: the report reads _stuck.
+                self._stuck_unreported = [p for p in self._stuck_unreported if p != peer]
 
     def _maybe_promote_learners(self) -> None:
         """

@@ -33,6 +33,7 @@ text is plain UTF-8, as every entry on the peer wire must be.
 from __future__ import annotations
 
 import enum
+import ipaddress
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Iterable, Mapping, Union
@@ -62,6 +63,27 @@ def _check_address(address: object) -> str:
     if not isinstance(address, str) or any(c.isspace() for c in address):
         raise MalformedConfiguration(f"an address must be a string without whitespace, got {address!r}")
     return address
+
+
+def _address_key(address: str) -> str:
+    """
+    C{address} in a form in which two spellings of one C{HOST:PORT} are
+    equal (for the taken-address refusal only; addresses stay as given):
+    host names are case-insensitive, C{05001} is port 5001 and C{[0::1]}
+    is C{[::1]}.  Names that resolve alike (C{localhost}, C{127.0.0.1})
+    are not told apart: the core never resolves names.
+    """
+    host, sep, port = address.lower().rpartition(":")
+    if not sep:
+        return address.lower()
+    if port.isdigit():
+        port = str(int(port))
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            host = "[" + ipaddress.IPv6Address(host[1:-1]).compressed + "]"
+        except ValueError:
+            pass
+    return f"{host}:{port}"
 
 
 def _check_id(node_id: object) -> int:
@@ -186,8 +208,9 @@ class Configuration:
                 if existing == address:
                     return None
                 raise IdTaken(node_id, existing)
+            key = _address_key(address)
             for other, other_address, _ in self.members():
-                if other_address == address:
+                if _address_key(other_address) == key:
                     # Two members at one address: the peer links of both
                     # would reach one process, which refuses one of them.
                     raise AddressTaken(address, other)
