@@ -141,7 +141,9 @@ class AsyncSessionTests(SynchronousTestCase):
     def test_retries_exhausted(self) -> None:
         """A write that keeps getting Outcome unknown raises OutcomeUnknown at the deadline; so does one
         whose later attempts are refused as not applied, since an earlier one may have been."""
-        kv = self.client(timeout=0.5)
+        # The deadline leaves room for several attempts even on a loaded machine: with 0.5 s the second
+        # case once saw a single attempt (the apply-unknown one) and never reached the no-leader refusal.
+        kv = self.client(timeout=2.0)
         run(lambda: kv.put("k", "v"))
         self.store.fault("@1:2 INCR n 1", *(["apply-unknown"] * 1000))
         self.raises(OutcomeUnknown, lambda: kv.incr("n"))
