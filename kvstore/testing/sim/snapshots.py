@@ -176,7 +176,7 @@ class SnapshotActivity:
         # crashes, installs and new snapshots land between two steps.  Drawn
         # from a generator of its own, seeded from this one's state, so
         # that every other choice of a seed stays as it was.
-        self.compaction_step = random.Random(hash(rng.getstate())).choice((1, 1, 2, 3, DEFAULT_STEP_ENTRIES))
+        self.compaction_step = random.Random(hash(rng.getstate()[1])).choice((1, 1, 2, 3, DEFAULT_STEP_ENTRIES))
 
     def describe(self) -> str:
         options = " ".join(f"{k}={v}" for k, v in self.transfer_options.items())
