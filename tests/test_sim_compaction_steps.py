@@ -25,3 +25,8 @@ class SimulatedCompactionStepTests(SynchronousTestCase):
         steps = [SnapshotActivity(Any, random.Random(seed)).compaction_step for seed in range(200)]  # type: ignore[arg-type]  # the run is not needed to draw the tuning
         self.assertEqual(set(steps), {1, 2, 3, DEFAULT_STEP_ENTRIES})
         self.assertGreater(sum(1 for s in steps if s < DEFAULT_STEP_ENTRIES), 100)
+
+    def test_same_step_in_every_process(self) -> None:
+        """A seed's step depends on the seed alone, not on the process (so a failing seed replays)."""
+        steps = [SnapshotActivity(Any, random.Random(seed)).compaction_step for seed in range(12)]  # type: ignore[arg-type]  # see above
+        self.assertEqual(steps, [4096, 4096, 1, 1, 4096, 4096, 1, 3, 4096, 1, 1, 1])
