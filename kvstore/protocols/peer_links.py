@@ -214,6 +214,10 @@ class PeerLink:
         self._last_refusal: str | None = None
         #: How many connections in a row the peer refused (see L{retry_policy}).
         self.refusals = 0
+        #: When the link's back-off ends (C{clock.seconds()}), set as each wait
+        #: begins: until then the link waits, afterwards an attempt is under
+        #: way or it is connected (L{PeerLinks.reconnect_now}).
+        self.retry_at = 0.0
 
     @property
     def version(self) -> int | None:
@@ -336,11 +340,20 @@ class PeerLinks(MultiService):
         that joined; issue 13); started at once if the links run."""
         link = PeerLink(peer_id, f"{host}:{port}", self._hello)
         self.links[peer_id] = link
+        clock: IReactorTime = self._clock or self._reactor  # type: ignore[assignment]  # the reactor provides IReactorTime, its declared type does not say so
+        policy = retry_policy(link)
+
+        def waiting(attempt: int) -> float:
+            # ClientService asks right before it starts waiting this long.
+            delay = policy(attempt)
+            link.retry_at = clock.seconds() + delay
+            return delay
+
         service = ClientService(
             peer_endpoint(self._reactor, host, port),
             _LinkFactory(link),
-            retryPolicy=retry_policy(link),
-            clock=self._clock or self._reactor,  # type: ignore[arg-type]  # the reactor provides IReactorTime, its declared type does not say so
+            retryPolicy=waiting,
+            clock=clock,
         )
         self._services[peer_id] = service
         service.setServiceParent(self)
@@ -359,13 +372,22 @@ class PeerLinks(MultiService):
         than when its back-off ends (up to 1 s plus 1 s of jitter after a
         peer was down for a while, see L{retry_policy}), since this node's
         messages to the peer (a restarted follower's heartbeats and read
-        answers) go only through that link.  Return whether it was retried.
+        answers) go only through that link.  Only a link waiting out its
+        back-off is retried, once: not one whose attempt is under way.
+        Return whether it was retried.
         """
         link = self.links.get(peer_id)
         service = self._services.get(peer_id)
         if link is None or service is None or link.protocol is not None or not service.running or link.refusals:
             return False
-        service.stopService()  # cancels the wait (or the attempt under way) ...
+        clock: IReactorTime = self._clock or self._reactor  # type: ignore[assignment]  # see add
+        if clock.seconds() >= link.retry_at:
+            # Not waiting: an attempt is under way.  Cancelling it for a new
+            # one only restarts the handshake, and a burst of hellos (from
+            # anybody who names a member) would keep the link from coming up.
+            return False
+        link.retry_at = 0.0
+        service.stopService()  # cancels the wait ...
         service.startService()  # ... and connects again at once
         return True
 
