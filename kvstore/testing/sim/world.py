@@ -512,8 +512,10 @@ class Simulation:
         self.stats["torn_writes"] += bool(torn)
         # What the node will recover: open its storage now, as a restart would.
         try:
+            # With preallocation, as boot() opens it: without, this open
+            # would trim the last segment's zeros and no restart would see them.
             recovered_wal = WriteAheadLog.open(f"{DATA}/wal", segment_bytes=self.segment_bytes, run_in_thread=_no_runner, fs=member.fs,
-                                               plants=self.config.plants)
+                                               preallocate_bytes=PREALLOCATE_BYTES, plants=self.config.plants)
             after = MetadataStore.open(f"{DATA}/metadata.json", run_in_thread=_no_runner, fs=member.fs).state
         except (CorruptLogError, CorruptMetadataError) as e:
             self.monitor.violate("storage-recovery", f"node {node_id} cannot recover after a crash: {e}")
