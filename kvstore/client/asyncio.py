@@ -30,6 +30,7 @@ from kvstore.client import _policy, _protocol as p, _sessions, errors
 from kvstore.client._raw import Raw
 from kvstore.client.blocking import parse_address
 from kvstore.client.errors import ClientError, ProtocolError
+from kvstore.client.members import Member, parse_members
 
 __all__ = ["AsyncClient"]
 
@@ -265,6 +266,11 @@ class AsyncClient:
     async def ping(self) -> None:
         """Round trip to the node the client is talking to."""
         await self._call(p.Ping())
+
+    async def members(self) -> list[Member]:
+        """The cluster's members in id order, from the leader's C{MEMBERS}
+        reply (see L{kvstore.client.Client.members})."""
+        return parse_members(await self.raw_command("MEMBERS"))
 
     async def raw_command(self, line: str) -> str:
         """Send C{line} as typed and return the reply line (see L{kvstore.client.Client.raw_command})."""

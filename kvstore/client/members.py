@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_client_members -*-
 """
-The C{MEMBERS} reply as data: C{Client.members()} and
-C{DeferredClient.members()} return it parsed, one L{Member} per token of
+The C{MEMBERS} reply as data: C{Client.members()},
+C{DeferredClient.members()} and C{AsyncClient.members()} return it parsed, one L{Member} per token of
 C{<id>@<host>:<port>/<role>}, in the server's id order (docs/protocol.md).
 """
 
