@@ -101,15 +101,20 @@ class ChurnRunTests(SynchronousTestCase):
     """Whole runs with membership churn."""
 
     def test_mixed_seed_adds_promotes_removes_and_transfers(self) -> None:
-        """A mixed-profile seed commits additions, promotions and removals and completes a transfer, and passes
-        every checker, liveness included."""
-        result = run_seed(23)
-        self.assertEqual(result.config.fault_profile, "mixed")
-        self.assertTrue(result.ok, result.report())
-        for counter in ("membership_changes", "members_added", "learners_promoted", "members_removed",
-                        "transfers_done"):
-            self.assertGreater(result.stats[counter], 0, counter)
-        self.assertTrue(any(" churn-add " in f for f in result.faults), result.faults)
+        """Among the first mixed-profile seeds, one commits additions, promotions and removals and completes a
+        transfer; every seed run on the way passes every checker, liveness included."""
+        counters = ("membership_changes", "members_added", "learners_promoted", "members_removed", "transfers_done")
+        # Which seed covers every kind moves whenever the simulator's random choices change (a new fault, a
+        # new draw), so the test looks for the first one in a bounded range instead of naming it.
+        for seed in range(60):
+            result = run_seed(seed)
+            self.assertTrue(result.ok, result.report())
+            if result.config.fault_profile != "mixed":
+                continue
+            if all(result.stats[counter] > 0 for counter in counters) and any(
+                    " churn-add " in fault for fault in result.faults):
+                return
+        self.fail("no seed in 0-59 added, promoted, removed and transferred")
 
     def test_no_churn_outside_the_mixed_profile(self) -> None:
         """The figure8 and reads profiles keep their fixed membership."""
