@@ -164,9 +164,10 @@ class AsyncSessionTests(SynchronousTestCase):
     def test_session_not_opened_is_not_applied(self) -> None:
         """When no session can be opened in time the write was never sent: a not-applied error, never
         OutcomeUnknown."""
-        kv = self.client(timeout=0.3, script=lambda line: "Error: Not leader. No leader elected yet")
+        # 1.5 s, not 0.3: on a loaded machine a 0.3 s deadline once passed before the fake node's first reply.
+        kv = self.client(timeout=1.5, script=lambda line: "Error: Not leader. No leader elected yet")
         self.raises(NoLeader, lambda: kv.incr("n"))
-        unknown = self.client(timeout=0.3, script=lambda line: UNKNOWN if line == "SESSION" else "Error: x")
+        unknown = self.client(timeout=1.5, script=lambda line: UNKNOWN if line == "SESSION" else "Error: x")
         error = self.raises(Unavailable, lambda: unknown.incr("n"))
         self.assertIn("could not open an exactly-once session", str(error))
 
