@@ -623,6 +623,7 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
     follow(node.core.configuration)
     node.configuration_observers.append(follow)
     node.departing_observers.append(follow.departing_changed)
+    node.committed_configuration_observers.append(follow.committed_changed)
     node.peer_connected = lambda peer: peer_links.connected(peer)
     # Write forwarding (issue 14): this node always runs what its followers
     # forward; with --forward-writes it forwards what it refuses itself.

@@ -77,6 +77,16 @@ class FollowConfiguration:
         self._seed = dict(seed or {})
         self._departing: frozenset[int] = frozenset()
         self._configuration: Configuration | None = None
+        self._committed: Configuration | None = None
+
+    def committed_changed(self, committed: Configuration) -> None:
+        """A configuration entry committed: the links follow the union of
+        the current and the committed configuration, so a follower that
+        appended the entry removing the leader still answers that leader
+        until the removal commits (and the leader learns it did)."""
+        self._committed = committed
+        if self._configuration is not None:
+            self(self._configuration)
 
     def departing_changed(self, departing: frozenset[int]) -> None:
         """The core's departing members are now C{departing}: keep the
@@ -88,6 +98,9 @@ class FollowConfiguration:
     def __call__(self, configuration: Configuration) -> None:
         self._configuration = configuration
         members = {node: address for node, address, _ in configuration.members()}
+        if self._committed is not None:
+            for node, address, _ in self._committed.members():
+                members.setdefault(node, address)  # removed by an entry not committed yet: kept
         wanted = members if members else self._seed
         wanted = {node: address for node, address in wanted.items() if node != self._node_id}
         for node in self._departing:

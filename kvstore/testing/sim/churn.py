@@ -109,6 +109,8 @@ class PeerLinkModel:
         follow = FollowConfiguration(node_id, self._cluster_id, _Links(self, node_id), server, {}, seed=seed)
         follow(node.core.configuration)
         node.configuration_observers.append(follow)
+        node.departing_observers.append(follow.departing_changed)
+        node.committed_configuration_observers.append(follow.committed_changed)
         node.peer_connected = lambda peer: self.reachable(node_id, peer)
 
     def detach(self, node_id: int) -> None:
