@@ -554,6 +554,7 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
         config.node_id,
         config.cluster_id,
         {p.node_id: (p.host, p.port) for p in config.peers},
+        address=config.address,
     )
 
     def fatal(failure: Failure) -> None:
@@ -624,6 +625,10 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
     follow(node.core.configuration)
     node.configuration_observers.append(follow)
     node.departing_observers.append(follow.departing_changed)
+    node.committed_configuration_observers.append(follow.committed_changed)
+    # A non-member that connects (a leader this node does not know yet) is
+    # linked back to, so this node can answer it and catch up.
+    peer_server.on_stranger = follow.stranger
     node.peer_connected = lambda peer: peer_links.connected(peer)
     # Write forwarding (issue 14): this node always runs what its followers
     # forward; with --forward-writes it forwards what it refuses itself.

@@ -347,6 +347,11 @@ class Node:
         # talked to for a while, so the links to them stay: _departing).
         self.departing_observers: list[Callable[[frozenset[int]], None]] = []
         self._departing_seen: frozenset[int] = frozenset()
+        # Told of each new committed configuration: the peer links follow
+        # the committed one too, so a leader removing itself still hears
+        # the acks that commit its removal.
+        self.committed_configuration_observers: list[Callable[[Configuration], None]] = []
+        self._committed_configuration_seen: Configuration | None = None
         self._transfer_waiters: list[TransferWaiter] = []
         #: Called with no arguments at the end of every processing pass,
         #: after leadership is checked: write forwarding
@@ -744,6 +749,7 @@ class Node:
             self._departing_seen = departing
             for departing_observer in self.departing_observers:
                 departing_observer(departing)
+        self._notice_committed_configuration()
         configuration = getattr(self.core, "configuration", None)
         if configuration is None or configuration is self._configuration_seen:
             return
@@ -751,6 +757,22 @@ class Node:
         self.log.info("membership is now {members}", members=configuration.to_text() or "(none yet)")
         for observer in self.configuration_observers:
             observer(configuration)
+
+    def _notice_committed_configuration(self) -> None:
+        """Tell the committed-configuration observers of a newly committed
+        configuration (before the current one's observers)."""
+        configuration_at = getattr(self.core, "configuration_at", None)
+        if configuration_at is None or not self.committed_configuration_observers:
+            return
+        try:
+            committed = configuration_at(self.core.commit_index)
+        except ValueError:
+            return  # before the snapshot: not known
+        if committed is self._committed_configuration_seen:
+            return
+        self._committed_configuration_seen = committed
+        for observer in self.committed_configuration_observers:
+            observer(committed)
 
     def _propose(self, key: str, data: bytes, session: SessionTag | None = None) -> Deferred[Any]:
         removed = self._removed_error()

@@ -34,7 +34,11 @@ from kvstore.protocols.commands import parse_address
 from kvstore.protocols.peer import Membership
 from kvstore.raft.membership import Configuration
 
-__all__ = ["FollowConfiguration"]
+__all__ = ["FollowConfiguration", "MAX_STRANGERS"]
+
+#: How many non-members (L{FollowConfiguration.stranger}) a node links back
+#: to at once: an unknown peer cannot make it open links without bound.
+MAX_STRANGERS = 8
 
 
 class _Links(Protocol):
@@ -90,6 +94,19 @@ class FollowConfiguration:
         # as a follower; a joining node follows a leader that the first
         # configuration it receives (the bootstrap members') may not name.
         self._known = {**self._seed, **addresses}
+        self._committed: Configuration | None = None
+        # Non-members that connected to this node with their address: a
+        # leader (or member) this node's configuration does not know yet.
+        self._strangers: dict[int, str] = {}
+
+    def committed_changed(self, committed: Configuration) -> None:
+        """A configuration entry committed: the links follow the union of
+        the current and the committed configuration, so a follower that
+        appended the entry removing the leader still answers that leader
+        until the removal commits (and the leader learns it did)."""
+        self._committed = committed
+        if self._configuration is not None:
+            self(self._configuration)
 
     def departing_changed(self, departing: frozenset[int]) -> None:
         """The core's departing members are now C{departing}: keep the
@@ -98,11 +115,52 @@ class FollowConfiguration:
         if self._configuration is not None:
             self(self._configuration)
 
+    def _removed(self) -> frozenset[int]:
+        """The ids a committed configuration removed (never reused)."""
+        return self._committed.removed if self._committed is not None else frozenset()
+
+    def stranger(self, peer_id: int, address: str | None) -> None:
+        """
+        Node C{peer_id}, not a member of this node's configuration nor
+        removed by a committed one, connected from C{address}: link back
+        to it, so that this node can answer a leader it does not know yet
+        (its configuration is behind).  One link per id, at most
+        L{MAX_STRANGERS} of them, the address checked; the link is dropped
+        when a committed configuration removes the id.
+        """
+        if peer_id == self._node_id or peer_id in self._removed() or address is None:
+            return
+        try:
+            parse_address(address)
+        except ValueError as e:
+            self.log.warn("no peer link back to node {peer}: {error}", peer=peer_id, error=str(e))
+            return
+        if self._strangers.get(peer_id) == address:
+            return
+        if peer_id not in self._strangers and len(self._strangers) >= MAX_STRANGERS:
+            self.log.warn("no peer link back to node {peer}: too many non-members linked", peer=peer_id)
+            return
+        self.log.info("node {peer}, not a member here yet, connected: linking back to {address}",
+                      peer=peer_id, address=address)
+        self._strangers[peer_id] = address
+        if self._configuration is not None:
+            self(self._configuration)
+
     def __call__(self, configuration: Configuration) -> None:
         self._configuration = configuration
         members = {node: address for node, address, _ in configuration.members()}
         self._known.update((node, address) for node, address in members.items() if address)
-        wanted = members if members else self._seed
+        if self._committed is not None:
+            for node, address, _ in self._committed.members():
+                members.setdefault(node, address)  # removed by an entry not committed yet: kept
+        wanted = dict(members if members else self._seed)
+        removed = self._removed()
+        known = set(wanted) | configuration.member_ids
+        for node in list(self._strangers):
+            if node in removed or node in known:
+                del self._strangers[node]  # removed for good, or a member now (linked as one)
+        for node, address in self._strangers.items():
+            wanted.setdefault(node, address)
         wanted = {node: address for node, address in wanted.items() if node != self._node_id}
         for node in self._departing:
             if node in self._known and node not in wanted and node != self._node_id:
@@ -124,10 +182,11 @@ class FollowConfiguration:
             self.log.info("opening a peer link to node {peer} at {address}", peer=node, address=address)
             self._links.add(node, host, port)
             self._addresses[node] = address
-        # Accepted: the linked peers, and every other id known (from the
-        # seed or an earlier configuration) and not removed: a configuration
-        # that lags behind the cluster's (a joining node's first one, the
-        # bootstrap members') must not refuse the member that leads now.
-        accepted = set(wanted) | {node for node in self._known if node not in configuration.removed}
-        accepted.discard(self._node_id)
-        self._server.membership = Membership(self._node_id, self._cluster_id, frozenset(accepted))
+        # Accepted: the linked peers, and every other id of this cluster that
+        # no committed configuration removed (Membership.accepts): a
+        # configuration that lags behind the cluster's (a joining node's
+        # first one, the bootstrap members') must not refuse the member
+        # that leads now; a non-member that connects is linked back to.
+        self._server.membership = Membership(
+            self._node_id, self._cluster_id, frozenset(wanted) - set(self._strangers), removed
+        )

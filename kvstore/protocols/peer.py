@@ -179,11 +179,26 @@ def largest_put_entry_bytes(max_key_bytes: int, max_value_bytes: int) -> int:
 @dataclass(frozen=True)
 class Membership:
     """Who may talk to this node: its own id, the cluster id, and the ids of
-    the other members."""
+    the other members.
+
+    With C{removed} set (the ids a committed configuration removed), any
+    other id of this cluster is accepted too: a member whose configuration
+    is out of date must still hear a leader it does not know yet (ids are
+    never reused, and the Raft core ignores votes from non-members, so
+    accepting the connection changes no safety property).  With C{removed}
+    L{None}, only C{peer_ids} are accepted.
+    """
 
     node_id: int
     cluster_id: str
     peer_ids: frozenset[int]
+    removed: frozenset[int] | None = None
+
+    def accepts(self, sender: int) -> bool:
+        """Whether a hello from node C{sender} is accepted."""
+        if sender in self.peer_ids:
+            return True
+        return self.removed is not None and sender != self.node_id and sender >= 0 and sender not in self.removed
 
 
 class VersionRange(NamedTuple):
@@ -298,6 +313,9 @@ class Hello:
     sender: int
     versions: VersionRange
     expects_answer: bool
+    #: The sender's advertised peer address (optional; newer releases send
+    #: it so that a receiver that does not know the sender can link back).
+    address: str | None = None
 
 
 def _version_number(value: object, what: str) -> int:
@@ -544,21 +562,27 @@ def encode_message(message: Message) -> bytes:
     return _encoder.encode(to_dict(message)).encode("utf-8")
 
 
-def encode_hello(node_id: int, cluster_id: str, versions: VersionRange = SUPPORTED_VERSIONS) -> bytes:
+def encode_hello(
+    node_id: int, cluster_id: str, versions: VersionRange = SUPPORTED_VERSIONS, address: str | None = None
+) -> bytes:
     """
     The first payload on every outbound peer connection.  C{version} is the
     lowest version of the range: what the sender speaks until it is
     answered, and what a release 1 receiver checks (it requires 1).
+    C{address}, the sender's advertised C{host:port}, is an optional field
+    (older receivers ignore fields they do not read): a receiver whose
+    configuration does not name the sender yet links back to it there.
     """
-    return _encoder.encode(
-        {
-            "type": "hello",
-            "version": versions.lowest,
-            "versions": [versions.lowest, versions.highest],
-            "cluster": cluster_id,
-            "from": node_id,
-        }
-    ).encode("utf-8")
+    hello: dict[str, Any] = {
+        "type": "hello",
+        "version": versions.lowest,
+        "versions": [versions.lowest, versions.highest],
+        "cluster": cluster_id,
+        "from": node_id,
+    }
+    if address is not None:
+        hello["address"] = address
+    return _encoder.encode(hello).encode("utf-8")
 
 
 def _load(payload: bytes) -> Any:
@@ -607,9 +631,16 @@ def read_hello(payload: bytes, membership: Membership) -> Hello:
             f"cluster id {_short(hello.get('cluster'))} is not this cluster's ({membership.cluster_id!r})"
         )
     sender = hello.get("from")
-    if type(sender) is not int or sender not in membership.peer_ids:
+    if type(sender) is not int or not membership.accepts(sender):
         raise MalformedMessage(f"node {_short(sender)} is not a member of this cluster")
-    return Hello(sender, versions, expects_answer="versions" in hello)
+    address = hello.get("address")
+    if address is not None and (type(address) is not str or len(address) > MAX_HELLO_ADDRESS):
+        raise MalformedMessage(f"field 'address' must be a short string, got {_short(address)}")
+    return Hello(sender, versions, expects_answer="versions" in hello, address=address)
+
+
+#: The longest advertised address a hello may carry.
+MAX_HELLO_ADDRESS = 300
 
 
 def negotiate(theirs: VersionRange, ours: VersionRange, sender: object = "?", receiver: object = "?") -> int:
@@ -793,6 +824,9 @@ class PeerServerProtocol(NetstringReceiver):
         self._sender: int | None = None
         #: Told the sender's id once its hello is accepted (set by the factory).
         self.on_hello: Callable[[int], object] | None = None
+        #: Told the sender's id and advertised address (or None) when an
+        #: accepted sender is not among the members (set by the factory).
+        self.on_stranger: Callable[[int, str | None], object] | None = None
         self._logged_rejection = False
         self._logged_skipped_types: set[str] = set()
         self.version: int | None = None
@@ -836,6 +870,8 @@ class PeerServerProtocol(NetstringReceiver):
         )
         if self.on_hello is not None:
             self.on_hello(hello.sender)
+        if self.on_stranger is not None and hello.sender not in self._membership.peer_ids:
+            self.on_stranger(hello.sender, hello.address)
 
     def _skip(self, type_name: str) -> None:
         self.skipped += 1
@@ -939,8 +975,12 @@ class PeerServerFactory(Factory):
         #: Told a peer's id each time its hello is accepted (the node's
         #: outbound link to it may then retry at once: L{kvstore.daemon.service}).
         self.on_hello: Callable[[int], object] | None = None
+        #: Told a non-member's id and advertised address when its hello is
+        #: accepted (L{Membership.removed}): the node may link back to it.
+        self.on_stranger: Callable[[int, str | None], object] | None = None
 
     def buildProtocol(self, addr: IAddress | None) -> PeerServerProtocol:
         protocol = PeerServerProtocol(self.membership, self.deliver, self.versions)
         protocol.on_hello = self.on_hello
+        protocol.on_stranger = self.on_stranger
         return protocol

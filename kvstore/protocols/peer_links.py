@@ -323,9 +323,12 @@ class PeerLinks(MultiService):
         peers: dict[int, tuple[str, int]],
         clock: IReactorTime | None = None,
         encode: Callable[[Message], bytes] = encode_message,
+        address: str | None = None,
     ) -> None:
         super().__init__()
-        self._hello = encode_hello(node_id, cluster_id)
+        # The hello names this node's advertised address, so that a peer
+        # whose configuration does not know it yet can link back.
+        self._hello = encode_hello(node_id, cluster_id, address=address)
         self._reactor = reactor
         self._clock = clock
         self._encode = encode

@@ -97,6 +97,7 @@ class PeerLinkModel:
         self._cluster_id = cluster_id
         self.links: dict[int, set[int]] = {}
         self.servers: dict[int, _Server] = {}
+        self.follows: dict[int, FollowConfiguration] = {}
         self.connected: set[tuple[int, int]] = set()
         self.refused = 0
 
@@ -107,14 +108,18 @@ class PeerLinkModel:
         self.links[node_id] = set()
         server = self.servers[node_id] = _Server(Membership(node_id, self._cluster_id, frozenset()))
         follow = FollowConfiguration(node_id, self._cluster_id, _Links(self, node_id), server, {}, seed=seed)
+        self.follows[node_id] = follow
         follow(node.core.configuration)
         node.configuration_observers.append(follow)
+        node.departing_observers.append(follow.departing_changed)
+        node.committed_configuration_observers.append(follow.committed_changed)
         node.peer_connected = lambda peer: self.reachable(node_id, peer)
 
     def detach(self, node_id: int) -> None:
         """C{node_id} stopped: its connections, both ways, are gone."""
         self.links.pop(node_id, None)
         self.servers.pop(node_id, None)
+        self.follows.pop(node_id, None)
         self.connected = {pair for pair in self.connected if node_id not in pair}
 
     def reachable(self, sender: int, receiver: int) -> bool:
@@ -122,7 +127,7 @@ class PeerLinkModel:
             return True
         server = self.servers.get(receiver)
         return (receiver in self.links.get(sender, ()) and server is not None
-                and sender in server.membership.peer_ids)
+                and server.membership.accepts(sender))
 
     def refuses(self, message: Message) -> bool:
         """The network filter: whether no connection carries C{message}."""
@@ -135,10 +140,14 @@ class PeerLinkModel:
         server = self.servers.get(message.receiver)
         if server is None:
             return False  # the receiver is down: lost on arrival, no connection yet
-        if message.sender not in server.membership.peer_ids:
+        if not server.membership.accepts(message.sender):
             self.refused += 1
             return True
         self.connected.add(pair)
+        follow = self.follows.get(message.receiver)
+        if follow is not None and message.sender not in server.membership.peer_ids:
+            # The hello names the sender's address: the receiver links back.
+            follow.stranger(message.sender, address_of(message.sender))
         return False
 
 
