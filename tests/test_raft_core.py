@@ -553,8 +553,10 @@ class RaftReadIndexTests(SynchronousTestCase):
         core.step(msg(3, 1, AppendEntriesResponse(core.term + 1, False, 0)))
         rd = core.ready()
         assert [rid for rid, _ in rd.failed_reads] == [1]
-        assert bodies(rd.messages, ReadIndexResponse, to=3) == [ReadIndexResponse(core.term - 1, 9, None)] or bodies(
-            rd.messages, ReadIndexResponse, to=3
+        # The batch raised the term, so its messages wait for the term to be durable (messages_after_persist).
+        sent = rd.messages + rd.messages_after_persist
+        assert bodies(sent, ReadIndexResponse, to=3) == [ReadIndexResponse(core.term - 1, 9, None)] or bodies(
+            sent, ReadIndexResponse, to=3
         )[0].index is None
 
     def test_forwarded_read_on_follower_completes_from_leader_answer(self):

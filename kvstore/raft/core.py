@@ -451,6 +451,9 @@ class RaftCore:
         self._unstable_from = self.durable_index + 1
         self._truncate_from: int | None = None
         self._hard_state_dirty = False
+        # The term of the last hard state handed out in a Ready (the storage's
+        # term at start): messages in a newer term wait for it to be durable.
+        self._term_handed_out = hard_state.term
         self._install: SnapshotPoint | None = None  # for the next Ready
 
         # Membership: the configuration as of the snapshot (or the bootstrap
@@ -993,6 +996,17 @@ class RaftCore:
         rd.persist_through = (self.last_index, self.last_term)
         rd.messages, self._messages = self._messages, []
         rd.messages_after_persist, self._messages_after_persist = self._messages_after_persist, []
+        if rd.hard_state is not None and rd.hard_state.term != self._term_handed_out:
+            # Nothing in a term goes out before that term is durable here: a
+            # node that is the only voter wins its election in the batch that
+            # raised its term, and its AppendEntries sent at once would let a
+            # crash before the term is on disk bring it back in the old term,
+            # win the same term again and write a different entry at an index
+            # its followers already hold with that term (two leaders' logs in
+            # one term: found by kvstore-sim's churn, seed 1375).
+            rd.messages_after_persist = rd.messages + rd.messages_after_persist
+            rd.messages = []
+            self._term_handed_out = rd.hard_state.term
         if self.applied < self.commit_index:
             upto = min(self.commit_index, self.applied + self.config.max_apply_batch)
             rd.committed = self._log[self.applied + 1 - self._first : upto + 1 - self._first]
