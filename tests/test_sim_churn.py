@@ -103,7 +103,7 @@ class ChurnRunTests(SynchronousTestCase):
     def test_mixed_seed_adds_promotes_removes_and_transfers(self) -> None:
         """A mixed-profile seed commits additions, promotions and removals and completes a transfer, and passes
         every checker, liveness included."""
-        result = run_seed(23)
+        result = run_seed(33)
         self.assertEqual(result.config.fault_profile, "mixed")
         self.assertTrue(result.ok, result.report())
         for counter in ("membership_changes", "members_added", "learners_promoted", "members_removed",
