@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 from kvstore.node.monitoring import NO_METRICS, NodeMetrics
 from kvstore.node.node import LogStorage, Node, PeerSender
 from kvstore.node.membership import bootstrap_entry, membership_from_meta
-from kvstore.node.snapshots import NodeSnapshots, SnapshotPolicy
+from kvstore.node.snapshots import NodeSnapshots, SnapshotPolicy, stagger_fraction
 from kvstore.protocols.peer import encoded_entry_bytes
 from kvstore.raft.config import RaftConfig
 from kvstore.raft.core import HardState, RaftCore, SnapshotPoint
@@ -237,6 +237,8 @@ def build_node(
             cooperator if cooperator is not None else snapshot_cooperator(clock),
             index=recovered.index,
             take_cooperator=cooperator if cooperator is not None else snapshot_cooperator(clock, pause=TAKE_PAUSE),
+            # Each member its own phase, so that they do not all snapshot at once.
+            stagger=stagger_fraction(config.node_id, len(configuration.member_ids)),
         )
     node = Node(
         core,

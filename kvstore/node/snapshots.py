@@ -11,7 +11,16 @@ also talks to the Raft core and the log; this module owns the disk side:
     C{bytes} bytes of log, have been applied since the last one (whichever
     first), and after it the log is kept from C{catchup_entries} entries
     before the snapshot's index, so that a follower lagging by fewer
-    catches up from the log, not from the whole snapshot.
+    catches up from the log, not from the whole snapshot. The members of
+    a cluster apply the same entries, so with one trigger they would all
+    snapshot at the same index, at the same time, and every node's slowdown
+    would land on the write path at once (the leader's commit waits for a
+    follower); L{stagger_fraction} gives each node its own phase instead:
+    the first interval after a start (or an installed snapshot) is shorter
+    by that fraction, in entries and in bytes, and after it each node counts
+    from its own last snapshot, so the members stay apart. A node therefore
+    never has more than C{entries} entries or C{bytes} of log since its last
+    snapshot (the documented bound), only sometimes fewer.
   - L{NodeSnapshots.take}: L{kvstore.node.snapshotting.take_snapshot} (an O(1)
     freeze, then slices of about a millisecond per reactor turn, paced by
     C{take_cooperator}, the file work on a storage thread); its Deferred
@@ -49,7 +58,7 @@ from kvstore.statemachine import ContentDecoder, KeyValueStateMachine
 from kvstore.storage.snapshots import KEEP, SnapshotInfo, SnapshotMeta, SnapshotStore, snapshot_name
 from kvstore.storage.wal import ThreadRunner
 
-__all__ = ["SnapshotPolicy", "NodeSnapshots", "RESTORE_CHUNK", "RESTORE_STEP", "release_in_slices"]
+__all__ = ["SnapshotPolicy", "NodeSnapshots", "stagger_fraction", "RESTORE_CHUNK", "RESTORE_STEP", "release_in_slices"]
 
 #: Bytes of snapshot content read from the file at a time while installing.
 RESTORE_CHUNK = 256 * 1024
@@ -63,6 +72,20 @@ RELEASE_SLICE = 4096
 #: What each applied entry counts towards C{SnapshotPolicy.bytes} besides
 #: its payload: the write-ahead log's record header.
 _ENTRY_OVERHEAD = 32
+
+
+def stagger_fraction(node_id: int, cluster_size: int) -> float:
+    """
+    The fraction of a snapshot interval by which the node C{node_id} of a
+    cluster of C{cluster_size} members snapshots earlier than a node with
+    fraction 0: C{(node_id mod cluster_size) / cluster_size / 2}, so the
+    members of a cluster numbered 1..n spread over the first half of the
+    interval (1/6, 1/3 and 0 for nodes 1, 2 and 3 of three), deterministic
+    and the same after any restart.
+    """
+    if cluster_size < 2:
+        return 0.0
+    return (node_id % cluster_size) / cluster_size / 2
 
 
 def release_in_slices(garbage: dict[str, str], slice_keys: int = RELEASE_SLICE) -> Generator[None, None, None]:
@@ -115,6 +138,9 @@ class NodeSnapshots:
     @param take_cooperator: runs the slices of taking a snapshot.
     @ivar index: the index of the newest snapshot this node has (taken,
         installed or recovered); what the trigger counts from.
+    @param stagger: this node's L{stagger_fraction}: the first interval
+        after a start or an installed snapshot is shorter by this fraction
+        (of C{policy.entries} and of C{policy.bytes}).
     """
 
     log = Logger()
@@ -128,7 +154,10 @@ class NodeSnapshots:
         *,
         index: int = 0,
         take_cooperator: Cooperator | None = None,
+        stagger: float = 0.0,
     ) -> None:
+        if not 0.0 <= stagger < 1.0:
+            raise ValueError(f"invalid snapshot stagger {stagger!r}")
         self.store = store
         self.policy = policy
         self.run_in_thread = self._run = run_in_thread
@@ -140,6 +169,11 @@ class NodeSnapshots:
         self.index = index
         self._bytes = 0
         self._entries = 0
+        self._first_entries = policy.entries - int(policy.entries * stagger)
+        self._first_bytes = policy.bytes - int(policy.bytes * stagger)
+        #: The limits of the current interval (shorter for the first).
+        self._entries_limit = self._first_entries
+        self._bytes_limit = self._first_bytes
         #: Log bytes per applied entry over the last snapshot interval.
         self._bytes_per_entry: float | None = None
         self._protected: Counter[str] = Counter()
@@ -159,8 +193,8 @@ class NodeSnapshots:
         """Whether a snapshot should start now, as of C{applied_index}."""
         if self.busy is not None:
             return False
-        return applied_index - self.index >= self.policy.entries or (
-            applied_index > self.index and self._bytes >= self.policy.bytes
+        return applied_index - self.index >= self._entries_limit or (
+            applied_index > self.index and self._bytes >= self._bytes_limit
         )
 
     def compact_through(self, snapshot_index: int) -> int:
@@ -199,6 +233,7 @@ class NodeSnapshots:
         if self._entries:
             self._bytes_per_entry = self._bytes / self._entries
         self._bytes = self._entries = 0
+        self._entries_limit, self._bytes_limit = self.policy.entries, self.policy.bytes
         busy: Deferred[None] = Deferred()
         self.busy = busy
 
@@ -310,6 +345,7 @@ class NodeSnapshots:
                 return failures[0]
             self.index = max(self.index, index)
             self._bytes = self._entries = 0
+            self._entries_limit, self._bytes_limit = self._first_entries, self._first_bytes
             self.restored_bytes = (verified[0].size or 0) if verified else 0
             return len(machine)
 
