@@ -26,8 +26,9 @@ code under test:
     one server;
   - the durable-quorum check (C{committed-entry-lost}) counts holders among
     the voters of the configurations that can still elect a leader: the
-    latest committed one, any newer one some node holds, and the one in
-    force at the entry (L{quorum_candidates}).
+    latest committed one, any newer one some node holds (a live node's
+    current one, a crashed node's last durable one: L{last_configuration}),
+    and the one in force at the entry (L{quorum_candidates}).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from kvstore.raft.membership import (
 )
 
 __all__ = ["PROPERTIES", "ConfigurationHistory", "LeaderConfigurations", "change_problems", "configuration_of",
-           "quorum_candidates"]
+           "last_configuration", "quorum_candidates"]
 
 PROPERTIES = {
     "commit-quorum": (
@@ -171,6 +172,16 @@ def change_problems(before: Configuration, after: Configuration) -> list[str]:
     if before.removed - after.removed:
         problems.append(f"brings back removed ids {sorted(before.removed - after.removed)}")
     return problems
+
+
+def last_configuration(entries: Sequence[Any]) -> tuple[int, Configuration] | None:
+    """The index and configuration of the last configuration entry among
+    C{entries} (log entries, oldest first), if any."""
+    for entry in reversed(entries):
+        configuration = configuration_of(entry.payload)
+        if configuration is not None:
+            return entry.index, configuration
+    return None
 
 
 def quorum_candidates(history: ConfigurationHistory, newer: Iterable[tuple[int, Configuration]]) -> list[Configuration]:

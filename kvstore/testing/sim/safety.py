@@ -33,6 +33,7 @@ from kvstore.testing.sim.membership_checks import (
     configuration_of,
     describe,
     holds,
+    last_configuration,
     quorum_candidates,
     voters_holding,
 )
@@ -455,6 +456,11 @@ class SafetyMonitor:
         # and any newer one a node holds (effective once appended).
         newer = [(n.core.configuration_index, n.core.configuration) for n in self.nodes.values()
                  if hasattr(n.core, "configuration")]
+        # A crashed node holds, and on restart uses, the newest configuration
+        # in its durable log: a leader that committed under a configuration
+        # it had just appended (a promotion) and then crashed still holds it.
+        newer += [found for i, view in views.items() if i not in self.nodes
+                  for found in [last_configuration(view.entries)] if found is not None]
         candidates = quorum_candidates(self.configurations, newer)
         for index in sorted(self.committed):
             term = self.committed[index][0]
