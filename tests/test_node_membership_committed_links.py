@@ -14,16 +14,7 @@ from kvstore.node.peer_membership import FollowConfiguration
 from kvstore.protocols.peer import Membership
 from kvstore.raft.membership import Configuration
 
-
-class _Links:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, int]] = []
-
-    def add(self, peer_id: int, host: str, port: int) -> None:
-        self.calls.append(("add", peer_id))
-
-    def remove(self, peer_id: int) -> None:
-        self.calls.append(("remove", peer_id))
+from tests.test_node_membership_links import RecordingLinks
 
 
 class _Server:
@@ -33,7 +24,7 @@ class _Server:
 class CommittedConfigurationLinksTests(SynchronousTestCase):
     def test_a_removed_leader_stays_linked_until_its_removal_commits(self) -> None:
         """A follower appending the removal of node 0 keeps its link to, and accepts, node 0 until that removal commits."""
-        links, server = _Links(), _Server()
+        links, server = RecordingLinks(), _Server()
         follow = FollowConfiguration(1, "c", links, server, {0: "h:0", 2: "h:2"})
         before = Configuration({0: "h:0", 1: "h:1", 2: "h:2"})
         follow(before)

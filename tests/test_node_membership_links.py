@@ -21,7 +21,9 @@ from kvstore.raft.membership import Configuration
 from kvstore.daemon.service import resolve_identity
 
 
-class _Links:
+class RecordingLinks:
+    """Stands in for PeerLinks: records each add and remove (shared by the membership link tests)."""
+
     def __init__(self) -> None:
         self.calls: list[tuple[str, int]] = []
 
@@ -39,7 +41,7 @@ class _Server:
 class FollowConfigurationTests(SynchronousTestCase):
     def test_links_and_accepted_peers_follow_the_configuration(self) -> None:
         """A new member gets a link and is accepted; a removed one loses both; nothing else changes."""
-        links, server = _Links(), _Server()
+        links, server = RecordingLinks(), _Server()
         follow = FollowConfiguration(0, "c", links, server, {1: "h:1", 2: "h:2"})
         follow(Configuration({0: "h:10", 1: "h:1", 2: "h:2"}))
         self.assertEqual(links.calls, [])
@@ -52,7 +54,7 @@ class FollowConfigurationTests(SynchronousTestCase):
 
     def test_a_joining_node_links_to_its_seed_until_it_has_a_configuration(self) -> None:
         """An empty configuration means: the members joined through."""
-        links, server = _Links(), _Server()
+        links, server = RecordingLinks(), _Server()
         follow = FollowConfiguration(5, "c", links, server, {}, seed={0: "h:10", 1: "h:1"})
         follow(Configuration({}))
         self.assertEqual(links.calls, [("add", 0), ("add", 1)])
@@ -63,7 +65,7 @@ class FollowConfigurationTests(SynchronousTestCase):
 
     def test_a_moved_member_is_linked_at_its_new_address(self) -> None:
         """A member whose address changed gets its link replaced."""
-        links, server = _Links(), _Server()
+        links, server = RecordingLinks(), _Server()
         follow = FollowConfiguration(0, "c", links, server, {1: "h:1"})
         follow(Configuration({0: "h:10", 1: "h:9"}))
         self.assertEqual(links.calls, [("remove", 1), ("add", 1)])

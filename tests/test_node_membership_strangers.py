@@ -21,16 +21,7 @@ from kvstore.protocols.peer import (
 )
 from kvstore.raft.membership import Configuration
 
-
-class _Links:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, int]] = []
-
-    def add(self, peer_id: int, host: str, port: int) -> None:
-        self.calls.append(("add", peer_id))
-
-    def remove(self, peer_id: int) -> None:
-        self.calls.append(("remove", peer_id))
+from tests.test_node_membership_links import RecordingLinks
 
 
 class _Server:
@@ -73,7 +64,7 @@ class HelloFromNonMembersTests(SynchronousTestCase):
 class LinkBackTests(SynchronousTestCase):
     def test_links_back_to_a_stranger_until_removal_commits(self) -> None:
         """A non-member that connected gets one link back, kept as it becomes a member, dropped when removed."""
-        links, server = _Links(), _Server()
+        links, server = RecordingLinks(), _Server()
         follow = FollowConfiguration(0, "c", links, server, {1: "h:1", 2: "h:2"})
         configuration = Configuration({0: "h:0", 1: "h:1", 2: "h:2"})
         follow(configuration)
@@ -99,7 +90,7 @@ class LinkBackTests(SynchronousTestCase):
 
     def test_links_back_are_bounded(self) -> None:
         """At most MAX_STRANGERS non-members are linked back to at once."""
-        links, server = _Links(), _Server()
+        links, server = RecordingLinks(), _Server()
         follow = FollowConfiguration(0, "c", links, server, {1: "h:1"})
         follow(Configuration({0: "h:0", 1: "h:1"}))
         for peer in range(10, 10 + MAX_STRANGERS + 5):

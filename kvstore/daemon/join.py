@@ -130,6 +130,9 @@ def join_cluster(
     while clock() < end:
         if not queue:
             queue = list(through)
+            # A pause between rounds over every address, bounded by the
+            # deadline: joining runs in makeService, before the reactor
+            # starts, so this blocks nothing but the start-up it belongs to.
             sleep(0.3)
         host, port = queue.pop(0)
         where = format_address(host, port)
