@@ -291,10 +291,11 @@ class RaftCommitTests(SynchronousTestCase):
         assert core.commit_index == 1
 
     def test_followers_learn_new_commit_index_without_waiting_for_heartbeat(self):
-        """When the leader's commit index advances it tells every follower at
-        once (an AppendEntries carrying the new commit), not a heartbeat later."""
+        """With C{commit_notify_delay=0} a leader whose commit index advances
+        tells every follower at once (an AppendEntries carrying the new
+        commit); the default delay is in tests.test_raft_commit_notice."""
         clock = Clock()
-        core = make_core(clock=clock)
+        core = make_core(clock=clock, commit_notify_delay=0)
         elect(core, clock, [2])
         drain(core)
         core.step(msg(2, 1, AppendEntriesResponse(core.term, True, 1)))

@@ -356,6 +356,8 @@ class RemovedNodeTests(SynchronousTestCase):
         leader = cores.elect(1)
         leader.propose_change(RemoveMember(3))
         cores.pump()
+        cores.clocks[1].advance(leader.config.commit_notify_delay)  # the notice of the commit
+        cores.pump()
         removed = cores[3]
         self.assertEqual(removed.configuration, configuration([1, 2], removed=[3]))
         term = removed.term

@@ -124,6 +124,9 @@ class UnsendableEntryTests(SynchronousTestCase):
         clocks[2].advance(TIMEOUT[1] + 0.01)
         pump(cores)
         self.assertIs(cores[2].role, Role.LEADER)
+        # The followers learn the last commit from the leader's notice.
+        clocks[2].advance(cores[2].config.commit_notify_delay)
+        pump(cores)
         term = cores[2].term
         for core in cores.values():
             self.assertEqual(core.commit_index, core.last_index)

@@ -309,7 +309,7 @@ class _Progress:
 
     __slots__ = (
         "next_index", "match_index", "state", "inflight", "probe_sent", "acked_round", "active", "pending_snapshot",
-        "recent", "caught_up_beats", "catching_up",
+        "recent", "caught_up_beats", "catching_up", "commit_sent",
     )
 
     def __init__(self, next_index: int) -> None:
@@ -332,6 +332,9 @@ class _Progress:
         # compaction holds the log at its match index (see
         # RaftCore.compaction_point).  0 when not catching up.
         self.catching_up = 0
+        # The commit index of the last AppendEntries sent to it: a commit
+        # notice goes only to followers not told of the current one.
+        self.commit_sent = 0
 
     def become_probe(self) -> None:
         self.state = _ProgressState.PROBE
@@ -497,6 +500,7 @@ class RaftCore:
         self._election_deadline = 0.0
         self._election_timer: IDelayedCall | None = None
         self._heartbeat_timer: IDelayedCall | None = None
+        self._commit_notify_timer: IDelayedCall | None = None
         self._quorum_check_at = 0.0
         self._started = False
         self._on_timer_error: Callable[[Failure], None] | None = None
@@ -814,10 +818,10 @@ class RaftCore:
     def stop(self) -> None:
         """Cancel all timers; the core does nothing further by itself."""
         self._started = False
-        for timer in (self._election_timer, self._heartbeat_timer):
+        for timer in (self._election_timer, self._heartbeat_timer, self._commit_notify_timer):
             if timer is not None and timer.active():
                 timer.cancel()
-        self._election_timer = self._heartbeat_timer = None
+        self._election_timer = self._heartbeat_timer = self._commit_notify_timer = None
 
     def set_wake(self, wake: Callable[[], None]) -> None:
         """
@@ -1332,9 +1336,10 @@ class RaftCore:
             self._departing.clear()
             self._stuck.clear()
             self._stuck_unreported.clear()
-            if self._heartbeat_timer is not None and self._heartbeat_timer.active():
-                self._heartbeat_timer.cancel()
-            self._heartbeat_timer = None
+            for timer in (self._heartbeat_timer, self._commit_notify_timer):
+                if timer is not None and timer.active():
+                    timer.cancel()
+            self._heartbeat_timer = self._commit_notify_timer = None
             self._fail_leader_reads("leadership lost")
         if self._started:
             self._reset_election_deadline()
@@ -1581,6 +1586,7 @@ class RaftCore:
                     peer,
                     AppendEntries(self.term, anchor.index, anchor.term, (), self.commit_index, self._round),
                 )
+                progress.commit_sent = self.commit_index
             return
         entries: tuple[EntryTuple, ...] = ()
         can_send_entries = (
@@ -1608,6 +1614,7 @@ class RaftCore:
                 round=self._round,
             ),
         )
+        progress.commit_sent = self.commit_index
         if entries:
             if progress.state is _ProgressState.REPLICATE:
                 progress.next_index = entries[-1][0] + 1
@@ -1704,9 +1711,29 @@ class RaftCore:
                 for read in waiting:
                     self._leader_read(read)
             # Followers learn the new commit index promptly, not only with
-            # the next heartbeat, so their reads and applies do not lag.
-            self._needs_broadcast = True
-            self._commit_to_broadcast = True
+            # the next heartbeat, so their reads and applies do not lag:
+            # with the next entries sent, or a notice shortly after.
+            if self.config.commit_notify_delay <= 0:
+                self._needs_broadcast = True
+                self._commit_to_broadcast = True
+            elif self._commit_notify_timer is None:
+                self._commit_notify_timer = self._call_later(
+                    self.config.commit_notify_delay, self._on_commit_notify_timer
+                )
+
+    def _on_commit_notify_timer(self) -> None:
+        """Tell the followers that no AppendEntries has told since the commit
+        index last moved (see C{RaftConfig.commit_notify_delay})."""
+        self._commit_notify_timer = None
+        if not self._started or self.role is not Role.LEADER:
+            return
+        commit = self.commit_index
+        for peer, progress in self._progress.items():
+            # One receiving a snapshot could not use it (its heartbeats are
+            # anchored at the snapshot): it learns with its next entries.
+            if progress.commit_sent < commit and progress.state is not _ProgressState.SNAPSHOT:
+                self._send_append(peer, heartbeat=True)
+        self._wake()
 
     def _handle_append_response(self, sender: int, response: AppendEntriesResponse) -> None:
         progress = self._progress.get(sender)
