@@ -65,6 +65,13 @@ class Connection(Protocol):
     def close(self) -> None: ...
 
 
+#: The longest reply line read from a member: a C{MEMBERS} reply of a
+#: thousand members is tens of kilobytes; without a cap, something that is
+#: not a kvstore node listening at a C{--join} address could make the
+#: joining process buffer without end.
+MAX_REPLY_BYTES = 1024 * 1024
+
+
 class _Connection:
     """A L{Connection} over a plain blocking TCP socket."""
 
@@ -79,6 +86,8 @@ class _Connection:
             if not data:
                 raise ConnectionError("connection closed")
             self._buffer += data
+            if len(self._buffer) > MAX_REPLY_BYTES and b"\n" not in self._buffer:
+                raise ConnectionError(f"reply longer than {MAX_REPLY_BYTES} bytes: not a kvstore node?")
         reply, _, self._buffer = self._buffer.partition(b"\n")
         return reply.decode("utf-8", "replace")
 
