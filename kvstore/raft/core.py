@@ -686,6 +686,11 @@ class RaftCore:
                 self._departing.setdefault(peer, until)
         if self._is_voter:
             return
+        # Tell the followers the commit index now: the notice timer dies
+        # with this leadership, and they would otherwise learn that their
+        # leader's removal (and whatever else it committed last) committed
+        # only once a successor has been elected and has committed.
+        self._send_commit_notices()
         successor = max(self._voter_peers, key=lambda p: (self._progress[p].match_index, -p), default=None)
         if successor is not None and self._progress[successor].match_index >= self.configuration_index:
             self._send(successor, TimeoutNow(self.term))
@@ -1716,7 +1721,8 @@ class RaftCore:
             if self.config.commit_notify_delay <= 0:
                 self._needs_broadcast = True
                 self._commit_to_broadcast = True
-            elif self._commit_notify_timer is None:
+            elif self._commit_notify_timer is None and self._progress:
+                # (A leader alone in its configuration has no one to tell.)
                 self._commit_notify_timer = self._call_later(
                     self.config.commit_notify_delay, self._on_commit_notify_timer
                 )
@@ -1727,13 +1733,18 @@ class RaftCore:
         self._commit_notify_timer = None
         if not self._started or self.role is not Role.LEADER:
             return
+        self._send_commit_notices()
+        self._wake()
+
+    def _send_commit_notices(self) -> None:
+        """Leader: send an AppendEntries to each follower that none has told
+        of the current commit index yet."""
         commit = self.commit_index
         for peer, progress in self._progress.items():
             # One receiving a snapshot could not use it (its heartbeats are
             # anchored at the snapshot): it learns with its next entries.
             if progress.commit_sent < commit and progress.state is not _ProgressState.SNAPSHOT:
                 self._send_append(peer, heartbeat=True)
-        self._wake()
 
     def _handle_append_response(self, sender: int, response: AppendEntriesResponse) -> None:
         progress = self._progress.get(sender)
