@@ -63,8 +63,11 @@ class RaftConfig:
         the messages of a sequential write (a notice and its acknowledgement
         per follower) and put two sends between the commit and the client's
         reply.  Followers' stale reads and applies lag by at most this
-        much; linearizable reads do not depend on it (the read-index round
-        carries the commit index).
+        much while messages arrive and the leader keeps leading (a lost
+        message waits for the next heartbeat, a leader that loses its term
+        for its successor's first commit; a leader that removes itself
+        tells them before it steps down); linearizable reads do not depend
+        on it (the read-index round carries the commit index).
     """
 
     node_id: int
