@@ -194,6 +194,20 @@ class TwistedInternalsTests(SynchronousTestCase):
         self.assertTrue(_sends_directly(transport))
 
 
+    def test_do_write_that_sent_nothing_keeps_it_all_in_data_buffer(self) -> None:
+        """A C{doWrite} the kernel refused moves the bytes to C{dataBuffer}
+        at C{offset} 0: the fast path must still see them buffered."""
+        ours, theirs = _unix_pair(self)
+        transport, _ = _server(ours)
+        filled = _fill_kernel_buffer(ours)
+        transport.write(b"older")
+        transport.doWrite()
+        self.assertEqual((transport.dataBuffer, transport.offset, transport._tempDataBuffer), (b"older", 0, []))
+        self.assertFalse(_sends_directly(transport))
+        write_now(transport, b" newer")
+        self.assertEqual(_drain(transport, theirs, filled + 11)[filled:], b"older newer")
+
+
 class FastPathTests(SynchronousTestCase):
     def test_empty_buffer_sends_straight_to_the_socket(self) -> None:
         """With nothing buffered the bytes are sent at once and the socket is
