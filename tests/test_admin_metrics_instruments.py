@@ -10,6 +10,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.admin.collector import NodeCollector
@@ -211,13 +212,9 @@ class _FakeProtocol:
     """Just enough of a connected peer protocol for PeerLink.send."""
 
     paused = False
-    transport = None
 
     def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    def sendString(self, payload: bytes) -> None:
-        self.sent.append(payload)
+        self.transport = StringTransport()  # PeerLink.send writes the netstring to it
 
 
 class PeerLinkMetricsTests(SynchronousTestCase):

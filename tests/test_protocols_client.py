@@ -558,15 +558,15 @@ class ClientPipeliningTests(SynchronousTestCase):
 
     def test_pipelined_replies_batched(self) -> None:
         """Replies produced while handling one chunk of input are written together, once."""
-        writes: list[int] = []
+        writes: list[int] = []  # the replies (lines) each write call carried
 
         class Counting(StringTransport):
             def write(self, data: bytes) -> None:
-                writes.append(1)
+                writes.append(data.count(b"\n"))
                 super().write(data)
 
             def writeSequence(self, seq: Any) -> None:
-                writes.append(len(seq))
+                writes.append(sum(part.count(b"\n") for part in seq))
                 super().writeSequence(seq)
 
         proto = ClientProtocol(FakeService(auto=True))
@@ -783,8 +783,8 @@ class ClientFlowControlTests(SynchronousTestCase):
         """Big replies are handed over before the whole chunk is handled, so a full send buffer stops reading mid-chunk."""
 
         class Tiny(StringTransport):
-            def writeSequence(self, seq: Any) -> None:
-                super().writeSequence(seq)
+            def write(self, data: bytes) -> None:
+                super().write(data)
                 if self.producer is not None:
                     self.producer.pauseProducing()  # send buffer now "full"
 
@@ -801,8 +801,8 @@ class ClientFlowControlTests(SynchronousTestCase):
         """Many small immediate replies in one chunk are handed over in bounded batches, so backpressure applies mid-chunk."""
 
         class Tiny(StringTransport):
-            def writeSequence(self, seq: Any) -> None:
-                super().writeSequence(seq)
+            def write(self, data: bytes) -> None:
+                super().write(data)
                 if self.producer is not None:
                     self.producer.pauseProducing()
 

@@ -49,7 +49,7 @@ from kvstore.errors import (
     Unavailable,
 )
 from kvstore.protocols import replies
-from kvstore.protocols.sending import send_now
+from kvstore.protocols.sending import write_now
 from kvstore.protocols.commands import (
     DEFAULT_LIMITS,
     Cas,
@@ -733,10 +733,9 @@ class ClientProtocol(LineReceiver):
         if batch:
             self._batch_bytes = 0
             if not self._lost:
-                self.transport.writeSequence(batch)
                 if trace.ENABLED:
                     trace.record("reply.written")
-                send_now(self.transport)
+                write_now(self.transport, batch[0] if len(batch) == 1 else b"".join(batch))
             batch.clear()
 
     def _flush(self) -> None:
@@ -754,10 +753,7 @@ class ClientProtocol(LineReceiver):
             if self._batch_bytes >= _MAX_BATCH_BYTES:
                 self._write_batch()
         else:
-            if len(ready) == 1:
-                self.transport.write(ready[0])
-            else:
-                self.transport.writeSequence(ready)
+            data = ready[0] if len(ready) == 1 else b"".join(ready)
             if trace.ENABLED:
                 trace.record("reply.written")
             if not queue:
@@ -765,7 +761,9 @@ class ClientProtocol(LineReceiver):
                 # else can join this write: send it now rather than at the
                 # next reactor iteration (for a pipelining client, the
                 # connection's last reply of the pass sends them all).
-                send_now(self.transport)
+                write_now(self.transport, data)
+            else:
+                self.transport.write(data)
         if len(queue) <= self._resume_at:
             self._resume("backlog")
         self._maybe_close()

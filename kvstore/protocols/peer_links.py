@@ -49,7 +49,7 @@ from kvstore.protocols.peer import (
     may_send,
     wire_type_of,
 )
-from kvstore.protocols.sending import send_now
+from kvstore.protocols.sending import write_now
 from kvstore.raft.messages import AppendEntries, AppendEntriesResponse, MalformedMessage, Message
 
 # While the kernel buffer toward a peer is full, queue at most this much in
@@ -288,12 +288,16 @@ class PeerLink:
                 self.dropped += 1
                 return
             protocol.buffered_while_paused += len(payload)
-        protocol.sendString(payload)
+        # The netstring, built here rather than by sendString so that it is
+        # one write (and, sent at once, one system call).
+        frame = b"%d:%s," % (len(payload), payload)
         self.sent += 1
-        if not protocol.paused:
+        if protocol.paused:
+            protocol.transport.write(frame)
+        else:
             # A Ready pass sends at most one message per peer in each
             # direction of a write's path: send it now, not next iteration.
-            send_now(protocol.transport)
+            write_now(protocol.transport, frame)
 
 
 def peer_endpoint(reactor: IReactorTCP, host: str, port: int) -> IStreamClientEndpoint:
