@@ -1136,25 +1136,30 @@ def _traced_flush(work: Callable[[], int], index: int) -> int:
 
 
 #: The most record bytes a flush may write and still run on the reactor
-#: thread.  A small write adds almost nothing to the fsync it goes with; a
-#: large one means many writes are waiting, when the reactor is busy and a
-#: flush overlapping its work on the storage thread is worth the hand-off.
-#: Chosen by measurement (the branch report of issue 16): one sequential
-#: client's flushes are one record (~150 bytes); at C{-c 256 -P 1} they are
-#: up to 256 records.
+#: thread.  One sequential client's flushes are one record (~150 bytes), a
+#: few concurrent clients' a few.  A large flush means many writes are
+#: waiting: the reactor is busy, and a flush that overlaps its work on the
+#: storage thread is worth the hand-off.  Measured (issue 16 branch report,
+#: shared machine, load 4-6): with 64 KiB, where most group commits of
+#: C{-c 50 -P 10} (~150 records, ~20 KiB) ran inline, that benchmark did
+#: 16.4-17.3k writes/s against 13.1-22.6k with the thread and 18.1-21.6k
+#: with 4 KiB; 4 KiB leaves such flushes on the thread.
 INLINE_FLUSH_MAX_BYTES = 4 * 1024
 
 #: An inline flush slower than this (seconds) sends the following flushes
-#: to the storage thread: the reactor was stopped for that long.  A fast
-#: disk's C{pwrite} plus C{fdatasync} over preallocated space takes 0.1-0.3
-#: ms; a millisecond means a slow or busy disk, where the hand-off is cheap
-#: next to the sync and the reactor should keep serving meanwhile.
-INLINE_FLUSH_SLOW_SECONDS = 0.001
+#: to the storage thread at once: the reactor was stopped that long, and
+#: other work (heartbeats, reads, other clients) waited.  A fast disk's
+#: C{pwrite} plus C{fdatasync} over preallocated space takes 0.1-0.3 ms;
+#: on this machine, busy with other benchmarks, 1-5 % of them took over a
+#: millisecond and 1 % over 2 ms.  2 ms bounds a stall near a garbage
+#: collection's while letting a lone outlier pass; a disk that is slow
+#: more often trips L{INLINE_FLUSH_AVERAGE_SECONDS} instead.
+INLINE_FLUSH_SLOW_SECONDS = 0.002
 
 #: The limit (seconds) on the moving average of inline flush durations: a
-#: disk that is never above L{INLINE_FLUSH_SLOW_SECONDS} but averages more
-#: than this is slow enough that stopping the reactor for each flush costs
-#: more than the hand-off saves (~0.13 ms).
+#: disk averaging more than this is busy or slow, and stopping the reactor
+#: for each of its syncs costs the other work more than the hand-off
+#: (~0.13 ms) saves the write.  Three times a quiet fast disk's 0.15 ms.
 INLINE_FLUSH_AVERAGE_SECONDS = 0.0005
 
 #: The weight of the newest duration in that moving average: about the
