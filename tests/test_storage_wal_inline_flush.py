@@ -405,3 +405,23 @@ class LeaderOrderTests(SynchronousTestCase):
         )
         self.assertEqual(s.runner.jobs, [])
         self.assertEqual(s.policy.inline_flushes, 1)
+
+
+class ServiceWiringTests(SynchronousTestCase):
+    def _open(self, *extra: str) -> Any:
+        from kvstore.daemon.options import parse_config
+        from kvstore.daemon.service import _open_storage
+
+        config = parse_config(["--data-dir", self.mktemp(), "--port", "20999", *extra])
+        lock, wal, _metadata, _snapshots = _open_storage(config)
+        self.addCleanup(lock.release)
+        self.addCleanup(wal.close)
+        return wal
+
+    def test_fsync_log_may_flush_inline(self) -> None:
+        """A node with fsync on opens its log with an inline flush policy."""
+        self.assertIsInstance(self._open()._inline, InlineFlushPolicy)
+
+    def test_no_fsync_log_has_no_inline_policy(self) -> None:
+        """With --unsafe-no-fsync the log already flushes synchronously: no policy."""
+        self.assertIsNone(self._open("--unsafe-no-fsync")._inline)
