@@ -43,7 +43,8 @@ class NoFsyncNodeStorageTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(wal.sync()), 1)  # type: ignore[attr-defined]
 
     def test_fsync_log_keeps_its_storage_thread(self) -> None:
-        """With fsync on, the log's flushes go to its storage thread: the
-        reactor never waits for the disk."""
+        """With fsync on, the log keeps its storage thread: the reactor waits
+        for the disk only in small flushes while the disk is fast
+        (L{kvstore.storage.wal.InlineFlushPolicy})."""
         wal = self._open()
         self.assertIsInstance(wal._run_in_thread, StorageThread)  # type: ignore[attr-defined]
