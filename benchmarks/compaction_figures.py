@@ -811,11 +811,13 @@ def compaction_ms(records: list[dict[str, Any]]) -> list[float]:
     return spans
 
 
-def stall_details(stalls: list[dict[str, Any]], spans: list[dict[str, Any]], n: int = 5) -> list[dict[str, Any]]:
-    """The C{n} longest stalls, each with what the probe knows of it and the
-    spans (reactor callbacks over 2 ms) that overlapped it."""
+def stall_details(stalls: list[dict[str, Any]], spans: list[dict[str, Any]], n: int = 5,
+                  by: str = "stall_ms") -> list[dict[str, Any]]:
+    """The C{n} longest stalls (or those with the most C{by}), each with what
+    the probe knows of it and the spans (reactor callbacks over 2 ms) that
+    overlapped it."""
     out = []
-    for r in sorted(stalls, key=lambda r: -r["stall_ms"])[:n]:
+    for r in sorted(stalls, key=lambda r: -(r.get(by) or 0.0))[:n]:
         end = r["end_ns"]
         begin = end - int((r["stall_ms"] + 1.0) * 1e6)
         d = {k: r.get(k) for k in ("stall_ms", "cpu_ms", "runq_ms", "proc_cpu_ms", "psi_ms", "gc_ms")}
@@ -993,6 +995,12 @@ async def figure_6(args: argparse.Namespace, root: Path, results: dict[str, Any]
                     [r for r in records if "stall_ms" in r and t_start <= r["end_ns"] <= t_end
                      and (inside(r["end_ns"] - int(r["stall_ms"] * 1e6), windows) or inside(r["end_ns"], windows))],
                     [r for r in records if r.get("kind") == "span"]),
+                # The three stalls in snapshots with the most CPU of the
+                # reactor thread itself: the node's own longest work.
+                "most_cpu_in_snapshot_detail": stall_details(
+                    [r for r in records if "stall_ms" in r and t_start <= r["end_ns"] <= t_end
+                     and (inside(r["end_ns"] - int(r["stall_ms"] * 1e6), windows) or inside(r["end_ns"], windows))],
+                    [r for r in records if r.get("kind") == "span"], n=3, by="cpu_ms"),
                 "longest_outside_detail": stall_details(
                     [r for r in records if "stall_ms" in r and t_start <= r["end_ns"] <= t_end
                      and not (inside(r["end_ns"] - int(r["stall_ms"] * 1e6), windows) or inside(r["end_ns"], windows))],

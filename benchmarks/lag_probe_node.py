@@ -54,6 +54,8 @@ Experiments, in the environment:
   - C{KVSTORE_PROBE_SLICE_US}: the reactor thread's EEVDF time slice
     (L{set_thread_slice}).
   - C{KVSTORE_PROBE_SWITCH_INTERVAL_MS}: C{sys.setswitchinterval}.
+  - C{KVSTORE_PROBE_ARRAY_OFFSETS=1}: the write-ahead log's per-segment
+    record offsets in an C{array('q')} (see the code).
 
 Everything else goes to PROBE_FILE as JSON lines, appended once a second (a few
 hundred bytes, on the reactor) and when the process exits, so a SIGKILL
@@ -496,6 +498,23 @@ def install(path: str) -> Probe:
 
         log_compaction.StepwiseCompaction.__init__ = init  # type: ignore[method-assign]
         probe.event(kind="compaction_step", entries=int(step_entries))
+    if os.environ.get("KVSTORE_PROBE_ARRAY_OFFSETS"):
+        # Experiment: each WAL segment's record offsets in an array('q')
+        # instead of a list of ints, so that dropping a whole segment after
+        # a snapshot frees one buffer, not one int object per record (about
+        # 500,000 of them for a full segment: 5-12 ms of the reactor's CPU).
+        from array import array
+
+        from kvstore.storage import wal as wal_module
+
+        original_segment_init = wal_module._Segment.__init__
+
+        def segment_init(self: Any, *args: Any, **kwargs: Any) -> None:
+            original_segment_init(self, *args, **kwargs)
+            self.offsets = array("q", self.offsets)
+
+        wal_module._Segment.__init__ = segment_init  # type: ignore[method-assign]
+        probe.event(kind="array_offsets")
     slice_us = os.environ.get("KVSTORE_PROBE_SLICE_US")
     watchdog = Watchdog(probe) if os.environ.get("KVSTORE_PROBE_WATCHDOG") else None
 
