@@ -811,6 +811,98 @@ def compaction_ms(records: list[dict[str, Any]]) -> list[float]:
     return spans
 
 
+def stall_details(stalls: list[dict[str, Any]], spans: list[dict[str, Any]], n: int = 5,
+                  by: str = "stall_ms") -> list[dict[str, Any]]:
+    """The C{n} longest stalls (or those with the most C{by}), each with what
+    the probe knows of it and the spans (reactor callbacks over 2 ms) that
+    overlapped it."""
+    out = []
+    for r in sorted(stalls, key=lambda r: -(r.get(by) or 0.0))[:n]:
+        end = r["end_ns"]
+        begin = end - int((r["stall_ms"] + 1.0) * 1e6)
+        d = {k: r.get(k) for k in ("stall_ms", "cpu_ms", "runq_ms", "proc_cpu_ms", "psi_ms", "gc_ms")}
+        d["spans"] = [{k: sp.get(k) for k in ("name", "ms", "cpu_ms", "runq_ms", "proc_cpu_ms", "minflt", "majflt", "nivcsw")}
+                      for sp in spans if sp["start_ns"] < end and sp["ns"] > begin]
+        out.append(d)
+    return out
+
+
+#: One line of C{perf sched timehist}: time, [cpu], task[tid/pid], wait,
+#: scheduling delay and run time (ms).  The task is switched out at "time"
+#: after running for "run time".
+_TIMEHIST_LINE = re.compile(r"^\s*(\d+\.\d+)\s+\[(\d+)\]\s+(.*?)\s+(\d+\.\d+)\s+(\d+\.\d+)\s+(\d+\.\d+)\s*$")
+_TASK_IDS = re.compile(r"\[(\d+)(?:/(\d+))?\]$")
+
+
+def parse_timehist(text: str) -> list[tuple[float, float, str]]:
+    """The runs in a C{perf sched timehist} listing: (start s, end s, task),
+    sorted by start.  perf's clock is the kernel's C{sched_clock}, which on
+    the reference machine reads as C{CLOCK_MONOTONIC} (the probe's)."""
+    runs = []
+    for line in text.splitlines():
+        m = _TIMEHIST_LINE.match(line)
+        if m:
+            end, run_ms = float(m.group(1)), float(m.group(6))
+            runs.append((end - run_ms / 1000.0, end, m.group(3)))
+    runs.sort()
+    return runs
+
+
+def task_category(task: str, node_pids: Sequence[int], stalled: int, load_pid: int) -> str:
+    """Who a run in C{perf sched timehist} belongs to, seen from the node
+    whose reactor stalled (index C{stalled} in C{node_pids})."""
+    m = _TASK_IDS.search(task)
+    if m is None:
+        return "idle" if "idle" in task else "other"
+    tid, pid = int(m.group(1)), int(m.group(2) or m.group(1))
+    if pid in node_pids:
+        who = "the stalled node" if node_pids.index(pid) == stalled else "the other nodes"
+        return f"{who}: {'reactor thread' if tid == pid else 'other threads'}"
+    if pid == load_pid:
+        return "this script (the load)"
+    return "other processes"
+
+
+def cpu_during_stalls(runs: list[tuple[float, float, str]], stalls: Sequence[tuple[int, float, float]],
+                      node_pids: Sequence[int], load_pid: int, cpus: int) -> dict[str, Any]:
+    """
+    What the machine's CPUs ran during the reactor stalls C{stalls} ((node
+    index, start s, end s)), from C{perf sched timehist}: ms per category
+    (L{task_category}) and its share of the CPUs' time in those stalls.  A
+    stall whose reactor was waiting for a CPU shows the CPUs busy with
+    someone else.
+    """
+    starts = [r[0] for r in runs]
+    totals: dict[str, float] = {}
+    counted = 0
+    stalled_ms = 0.0
+    if runs:
+        first, last = runs[0][1], runs[-1][1]
+        for node, a, b in stalls:
+            if a < first or b > last:
+                continue  # outside what perf recorded
+            counted += 1
+            stalled_ms += (b - a) * 1000.0
+            busy = 0.0
+            for s, e, task in runs[max(0, bisect.bisect_left(starts, a - 1.0)):]:
+                if s > b:
+                    break
+                if e > a:
+                    ms = (min(e, b) - max(s, a)) * 1000.0
+                    busy += ms
+                    c = task_category(task, node_pids, node, load_pid)
+                    totals[c] = totals.get(c, 0.0) + ms
+            # what perf saw no task run on (an idle CPU it recorded no switch for)
+            totals["idle"] = totals.get("idle", 0.0) + max(0.0, cpus * (b - a) * 1000.0 - busy)
+    capacity = cpus * stalled_ms
+    return {
+        "stalls": counted,
+        "stalled_ms": round(stalled_ms, 1),
+        "cpu_ms": {k: round(v, 1) for k, v in sorted(totals.items(), key=lambda x: -x[1])},
+        "share": {k: round(v / capacity, 3) for k, v in sorted(totals.items(), key=lambda x: -x[1])} if capacity else {},
+    }
+
+
 def inside(t: int, windows: Sequence[tuple[int, int, int, int]]) -> bool:
     return any(s <= t <= e for s, e, _, _ in windows)
 
@@ -837,9 +929,19 @@ async def figure_6(args: argparse.Namespace, root: Path, results: dict[str, Any]
                 args.py_spy, "record", "-p", str(leader.pid), "-d", str(int(args.stall_seconds)), "-r", "200",
                 "-f", "raw", "-o", str(root / f"py-spy-leader-{leader.node_id}.txt"),
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        perf = None
+        if args.perf_sched:
+            # Every scheduler switch on the machine, to see who had the CPUs
+            # during the long stalls (about 10 MB/s of data).
+            perf = await asyncio.create_subprocess_exec(
+                args.perf_sched, "sched", "record", "-o", str(root / "perf-sched.data"), "--",
+                "sleep", str(int(args.stall_seconds)),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         await measured.run(random_keys(args.big_keys, 4), lambda: time.monotonic() >= end)
         if profiler is not None:
             await profiler.wait()
+        if perf is not None:
+            await perf.wait()
         t_end = time.monotonic_ns()
         await asyncio.sleep(1.5)  # the probes' next flush
         leader = await wait_leader(cluster)
@@ -884,6 +986,25 @@ async def figure_6(args: argparse.Namespace, root: Path, results: dict[str, Any]
                      if "stall_ms" in r and t_start <= r["end_ns"] <= t_end
                      and (inside(r["end_ns"] - int(r["stall_ms"] * 1e6), windows) or inside(r["end_ns"], windows))),
                     key=lambda x: -x[0])[:5],
+                # The five longest stalls in snapshots in detail: the reactor
+                # thread's CPU and run-queue wait (waiting for a CPU), the
+                # process's CPU (all threads), the machine's CPU pressure, and
+                # (with KVSTORE_PROBE_SPANS=1) the reactor callbacks over 2 ms
+                # that overlapped it.
+                "longest_in_snapshot_detail": stall_details(
+                    [r for r in records if "stall_ms" in r and t_start <= r["end_ns"] <= t_end
+                     and (inside(r["end_ns"] - int(r["stall_ms"] * 1e6), windows) or inside(r["end_ns"], windows))],
+                    [r for r in records if r.get("kind") == "span"]),
+                # The three stalls in snapshots with the most CPU of the
+                # reactor thread itself: the node's own longest work.
+                "most_cpu_in_snapshot_detail": stall_details(
+                    [r for r in records if "stall_ms" in r and t_start <= r["end_ns"] <= t_end
+                     and (inside(r["end_ns"] - int(r["stall_ms"] * 1e6), windows) or inside(r["end_ns"], windows))],
+                    [r for r in records if r.get("kind") == "span"], n=3, by="cpu_ms"),
+                "longest_outside_detail": stall_details(
+                    [r for r in records if "stall_ms" in r and t_start <= r["end_ns"] <= t_end
+                     and not (inside(r["end_ns"] - int(r["stall_ms"] * 1e6), windows) or inside(r["end_ns"], windows))],
+                    [r for r in records if r.get("kind") == "span"]),
                 "outside_seconds": round((t_end - t_start) / 1e9 - window_s, 1),
                 "inside_seconds": round(window_s, 1),
             })
@@ -903,7 +1024,29 @@ async def figure_6(args: argparse.Namespace, root: Path, results: dict[str, Any]
         p99_during = percentile(during, 0.99)
         p99_without = percentile(without, 0.99)
         worst = max((n["max_stall_in_snapshot_ms"] for n in nodes), default=0.0)
+        attribution = None
+        if args.perf_sched:
+            timehist = await asyncio.create_subprocess_exec(
+                args.perf_sched, "sched", "timehist", "-i", str(root / "perf-sched.data"),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+            listing, _ = await timehist.communicate()
+            runs = parse_timehist(listing.decode("utf-8", "replace"))
+            pids = [int(n.pid or 0) for n in cluster.nodes]
+            long_stalls = []
+            for i, node in enumerate(cluster.nodes):
+                for r in read_probe(node.probe_path):  # type: ignore[attr-defined]
+                    if r.get("stall_ms", 0) > 20 and t_start <= r["end_ns"] <= t_end:
+                        b = r["end_ns"] / 1e9
+                        long_stalls.append((i, b - (r["stall_ms"] + 1.0) / 1000.0, b))
+            attribution = cpu_during_stalls(runs, long_stalls, pids, os.getpid(), os.cpu_count() or 1)
+            log(f"  during {attribution['stalls']} stalls > 20 ms the CPUs ran: "
+                + ", ".join(f"{k} {v:.0%}" for k, v in attribution["share"].items()))
+            if not args.keep:
+                (root / "perf-sched.data").unlink(missing_ok=True)
         results["6"] = {
+            # With --perf-sched: what the CPUs ran during every stall over
+            # 20 ms (in snapshots or not), by whose it was.
+            "cpu_during_stalls_over_20ms": attribution,
             "keys": args.big_keys,
             "snapshot_entries": args.stall_snapshot_entries,
             "nodes": nodes,
@@ -921,6 +1064,8 @@ async def figure_6(args: argparse.Namespace, root: Path, results: dict[str, Any]
             "writes_while_taking": len(taking),
             "writes_only_compaction": len(after),
             "cooperator_env": {k: v for k, v in os.environ.items() if k.startswith("KVSTORE_PROBE_SNAPSHOT")},
+            # every probe experiment set in the environment
+            "probe_env": {k: v for k, v in os.environ.items() if k.startswith("KVSTORE_PROBE_")},
             "max_stall_in_snapshot_ms": worst,
             "target": "stall <= 20 ms; p99 during <= 2x without",
             "met": bool(during) and worst <= 20 and p99_during <= 2 * p99_without,
@@ -1022,6 +1167,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stall-seconds", type=float, default=60.0)
     parser.add_argument("--stall-snapshot-entries", type=int, default=100_000,
                         help="--snapshot-entries of figure 6's nodes, so snapshots alternate with quiet spells")
+    parser.add_argument("--perf-sched", metavar="PATH",
+                        help="figure 6: record every scheduler switch on the machine with this perf "
+                             "('perf sched record', root) during the measurement and report what the CPUs ran "
+                             "during the stalls over 20 ms (the stall figures then include perf's own cost)")
     parser.add_argument("--py-spy", metavar="PATH",
                         help="figure 6: record the leader with this py-spy during the measurement (raw stacks in the "
                              "work directory; use --keep)")

@@ -26,9 +26,36 @@ memory growth, not for timing) and, on each SIGUSR1, dumps a tracemalloc
 snapshot to C{PROBE_FILE.tm<N>} and the counts of gc-tracked objects by type
 to C{PROBE_FILE.types<N>}.
 
-C{KVSTORE_PROBE_SNAPSHOT_TURN_MS} and C{KVSTORE_PROBE_SNAPSHOT_PAUSE_MS}
-replace the snapshot cooperator's turn length and the pause between turns
-(L{kvstore.node.snapshotting.snapshot_cooperator}), for experiments.
+Each recorded stall also carries what tells its causes apart (all cheap
+reads, every tick): C{runq_ms}, the time the reactor thread was runnable
+but waiting on a run queue for a CPU (C{/proc/self/task/<tid>/schedstat});
+C{proc_cpu_ms}, the CPU of all the process's threads; C{psi_ms}, the
+machine's CPU pressure (C{/proc/pressure/cpu}).  What is neither C{cpu_ms}
+nor C{runq_ms} the thread slept: for the GIL, in a blocking system call, or
+in the poll's own 1 ms timeout.
+
+Diagnostics, in the environment:
+
+  - C{KVSTORE_PROBE_SPANS=1}: every reactor callback over 2 ms (I/O
+    dispatch by protocol, timed calls, C{Node._process}, the cooperators'
+    turns, compaction steps, log and probe file writes, and the poll itself)
+    as a C{"span"} record with its CPU, run-queue wait, page faults and
+    preemptions (L{SpanRecorder}).
+  - C{KVSTORE_PROBE_WATCHDOG=1}: samples of the reactor thread's scheduler
+    state, kernel stack and Python stack during stalls (L{Watchdog}).
+
+Experiments, in the environment:
+
+  - C{KVSTORE_PROBE_SNAPSHOT_TURN_MS} and C{KVSTORE_PROBE_SNAPSHOT_PAUSE_MS}
+    replace the snapshot cooperator's turn length and the pause between
+    turns (L{kvstore.node.snapshotting.snapshot_cooperator}).
+  - C{KVSTORE_PROBE_COMPACTION_STEP}: entries per log compaction step
+    (L{kvstore.node.log_compaction.StepwiseCompaction}).
+  - C{KVSTORE_PROBE_SLICE_US}: the reactor thread's EEVDF time slice
+    (L{set_thread_slice}).
+  - C{KVSTORE_PROBE_SWITCH_INTERVAL_MS}: C{sys.setswitchinterval}.
+  - C{KVSTORE_PROBE_ARRAY_OFFSETS=1}: the write-ahead log's per-segment
+    record offsets in an C{array('q')} (see the code).
 
 Everything else goes to PROBE_FILE as JSON lines, appended once a second (a few
 hundred bytes, on the reactor) and when the process exits, so a SIGKILL
@@ -39,11 +66,15 @@ only for the figure that needs it.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import resource
+import struct
 import sys
+import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 #: The probe's period (seconds).
 TICK = 0.001
@@ -51,6 +82,51 @@ TICK = 0.001
 RECORD_ABOVE = 2.0
 #: Histogram bucket upper bounds (ms of stall).
 BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, float("inf"))
+#: C{RUSAGE_THREAD} (Linux): the calling thread's resource usage.
+RUSAGE_THREAD = getattr(resource, "RUSAGE_THREAD", 1)
+#: With C{KVSTORE_PROBE_SPANS=1}: reactor callbacks longer than this (ms of
+#: wall time) are recorded one by one (L{SpanRecorder}).
+SPAN_RECORD_ABOVE = 2.0
+
+
+class ThreadSchedStat:
+    """
+    The calling thread's scheduler statistics from
+    C{/proc/self/task/<tid>/schedstat}: nanoseconds on a CPU, nanoseconds
+    runnable but waiting on a run queue (for a CPU), timeslices.  The
+    second is what tells waiting for a CPU apart from sleeping (a thread
+    waiting for the GIL or for I/O sleeps: it is not on a run queue).
+    Reads return C{(0, 0)} where the file does not exist.
+    """
+
+    def __init__(self) -> None:
+        try:
+            self._fd: int | None = os.open(f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY)
+        except OSError:
+            self._fd = None
+
+    def read(self) -> tuple[int, int]:
+        if self._fd is None:
+            return (0, 0)
+        fields = os.pread(self._fd, 100, 0).split()
+        return (int(fields[0]), int(fields[1]))
+
+
+class MachineCpuPressure:
+    """The machine's C{/proc/pressure/cpu} "some" total (microseconds during
+    which at least one task waited for a CPU), or 0 without PSI."""
+
+    def __init__(self) -> None:
+        try:
+            self._fd: int | None = os.open("/proc/pressure/cpu", os.O_RDONLY)
+        except OSError:
+            self._fd = None
+
+    def read(self) -> int:
+        if self._fd is None:
+            return 0
+        first = os.pread(self._fd, 200, 0).split(b"\n", 1)[0]
+        return int(first.rsplit(b"total=", 1)[1])
 
 
 class Probe:
@@ -63,6 +139,12 @@ class Probe:
         self.last_cpu = 0.0
         self._gc_started: float | None = None
         self._gc_ms = 0.0  # collection time since the last tick
+        # Created on the reactor thread (in start()): the reactor thread's.
+        self.sched: ThreadSchedStat | None = None
+        self.pressure = MachineCpuPressure()
+        self.last_runq = 0
+        self.last_proc_cpu = 0.0
+        self.last_psi = 0
 
     def gc_callback(self, phase: str, info: dict[str, Any]) -> None:
         """Record every garbage collection longer than L{RECORD_ABOVE} ms
@@ -81,6 +163,9 @@ class Probe:
     def tick(self) -> None:
         now = time.monotonic()
         cpu = time.thread_time()
+        proc_cpu = time.process_time()
+        runq = self.sched.read()[1] if self.sched is not None else 0
+        psi = self.pressure.read()
         if self.last is not None:
             stall_ms = max(0.0, (now - self.last - TICK) * 1000.0)
             for i, bound in enumerate(BUCKETS):
@@ -95,12 +180,24 @@ class Probe:
                     "cpu_ms": round((cpu - self.last_cpu) * 1000.0, 3),
                     # wall time of garbage collections inside the gap
                     "gc_ms": round(self._gc_ms, 3),
+                    # the reactor thread's time runnable but not running
+                    # (waiting for a CPU); the rest of the gap that is
+                    # neither this nor cpu_ms it slept (the GIL, I/O, or
+                    # the poll's own 1 ms timeout)
+                    "runq_ms": round((runq - self.last_runq) / 1e6, 3),
+                    # CPU of every thread of the process in the gap
+                    "proc_cpu_ms": round((proc_cpu - self.last_proc_cpu) * 1000.0, 3),
+                    # the machine: time some task waited for a CPU (PSI)
+                    "psi_ms": round((psi - self.last_psi) / 1e3, 3),
                     "end_ns": time.monotonic_ns(),
                 })
         self._gc_ms = 0.0
         self.ticks += 1
         self.last = now
         self.last_cpu = cpu
+        self.last_runq = runq
+        self.last_proc_cpu = proc_cpu
+        self.last_psi = psi
 
     def event(self, **fields: Any) -> None:
         fields["ns"] = time.monotonic_ns()
@@ -112,6 +209,187 @@ class Probe:
         records.append({"histogram": self.histogram, "ticks": self.ticks, "ns": time.monotonic_ns()})
         with open(self.path, "a") as f:
             f.write("".join(json.dumps(r) + "\n" for r in records))
+
+
+class SpanRecorder:
+    """
+    Times chosen reactor callbacks (C{KVSTORE_PROBE_SPANS=1}): each one
+    longer than L{SPAN_RECORD_ABOVE} ms becomes a C{"span"} record with its
+    name, start and end (C{CLOCK_MONOTONIC} ns), the reactor thread's CPU
+    and run-queue wait in it, and the process's CPU (all threads) in it, so
+    that a stall can be matched with what ran in it.  Costs a few
+    microseconds per wrapped call.
+    """
+
+    def __init__(self, probe: Probe) -> None:
+        self.probe = probe
+        self.sched: ThreadSchedStat | None = None
+
+    def wrap(self, owner: Any, attribute: str, name: Callable[..., str] | str) -> None:
+        original = getattr(owner, attribute)
+        recorder = self
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            sched = recorder.sched
+            if sched is None or threading.get_native_id() != recorder.tid:
+                return original(*args, **kwargs)
+            start = time.monotonic_ns()
+            cpu = time.thread_time_ns()
+            proc = time.process_time_ns()
+            runq = sched.read()[1]
+            usage = resource.getrusage(RUSAGE_THREAD)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                end = time.monotonic_ns()
+                if (end - start) / 1e6 > SPAN_RECORD_ABOVE:
+                    after = resource.getrusage(RUSAGE_THREAD)
+                    recorder.probe.pending.append({
+                        # the reactor thread's page faults and involuntary
+                        # context switches (preemptions) in the span
+                        "minflt": after.ru_minflt - usage.ru_minflt,
+                        "majflt": after.ru_majflt - usage.ru_majflt,
+                        "nivcsw": after.ru_nivcsw - usage.ru_nivcsw,
+                        "kind": "span",
+                        "name": name if isinstance(name, str) else name(*args, **kwargs),
+                        "start_ns": start, "ns": end,
+                        "ms": round((end - start) / 1e6, 3),
+                        "cpu_ms": round((time.thread_time_ns() - cpu) / 1e6, 3),
+                        "runq_ms": round((sched.read()[1] - runq) / 1e6, 3),
+                        "proc_cpu_ms": round((time.process_time_ns() - proc) / 1e6, 3),
+                    })
+
+        setattr(owner, attribute, timed)
+
+    def start(self) -> None:
+        """On the reactor thread: the spans measured are that thread's."""
+        self.tid = threading.get_native_id()
+        self.sched = ThreadSchedStat()
+
+
+class Watchdog:
+    """
+    C{KVSTORE_PROBE_WATCHDOG=1}: a thread that wakes every L{PERIOD} seconds
+    and, while the reactor's current stall is longer than L{AFTER_MS}, takes
+    a sample of the reactor thread every few milliseconds: its scheduler
+    state (C{R} running or waiting for a CPU, C{S} sleeping, C{D} in
+    uninterruptible I/O), its kernel wait channel and kernel stack (the
+    stack needs root), and its innermost Python frames.  So a stall spent
+    neither running nor on a run queue can be told apart: a GIL wait
+    (C{S}, Python stack in the interpreter's wait) from a blocking file
+    operation (C{D}, an ext4/jbd2 kernel stack).  Costs a GIL hand-off per
+    sample, only during stalls.
+    """
+
+    PERIOD = 0.002
+    AFTER_MS = 8.0
+    EVERY_MS = 4.0
+
+    def __init__(self, probe: Probe) -> None:
+        self.probe = probe
+
+    def start(self) -> None:
+        """On the reactor thread."""
+        self.tid = threading.get_native_id()
+        self.ident = threading.get_ident()
+        threading.Thread(target=self.run, name="lag-probe-watchdog", daemon=True).start()
+
+    def read(self, name: str) -> str:
+        try:
+            with open(f"/proc/self/task/{self.tid}/{name}") as f:
+                return f.read()
+        except OSError as e:
+            return f"({e.strerror})"
+
+    def run(self) -> None:
+        import traceback
+
+        last_sample = 0.0
+        while True:
+            time.sleep(self.PERIOD)
+            last = self.probe.last
+            if last is None:
+                continue
+            now = time.monotonic()
+            stalled_ms = (now - last) * 1000.0
+            if stalled_ms < self.AFTER_MS or (now - last_sample) * 1000.0 < self.EVERY_MS:
+                continue
+            last_sample = now
+            state = self.read("stat").rsplit(")", 1)[-1].split()[0]
+            frame = sys._current_frames().get(self.ident)
+            stack = [f"{fs.filename.rsplit('/', 2)[-1]}:{fs.lineno}:{fs.name}"
+                     for fs in traceback.extract_stack(frame)[-6:]] if frame is not None else []
+            self.probe.pending.append({
+                "kind": "watch", "ns": time.monotonic_ns(), "stalled_ms": round(stalled_ms, 1), "state": state,
+                "wchan": self.read("wchan"),
+                "kstack": [line.split(" ", 1)[-1] for line in self.read("stack").splitlines()[:12]],
+                "pystack": stack,
+            })
+
+
+def install_spans(probe: Probe, reactor: Any) -> SpanRecorder:
+    from twisted.internet.task import Cooperator
+
+    from kvstore.node import log_compaction
+    from kvstore.node import node as node_module
+
+    spans = SpanRecorder(probe)
+
+    def io_name(selectable: Any, fd: int, event: int) -> str:
+        protocol = getattr(selectable, "protocol", selectable)
+        return f"io:{type(protocol).__name__}"
+
+    if hasattr(reactor, "_doReadOrWrite"):
+        spans.wrap(reactor, "_doReadOrWrite", io_name)
+    spans.wrap(reactor, "runUntilCurrent", "runUntilCurrent")
+    poller = getattr(reactor, "_poller", None)
+    if poller is not None:
+        # epoll_wait plus taking the GIL back: a poll far longer than its
+        # timeout waited for the GIL (or a CPU: see runq_ms).
+        class TimedPoller:
+            def __init__(self, inner: Any) -> None:
+                self._inner = inner
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self._inner, name)
+
+        timed_poller = TimedPoller(poller)
+        spans.wrap(timed_poller, "poll", lambda timeout=-1, *a: f"poll(timeout={timeout})")
+        reactor._poller = timed_poller
+    spans.wrap(node_module.Node, "_process", "Node._process")
+    spans.wrap(Cooperator, "_tick", "Cooperator._tick")
+    spans.wrap(log_compaction.StepwiseCompaction, "_step", "StepwiseCompaction._step")
+    # File writes on the reactor thread: the node's log, and the probe's own
+    # records (once a second).
+    from twisted.python import logfile
+
+    spans.wrap(logfile.LogFile, "write", "LogFile.write")
+    spans.wrap(probe, "flush", "Probe.flush")
+    return spans
+
+
+def set_thread_slice(ns: int) -> tuple[int, int]:
+    """
+    Experiment (C{KVSTORE_PROBE_SLICE_US}): ask the kernel's EEVDF scheduler
+    (Linux >= 6.12) for a custom time slice for the calling thread, through
+    C{sched_setattr}'s C{sched_runtime} for a C{SCHED_OTHER} thread.  A
+    shorter slice gives an earlier virtual deadline, so a thread that wakes
+    after a short sleep is picked (and may preempt) sooner; its share of the
+    CPU is unchanged (that is its nice value's).  x86-64 only; returns the
+    (old, new) slice in ns.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    sys_setattr, sys_getattr = 314, 315
+    layout = "IIQiIQQQII"
+    buf = ctypes.create_string_buffer(struct.calcsize(layout))
+    if libc.syscall(sys_getattr, 0, buf, len(buf), 0) != 0:
+        raise OSError(ctypes.get_errno(), "sched_getattr")
+    size, policy, flags, nice, priority, old, *_ = struct.unpack(layout, buf.raw)
+    new = struct.pack(layout, len(buf), policy, 0, nice, priority, ns, 0, 0, 0, 0)
+    if libc.syscall(sys_setattr, 0, ctypes.c_char_p(new), 0) != 0:
+        raise OSError(ctypes.get_errno(), "sched_setattr")
+    libc.syscall(sys_getattr, 0, buf, len(buf), 0)
+    return old, struct.unpack(layout, buf.raw)[5]
 
 
 def install(path: str) -> Probe:
@@ -199,9 +477,58 @@ def install(path: str) -> Probe:
     node_snapshots.NodeSnapshots.take = take  # type: ignore[method-assign]
     node_snapshots.NodeSnapshots.restore = restore  # type: ignore[method-assign]
 
+    spans = install_spans(probe, reactor) if os.environ.get("KVSTORE_PROBE_SPANS") else None
+    switch_ms = os.environ.get("KVSTORE_PROBE_SWITCH_INTERVAL_MS")
+    if switch_ms:
+        # Experiment: how long a thread holding the GIL keeps it once
+        # another thread asks (Python's default: 5 ms).
+        sys.setswitchinterval(float(switch_ms) / 1000)
+        probe.event(kind="switch_interval", ms=float(switch_ms))
+
+    step_entries = os.environ.get("KVSTORE_PROBE_COMPACTION_STEP")
+    if step_entries:
+        # Experiment: entries dropped per compaction step.
+        from kvstore.node import log_compaction
+
+        original_init = log_compaction.StepwiseCompaction.__init__
+
+        def init(self: Any, *args: Any, **kwargs: Any) -> None:
+            kwargs["step_entries"] = int(step_entries)
+            original_init(self, *args, **kwargs)
+
+        log_compaction.StepwiseCompaction.__init__ = init  # type: ignore[method-assign]
+        probe.event(kind="compaction_step", entries=int(step_entries))
+    if os.environ.get("KVSTORE_PROBE_ARRAY_OFFSETS"):
+        # Experiment: each WAL segment's record offsets in an array('q')
+        # instead of a list of ints, so that dropping a whole segment after
+        # a snapshot frees one buffer, not one int object per record (about
+        # 500,000 of them for a full segment: 5-12 ms of the reactor's CPU).
+        from array import array
+
+        from kvstore.storage import wal as wal_module
+
+        original_segment_init = wal_module._Segment.__init__
+
+        def segment_init(self: Any, *args: Any, **kwargs: Any) -> None:
+            original_segment_init(self, *args, **kwargs)
+            self.offsets = array("q", self.offsets)
+
+        wal_module._Segment.__init__ = segment_init  # type: ignore[method-assign]
+        probe.event(kind="array_offsets")
+    slice_us = os.environ.get("KVSTORE_PROBE_SLICE_US")
+    watchdog = Watchdog(probe) if os.environ.get("KVSTORE_PROBE_WATCHDOG") else None
+
     def start() -> None:
         import gc
 
+        if slice_us:
+            old, new = set_thread_slice(int(float(slice_us) * 1000))
+            probe.event(kind="slice", old_ns=old, new_ns=new)
+        probe.sched = ThreadSchedStat()
+        if spans is not None:
+            spans.start()
+        if watchdog is not None:
+            watchdog.start()
         gc.callbacks.append(probe.gc_callback)
         probe.event(kind="probe_start", pid=os.getpid())
         task.LoopingCall(probe.tick).start(TICK, now=False)
