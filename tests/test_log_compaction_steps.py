@@ -173,9 +173,9 @@ class NodeCompactsInStepsTests(SynchronousTestCase):
         syncs: list[int] = []
         original_sync = self.log.sync
 
-        def sync() -> Any:
+        def sync(at_once: bool = False) -> Any:
             syncs.append(node.core.first_index)
-            return original_sync()
+            return original_sync(at_once)
 
         self.log.sync = sync  # type: ignore[method-assign]
         with capturedLogs():

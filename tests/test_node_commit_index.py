@@ -29,7 +29,7 @@ class HeldSyncLog(MemoryLog):
         super().__init__()
         self.held: list[Deferred[int]] = []
 
-    def sync(self) -> "Deferred[int]":
+    def sync(self, at_once: bool = False) -> "Deferred[int]":
         d: Deferred[int] = Deferred()
         self.held.append(d)
         return d

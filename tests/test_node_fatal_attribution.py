@@ -97,7 +97,7 @@ class AfterDurableTests(SynchronousTestCase):
         time out."""
         n = _SingleNode(self)
         synced: Deferred[int] = Deferred()
-        n.wal.sync = lambda: synced  # type: ignore[method-assign]
+        n.wal.sync = lambda at_once=False: synced  # type: ignore[method-assign]
 
         def broken_persisted(*args: Any) -> None:
             raise AssertionError("a bug in the core")

@@ -126,7 +126,7 @@ class FatalCauseTests(SynchronousTestCase):
         """A failed fsync (reported later, through the Deferred) is a storage
         failure: exit 70."""
         n = _SingleNode(self)
-        n.wal.sync = lambda: fail(OSError(5, "Input/output error"))  # type: ignore[method-assign]
+        n.wal.sync = lambda at_once=False: fail(OSError(5, "Input/output error"))  # type: ignore[method-assign]
         n.put()
         self._check(n, FailedPart.STORAGE, "storage failed;", EXIT_STORAGE_FAILURE)
 

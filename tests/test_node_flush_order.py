@@ -60,7 +60,7 @@ class _Log:
     def truncate_suffix(self, from_index: int) -> None:
         raise AssertionError("not expected")
 
-    def sync(self) -> Deferred[int]:
+    def sync(self, at_once: bool = False) -> Deferred[int]:
         self._calls.append("flush")
         d: Deferred[int] = Deferred()
         self.flushes.append(d)

@@ -47,7 +47,7 @@ class RecordingLog(MemoryLog):
         self.calls.append(f"reset {index} {term}")
         super().reset_after(index, term)
 
-    def sync(self) -> "Deferred[int]":
+    def sync(self, at_once: bool = False) -> "Deferred[int]":
         self.calls.append("sync")
         d: Deferred[int] = Deferred()
         self.held.append(d)

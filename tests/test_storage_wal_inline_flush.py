@@ -407,6 +407,65 @@ class LeaderOrderTests(SynchronousTestCase):
         self.assertEqual(s.policy.inline_flushes, 1)
 
 
+class AtOnceTests(SynchronousTestCase):
+    """C{sync(at_once=True)}: the caller has nothing to send before the
+    flush, so an inline flush runs now, not at the end of the turn."""
+
+    def test_small_flush_runs_now(self) -> None:
+        """An inline flush asked for at once has fsynced and fired before sync() returns."""
+        s = _Setup(self)
+        s.log.append(entries(1, 1))
+        d = s.log.sync(at_once=True)
+        self.assertEqual(self.successResultOf(d), 1)
+        self.assertEqual(s.calls, ["fsync"])
+        self.assertEqual((s.policy.inline_flushes, s.runner.jobs), (1, []))
+
+    def test_large_flush_still_goes_to_the_thread(self) -> None:
+        """At once changes where an inline flush waits, not which flushes are inline."""
+        s = _Setup(self)
+        s.log.append(entries(1, 1, size=INLINE_FLUSH_MAX_BYTES))
+        d = s.log.sync(at_once=True)
+        self.assertNoResult(d)
+        self.assertEqual(len(s.runner.jobs), 1)
+        s.runner.run_all()
+        self.assertEqual(self.successResultOf(d), 1)
+
+    def test_during_back_off_goes_to_the_thread(self) -> None:
+        """While the policy has backed off, an at-once flush is a thread job like any other."""
+        s = _Setup(self)
+        s.flush_takes(1.0)
+        s.log.append(entries(1, 1))
+        self.successResultOf(s.log.sync(at_once=True))
+        s.log.append(entries(2, 2))
+        d = s.log.sync(at_once=True)
+        self.assertNoResult(d)
+        self.assertEqual(len(s.runner.jobs), 1)
+        s.runner.run_all()
+        self.assertEqual(self.successResultOf(d), 2)
+
+    def test_follower_batch_acknowledges_within_the_same_pass(self) -> None:
+        """A batch with nothing to send first (a follower's) fsyncs and sends
+        its acknowledgement inside the node's pass, before any later turn."""
+        s = _Setup(self)
+        ready = Ready(
+            entries=[(1, 1, b"x")],
+            persist_through=(1, 1),
+            messages_after_persist=[Message(0, 2, AppendEntriesResponse(1, True, 1))],
+        )
+        node = Node(
+            _OneReadyCore(ready, s.calls),  # type: ignore[arg-type]
+            s.log,
+            None,  # type: ignore[arg-type]
+            KeyValueStateMachine(),
+            _Peers(s.calls),
+            s.clock,
+            member_addresses={},
+        )
+        node._process()  # type: ignore[attr-defined]
+        self.assertEqual(s.calls, ["fsync", "send AppendEntriesResponse", "persisted"])
+        self.assertEqual(s.runner.jobs, [])
+
+
 class ServiceWiringTests(SynchronousTestCase):
     def _open(self, *extra: str) -> Any:
         from kvstore.daemon.options import parse_config

@@ -168,7 +168,7 @@ class LogStorage(Protocol):
 
     def reset_after(self, index: int, term: int) -> None: ...
 
-    def sync(self) -> Deferred[int]: ...
+    def sync(self, at_once: bool = False) -> Deferred[int]: ...
 
 
 class MetadataStorage(Protocol):
@@ -896,7 +896,9 @@ class Node:
         synced = None
         if ready.needs_persist() or ready.messages_after_persist:
             with _failures_of_storage():
-                synced = self._wal.sync()
+                # Nothing to send first (a follower's batch): a flush on the
+                # reactor may run now rather than at the end of the turn.
+                synced = self._wal.sync(at_once=not ready.messages)
         for message in ready.messages:
             if type(message.body) is InstallSnapshot:
                 self._snapshot_offers.offer(message)

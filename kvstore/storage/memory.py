@@ -140,8 +140,9 @@ class MemoryLog:
         self._reset_floor = index  # entries through index were not written (on_flush)
         self._dirty = True
 
-    def sync(self) -> "Deferred[int]":
-        """Make everything durable at once; fires synchronously."""
+    def sync(self, at_once: bool = False) -> "Deferred[int]":
+        """Make everything durable at once; fires synchronously (C{at_once}
+        changes nothing here)."""
         if self._failure is not None or self._closed:
             return fail(StorageFailedError("memory log failed earlier or is closed"))
         durable_before = self._durable_index

@@ -990,9 +990,17 @@ class WriteAheadLog:
     # ------------------------------------------------------------------
     # Group commit
 
-    def sync(self) -> "Deferred[int]":
+    def sync(self, at_once: bool = False) -> "Deferred[int]":
         """
         Make everything appended or truncated so far durable.
+
+        @param at_once: the caller has nothing to send before the flush (a
+            follower's batch: its acknowledgement waits for this flush), so
+            a flush that runs on the reactor (L{InlineFlushPolicy}) may run
+            now instead of at the end of the turn.  Without it, an inline
+            flush waits for the end of the turn, so that a leader's
+            AppendEntries leave before its fsync.  Flushes on the storage
+            thread start now either way.
 
         @return: a Deferred firing with C{durable_index} once all file work
             queued before this call is written and fsynced.  If a flush is
@@ -1008,18 +1016,19 @@ class WriteAheadLog:
             )
         if self._closed:
             return fail(StorageFailedError(f"write-ahead log in {self._directory} is closed"))
-        return self._sync()
+        return self._sync(at_once)
 
-    def _sync(self) -> "Deferred[int]":
+    def _sync(self, at_once: bool = False) -> "Deferred[int]":
         if not self._pending_ops and not self._flushing and not self._next_waiters:
             return succeed(self._durable_index)
         waiter: Deferred[int] = Deferred()
         self._next_waiters.append(waiter)
-        self._kick()
+        self._kick(at_once)
         return waiter
 
-    def _kick(self) -> None:
-        """Start flushes while requests wait and none is running."""
+    def _kick(self, at_once: bool = False) -> None:
+        """Start flushes while requests wait and none is running (an inline
+        one now only if C{at_once}: see L{sync})."""
         if self._kicking:
             return  # an outer _kick on the stack will loop
         self._kicking = True
@@ -1038,7 +1047,8 @@ class WriteAheadLog:
                     work = partial(_traced_flush, work, self._durable_cap)
                 inline = self._inline
                 if inline is not None and inline.allows() and self._writer.fits_inline(ops, inline.max_bytes):
-                    d = inline.run_soon(work)
+                    d = inline.run_now(work) if at_once else inline.run_soon(work)
+                    at_once = False  # a later flush of this loop follows this one's callbacks
                 else:
                     try:
                         d = self._run_in_thread(work)
@@ -1250,6 +1260,13 @@ class InlineFlushPolicy:
             self._clock = reactor
         d: Deferred[T] = Deferred()
         self._clock.callLater(0, self._run, work, d)  # type: ignore[attr-defined]  # an IReactorTime
+        return d
+
+    def run_now(self, work: Callable[[], T]) -> "Deferred[T]":
+        """Run C{work} on this thread now, timed; the Deferred has fired (or
+        failed) with its result when this returns."""
+        d: Deferred[T] = Deferred()
+        self._run(work, d)
         return d
 
     def _run(self, work: Callable[[], T], d: "Deferred[T]") -> None:
