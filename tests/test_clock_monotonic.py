@@ -298,6 +298,7 @@ def _fake_storage(config: object) -> tuple[object, object, object, None]:
         first_index = 1
         last_index = 0
         fsync_count = 0
+        inline_flush = None  # makeService asks for the policy (snapshot_runner_for)
 
         def entry_tuples(self) -> list[tuple[int, int, bytes]]:
             return []

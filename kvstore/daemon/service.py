@@ -60,7 +60,7 @@ from kvstore.node.recovery import RecoveryError
 from kvstore.storage import CorruptLogError, CorruptMetadataError, MetadataStore, WriteAheadLog
 from kvstore.storage.fs import FileSystem
 from kvstore.storage.snapshots import CorruptSnapshotError, SnapshotStore
-from kvstore.storage.wal import PREALLOCATE_BYTES, InlineFlushPolicy, StorageThread, run_inline
+from kvstore.storage.wal import PREALLOCATE_BYTES, InlineFlushPolicy, StorageThread, ThreadRunner, run_inline
 
 __all__ = [
     "Options",
@@ -483,6 +483,17 @@ def _open_storage(
     return lock, wal, metadata, snapshots
 
 
+def snapshot_runner_for(wal: WriteAheadLog, snapshot_thread: ThreadRunner) -> ThreadRunner:
+    """
+    The runner for the snapshots' file work: C{snapshot_thread}, and while
+    one of its jobs runs the log flushes on its own thread, not the reactor
+    (L{InlineFlushPolicy.sharing_the_disk}: a small fsync waits behind a
+    snapshot's, tens of milliseconds).
+    """
+    policy = wal.inline_flush
+    return snapshot_thread if policy is None else policy.sharing_the_disk(snapshot_thread)
+
+
 class _EarlyListener(StreamServerEndpointService):
     """
     A L{StreamServerEndpointService} that can be made to listen before the
@@ -593,7 +604,7 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
                 bytes=config.snapshot_bytes,
                 catchup_entries=config.snapshot_catchup_entries,
             ),
-            snapshot_runner=snapshot_thread,
+            snapshot_runner=snapshot_runner_for(wal, snapshot_thread),
             recovery_started=started,
             metrics=instruments.metrics,
             configuration=identity.configuration(),
