@@ -1052,7 +1052,10 @@ class WriteAheadLog:
                     work = partial(_traced_flush, work, self._durable_cap)
                 inline = self._inline
                 if inline is not None and inline.allows() and self._writer.fits_inline(ops, inline.max_bytes):
-                    d = inline.run_now(work) if at_once else inline.run_soon(work)
+                    try:
+                        d = inline.run_now(work) if at_once else inline.run_soon(work)
+                    except BaseException:
+                        d = fail()
                     at_once = False  # a later flush of this loop follows this one's callbacks
                 else:
                     try:
@@ -1090,7 +1093,12 @@ class WriteAheadLog:
         durable_before = self._durable_index
         self._durable_index = max(self._durable_index, self._durable_cap)
         if self.on_flush is not None and fsyncs:
-            self.on_flush(max(0, self._durable_index - max(durable_before, self._reset_floor)), fsyncs)
+            try:
+                self.on_flush(max(0, self._durable_index - max(durable_before, self._reset_floor)), fsyncs)
+            except Exception:
+                # An observer's failure must not strand the waiters: with
+                # _flushing left True no later sync() would ever fire.
+                self.log.failure("Write-ahead log flush observer failed in {directory}", directory=self._directory)
         # The flush made each segment durable up to its size when the flush
         # started; a truncation queued meanwhile will rewrite bytes from its
         # low-water mark on, so later records may claim only the lower one.
