@@ -1051,17 +1051,17 @@ class WriteAheadLog:
                 if trace.ENABLED:
                     work = partial(_traced_flush, work, self._durable_cap)
                 inline = self._inline
-                if inline is not None and inline.allows() and self._writer.fits_inline(ops, inline.max_bytes):
-                    try:
+                # Whatever raises while the flush is chosen and started (the
+                # policy, the runner) fails this flush: with _flushing set,
+                # an error escaping here would leave the log flushing forever.
+                try:
+                    if inline is not None and inline.allows() and self._writer.fits_inline(ops, inline.max_bytes):
                         d = inline.run_now(work) if at_once else inline.run_soon(work)
-                    except BaseException:
-                        d = fail()
-                    at_once = False  # a later flush of this loop follows this one's callbacks
-                else:
-                    try:
+                        at_once = False  # a later flush of this loop follows this one's callbacks
+                    else:
                         d = self._run_in_thread(work)
-                    except BaseException:
-                        d = fail()
+                except BaseException:
+                    d = fail()
                 d.addCallbacks(
                     self._flush_succeeded,
                     self._flush_failed,
@@ -1095,9 +1095,11 @@ class WriteAheadLog:
         if self.on_flush is not None and fsyncs:
             try:
                 self.on_flush(max(0, self._durable_index - max(durable_before, self._reset_floor)), fsyncs)
-            except Exception:
+            except BaseException:
                 # An observer's failure must not strand the waiters: with
-                # _flushing left True no later sync() would ever fire.
+                # _flushing left True no later sync() would ever fire.  Not
+                # only Exception: this runs as a Deferred's callback, which
+                # would swallow a KeyboardInterrupt just the same.
                 self.log.failure("Write-ahead log flush observer failed in {directory}", directory=self._directory)
         # The flush made each segment durable up to its size when the flush
         # started; a truncation queued meanwhile will rewrite bytes from its
@@ -1316,17 +1318,23 @@ class InlineFlushPolicy:
         return d
 
     def _run(self, work: Callable[[], T], d: "Deferred[T]") -> None:
+        # d fires whatever raises, the timing included: at the end of the
+        # turn nobody else could fire it, and the log would flush forever.
+        try:
+            result = self._timed(work)
+        except BaseException:
+            d.errback(Failure())
+        else:
+            d.callback(result)
+
+    def _timed(self, work: Callable[[], T]) -> T:
+        """Run C{work}, folding its duration in even if it raises."""
         self.inline_flushes += 1
         started = self._timer()
         try:
-            result = work()
-        except BaseException:
-            failure = Failure()
+            return work()
+        finally:
             self._observe(self._timer() - started)
-            d.errback(failure)
-        else:
-            self._observe(self._timer() - started)
-            d.callback(result)
 
     def _observe(self, seconds: float) -> None:
         """Fold in one inline flush's duration; back off if the disk is slow."""
