@@ -28,32 +28,12 @@ from kvstore.storage.wal import (
     INLINE_FLUSH_SLOW_SECONDS,
     InlineFlushPolicy,
 )
+from kvstore.testing.runners import ManualRunner
+from tests.test_node_flush_order import _Core as _OneReadyCore
 
 T = TypeVar("T")
 
 AHEAD = 64 * 1024  # preallocate_bytes: room for many small flushes
-
-
-class _ManualRunner:
-    """A thread runner that holds each job until the test runs it."""
-
-    def __init__(self) -> None:
-        self.jobs: list[tuple[Callable[[], Any], Deferred[Any]]] = []
-
-    def __call__(self, f: Callable[[], T]) -> "Deferred[T]":
-        d: Deferred[T] = Deferred()
-        self.jobs.append((f, d))
-        return d
-
-    def run_all(self) -> None:
-        while self.jobs:
-            f, d = self.jobs.pop(0)
-            try:
-                result = f()
-            except BaseException:
-                d.errback(Failure())
-            else:
-                d.callback(result)
 
 
 class _RecordingFileSystem(FileSystem):
@@ -90,7 +70,7 @@ class _Setup:
     def __init__(self, case: SynchronousTestCase, **open_kwargs: Any) -> None:
         self.calls: list[str] = []
         self.fs = _RecordingFileSystem(self.calls)
-        self.runner = _ManualRunner()
+        self.runner = ManualRunner()
         self.clock = Clock()
         self.timer = _FakeTimer()
         self.policy = InlineFlushPolicy(self.clock, timer=self.timer)
@@ -104,7 +84,7 @@ class _Setup:
     def _close(self) -> None:
         self.log.close()
         self.clock.advance(0)
-        self.runner.run_all()
+        self.runner.release_all()
 
     def flush_takes(self, seconds: float) -> None:
         """Make every fsync from now on advance the fake timer by C{seconds}."""
@@ -144,7 +124,7 @@ class InlineFlushChoiceTests(SynchronousTestCase):
         s.clock.advance(0)
         self.assertNoResult(d)
         self.assertEqual(len(s.runner.jobs), 1)
-        s.runner.run_all()
+        s.runner.release_all()
         self.assertEqual(self.successResultOf(d), 1)
         self.assertEqual(s.policy.inline_flushes, 0)
 
@@ -157,7 +137,7 @@ class InlineFlushChoiceTests(SynchronousTestCase):
         s.clock.advance(0)
         self.assertNoResult(d)
         self.assertEqual(len(s.runner.jobs), 1)
-        s.runner.run_all()
+        s.runner.release_all()
         self.assertEqual(self.successResultOf(d), 3)
 
     def test_truncation_goes_to_the_thread(self) -> None:
@@ -171,7 +151,7 @@ class InlineFlushChoiceTests(SynchronousTestCase):
         s.clock.advance(0)
         self.assertNoResult(d)
         self.assertEqual(len(s.runner.jobs), 1)
-        s.runner.run_all()
+        s.runner.release_all()
         self.assertEqual(self.successResultOf(d), 2)
 
     def test_reset_goes_to_the_thread(self) -> None:
@@ -183,7 +163,7 @@ class InlineFlushChoiceTests(SynchronousTestCase):
         s.clock.advance(0)
         self.assertNoResult(d)
         self.assertEqual(len(s.runner.jobs), 1)
-        s.runner.run_all()
+        s.runner.release_all()
         self.successResultOf(d)
 
     def test_zero_fill_growth_goes_to_the_thread(self) -> None:
@@ -198,7 +178,7 @@ class InlineFlushChoiceTests(SynchronousTestCase):
         s.clock.advance(0)
         self.assertNoResult(d)
         self.assertEqual(len(s.runner.jobs), 1)
-        s.runner.run_all()
+        s.runner.release_all()
         self.successResultOf(d)
         d = s.sync_one(3)
         s.clock.advance(0)
@@ -212,7 +192,7 @@ class InlineFlushChoiceTests(SynchronousTestCase):
         d = s.sync_one(1)
         s.clock.advance(0)
         self.assertEqual(len(s.runner.jobs), 1)
-        s.runner.run_all()
+        s.runner.release_all()
         self.successResultOf(d)
 
 
@@ -222,7 +202,7 @@ def _settle(s: _Setup, d: "Deferred[T]") -> "Deferred[T]":
         if d.called:
             break
         s.clock.advance(0)
-        s.runner.run_all()
+        s.runner.release_all()
     return d
 
 
@@ -239,7 +219,7 @@ class InlineFlushBackoffTests(SynchronousTestCase):
         d = s.sync_one(2)
         s.clock.advance(0)
         self.assertEqual(len(s.runner.jobs), 1)  # backed off: the thread
-        s.runner.run_all()
+        s.runner.release_all()
         self.successResultOf(d)
 
         s.timer.now += INLINE_FLUSH_BACKOFF_SECONDS
@@ -250,7 +230,7 @@ class InlineFlushBackoffTests(SynchronousTestCase):
         d = s.sync_one(4)
         s.clock.advance(0)
         self.assertEqual(len(s.runner.jobs), 1)  # the back-off doubled
-        s.runner.run_all()
+        s.runner.release_all()
         self.successResultOf(d)
 
         s.flush_takes(-INLINE_FLUSH_SLOW_SECONDS * 2)  # the disk is fast again
@@ -271,7 +251,7 @@ class InlineFlushBackoffTests(SynchronousTestCase):
         d = s.sync_one(2)
         s.clock.advance(0)
         self.assertEqual(len(s.runner.jobs), 1)
-        s.runner.run_all()
+        s.runner.release_all()
         self.successResultOf(d)
 
     def test_fast_flushes_stay_inline(self) -> None:
@@ -340,36 +320,6 @@ class InlineFlushSemanticsTests(SynchronousTestCase):
         self.assertEqual(s.runner.jobs, [])
 
 
-class _OneReadyCore:
-    """Hands the node one prepared Ready, then nothing (as in tests.test_node_flush_order)."""
-
-    node_id = 0
-    leader_id = 0
-    term = 1
-
-    def __init__(self, ready: Ready, calls: list[str]) -> None:
-        self._ready: Ready | None = ready
-        self._calls = calls
-        self.role = None
-
-    def start(self) -> None:
-        pass
-
-    def set_wake(self, wake: Any) -> None:
-        pass
-
-    def has_ready(self) -> bool:
-        return self._ready is not None
-
-    def ready(self) -> Ready:
-        ready, self._ready = self._ready, None
-        assert ready is not None
-        return ready
-
-    def persisted(self, index: int, term: int) -> None:
-        self._calls.append("persisted")
-
-
 class _Peers:
     def __init__(self, calls: list[str]) -> None:
         self._calls = calls
@@ -427,7 +377,7 @@ class AtOnceTests(SynchronousTestCase):
         d = s.log.sync(at_once=True)
         self.assertNoResult(d)
         self.assertEqual(len(s.runner.jobs), 1)
-        s.runner.run_all()
+        s.runner.release_all()
         self.assertEqual(self.successResultOf(d), 1)
 
     def test_during_back_off_goes_to_the_thread(self) -> None:
@@ -440,7 +390,7 @@ class AtOnceTests(SynchronousTestCase):
         d = s.log.sync(at_once=True)
         self.assertNoResult(d)
         self.assertEqual(len(s.runner.jobs), 1)
-        s.runner.run_all()
+        s.runner.release_all()
         self.assertEqual(self.successResultOf(d), 2)
 
     def test_follower_batch_acknowledges_within_the_same_pass(self) -> None:

@@ -23,8 +23,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from kvstore.storage import LogEntry, WriteAheadLog
 from kvstore.storage.fs import FileSystem
 from kvstore.storage.wal import InlineFlushPolicy
-
-from tests.test_storage_wal_inline_flush import _FakeTimer, _ManualRunner
+from kvstore.testing.runners import ManualRunner
+from tests.test_storage_wal_inline_flush import _FakeTimer
 
 
 class _DirtyTrackingFileSystem(FileSystem):
@@ -104,7 +104,7 @@ class InlineInterleavingTests(SynchronousTestCase):
         close_early = rng.random() < 0.2
         directory = self.mktemp()
         fs = _DirtyTrackingFileSystem()
-        runner = _ManualRunner()
+        runner = ManualRunner()
         clock = Clock()
         timer = _FakeTimer()
         policy = InlineFlushPolicy(clock, timer=timer)
@@ -159,7 +159,7 @@ class InlineInterleavingTests(SynchronousTestCase):
             log.append([LogEntry(index, term, b"warm")])
             warm = log.sync()
             clock.advance(0)
-            runner.run_all()
+            runner.release_all()
             self.successResultOf(warm)
         for kind in steps:
             if kind in ("append", "big"):
@@ -172,7 +172,7 @@ class InlineInterleavingTests(SynchronousTestCase):
             elif kind == "turn":
                 clock.advance(0)
             elif kind == "thread":
-                runner.run_all()
+                runner.release_all()
             elif kind == "truncate":
                 at = log.last_index - rng.randint(0, 6)
                 if at >= log.first_index:
@@ -198,7 +198,7 @@ class InlineInterleavingTests(SynchronousTestCase):
             if closed.called:
                 break
             clock.advance(0)
-            runner.run_all()
+            runner.release_all()
         self.successResultOf(closed)
         self.assertEqual(problems, [])
         self.assertEqual(fired, list(range(1, syncs + 1)))

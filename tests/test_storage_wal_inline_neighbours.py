@@ -39,7 +39,7 @@ class NeighbourRunnerTests(SynchronousTestCase):
         s.clock.advance(0)
         self.assertEqual(len(s.runner.jobs), 1)  # the thread, not the reactor
         self.assertEqual(s.policy.inline_flushes, 0)
-        s.runner.run_all()
+        s.runner.release_all()
         self.successResultOf(d)
 
         neighbour_jobs[0].callback("done")
