@@ -1039,13 +1039,19 @@ class Node:
                 for message in ready.messages_after_persist:
                     self._peers.send(message)
                 self.core.persisted(*ready.persist_through)
+                # Only if the news gave the core work (a leader's commit): a
+                # pass with nothing ready costs a reactor iteration per
+                # write on every node, and persisted() changes nothing the
+                # pass's other checks look at.
+                wanted = self.core.has_ready()
             except Exception:
                 # This runs in a Deferred callback: an exception would only
                 # end up in the Deferred, and the core, never told, would
                 # stall every later write.  Stop, as in _process.
                 self._fatal(Failure(), FailedPart.INTERNAL)
                 return
-            self.wake()
+            if wanted:
+                self.wake()
 
         if len(waits) == 1:
             waits[0].addCallbacks(lambda r: durable([(True, r)]), lambda f: durable([(False, f)]))

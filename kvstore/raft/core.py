@@ -1571,6 +1571,11 @@ class RaftCore:
 
     def _send_append(self, peer: int, heartbeat: bool = False) -> None:
         progress = self._progress[peer]
+        if not heartbeat and progress.next_index > self.last_index:
+            # Nothing to send (every acknowledgement of a follower that keeps
+            # up asks): the entry before next_index is the last one, whose
+            # term is always known, so no snapshot offer is due either.
+            return
         prev_index = progress.next_index - 1
         prev_term = None if progress.state is _ProgressState.SNAPSHOT else self._term_if_known(prev_index)
         if prev_term is None:
