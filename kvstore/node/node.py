@@ -876,9 +876,26 @@ class Node:
             # the rest of the batch, and every later one, waits for it.
             self._install(ready)
             return
+        if "ack-before-fsync" in self._plants:
+            ready.messages, ready.messages_after_persist = ready.messages + ready.messages_after_persist, []
         with _failures_of_storage():
             if ready.hard_state is not None:
                 self._save_hard_state(ready.hard_state)
+        # The messages that need nothing durable go first (a leader's
+        # AppendEntries): the followers' append and fsync is the longer half
+        # of a write, so they start it before this node spends anything on
+        # its own log.  The batch's flush then runs at once if it runs on
+        # the reactor, and starts on the storage thread otherwise; its
+        # result is handled after the sends either way (a synchronous
+        # runner's Deferred has fired already, a threaded one fires in a
+        # later reactor iteration).
+        for message in ready.messages:
+            if type(message.body) is InstallSnapshot:
+                self._snapshot_offers.offer(message)
+            else:
+                self._peers.send(message)
+        synced = None
+        with _failures_of_storage():
             if ready.truncate_from is not None:
                 self._wal.truncate_suffix(ready.truncate_from)
             if ready.entries:
@@ -886,24 +903,10 @@ class Node:
                     trace.record("wal.enqueue", ready.entries[-1][0])
                 # Core entries have the log's fields; no conversion needed.
                 self._wal.append(ready.entries)
-        if "ack-before-fsync" in self._plants:
-            ready.messages, ready.messages_after_persist = ready.messages + ready.messages_after_persist, []
-        # Start the flush before encoding and sending this batch's messages,
-        # so the disk works while they go out (a leader's own fsync counts
-        # towards the commit majority).  Its result is handled only after
-        # the sends, as before: a synchronous runner's Deferred has fired
-        # already, a threaded one fires in a later reactor iteration.
-        synced = None
-        if ready.needs_persist() or ready.messages_after_persist:
-            with _failures_of_storage():
-                # Nothing to send first (a follower's batch): a flush on the
-                # reactor may run now rather than at the end of the turn.
-                synced = self._wal.sync(at_once=not ready.messages)
-        for message in ready.messages:
-            if type(message.body) is InstallSnapshot:
-                self._snapshot_offers.offer(message)
-            else:
-                self._peers.send(message)
+            if ready.needs_persist() or ready.messages_after_persist:
+                # Nothing is left to send first: a flush on the reactor
+                # may run now rather than at the end of the turn.
+                synced = self._wal.sync(at_once=True)
         if synced is not None:
             self._after_durable(ready, synced)
         if ready.committed:

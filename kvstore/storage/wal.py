@@ -999,13 +999,13 @@ class WriteAheadLog:
         """
         Make everything appended or truncated so far durable.
 
-        @param at_once: the caller has nothing to send before the flush (a
-            follower's batch: its acknowledgement waits for this flush), so
-            a flush that runs on the reactor (L{InlineFlushPolicy}) may run
-            now instead of at the end of the turn.  Without it, an inline
-            flush waits for the end of the turn, so that a leader's
-            AppendEntries leave before its fsync.  Flushes on the storage
-            thread start now either way.
+        @param at_once: the caller has nothing (more) to send before the
+            flush (the node sends a batch's messages first), so a flush that
+            runs on the reactor (L{InlineFlushPolicy}) may run now instead
+            of at the end of the turn.  Without it, an inline flush waits
+            for the end of the turn, so that whatever the caller sends next
+            leaves before the fsync.  Flushes on the storage thread start
+            now either way.
 
         @return: a Deferred firing with C{durable_index} once all file work
             queued before this call is written and fsynced.  If a flush is
@@ -1215,10 +1215,10 @@ class InlineFlushPolicy:
     (L{_Writer.fits_inline}).
 
     An inline flush runs at the end of the current reactor turn
-    (C{callLater(0)}), not at once: a leader requests its flush before
-    sending the batch's AppendEntries (L{kvstore.node.node}), and those
-    are written to their sockets by the reactor's next poll, which comes
-    before the next turn's timed calls.  So the sync never delays them.
+    (C{callLater(0)}), so that it never delays what its caller sends next,
+    unless the caller has sent everything first and asks for it at once
+    (C{sync(at_once=True)}: the node sends a batch's AppendEntries, then
+    appends and syncs, L{kvstore.node.node}).
     """
 
     def __init__(
