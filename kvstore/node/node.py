@@ -21,9 +21,9 @@ import enum
 import random
 import time
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Protocol
+from types import TracebackType
+from typing import Any, Callable, Protocol
 
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -144,17 +144,27 @@ def _storage_or_internal(failure: Failure) -> FailedPart:
     return FailedPart.STORAGE if failure.check(OSError, StorageError) else FailedPart.INTERNAL
 
 
-@contextmanager
-def _failures_of_storage() -> Iterator[None]:
-    """Attribute an exception raised in the block by a storage call to
-    storage or internal (see L{_storage_or_internal})."""
-    try:
-        yield
-    except _PartFailed:
-        raise
-    except Exception:
-        failure = Failure()
+class _FailuresOfStorage:
+    """
+    C{with _failures_of_storage:} attributes an exception raised in the
+    block by a storage call to storage or internal (see
+    L{_storage_or_internal}).  A plain object rather than a
+    C{@contextmanager} generator: it guards every batch's log calls, and a
+    generator, built and resumed twice per block, cost more than those
+    calls' own bookkeeping.
+    """
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        if kind is None or not issubclass(kind, Exception) or issubclass(kind, _PartFailed):
+            return  # no exception, or one that passes through as it is
+        failure = Failure(value, kind, tb)
         raise _PartFailed(_storage_or_internal(failure), failure) from None
+
+
+_failures_of_storage = _FailuresOfStorage()
 
 
 class LogStorage(Protocol):
@@ -878,8 +888,8 @@ class Node:
             return
         if "ack-before-fsync" in self._plants:
             ready.messages, ready.messages_after_persist = ready.messages + ready.messages_after_persist, []
-        with _failures_of_storage():
-            if ready.hard_state is not None:
+        if ready.hard_state is not None:
+            with _failures_of_storage:
                 self._save_hard_state(ready.hard_state)
         # The messages that need nothing durable go first (a leader's
         # AppendEntries): the followers' append and fsync is the longer half
@@ -895,7 +905,7 @@ class Node:
             else:
                 self._peers.send(message)
         synced = None
-        with _failures_of_storage():
+        with _failures_of_storage:
             if ready.truncate_from is not None:
                 self._wal.truncate_suffix(ready.truncate_from)
             if ready.entries:
@@ -1357,7 +1367,7 @@ class Node:
             return False
         try:
             self.core.compact(through)
-            with _failures_of_storage():
+            with _failures_of_storage:
                 self._wal.drop_prefix(through)
         except _PartFailed as e:
             self._fatal(e.failure, e.part, "compacting the log after a snapshot")
@@ -1373,7 +1383,7 @@ class Node:
         if self._stopped or self._failed:
             return
         try:
-            with _failures_of_storage():
+            with _failures_of_storage:
                 self._wal.sync().addErrback(self._storage_failed, "dropping the log before a snapshot")
         except _PartFailed as e:
             self._fatal(e.failure, e.part, "compacting the log after a snapshot")
@@ -1427,7 +1437,7 @@ class Node:
             if self._stopped or self._failed:
                 return
             try:
-                with _failures_of_storage():
+                with _failures_of_storage:
                     self._wal.reset_after(point.index, point.term)
                 self._installing = None
                 # needs_persist() counts the reset: the batch's sync makes
