@@ -1052,8 +1052,18 @@ class WriteAheadLog:
                     work = partial(_traced_flush, work, self._durable_cap)
                 inline = self._inline
                 if inline is not None and inline.allows() and self._writer.fits_inline(ops, inline.max_bytes):
-                    d = inline.run_now(work) if at_once else inline.run_soon(work)
-                    at_once = False  # a later flush of this loop follows this one's callbacks
+                    if at_once:
+                        at_once = False  # a later flush of this loop follows this one's callbacks
+                        # Straight to the outcome, without a Deferred between:
+                        # this is on the path of every sequential write.
+                        try:
+                            fsyncs = inline.run_timed(work)
+                        except BaseException:
+                            self._flush_failed(Failure(), waiters)
+                        else:
+                            self._flush_succeeded(fsyncs, waiters)
+                        continue
+                    d = inline.run_soon(work)
                 else:
                     try:
                         d = self._run_in_thread(work)
@@ -1300,24 +1310,22 @@ class InlineFlushPolicy:
         self._clock.callLater(0, self._run, work, d)  # type: ignore[attr-defined]  # an IReactorTime
         return d
 
-    def run_now(self, work: Callable[[], T]) -> "Deferred[T]":
-        """Run C{work} on this thread now, timed; the Deferred has fired (or
-        failed) with its result when this returns."""
-        d: Deferred[T] = Deferred()
-        self._run(work, d)
-        return d
-
-    def _run(self, work: Callable[[], T], d: "Deferred[T]") -> None:
+    def run_timed(self, work: Callable[[], T]) -> T:
+        """Run C{work} on this thread now, timed, and return its result (or
+        raise its exception)."""
         self.inline_flushes += 1
         started = self._timer()
         try:
-            result = work()
+            return work()
+        finally:
+            self._observe(self._timer() - started)
+
+    def _run(self, work: Callable[[], T], d: "Deferred[T]") -> None:
+        try:
+            result = self.run_timed(work)
         except BaseException:
-            failure = Failure()
-            self._observe(self._timer() - started)
-            d.errback(failure)
+            d.errback(Failure())
         else:
-            self._observe(self._timer() - started)
             d.callback(result)
 
     def _observe(self, seconds: float) -> None:
