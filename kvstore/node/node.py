@@ -1029,47 +1029,54 @@ class Node:
     def _after_durable(self, ready: Ready, synced: Deferred[Any]) -> None:
         """Send the batch's dependent messages and tell the core once the WAL
         (C{synced}) and any term/vote change are durable."""
-        waits: list[Deferred[Any]] = [synced]
         barrier = self._metadata_barrier
-        if barrier is not None and not barrier.called:
-            follower: Deferred[None] = Deferred()
+        if barrier is None or barrier.called:
+            # The common case, on every write's path: the WAL alone.
+            synced.addCallbacks(self._durable, self._durable_failed, callbackArgs=(ready,))
+            return
+        follower: Deferred[None] = Deferred()
 
-            def release_follower(r: object) -> object:
-                follower.callback(None)
-                return r
+        def release_follower(r: object) -> object:
+            follower.callback(None)
+            return r
 
-            barrier.addCallback(release_follower)
-            waits.append(follower)
+        barrier.addCallback(release_follower)
 
-        def durable(results: list[tuple[bool, Any]]) -> None:
+        def both_durable(results: list[tuple[bool, Any]]) -> None:
             for ok, value in results:
                 if not ok:
-                    self._fatal(value, _storage_or_internal(value))
+                    self._durable_failed(value)
                     return
-            if self._stopped or self._failed:
-                return
-            try:
-                for message in ready.messages_after_persist:
-                    self._peers.send(message)
-                self.core.persisted(*ready.persist_through)
-                # Only if the news gave the core work (a leader's commit): a
-                # pass with nothing ready costs a reactor iteration per
-                # write on every node, and persisted() changes nothing the
-                # pass's other checks look at.
-                wanted = self.core.has_ready()
-            except Exception:
-                # This runs in a Deferred callback: an exception would only
-                # end up in the Deferred, and the core, never told, would
-                # stall every later write.  Stop, as in _process.
-                self._fatal(Failure(), FailedPart.INTERNAL)
-                return
-            if wanted:
-                self.wake()
+            self._durable(None, ready)
 
-        if len(waits) == 1:
-            waits[0].addCallbacks(lambda r: durable([(True, r)]), lambda f: durable([(False, f)]))
-        else:
-            DeferredList(waits, consumeErrors=True).addCallback(durable)
+        DeferredList([synced, follower], consumeErrors=True).addCallback(both_durable)
+
+    def _durable(self, _: object, ready: Ready) -> None:
+        """C{ready}'s entries and term/vote are durable: send its dependent
+        messages and tell the core."""
+        if self._stopped or self._failed:
+            return
+        try:
+            for message in ready.messages_after_persist:
+                self._peers.send(message)
+            self.core.persisted(*ready.persist_through)
+            # Only if the news gave the core work (a leader's commit): a
+            # pass with nothing ready costs a reactor iteration per write on
+            # every node, and persisted() changes nothing the pass's other
+            # checks look at.
+            wanted = self.core.has_ready()
+        except Exception:
+            # This runs in a Deferred callback: an exception would only end
+            # up in the Deferred, and the core, never told, would stall
+            # every later write.  Stop, as in _process.
+            self._fatal(Failure(), FailedPart.INTERNAL)
+            return
+        if wanted:
+            self.wake()
+
+    def _durable_failed(self, failure: Failure) -> None:
+        """A batch could not be made durable: stop (L{_storage_or_internal})."""
+        self._fatal(failure, _storage_or_internal(failure))
 
     def _fatal(self, failure: Failure, part: FailedPart, where: str = "") -> None:
         """Fail-stop: log what failed, fail every waiting client, and ask
