@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_node_flush_order -*-
 """
-Tests for the order in which the node hands a batch to storage and to the
-network: the flush starts before the batch's messages are sent, and
-acknowledgements still wait for it.
+Tests for the order in which the node hands a batch to the network and to
+storage: the batch's messages that need nothing durable are sent before its
+entries go to the log and its flush starts, and acknowledgements still wait
+for the flush.
 """
 
 from __future__ import annotations
@@ -76,9 +77,10 @@ class _Peers:
 
 
 class FlushOrderTests(SynchronousTestCase):
-    def test_flush_starts_before_sends_and_acks_wait_for_it(self) -> None:
-        """A batch's WAL flush is started before its messages are sent; the
-        messages that need durability go only once the flush is done."""
+    def test_sends_go_before_the_flush_and_acks_wait_for_it(self) -> None:
+        """A batch's messages are sent before its entries are appended and
+        its WAL flush starts; the messages that need durability go only
+        once the flush is done."""
         calls: list[str] = []
         ready = Ready(
             entries=[(1, 1, b"x")],
@@ -99,6 +101,6 @@ class FlushOrderTests(SynchronousTestCase):
         )
         node.wake()
         clock.advance(0)
-        self.assertEqual(calls, ["append", "flush", "send AppendEntries"])
+        self.assertEqual(calls, ["send AppendEntries", "append", "flush"])
         log.flushes[0].callback(1)
         self.assertEqual(calls[3:], ["send AppendEntriesResponse", "persisted"])

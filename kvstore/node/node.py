@@ -21,9 +21,9 @@ import enum
 import random
 import time
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Protocol
+from types import TracebackType
+from typing import Any, Callable, Protocol
 
 from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -144,17 +144,27 @@ def _storage_or_internal(failure: Failure) -> FailedPart:
     return FailedPart.STORAGE if failure.check(OSError, StorageError) else FailedPart.INTERNAL
 
 
-@contextmanager
-def _failures_of_storage() -> Iterator[None]:
-    """Attribute an exception raised in the block by a storage call to
-    storage or internal (see L{_storage_or_internal})."""
-    try:
-        yield
-    except _PartFailed:
-        raise
-    except Exception:
-        failure = Failure()
+class _FailuresOfStorage:
+    """
+    C{with _failures_of_storage:} attributes an exception raised in the
+    block by a storage call to storage or internal (see
+    L{_storage_or_internal}).  A plain object rather than a
+    C{@contextmanager} generator: it guards every batch's log calls, and a
+    generator, built and resumed twice per block, cost more than those
+    calls' own bookkeeping.
+    """
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        if kind is None or not issubclass(kind, Exception) or issubclass(kind, _PartFailed):
+            return  # no exception, or one that passes through as it is
+        failure = Failure(value, kind, tb)
         raise _PartFailed(_storage_or_internal(failure), failure) from None
+
+
+_failures_of_storage = _FailuresOfStorage()
 
 
 class LogStorage(Protocol):
@@ -876,9 +886,26 @@ class Node:
             # the rest of the batch, and every later one, waits for it.
             self._install(ready)
             return
-        with _failures_of_storage():
-            if ready.hard_state is not None:
+        if "ack-before-fsync" in self._plants:
+            ready.messages, ready.messages_after_persist = ready.messages + ready.messages_after_persist, []
+        if ready.hard_state is not None:
+            with _failures_of_storage:
                 self._save_hard_state(ready.hard_state)
+        # The messages that need nothing durable go first (a leader's
+        # AppendEntries): the followers' append and fsync is the longer half
+        # of a write, so they start it before this node spends anything on
+        # its own log.  The batch's flush then runs at once if it runs on
+        # the reactor, and starts on the storage thread otherwise; its
+        # result is handled after the sends either way (a synchronous
+        # runner's Deferred has fired already, a threaded one fires in a
+        # later reactor iteration).
+        for message in ready.messages:
+            if type(message.body) is InstallSnapshot:
+                self._snapshot_offers.offer(message)
+            else:
+                self._peers.send(message)
+        synced = None
+        with _failures_of_storage:
             if ready.truncate_from is not None:
                 self._wal.truncate_suffix(ready.truncate_from)
             if ready.entries:
@@ -886,24 +913,10 @@ class Node:
                     trace.record("wal.enqueue", ready.entries[-1][0])
                 # Core entries have the log's fields; no conversion needed.
                 self._wal.append(ready.entries)
-        if "ack-before-fsync" in self._plants:
-            ready.messages, ready.messages_after_persist = ready.messages + ready.messages_after_persist, []
-        # Start the flush before encoding and sending this batch's messages,
-        # so the disk works while they go out (a leader's own fsync counts
-        # towards the commit majority).  Its result is handled only after
-        # the sends, as before: a synchronous runner's Deferred has fired
-        # already, a threaded one fires in a later reactor iteration.
-        synced = None
-        if ready.needs_persist() or ready.messages_after_persist:
-            with _failures_of_storage():
-                # Nothing to send first (a follower's batch): a flush on the
-                # reactor may run now rather than at the end of the turn.
-                synced = self._wal.sync(at_once=not ready.messages)
-        for message in ready.messages:
-            if type(message.body) is InstallSnapshot:
-                self._snapshot_offers.offer(message)
-            else:
-                self._peers.send(message)
+            if ready.needs_persist() or ready.messages_after_persist:
+                # Nothing is left to send first: a flush on the reactor
+                # may run now rather than at the end of the turn.
+                synced = self._wal.sync(at_once=True)
         if synced is not None:
             self._after_durable(ready, synced)
         if ready.committed:
@@ -1016,41 +1029,54 @@ class Node:
     def _after_durable(self, ready: Ready, synced: Deferred[Any]) -> None:
         """Send the batch's dependent messages and tell the core once the WAL
         (C{synced}) and any term/vote change are durable."""
-        waits: list[Deferred[Any]] = [synced]
         barrier = self._metadata_barrier
-        if barrier is not None and not barrier.called:
-            follower: Deferred[None] = Deferred()
+        if barrier is None or barrier.called:
+            # The common case, on every write's path: the WAL alone.
+            synced.addCallbacks(self._durable, self._durable_failed, callbackArgs=(ready,))
+            return
+        follower: Deferred[None] = Deferred()
 
-            def release_follower(r: object) -> object:
-                follower.callback(None)
-                return r
+        def release_follower(r: object) -> object:
+            follower.callback(None)
+            return r
 
-            barrier.addCallback(release_follower)
-            waits.append(follower)
+        barrier.addCallback(release_follower)
 
-        def durable(results: list[tuple[bool, Any]]) -> None:
+        def both_durable(results: list[tuple[bool, Any]]) -> None:
             for ok, value in results:
                 if not ok:
-                    self._fatal(value, _storage_or_internal(value))
+                    self._durable_failed(value)
                     return
-            if self._stopped or self._failed:
-                return
-            try:
-                for message in ready.messages_after_persist:
-                    self._peers.send(message)
-                self.core.persisted(*ready.persist_through)
-            except Exception:
-                # This runs in a Deferred callback: an exception would only
-                # end up in the Deferred, and the core, never told, would
-                # stall every later write.  Stop, as in _process.
-                self._fatal(Failure(), FailedPart.INTERNAL)
-                return
+            self._durable(None, ready)
+
+        DeferredList([synced, follower], consumeErrors=True).addCallback(both_durable)
+
+    def _durable(self, _: object, ready: Ready) -> None:
+        """C{ready}'s entries and term/vote are durable: send its dependent
+        messages and tell the core."""
+        if self._stopped or self._failed:
+            return
+        try:
+            for message in ready.messages_after_persist:
+                self._peers.send(message)
+            self.core.persisted(*ready.persist_through)
+            # Only if the news gave the core work (a leader's commit): a
+            # pass with nothing ready costs a reactor iteration per write on
+            # every node, and persisted() changes nothing the pass's other
+            # checks look at.
+            wanted = self.core.has_ready()
+        except Exception:
+            # This runs in a Deferred callback: an exception would only end
+            # up in the Deferred, and the core, never told, would stall
+            # every later write.  Stop, as in _process.
+            self._fatal(Failure(), FailedPart.INTERNAL)
+            return
+        if wanted:
             self.wake()
 
-        if len(waits) == 1:
-            waits[0].addCallbacks(lambda r: durable([(True, r)]), lambda f: durable([(False, f)]))
-        else:
-            DeferredList(waits, consumeErrors=True).addCallback(durable)
+    def _durable_failed(self, failure: Failure) -> None:
+        """A batch could not be made durable: stop (L{_storage_or_internal})."""
+        self._fatal(failure, _storage_or_internal(failure))
 
     def _fatal(self, failure: Failure, part: FailedPart, where: str = "") -> None:
         """Fail-stop: log what failed, fail every waiting client, and ask
@@ -1348,7 +1374,7 @@ class Node:
             return False
         try:
             self.core.compact(through)
-            with _failures_of_storage():
+            with _failures_of_storage:
                 self._wal.drop_prefix(through)
         except _PartFailed as e:
             self._fatal(e.failure, e.part, "compacting the log after a snapshot")
@@ -1364,7 +1390,7 @@ class Node:
         if self._stopped or self._failed:
             return
         try:
-            with _failures_of_storage():
+            with _failures_of_storage:
                 self._wal.sync().addErrback(self._storage_failed, "dropping the log before a snapshot")
         except _PartFailed as e:
             self._fatal(e.failure, e.part, "compacting the log after a snapshot")
@@ -1418,7 +1444,7 @@ class Node:
             if self._stopped or self._failed:
                 return
             try:
-                with _failures_of_storage():
+                with _failures_of_storage:
                     self._wal.reset_after(point.index, point.term)
                 self._installing = None
                 # needs_persist() counts the reset: the batch's sync makes

@@ -14,7 +14,8 @@ The caller (L{kvstore.node.node}) must handle a L{Ready} in this order:
      durably (the entries of the batch continue it; C{committed} never holds
      an entry at or below an installed snapshot);
   1. persist C{hard_state}, then C{truncate_from}/C{entries};
-  2. send C{messages} at once (they do not depend on local durability);
+  2. send C{messages} at once, before step 1 if the caller likes (they do
+     not depend on local durability);
   3. send C{messages_after_persist} only once step 1 is durable;
   4. apply C{committed} entries in order, and answer C{reads} once the
      state machine has applied up to each read's index.
@@ -1571,6 +1572,11 @@ class RaftCore:
 
     def _send_append(self, peer: int, heartbeat: bool = False) -> None:
         progress = self._progress[peer]
+        if not heartbeat and progress.next_index > self.last_index:
+            # Nothing to send (every acknowledgement of a follower that keeps
+            # up asks): the entry before next_index is the last one, whose
+            # term is always known, so no snapshot offer is due either.
+            return
         prev_index = progress.next_index - 1
         prev_term = None if progress.state is _ProgressState.SNAPSHOT else self._term_if_known(prev_index)
         if prev_term is None:

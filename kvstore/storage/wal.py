@@ -999,13 +999,13 @@ class WriteAheadLog:
         """
         Make everything appended or truncated so far durable.
 
-        @param at_once: the caller has nothing to send before the flush (a
-            follower's batch: its acknowledgement waits for this flush), so
-            a flush that runs on the reactor (L{InlineFlushPolicy}) may run
-            now instead of at the end of the turn.  Without it, an inline
-            flush waits for the end of the turn, so that a leader's
-            AppendEntries leave before its fsync.  Flushes on the storage
-            thread start now either way.
+        @param at_once: the caller has nothing (more) to send before the
+            flush (the node sends a batch's messages first), so a flush that
+            runs on the reactor (L{InlineFlushPolicy}) may run now instead
+            of at the end of the turn.  Without it, an inline flush waits
+            for the end of the turn, so that whatever the caller sends next
+            leaves before the fsync.  Flushes on the storage thread start
+            now either way.
 
         @return: a Deferred firing with C{durable_index} once all file work
             queued before this call is written and fsynced.  If a flush is
@@ -1054,14 +1054,28 @@ class WriteAheadLog:
                 # Whatever raises while the flush is chosen and started (the
                 # policy, the runner) fails this flush: with _flushing set,
                 # an error escaping here would leave the log flushing forever.
+                timed: Callable[[Callable[[], int]], int] | None = None
                 try:
                     if inline is not None and inline.allows() and self._writer.fits_inline(ops, inline.max_bytes):
-                        d = inline.run_now(work) if at_once else inline.run_soon(work)
-                        at_once = False  # a later flush of this loop follows this one's callbacks
+                        if at_once:
+                            timed = inline.run_timed
+                        else:
+                            d = inline.run_soon(work)
                     else:
                         d = self._run_in_thread(work)
                 except BaseException:
-                    d = fail()
+                    timed, d = None, fail()
+                if timed is not None:
+                    at_once = False  # a later flush of this loop follows this one's callbacks
+                    # Straight to the outcome, without a Deferred between:
+                    # this is on the path of every sequential write.
+                    try:
+                        fsyncs = timed(work)
+                    except BaseException:
+                        self._flush_failed(Failure(), waiters)
+                    else:
+                        self._flush_succeeded(fsyncs, waiters)
+                    continue
                 d.addCallbacks(
                     self._flush_succeeded,
                     self._flush_failed,
@@ -1225,10 +1239,10 @@ class InlineFlushPolicy:
     (L{_Writer.fits_inline}).
 
     An inline flush runs at the end of the current reactor turn
-    (C{callLater(0)}), not at once: a leader requests its flush before
-    sending the batch's AppendEntries (L{kvstore.node.node}), and those
-    are written to their sockets by the reactor's next poll, which comes
-    before the next turn's timed calls.  So the sync never delays them.
+    (C{callLater(0)}), so that it never delays what its caller sends next,
+    unless the caller has sent everything first and asks for it at once
+    (C{sync(at_once=True)}: the node sends a batch's AppendEntries, then
+    appends and syncs, L{kvstore.node.node}).
     """
 
     def __init__(
@@ -1310,31 +1324,25 @@ class InlineFlushPolicy:
         self._clock.callLater(0, self._run, work, d)  # type: ignore[attr-defined]  # an IReactorTime
         return d
 
-    def run_now(self, work: Callable[[], T]) -> "Deferred[T]":
-        """Run C{work} on this thread now, timed; the Deferred has fired (or
-        failed) with its result when this returns."""
-        d: Deferred[T] = Deferred()
-        self._run(work, d)
-        return d
-
-    def _run(self, work: Callable[[], T], d: "Deferred[T]") -> None:
-        # d fires whatever raises, the timing included: at the end of the
-        # turn nobody else could fire it, and the log would flush forever.
-        try:
-            result = self._timed(work)
-        except BaseException:
-            d.errback(Failure())
-        else:
-            d.callback(result)
-
-    def _timed(self, work: Callable[[], T]) -> T:
-        """Run C{work}, folding its duration in even if it raises."""
+    def run_timed(self, work: Callable[[], T]) -> T:
+        """Run C{work} on this thread now, timed (its duration folded in
+        even if it raises), and return its result or raise its exception."""
         self.inline_flushes += 1
         started = self._timer()
         try:
             return work()
         finally:
             self._observe(self._timer() - started)
+
+    def _run(self, work: Callable[[], T], d: "Deferred[T]") -> None:
+        # d fires whatever raises, the timing included: at the end of the
+        # turn nobody else could fire it, and the log would flush forever.
+        try:
+            result = self.run_timed(work)
+        except BaseException:
+            d.errback(Failure())
+        else:
+            d.callback(result)
 
     def _observe(self, seconds: float) -> None:
         """Fold in one inline flush's duration; back off if the disk is slow."""
