@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 from kvstore.testing.sim.figure8 import PROFILES
 from kvstore.testing.sim.churn import COVERAGE as MEMBERSHIP_COVERAGE
+from kvstore.testing.sim.inline import COVERAGE as INLINE_COVERAGE
 from kvstore.testing.sim.plants import PLANTS
 from kvstore.testing.sim.snapshots import COVERAGE as SNAPSHOT_COVERAGE
 from kvstore.testing.sim.world import SIZES, RunResult, run_seed
@@ -52,6 +53,8 @@ SNAPSHOT_COVERAGE_TEXT = "snapshots: "
 #: The third: membership changes committed (added, promoted, removed) and
 #: the churn's commands (issue 13).
 MEMBERSHIP_COVERAGE_TEXT = "membership: "
+#: The fourth: the log's flushes on the reactor thread (issue 16).
+INLINE_COVERAGE_TEXT = "inline flushes: "
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -130,6 +133,7 @@ def soak(seeds: Sequence[int], nodes: int | None, plants: frozenset[str], jobs: 
     print(SNAPSHOT_COVERAGE_TEXT + ", ".join(f"{k}={totals[k]}" for k in (*SNAPSHOT_COVERAGE, "snapshots_checked")),
           file=out)
     print(MEMBERSHIP_COVERAGE_TEXT + ", ".join(f"{k}={totals[k]}" for k in MEMBERSHIP_COVERAGE), file=out)
+    print(INLINE_COVERAGE_TEXT + ", ".join(f"{k}={totals[k]}" for k in INLINE_COVERAGE), file=out)
     violated = Counter(p for f in failures for p in f["properties"])
     allowed = int(MAX_INCONCLUSIVE_SHARE * n)
     if inconclusive:

@@ -42,6 +42,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
+from kvstore.daemon.service import snapshot_runner_for
 from kvstore.node.build import build_node
 from kvstore.errors import (
     CasFailed,
@@ -70,6 +71,8 @@ from kvstore.testing.sim.churn import MembershipChurn, PeerLinkModel, address_of
 from kvstore.testing.sim.clock import HeapClock
 from kvstore.testing.sim.figure8 import PROFILES, Figure8Faults, profile_for_seed
 from kvstore.testing.sim.fs import SimulatedDisk, SimulatedFileSystem
+from kvstore.testing.sim.inline import COVERAGE as INLINE_COVERAGE
+from kvstore.testing.sim.inline import InlineFlushes
 from kvstore.testing.sim.linearizability import (
     CAS,
     DELETE,
@@ -192,6 +195,7 @@ class RunResult:
         kinds = Counter(f.split(" ", 2)[1] for f in self.faults)
         lines.append("  faults: " + (", ".join(f"{k} x{n}" for k, n in sorted(kinds.items())) or "none"))
         lines.append("  snapshots: " + ", ".join(f"{k}={self.stats[k]}" for k in (*SNAPSHOT_COVERAGE, "snapshots_checked")))
+        lines.append("  inline flushes: " + ", ".join(f"{k}={self.stats[k]}" for k in INLINE_COVERAGE))
         if any(self.stats[k] for k in MEMBERSHIP_COVERAGE):
             lines.append("  membership: " + ", ".join(f"{k}={self.stats[k]}" for k in MEMBERSHIP_COVERAGE))
         if not self.ok:
@@ -284,6 +288,7 @@ class Simulation:
         self.max_sessions = q.choice((6, 64, 4096))
         self._snapshot_rng = sub()
         self._churn_rng = sub()
+        inline_rng = sub()
         self.clock = HeapClock()
         assert config.nodes is not None
         # The bootstrap members; self.ids: the nodes in the cluster now
@@ -312,6 +317,9 @@ class Simulation:
         self.network.on_deliver.append(self._trace_delivery)
         self.network.on_deliver.append(self.monitor.on_deliver)
         self.stats: Counter[str] = Counter()
+        # Inline flushes (issue 16) in about two incarnations in three, as
+        # production runs them with fsync on (kvstore.testing.sim.inline).
+        self.inline_flushes = InlineFlushes(inline_rng, self.stats)
         self.faults: list[str] = []
         self.history: list[Operation] = []
         self.stale_reads: list[tuple[Operation, str]] = []
@@ -435,10 +443,15 @@ class Simulation:
         # from an empty configuration, as with --join.
         peers = () if member.joined else tuple(i for i in self.initial_ids if i != node_id)
         config = config_type(node_id=node_id, peers=peers, **self.raft_options)
+        inline_disk, inline = self.inline_flushes.for_incarnation(self.clock, disk)
         try:
             metadata = MetadataStore.open(f"{DATA}/metadata.json", run_in_thread=disk, fs=member.fs)
             wal = WriteAheadLog.open(f"{DATA}/wal", segment_bytes=self.segment_bytes, run_in_thread=disk, fs=member.fs,
-                                     preallocate_bytes=PREALLOCATE_BYTES, plants=self.config.plants)
+                                     preallocate_bytes=PREALLOCATE_BYTES, plants=self.config.plants,
+                                     inline_flush=inline)
+            # As the service wires it: while a snapshot job is on the disk,
+            # the log flushes on the thread.
+            snapshot_runner = snapshot_runner_for(wal, disk)
             snapshots = self.snapshot_activity.open_store(node_id, member.fs, SNAPSHOTS)
             stored = metadata.state
             # Through the production recovery (kvstore.node.recovery): the newest
@@ -460,7 +473,7 @@ class Simulation:
                 commit_save_interval=self.commit_save_interval,
                 snapshots=snapshots,
                 snapshot_policy=self.snapshot_policy,
-                snapshot_runner=disk,
+                snapshot_runner=snapshot_runner,
                 # Simulated time stands still within a turn: bound turns by steps.
                 cooperator=snapshot_cooperator(self.clock, max_steps=4),
                 state_machine=AuditedStateMachine(
@@ -483,7 +496,7 @@ class Simulation:
             )
         # The real transfer, tuned for the simulator's small snapshots and
         # short runs (build_node attached one with the production tuning).
-        attach_transfers(node, snapshots, self.network, self.clock, run_in_thread=disk,
+        attach_transfers(node, snapshots, self.network, self.clock, run_in_thread=snapshot_runner,
                          **self.snapshot_activity.transfer_options)
         member.node, member.wal, member.metadata, member.disk = node, wal, metadata, disk
         self.links.attach(node_id, node, member.seed)
@@ -491,7 +504,8 @@ class Simulation:
         self.monitor.watch(node_id, node)
         self.network.attach(node_id, node.receive)
         node.start()
-        self.event(f"boot {node_id} term={stored.term} vote={stored.voted_for} log={wal.last_index}")
+        self.event(f"boot {node_id} term={stored.term} vote={stored.voted_for} log={wal.last_index} "
+                   f"inline={inline_disk}")
 
     def crash(self, node_id: int, why: str) -> bool:
         member = self.members[node_id]
