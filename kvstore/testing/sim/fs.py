@@ -448,6 +448,11 @@ class SimulatedDisk:
         self.alive = True
         self.jobs = 0
 
+    @property
+    def filesystem(self) -> SimulatedFileSystem:
+        """The file system whose fsyncs this disk delays."""
+        return self._fs
+
     def kill(self) -> None:
         self.alive = False
 

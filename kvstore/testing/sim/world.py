@@ -36,6 +36,7 @@ import random
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
@@ -443,7 +444,8 @@ class Simulation:
         # from an empty configuration, as with --join.
         peers = () if member.joined else tuple(i for i in self.initial_ids if i != node_id)
         config = config_type(node_id=node_id, peers=peers, **self.raft_options)
-        inline_disk, inline = self.inline_flushes.for_incarnation(self.clock, disk)
+        inline_disk, inline = self.inline_flushes.for_incarnation(self.clock, disk,
+                                                                  partial(self._power_cut_during_flush, node_id, disk))
         try:
             metadata = MetadataStore.open(f"{DATA}/metadata.json", run_in_thread=disk, fs=member.fs)
             wal = WriteAheadLog.open(f"{DATA}/wal", segment_bytes=self.segment_bytes, run_in_thread=disk, fs=member.fs,
@@ -575,6 +577,9 @@ class Simulation:
         if node_id in self.churn.decommissioned:
             return
         if self.members[node_id].node is None:
+            # What committed while it was down must still be durable on a
+            # quorum, its acknowledgements sent before a crash included.
+            self.monitor.check_durable_quorum()
             self.stats["restarts"] += 1
             self.boot(node_id)
 
@@ -674,6 +679,19 @@ class Simulation:
         if generation == self._partition_generation and not self._healed and self.network.blocked:
             self.network.heal()
             self.fault("partition ends")
+
+    def _power_cut_during_flush(self, node_id: int, disk: SimulatedDisk) -> bool:
+        """Crash C{node_id} in the middle of an inline flush (its writes
+        done, its fsyncs not), as a power cut during the reactor's
+        C{fdatasync} would, unless the faults are over or the flush is not
+        the running incarnation's (C{disk}); whether it did."""
+        member = self.members.get(node_id)
+        if self._healed or member is None or member.disk is not disk:
+            return False
+        if not self.crash(node_id, "power cut during an inline flush"):
+            return False
+        self.clock.callLater(self._crash_rng.uniform(0.005, 0.05), self._restart_if_faulting, node_id)
+        return True
 
     def _restart_if_faulting(self, node_id: int) -> None:
         if not self._healed and self.members[node_id].node is None:
