@@ -12,86 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.node.node import Node
 from kvstore.raft.core import Ready
 from kvstore.raft.messages import AppendEntries, AppendEntriesResponse, Message
 from kvstore.statemachine import KeyValueStateMachine
-from kvstore.storage import LogEntry, StorageFailedError, WriteAheadLog
-from kvstore.storage.fs import FileSystem
-from kvstore.storage.wal import INLINE_FLUSH_MAX_BYTES, InlineFlushPolicy
-from kvstore.testing.runners import ManualRunner
-
-
-class _RecordingFileSystem(FileSystem):
-    """The real file system, noting each fsync (and failing them on demand)."""
-
-    def __init__(self, calls: list[str]) -> None:
-        self.calls = calls
-        self.fail_fsync = False
-
-    def fsync(self, fd: int) -> None:
-        if self.fail_fsync:
-            raise OSError(5, "Input/output error")
-        self.calls.append("fsync")
-        super().fsync(fd)
-
-
-class _FakeTimer:
-    """Monotonic seconds the test sets (a slow fsync moves them on)."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def entries(first: int, last: int, size: int = 10) -> list[LogEntry]:
-    return [LogEntry(i, 1, b"%d:" % i + b"x" * size) for i in range(first, last + 1)]
-
-
-class _Setup:
-    """A real log on disk, preallocated, with a manual thread runner and an
-    inline flush policy on a Clock."""
-
-    def __init__(self, case: SynchronousTestCase) -> None:
-        self.calls: list[str] = []
-        self.fs = _RecordingFileSystem(self.calls)
-        self.runner = ManualRunner()
-        self.clock = Clock()
-        self.timer = _FakeTimer()
-        self.policy = InlineFlushPolicy(self.clock, timer=self.timer)
-        self.log = WriteAheadLog.open(
-            case.mktemp(), run_in_thread=self.runner, fs=self.fs, inline_flush=self.policy, preallocate_bytes=64 * 1024
-        )
-        case.addCleanup(self._close)
-        del self.calls[:]  # the fsyncs of open()
-
-    def _close(self) -> None:
-        self.log.close()
-        self.clock.advance(0)
-        self.runner.release_all()
-
-    def flush_takes(self, seconds: float) -> None:
-        """Make every fsync from now on advance the fake timer by C{seconds}."""
-        original = self.fs.fsync
-
-        def slow_fsync(fd: int) -> None:
-            original(fd)
-            self.timer.now += seconds
-
-        self.fs.fsync = slow_fsync  # type: ignore[method-assign]
-
-
-class _Peers:
-    def __init__(self, calls: list[str]) -> None:
-        self._calls = calls
-
-    def send(self, message: Message) -> None:
-        self._calls.append(f"send {type(message.body).__name__}")
+from kvstore.storage import StorageFailedError
+from kvstore.storage.wal import INLINE_FLUSH_MAX_BYTES
+from tests.test_storage_wal_inline_flush import _Peers, _Setup, entries
 
 
 class AtOnceOutcomeTests(SynchronousTestCase):
