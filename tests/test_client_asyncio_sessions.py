@@ -164,8 +164,10 @@ class AsyncSessionTests(SynchronousTestCase):
     def test_session_not_opened_is_not_applied(self) -> None:
         """When no session can be opened in time the write was never sent: a not-applied error, never
         OutcomeUnknown."""
-        # 1.5 s, not 0.3: on a loaded machine a 0.3 s deadline once passed before the fake node's first reply.
-        kv = self.client(timeout=1.5, script=lambda line: "Error: Not leader. No leader elected yet")
+        # The deadline must outlast the fake node's first reply, or the call ends with no reply at all
+        # (Unavailable, not NoLeader): 0.3 s once failed on a loaded machine, and 1.5 s once in CI, so
+        # 5 s.  The second case needs no margin: with or without a reply it cannot open a session.
+        kv = self.client(timeout=5.0, script=lambda line: "Error: Not leader. No leader elected yet")
         self.raises(NoLeader, lambda: kv.incr("n"))
         unknown = self.client(timeout=1.5, script=lambda line: UNKNOWN if line == "SESSION" else "Error: x")
         error = self.raises(Unavailable, lambda: unknown.incr("n"))
