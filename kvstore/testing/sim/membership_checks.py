@@ -26,9 +26,11 @@ code under test:
     one server;
   - the durable-quorum check (C{committed-entry-lost}) counts holders among
     the voters of the configurations that can still elect a leader: the
-    latest committed one, any newer one some node holds (a live node's
-    current one, a crashed node's last durable one: L{last_configuration}),
-    and the one in force at the entry (L{quorum_candidates}).
+    latest committed one and any newer one some node holds (a live node's
+    current one, a crashed node's last durable one: L{last_configuration};
+    L{quorum_candidates}); it also accepts the one in force at the entry
+    and the ones leaders committed it under (see
+    C{SafetyMonitor.check_durable_quorum} for why that is sound).
 """
 
 from __future__ import annotations
@@ -186,10 +188,17 @@ def last_configuration(entries: Sequence[Any]) -> tuple[int, Configuration] | No
 
 def quorum_candidates(history: ConfigurationHistory, newer: Iterable[tuple[int, Configuration]]) -> list[Configuration]:
     """
-    The configurations whose majorities must hold every committed entry: the
-    latest committed one and every newer one some node holds (a leader may
-    be elected under either).  The checker also accepts the one in force at
-    the entry itself.
+    The configurations that can elect a leader now, for the durable-quorum
+    check (C{committed-entry-lost}): the latest committed one and every
+    newer one in C{newer} (index, configuration: what some node holds; a
+    configuration takes effect once appended, so a node campaigns under it).
+    A committed entry durable on a majority of the voters of one of them is
+    in every quorum of it.  The check accepts two more for each entry: the
+    committed one in force at the entry and the ones leaders committed it
+    under; for the newest committed entry neither goes beyond one
+    single-server change from the latest committed configuration, and by
+    log matching an older entry is lost only if the newest is (see
+    C{SafetyMonitor.check_durable_quorum}).
     """
     latest_index, latest = history.latest
     candidates = [latest]

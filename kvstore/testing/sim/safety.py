@@ -22,6 +22,7 @@ from kvstore.node.node import Node
 from kvstore.raft.core import CompactedIndex, Role
 from kvstore.raft.messages import AppendEntriesResponse, Message, RequestVoteResponse
 from kvstore.statemachine import KeyValueStateMachine
+from kvstore.testing.sim.commit_configurations import CommitConfigurations
 from kvstore.testing.sim.compaction_checks import PROPERTIES as _COMPACTION_PROPERTIES
 from kvstore.testing.sim.compaction_checks import CommittedReplay, snapshot_uncommitted, state_machines_disagree
 from kvstore.raft.membership import Configuration
@@ -45,7 +46,9 @@ PROPERTIES = {
     "leader-completeness": "every committed entry is in the log of every leader of a later term",
     "state-machine-safety": "every node applies the same entry at each index (a prefix of one sequence)",
     "committed-entry-lost": (
-        "every committed entry stays durable on a majority of the voters of a configuration that can elect a leader"
+        "every committed entry stays durable on a majority of the voters of the latest committed configuration, "
+        "of a newer one some node holds, of the one in force at the entry, or of one a leader committed it under "
+        "(in force at that leader when its commit index passed the entry)"
     ),
     "terms-and-votes-durable": "terms and votes never go backwards across crashes",
     "linearizability": "the client history is linearizable per key",
@@ -147,12 +150,13 @@ class SafetyMonitor:
         self.votes: dict[tuple[int, int], int] = {}
         # index -> (term, payload, term in which some node saw it committed)
         self.committed: dict[int, tuple[int, bytes, int]] = {}
-        # The configurations in force at the leader that committed each
-        # entry (_check_commit_quorum): one it had only appended is lost if
-        # it crashes before syncing it, yet the entry was committed on a
-        # majority of it (seed 1397: promoted learner 5 made {0, 3, 5} a
-        # majority; after the crash {0, 3} is half of voters {0, 1, 3, 4}).
-        self._commit_configurations: dict[int, list[Any]] = {}
+        # The configurations in force at the leaders that committed each
+        # entry, for every index a commit advance covered (_check_commit_quorum):
+        # one a leader had only appended is lost if it crashes before syncing
+        # it, yet the entry was committed on a majority of it (seed 1397:
+        # promoted learner 5 made {0, 3, 5} a majority; after the crash
+        # {0, 3} is half of voters {0, 1, 3, 4}).
+        self.commit_configurations = CommitConfigurations()
         self.applied: dict[int, tuple[int | None, bytes]] = {}
         self._commit_seen: dict[int, int] = {}
         self._leaders_checked: set[tuple[int, int]] = set()
@@ -305,7 +309,7 @@ class SafetyMonitor:
                     self._check_leader_heard(node_id, term)
                 previous = self._leader_progress.get((node_id, term))
                 if previous is not None and core.commit_index > previous[0]:
-                    self._check_commit_quorum(node_id, core, previous[1])
+                    self._check_commit_quorum(node_id, core, *previous)
                 self._leader_progress[(node_id, term)] = (core.commit_index, core.last_index)
             commit = core.commit_index
             seen = self._commit_seen[node_id]
@@ -337,12 +341,18 @@ class SafetyMonitor:
             return _as_durable_log(self._durable_log(node_id)).holds(index, term)
         return held
 
-    def _check_commit_quorum(self, node_id: int, core: Any, last_before: int) -> None:
+    def _check_commit_quorum(self, node_id: int, core: Any, commit_before: int, last_before: int) -> None:
         """
-        The leader C{node_id} just advanced its commit index: the entry there
-        must be held by a majority of the voters of the configuration in
-        force at this leader (the last in its log; the one before it too if
-        that last one was appended in this very step, after the commit).
+        The leader C{node_id} just advanced its commit index from
+        C{commit_before}: the entry there must be held by a majority of the
+        voters of the configuration in force at this leader (the last in its
+        log; the one before it too if that last one was appended in this
+        very step, after the commit).  Each of these whose majority holds it
+        is recorded as one every entry the advance covered was committed
+        under: by log matching, whoever holds the new commit index holds
+        them all.  (An advance in a leader's first observed step, or to an
+        index it compacted within the step, is not recorded: those entries
+        are judged by the other configurations, at worst a false alarm.)
         """
         commit = core.commit_index
         try:
@@ -354,8 +364,9 @@ class SafetyMonitor:
         if known[-1][0] > last_before and len(known) > 1:
             candidates.append(known[-2][1])
         held = self._holder(commit, term)
-        if any(voters_holding(c, held) >= c.quorum for c in candidates):
-            self._commit_configurations[commit] = candidates
+        committed_under = [c for c in candidates if voters_holding(c, held) >= c.quorum]
+        if committed_under:
+            self.commit_configurations.record(commit_before + 1, commit, committed_under)
             return
         self.violate(
             "commit-quorum",
@@ -456,6 +467,33 @@ class SafetyMonitor:
                 return
 
     def check_durable_quorum(self) -> None:
+        """
+        C{committed-entry-lost}: each committed entry, lowest first, must be
+        durable (in what its node would recover now) on a majority of the
+        voters of one of: the latest committed configuration; a newer one
+        some node holds (a live node's current one, a crashed node's last
+        durable one), under which it may campaign; the committed one in force
+        at the entry; or a configuration a leader committed it under (in
+        force at that leader when its commit index passed the entry, also
+        for entries committed indirectly: L{CommitConfigurations}).  The
+        first entry that fails is reported.
+
+        Accepting the last two is sound.  By log matching, a durable holder
+        of a committed entry holds every committed entry before it, so if
+        any committed entry is really lost, so is the newest.  For the newest,
+        the one in force at it is the latest committed configuration, and one
+        it was committed under is in the committing leader's log, which holds
+        the latest committed configuration and at most one change after it
+        (C{membership-change-rules} checks that a leader appends a change of
+        one server only once the previous change and an entry of its own
+        term are committed): so it is the latest committed configuration or
+        one single-server change from it, and a majority of it meets every
+        majority of the latest committed configuration.  For older entries
+        the two only spare false alarms: a promotion that was only in a
+        crashed leader's unsynced log leaves the entries committed under it
+        on half of the voters left, which still meets every quorum of them
+        (seed 1397, 5 nodes).
+        """
         if not self.committed:
             return
         views = {i: _as_durable_log(self._durable_log(i)) for i in self._all_nodes()}
@@ -472,7 +510,7 @@ class SafetyMonitor:
         for index in sorted(self.committed):
             term = self.committed[index][0]
             holders = {i for i, view in views.items() if view.holds(index, term)}
-            configurations = [*candidates, self.configurations.at(index), *self._commit_configurations.get(index, ())]
+            configurations = [*candidates, self.configurations.at(index), *self.commit_configurations.at(index)]
             if any(len(holders & c.voter_ids) >= c.quorum for c in configurations):
                 continue
             self.violate(
