@@ -28,7 +28,7 @@ from kvstore.client import (
     Unavailable,
 )
 from kvstore.client.asyncio import AsyncClient
-from tests.client_fakes import CLOSE, SILENT, FakeNode, store_script, unused_address
+from tests.client_fakes import CLOSE, SILENT, DeadlineSkipper, FakeNode, store_script, unused_address
 
 
 def run(body: Callable[[], Awaitable[Any]]) -> Any:
@@ -79,8 +79,11 @@ class LeaderTests(AsyncClientTestCase):
     def test_no_leader_elected(self) -> None:
         """While no leader is elected the client retries with backoff, then raises NoLeader."""
         node = FakeNode(self, lambda line: "Error: Not leader. No leader elected yet")
-        kv = self.client(node.address, timeout=0.5)
-        self.assertRaises(NoLeader, run, lambda: kv.put("k", "v"))
+        # The deadline passes at the third backoff pause, not after 0.5 s of real time: on a loaded machine
+        # 0.5 s may pass before the node's first reply (the call then fails for want of any reply).
+        clock = DeadlineSkipper(self, pauses=3)
+        kv = self.client(node.address, timeout=30)
+        self.assertRaises(NoLeader, clock.run, lambda: kv.put("k", "v"))
         self.assertGreater(len(node.lines()), 1)
 
     def test_unavailable_read_retried(self) -> None:
@@ -134,6 +137,8 @@ class OutcomeTests(AsyncClientTestCase):
                 pass
             else:
                 raise AssertionError("the silent node answered")
+            # The leader's replies must not race a 0.3 s deadline on a loaded machine.
+            kv.timeout = 5.0
             await kv.put("k", "second")
             return await kv.get("k")
 
@@ -192,6 +197,8 @@ class InStepTests(AsyncClientTestCase):
             else:
                 raise AssertionError("the slow read did not time out")
             release.set()
+            # A new connection and its reply must not race a 0.3 s deadline on a loaded machine.
+            kv.timeout = 5.0
             return await kv.get("k")
 
         self.assertEqual(run(body), "fresh")
