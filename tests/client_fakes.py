@@ -8,13 +8,16 @@ Not a test module (no C{test_} prefix): the blocking client tests use it.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import socketserver
 import threading
-from typing import Callable, Union
+import time
+from typing import Any, Awaitable, Callable, Union
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from kvstore.client import blocking
 from kvstore.testing.processes import allocate_port
 
 #: Script results besides a reply line: close the connection without
@@ -132,3 +135,68 @@ def store_script(data: dict[str, str] | None = None) -> Script:
 def unused_address() -> str:
     """An address nothing listens on (connections are refused)."""
     return f"127.0.0.1:{allocate_port()}"
+
+
+class DeadlineSkipper:
+    """
+    The clock of a client whose call must end at its deadline after some
+    replies (retries exhausted, no leader elected in time): real monotonic
+    time, plus an hour from the client's C{pauses}-th backoff pause on.
+
+    With a short real deadline instead, such a test depends on the fake
+    node answering in time: on a loaded machine the deadline once passed
+    before even the first reply, and the call failed for want of any reply
+    (C{Unavailable: no reply}) rather than as the test meant.  Here the
+    client gets a deadline of many seconds (the margin for every reply),
+    and the deadline passes at a chosen point of the exchange, at once: a
+    backoff pause, when no reply is awaited.  The skip comes from the
+    client's side, so no reply can race it.
+    """
+
+    def __init__(self, test: SynchronousTestCase, pauses: int) -> None:
+        self._test = test
+        self.offset = 0.0
+        self.paused = 0
+        self.pauses = pauses
+
+    def skip_after(self, pauses: int) -> None:
+        """Skip past the deadline again, at the C{pauses}-th pause from now."""
+        self.pauses = self.paused + pauses
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    def _pause(self) -> None:
+        self.paused += 1
+        if self.paused == self.pauses:
+            self.offset += 3600.0
+
+    def sleep(self, seconds: float) -> None:
+        """The blocking client's backoff pause."""
+        self._pause()
+        time.sleep(seconds)
+
+    def install_blocking(self) -> None:
+        """Be the clock of L{kvstore.client.blocking} (its C{time.monotonic} and C{time.sleep}) for the test."""
+        self._test.patch(blocking, "time", self)
+
+    def run(self, body: Callable[[], Awaitable[Any]]) -> Any:
+        """Run C{body()} on a fresh event loop whose clock is this one, and whose C{asyncio.sleep} (the
+        asyncio client's backoff pause) counts the pauses."""
+        real_sleep = asyncio.sleep
+
+        async def sleep(delay: float, result: Any = None) -> Any:
+            self._pause()
+            return await real_sleep(delay, result)
+
+        def new_loop() -> asyncio.AbstractEventLoop:
+            loop = asyncio.new_event_loop()
+            loop.time = self.monotonic  # type: ignore[method-assign]  # what BaseEventLoop.time is, plus the offset
+            return loop
+
+        asyncio.sleep = sleep  # type: ignore[assignment]
+        try:
+            with asyncio.Runner(loop_factory=new_loop) as runner:
+                return runner.run(body())  # type: ignore[arg-type]
+        finally:
+            asyncio.sleep = real_sleep  # type: ignore[assignment]

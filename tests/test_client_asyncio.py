@@ -28,7 +28,7 @@ from kvstore.client import (
     Unavailable,
 )
 from kvstore.client.asyncio import AsyncClient
-from tests.client_fakes import CLOSE, SILENT, FakeNode, store_script, unused_address
+from tests.client_fakes import CLOSE, SILENT, DeadlineSkipper, FakeNode, store_script, unused_address
 
 
 def run(body: Callable[[], Awaitable[Any]]) -> Any:
@@ -79,8 +79,11 @@ class LeaderTests(AsyncClientTestCase):
     def test_no_leader_elected(self) -> None:
         """While no leader is elected the client retries with backoff, then raises NoLeader."""
         node = FakeNode(self, lambda line: "Error: Not leader. No leader elected yet")
-        kv = self.client(node.address, timeout=0.5)
-        self.assertRaises(NoLeader, run, lambda: kv.put("k", "v"))
+        # The deadline passes at the third backoff pause, not after 0.5 s of real time: on a loaded machine
+        # 0.5 s may pass before the node's first reply (the call then fails for want of any reply).
+        clock = DeadlineSkipper(self, pauses=3)
+        kv = self.client(node.address, timeout=30)
+        self.assertRaises(NoLeader, clock.run, lambda: kv.put("k", "v"))
         self.assertGreater(len(node.lines()), 1)
 
     def test_unavailable_read_retried(self) -> None:
@@ -115,30 +118,49 @@ class OutcomeTests(AsyncClientTestCase):
 
     def test_write_timeout(self) -> None:
         """A write with no reply by the deadline raises OutcomeUnknown within about the timeout."""
-        node = FakeNode(self, lambda line: SILENT)
-        start = time.monotonic()
-        self.assertRaises(OutcomeUnknown, run, lambda: self.client(node.address, timeout=0.3).put("k", "v"))
-        self.assertLess(time.monotonic() - start, 3.0)
+        node = FakeNode(self, lambda line: "PONG" if line == "PING" else SILENT)
+        kv = self.client(node.address)
+
+        async def body() -> float:
+            # Connected first, with the default margin: the 0.3 s deadline is for the reply alone.  Had the
+            # connection to take longer on a loaded machine, the write would never be sent (ConnectionFailed).
+            await kv.ping()
+            kv.timeout = 0.3
+            start = time.monotonic()
+            try:
+                await kv.put("k", "v")
+            except OutcomeUnknown:
+                return time.monotonic() - start
+            raise AssertionError("the silent node answered")
+
+        self.assertLess(run(body), 3.0)
+        self.assertEqual(node.lines(), ["PING", "PUT k v"])
 
     def test_silent_node_is_left_after_a_timeout(self) -> None:
         """After a call times out on a node that accepts requests but never answers (paused, cut off), the
         next call goes to the next listed node."""
-        paused = FakeNode(self, lambda line: SILENT)
+        paused = FakeNode(self, lambda line: "PONG" if line == "PING" else SILENT)
         leader = FakeNode(self, store_script())
-        kv = self.client(paused.address, leader.address, timeout=0.3)
+        kv = self.client(paused.address, leader.address)
 
         async def body() -> str:
+            # Connected first, with the default margin: the 0.3 s deadline is for the reply alone (a slow
+            # connection on a loaded machine would be a connection failure, and the write never sent).
+            await kv.ping()
+            kv.timeout = 0.3
             try:
                 await kv.put("k", "first")
             except OutcomeUnknown:
                 pass
             else:
                 raise AssertionError("the silent node answered")
+            # The leader's replies must not race a 0.3 s deadline on a loaded machine.
+            kv.timeout = 5.0
             await kv.put("k", "second")
             return await kv.get("k")
 
         self.assertEqual(run(body), "second")
-        self.assertEqual(paused.lines(), ["PUT k first"])
+        self.assertEqual(paused.lines(), ["PING", "PUT k first"])
         self.assertEqual(kv.node, leader.address)
 
     def test_read_timeout(self) -> None:
@@ -176,15 +198,21 @@ class InStepTests(AsyncClientTestCase):
         release = threading.Event()
 
         def script(line: str) -> str:
+            if line == "PING":
+                return "PONG"
             if line == "GET slow":
                 release.wait(10)
                 return "value of slow: late"
             return "value of k: fresh"
 
         node = FakeNode(self, script)
-        kv = self.client(node.address, timeout=0.3)
+        kv = self.client(node.address)
 
         async def body() -> str:
+            # Connected first, with the default margin: the 0.3 s deadline is for the slow reply alone (a
+            # slow connection on a loaded machine would time out instead, and the read never be sent).
+            await kv.ping()
+            kv.timeout = 0.3
             try:
                 await kv.get("slow")
             except Unavailable:
@@ -192,6 +220,8 @@ class InStepTests(AsyncClientTestCase):
             else:
                 raise AssertionError("the slow read did not time out")
             release.set()
+            # A new connection and its reply must not race a 0.3 s deadline on a loaded machine.
+            kv.timeout = 5.0
             return await kv.get("k")
 
         self.assertEqual(run(body), "fresh")

@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.client import BadRequest, KeyNotFound, NoLeader, OutcomeUnknown, Unavailable
 from kvstore.client.asyncio import AsyncClient
-from tests.client_fakes import FakeNode
+from tests.client_fakes import DeadlineSkipper, FakeNode
 from tests.test_client_sessions import UNKNOWN, SessionStore
 
 
@@ -42,8 +42,9 @@ class AsyncSessionTests(SynchronousTestCase):
         self.addCleanup(client.close)
         return client
 
-    def raises(self, error: type[BaseException], call: Callable[[], Awaitable[Any]]) -> BaseException:
-        """The C{error} that awaiting C{call()} raises (fails the test if none)."""
+    def raises(self, error: type[BaseException], call: Callable[[], Awaitable[Any]],
+               runner: Callable[[Callable[[], Awaitable[Any]]], Any] = run) -> BaseException:
+        """The C{error} that awaiting C{call()} raises (fails the test if none), run by C{runner}."""
         async def body() -> BaseException:
             try:
                 await call()
@@ -51,7 +52,7 @@ class AsyncSessionTests(SynchronousTestCase):
                 return e
             self.fail(f"{error.__name__} not raised")
 
-        return run(body)  # type: ignore[no-any-return]
+        return runner(body)  # type: ignore[no-any-return]
 
     def test_first_write_opens_a_session_and_writes_are_tagged(self) -> None:
         """The first write opens a session; every write then carries it with the next sequence number;
@@ -141,15 +142,18 @@ class AsyncSessionTests(SynchronousTestCase):
     def test_retries_exhausted(self) -> None:
         """A write that keeps getting Outcome unknown raises OutcomeUnknown at the deadline; so does one
         whose later attempts are refused as not applied, since an earlier one may have been."""
-        # The deadline leaves room for several attempts even on a loaded machine: with 0.5 s the second
-        # case once saw a single attempt (the apply-unknown one) and never reached the no-leader refusal.
-        kv = self.client(timeout=2.0)
-        run(lambda: kv.put("k", "v"))
+        # Each deadline passes at the third backoff pause of its write, not after some real time: with
+        # 0.5 s the second case once saw a single attempt (the apply-unknown one) and never reached the
+        # no-leader refusal, and no fixed real deadline is sure to outlast the replies on a loaded machine.
+        clock = DeadlineSkipper(self, pauses=3)
+        kv = self.client(timeout=30)
+        clock.run(lambda: kv.put("k", "v"))
         self.store.fault("@1:2 INCR n 1", *(["apply-unknown"] * 1000))
-        self.raises(OutcomeUnknown, lambda: kv.incr("n"))
+        self.raises(OutcomeUnknown, lambda: kv.incr("n"), clock.run)
         self.store.faults.clear()
         self.store.fault("@1:3 INCR m 1", "apply-unknown", *(["Error: Not leader. No leader elected yet"] * 1000))
-        error = self.raises(OutcomeUnknown, lambda: kv.incr("m"))
+        clock.skip_after(3)
+        error = self.raises(OutcomeUnknown, lambda: kv.incr("m"), clock.run)
         self.assertIn("no leader elected", str(error))
         self.assertEqual(self.store.data["m"], "1")
 
@@ -165,12 +169,14 @@ class AsyncSessionTests(SynchronousTestCase):
         """When no session can be opened in time the write was never sent: a not-applied error, never
         OutcomeUnknown."""
         # The deadline must outlast the fake node's first reply, or the call ends with no reply at all
-        # (Unavailable, not NoLeader): 0.3 s once failed on a loaded machine, and 1.5 s once in CI, so
-        # 5 s.  The second case needs no margin: with or without a reply it cannot open a session.
-        kv = self.client(timeout=5.0, script=lambda line: "Error: Not leader. No leader elected yet")
-        self.raises(NoLeader, lambda: kv.incr("n"))
-        unknown = self.client(timeout=1.5, script=lambda line: UNKNOWN if line == "SESSION" else "Error: x")
-        error = self.raises(Unavailable, lambda: unknown.incr("n"))
+        # (Unavailable, not NoLeader): 0.3 s once failed on a loaded machine, and 1.5 s once in CI.  So the
+        # real deadline is long, and the clock skips past it at the second backoff pause (no waiting it out).
+        clock = DeadlineSkipper(self, pauses=2)
+        kv = self.client(timeout=30, script=lambda line: "Error: Not leader. No leader elected yet")
+        self.raises(NoLeader, lambda: kv.incr("n"), clock.run)
+        unknown = self.client(timeout=30, script=lambda line: UNKNOWN if line == "SESSION" else "Error: x")
+        clock.skip_after(2)
+        error = self.raises(Unavailable, lambda: unknown.incr("n"), clock.run)
         self.assertIn("could not open an exactly-once session", str(error))
 
     def test_exactly_once_off(self) -> None:

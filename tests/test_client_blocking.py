@@ -23,7 +23,7 @@ from kvstore.client import (
     ProtocolError,
     Unavailable,
 )
-from tests.client_fakes import CLOSE, SILENT, FakeNode, store_script, unused_address
+from tests.client_fakes import CLOSE, SILENT, DeadlineSkipper, FakeNode, store_script, unused_address
 
 
 class ClientTestCase(SynchronousTestCase):
@@ -69,7 +69,10 @@ class LeaderDiscoveryTests(ClientTestCase):
     def test_no_leader_elected(self) -> None:
         """While no leader is elected the client retries with backoff, then raises NoLeader."""
         node = FakeNode(self, lambda line: "Error: Not leader. No leader elected yet")
-        kv = self.client(node.address, timeout=0.5)
+        # The deadline passes at the third backoff pause, not after 0.5 s of real time: on a loaded machine
+        # 0.5 s may pass before the node's first reply (the call then fails for want of any reply).
+        DeadlineSkipper(self, pauses=3).install_blocking()
+        kv = self.client(node.address, timeout=30)
         self.assertRaises(NoLeader, kv.put, "k", "v")
         self.assertGreater(len(node.lines()), 1)
 
@@ -82,8 +85,11 @@ class LeaderDiscoveryTests(ClientTestCase):
     def test_always_unavailable(self) -> None:
         """A read that stays Unavailable raises Unavailable with the server's reason."""
         node = FakeNode(self, lambda line: "Error: Unavailable: no leader known")
+        # The deadline passes at the second backoff pause, not after 0.3 s of real time: without a reply
+        # by then the error would not carry the server's reason.
+        DeadlineSkipper(self, pauses=2).install_blocking()
         with self.assertRaises(Unavailable) as caught:
-            self.client(node.address, timeout=0.3).get("k")
+            self.client(node.address, timeout=30).get("k")
         self.assertIn("no leader known", str(caught.exception))
 
 

@@ -27,7 +27,7 @@ from kvstore.client import _policy, _protocol as p, _sessions
 from kvstore.client.deferred import DeferredClient
 from kvstore.protocols import replies
 from kvstore.protocols.client import format_error
-from tests.client_fakes import CLOSE, FakeNode
+from tests.client_fakes import CLOSE, DeadlineSkipper, FakeNode
 
 UNKNOWN = "Error: Outcome unknown: leadership lost (the write may or may not have been applied)"
 
@@ -218,12 +218,18 @@ class BlockingSessionTests(SynchronousTestCase):
     def test_retries_exhausted(self) -> None:
         """A write that keeps getting Outcome unknown raises OutcomeUnknown at the deadline; so does one
         whose later attempts are refused as not applied, since an earlier one may have been."""
-        kv = self.client(timeout=0.5)
+        # Each deadline passes at the third backoff pause of its write, not after 0.5 s of real time: on a
+        # loaded machine 0.5 s may pass before the replies the test counts on (the put's, or the no-leader
+        # refusal after the first attempt).
+        clock = DeadlineSkipper(self, pauses=3)
+        clock.install_blocking()
+        kv = self.client(timeout=30)
         kv.put("k", "v")
         self.store.fault("@1:2 INCR n 1", *(["apply-unknown"] * 1000))
         self.assertRaises(OutcomeUnknown, kv.incr, "n")
         self.store.faults.clear()
         self.store.fault("@1:3 INCR m 1", "apply-unknown", *(["Error: Not leader. No leader elected yet"] * 1000))
+        clock.skip_after(3)
         error = self.assertRaises(OutcomeUnknown, kv.incr, "m")
         self.assertIn("no leader elected", str(error))
         self.assertEqual(self.store.data["m"], "1")
@@ -242,11 +248,14 @@ class BlockingSessionTests(SynchronousTestCase):
         OutcomeUnknown."""
         # The deadline must outlast the fake node's first reply, or the call ends with no reply at all
         # (Unavailable, not NoLeader): 0.3 s once failed on a loaded machine, and 1.5 s once in CI (the
-        # asyncio client's twin of this test), so 5 s.  The second case needs no margin: with or without
-        # a reply it cannot open a session.
-        kv = self.client(timeout=5.0, script=lambda line: "Error: Not leader. No leader elected yet")
+        # asyncio client's twin of this test).  So the real deadline is long, and the clock skips past it
+        # at the second backoff pause (no waiting it out).
+        clock = DeadlineSkipper(self, pauses=2)
+        clock.install_blocking()
+        kv = self.client(timeout=30, script=lambda line: "Error: Not leader. No leader elected yet")
         self.assertRaises(NoLeader, kv.incr, "n")
-        unknown = self.client(timeout=1.5, script=lambda line: UNKNOWN if line == "SESSION" else "Error: x")
+        unknown = self.client(timeout=30, script=lambda line: UNKNOWN if line == "SESSION" else "Error: x")
+        clock.skip_after(2)
         error = self.assertRaises(Unavailable, unknown.incr, "n")
         self.assertIn("could not open an exactly-once session", str(error))
 
