@@ -174,7 +174,7 @@ class DeadlineSkipper:
     def sleep(self, seconds: float) -> None:
         """The blocking client's backoff pause."""
         self._pause()
-        time.sleep(seconds)
+        time.sleep(seconds)  # not a wait in the test: the client's own backoff pause (10-50 ms), passed through
 
     def install_blocking(self) -> None:
         """Be the clock of L{kvstore.client.blocking} (its C{time.monotonic} and C{time.sleep}) for the test."""
