@@ -29,7 +29,8 @@ code under test:
     latest committed one and any newer one some node holds (a live node's
     current one, a crashed node's last durable one: L{last_configuration};
     L{quorum_candidates}); it also accepts the one in force at the entry
-    and the ones leaders committed it under (see
+    and the ones leaders committed it under, the latter only if the holders
+    meet every quorum of those that can elect a leader (see
     C{SafetyMonitor.check_durable_quorum} for why that is sound).
 """
 
@@ -47,7 +48,7 @@ from kvstore.raft.membership import (
 )
 
 __all__ = ["PROPERTIES", "ConfigurationHistory", "LeaderConfigurations", "change_problems", "configuration_of",
-           "last_configuration", "quorum_candidates"]
+           "last_configuration", "meets_every_quorum", "quorum_candidates"]
 
 PROPERTIES = {
     "commit-quorum": (
@@ -195,10 +196,9 @@ def quorum_candidates(history: ConfigurationHistory, newer: Iterable[tuple[int, 
     A committed entry durable on a majority of the voters of one of them is
     in every quorum of it.  The check accepts two more for each entry: the
     committed one in force at the entry and the ones leaders committed it
-    under; for the newest committed entry neither goes beyond one
-    single-server change from the latest committed configuration, and by
-    log matching an older entry is lost only if the newest is (see
-    C{SafetyMonitor.check_durable_quorum}).
+    under (those only if the holders meet every quorum of each of these:
+    L{meets_every_quorum}); by log matching an older entry is lost only if
+    the newest is (see C{SafetyMonitor.check_durable_quorum}).
     """
     latest_index, latest = history.latest
     candidates = [latest]
@@ -210,6 +210,12 @@ def quorum_candidates(history: ConfigurationHistory, newer: Iterable[tuple[int, 
 
 def voters_holding(configuration: Configuration, holders: Callable[[int], bool]) -> int:
     return sum(1 for voter in configuration.voter_ids if holders(voter))
+
+
+def meets_every_quorum(configuration: Configuration, holders: Iterable[int]) -> bool:
+    """Whether every quorum of C{configuration}'s voters includes one of
+    C{holders}: too few voters lack it to elect a leader on their own."""
+    return len(configuration.voter_ids - set(holders)) < configuration.quorum
 
 
 def describe(configurations: Sequence[Configuration]) -> str:
