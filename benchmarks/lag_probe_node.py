@@ -145,6 +145,7 @@ class Probe:
         self.last_runq = 0
         self.last_proc_cpu = 0.0
         self.last_psi = 0
+        self.known_threads: dict[str, list[Any]] = {}
 
     def gc_callback(self, phase: str, info: dict[str, Any]) -> None:
         """Record every garbage collection longer than L{RECORD_ABOVE} ms
@@ -203,7 +204,26 @@ class Probe:
         fields["ns"] = time.monotonic_ns()
         self.pending.append(fields)
 
+    def threads(self) -> None:
+        """Record the process's threads (native id -> Python name, nice,
+        scheduling policy) when they change, so that C{thread_cpu.py}'s
+        samples can be told apart by role (the reactor is the main thread)."""
+        found = {}
+        for t in threading.enumerate():
+            if t.native_id is None:
+                continue
+            try:
+                nice: int | None = os.getpriority(os.PRIO_PROCESS, t.native_id)
+                policy: int | None = os.sched_getscheduler(t.native_id)
+            except (AttributeError, OSError):
+                nice = policy = None
+            found[str(t.native_id)] = [t.name, nice, policy]
+        if found != self.known_threads:
+            self.known_threads = found
+            self.event(kind="threads", threads=found)
+
     def flush(self) -> None:
+        self.threads()
         records = self.pending
         self.pending = []
         records.append({"histogram": self.histogram, "ticks": self.ticks, "ns": time.monotonic_ns()})
