@@ -38,7 +38,8 @@ Diagnostics, in the environment:
 
   - C{KVSTORE_PROBE_SPANS=1}: every reactor callback over 2 ms (I/O
     dispatch by protocol, timed calls, C{Node._process}, the cooperators'
-    turns, compaction steps, log and probe file writes, and the poll itself)
+    turns, compaction steps, the WAL's inline flushes, log and probe file
+    writes, and the poll itself)
     as a C{"span"} record with its CPU, run-queue wait, page faults and
     preemptions (L{SpanRecorder}).
   - C{KVSTORE_PROBE_WATCHDOG=1}: samples of the reactor thread's scheduler
@@ -49,6 +50,9 @@ Experiments, in the environment:
   - C{KVSTORE_PROBE_SNAPSHOT_TURN_MS} and C{KVSTORE_PROBE_SNAPSHOT_PAUSE_MS}
     replace the snapshot cooperator's turn length and the pause between
     turns (L{kvstore.node.snapshotting.snapshot_cooperator}).
+  - C{KVSTORE_PROBE_SNAPSHOT_CHUNK_BYTES}: encoded bytes per job of the
+    snapshot thread (L{kvstore.node.snapshotting.take_snapshot}'s
+    C{chunk_bytes}).
   - C{KVSTORE_PROBE_COMPACTION_STEP}: entries per log compaction step
     (L{kvstore.node.log_compaction.StepwiseCompaction}).
   - C{KVSTORE_PROBE_SLICE_US}: the reactor thread's EEVDF time slice
@@ -379,6 +383,13 @@ def install_spans(probe: Probe, reactor: Any) -> SpanRecorder:
     spans.wrap(node_module.Node, "_process", "Node._process")
     spans.wrap(Cooperator, "_tick", "Cooperator._tick")
     spans.wrap(log_compaction.StepwiseCompaction, "_step", "StepwiseCompaction._step")
+    # The write-ahead log's flushes run on the reactor while the disk is
+    # fast (issue 16): a long one with no CPU and no run-queue wait is the
+    # reactor blocked in fdatasync (behind another process's snapshot fsync).
+    from kvstore.storage import wal as wal_module
+
+    if hasattr(wal_module, "InlineFlushPolicy"):
+        spans.wrap(wal_module.InlineFlushPolicy, "run_timed", "inline WAL flush")
     # File writes on the reactor thread: the node's log, and the probe's own
     # records (once a second).
     from twisted.python import logfile
@@ -494,6 +505,17 @@ def install(path: str) -> Probe:
 
         snapshotting.snapshot_cooperator = cooperator  # type: ignore[assignment]
         probe.event(kind="cooperator", turn_ms=turn_ms, pause_ms=pause_ms)
+    chunk_bytes = os.environ.get("KVSTORE_PROBE_SNAPSHOT_CHUNK_BYTES")
+    if chunk_bytes:
+        # Experiment: bytes of encoded content per job of the snapshot
+        # thread (writing and hashing; the default is about 1 MiB).  Fewer,
+        # larger jobs mean fewer GIL hand-offs between it and the reactor.
+        from kvstore.node import snapshotting as snapshotting_module
+
+        defaults = snapshotting_module.take_snapshot.__kwdefaults__
+        if defaults is not None:
+            defaults["chunk_bytes"] = int(chunk_bytes)
+        probe.event(kind="snapshot_chunk_bytes", bytes=int(chunk_bytes))
     node_snapshots.NodeSnapshots.take = take  # type: ignore[method-assign]
     node_snapshots.NodeSnapshots.restore = restore  # type: ignore[method-assign]
 
