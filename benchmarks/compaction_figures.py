@@ -960,6 +960,21 @@ def thread_cpu_summary(path: Path, cluster: ProcessCluster, load_pid: int,
         return "quiet"
 
     out: dict[str, Any] = {"nodes": [], "lines": []}
+    # CPU seconds of each thread over the whole measurement, by node and role.
+    if len(samples) >= 2:
+        first, last = samples[0], samples[-1]
+        totals: dict[str, float] = {}
+        for tid, (c, _) in last["t"].items():
+            if tid in first["t"]:
+                if int(tid) in roles:
+                    key = "node {} {}".format(cluster.nodes[roles[int(tid)][0]].node_id, roles[int(tid)][1])
+                else:
+                    key = category(int(tid), -1).replace("others ", "node ")
+                totals[key] = totals.get(key, 0.0) + (c - first["t"][tid][0]) / 1e9
+        out["cpu_seconds"] = {k: round(v, 3) for k, v in sorted(totals.items(), key=lambda x: -x[1]) if v >= 0.01}
+        out["seconds"] = round((last["ns"] - first["ns"]) / 1e9, 1)
+        out["lines"].append(f"CPU seconds in {out['seconds']} s: "
+                            + ", ".join(f"{k} {v}" for k, v in out["cpu_seconds"].items()))
     for node in range(len(pids)):
         cpu: dict[str, dict[str, float]] = {}
         seconds: dict[str, float] = {}
