@@ -60,7 +60,6 @@ from kvstore.node.recovery import RecoveryError
 from kvstore.storage import CorruptLogError, CorruptMetadataError, MetadataStore, WriteAheadLog
 from kvstore.storage.fs import FileSystem
 from kvstore.storage.snapshots import CorruptSnapshotError, SnapshotStore
-from kvstore.storage.thread_priority import BACKGROUND_NICE_INCREMENT
 from kvstore.storage.wal import PREALLOCATE_BYTES, InlineFlushPolicy, StorageThread, ThreadRunner, run_inline
 
 __all__ = [
@@ -583,11 +582,8 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
         }
 
     # Snapshot files are written and fsynced on a thread of their own, so
-    # that a large snapshot's fsync never holds up the log's group commits;
-    # it hashes about 100 MB per million keys, at a lower CPU priority so
-    # that the reactor gets a CPU first (issue 12, docs/performance.md,
-    # figure 6).  The log's thread keeps its priority: it is on the write path.
-    snapshot_thread = StorageThread(reactor, name="kvstore-snapshot", lower_priority_by=BACKGROUND_NICE_INCREMENT)
+    # that a large snapshot's fsync never holds up the log's group commits.
+    snapshot_thread = StorageThread(reactor, name="kvstore-snapshot")
     try:
         node = build_node(
             config.raft,

@@ -143,7 +143,6 @@ from kvstore.storage.records import (
     encode_segment_header,
     find_next_record,
 )
-from kvstore.storage.thread_priority import lower_thread_priority
 
 __all__ = [
     "WriteAheadLog",
@@ -1378,22 +1377,14 @@ class StorageThread:
     the log ends like a crash, which the log survives by design.
     """
 
-    def __init__(self, reactor: object = None, *, name: str = "kvstore-wal", lower_priority_by: int = 0) -> None:
+    def __init__(self, reactor: object = None, *, name: str = "kvstore-wal") -> None:
         """
         @param reactor: provides C{callFromThread}; by default the global
             reactor, looked up on the first job.
         @param name: the thread's name (profilers and the figure-6 probe
             tell the log's thread from the snapshots' by it).
-        @param lower_priority_by: nice levels the thread adds to its own
-            when it starts (L{lower_thread_priority}), for background work
-            that should yield the CPU to the reactor.  Never for the log's
-            own thread: its fsyncs are on every write's path.
         """
         self.name = name
-        self._lower_priority_by = lower_priority_by
-        #: The thread's nice value once it lowered its priority; C{None}
-        #: before, if it was not asked to, or if the system refused.
-        self.lowered_to: int | None = None
         self._jobs: "queue.SimpleQueue[tuple[Callable[[], object], Deferred[object]] | None]" = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._reactor = reactor
@@ -1411,8 +1402,6 @@ class StorageThread:
         return d
 
     def _run(self) -> None:
-        if self._lower_priority_by:
-            self.lowered_to = lower_thread_priority(self._lower_priority_by)
         call_from_thread = self._reactor.callFromThread  # type: ignore[attr-defined]  # the injected reactor provides IReactorFromThreads, its declared type does not say so
         while True:
             job = self._jobs.get()
