@@ -85,6 +85,7 @@ from kvstore.tools.spawn import twistd_command  # noqa: E402
 
 PROBE_SCRIPT = HERE / "lag_probe_node.py"
 MEMORY_PROBE_SCRIPT = HERE / "memory_probe_node.py"
+THREAD_CPU_SCRIPT = HERE / "thread_cpu.py"
 #: The product's defaults (kvstore/daemon/options.py), for the bound of figure 2.
 DEFAULT_SNAPSHOT_ENTRIES = 10_000
 DEFAULT_CATCHUP_ENTRIES = 5_000
@@ -903,6 +904,106 @@ def cpu_during_stalls(runs: list[tuple[float, float, str]], stalls: Sequence[tup
     }
 
 
+def thread_roles(cluster: ProcessCluster) -> dict[int, tuple[int, str]]:
+    """tid -> (node index, role) of every node thread its probe named: the
+    reactor (the main thread), the Python thread's name otherwise."""
+    roles: dict[int, tuple[int, str]] = {}
+    for i, node in enumerate(cluster.nodes):
+        for r in read_probe(node.probe_path):  # type: ignore[attr-defined]
+            if r.get("kind") == "threads":
+                for tid, (name, *_rest) in r["threads"].items():
+                    roles[int(tid)] = (i, "reactor" if name == "MainThread" else name)
+    return roles
+
+
+def thread_cpu_summary(path: Path, cluster: ProcessCluster, load_pid: int,
+                       windows: list[list[tuple[int, int, int, int]]]) -> dict[str, Any]:
+    """
+    Where the CPUs went, from C{thread_cpu.py}'s samples: for each node, in
+    the phases of its own snapshots ("taking": freeze to durable and merged;
+    "after": the compaction after it) and while no node snapshots ("quiet"),
+    the CPU (ms per second of wall time) of each thread role, seen from that
+    node ("own"/"others'"), of the load generator, of the kernel's threads
+    by name, and the machine's busy time; also the reactor's run-queue wait.
+    """
+    roles = thread_roles(cluster)
+    pids = [n.pid for n in cluster.nodes]
+    names: dict[int, tuple[int, str]] = {}
+    samples = []
+    for r in read_probe(path):
+        if "tasks" in r:
+            for tid, (pid, comm) in r["tasks"].items():
+                names[int(tid)] = (pid, comm)
+        elif "ns" in r:
+            samples.append(r)
+    hz = os.sysconf("SC_CLK_TCK")
+
+    def category(tid: int, node: int) -> str:
+        if tid in roles:
+            i, role = roles[tid]
+            return f"{'own' if i == node else 'others'} {role}"
+        pid, comm = names.get(tid, (0, "?"))
+        if pid in pids:
+            return f"{'own' if pids.index(pid) == node else 'others'} unnamed thread"
+        if pid == load_pid:
+            return "load generator"
+        return "kernel " + re.sub(r"[/:].*", "", comm)
+
+    def phase(t: int, node: int) -> str:
+        for s, e, _, durable in windows[node]:
+            if s <= t <= durable:
+                return "taking"
+            if durable < t <= e:
+                return "after"
+        if any(s <= t <= e for ws in windows for s, e, _, _ in ws):
+            return "others snapshot"
+        return "quiet"
+
+    out: dict[str, Any] = {"nodes": [], "lines": []}
+    # CPU seconds of each thread over the whole measurement, by node and role.
+    if len(samples) >= 2:
+        first, last = samples[0], samples[-1]
+        totals: dict[str, float] = {}
+        for tid, (c, _) in last["t"].items():
+            if tid in first["t"]:
+                if int(tid) in roles:
+                    key = "node {} {}".format(cluster.nodes[roles[int(tid)][0]].node_id, roles[int(tid)][1])
+                else:
+                    key = category(int(tid), -1).replace("others ", "node ")
+                totals[key] = totals.get(key, 0.0) + (c - first["t"][tid][0]) / 1e9
+        out["cpu_seconds"] = {k: round(v, 3) for k, v in sorted(totals.items(), key=lambda x: -x[1]) if v >= 0.01}
+        out["seconds"] = round((last["ns"] - first["ns"]) / 1e9, 1)
+        out["lines"].append(f"CPU seconds in {out['seconds']} s: "
+                            + ", ".join(f"{k} {v}" for k, v in out["cpu_seconds"].items()))
+    for node in range(len(pids)):
+        cpu: dict[str, dict[str, float]] = {}
+        seconds: dict[str, float] = {}
+        for a, b in zip(samples, samples[1:]):
+            ph = phase((a["ns"] + b["ns"]) // 2, node)
+            dt = (b["ns"] - a["ns"]) / 1e9
+            seconds[ph] = seconds.get(ph, 0.0) + dt
+            into = cpu.setdefault(ph, {})
+            for tid, (c, q) in b["t"].items():
+                before = a["t"].get(tid)
+                if before is None:
+                    continue
+                cat = category(int(tid), node)
+                into[cat] = into.get(cat, 0.0) + (c - before[0]) / 1e6
+                if cat == "own reactor":
+                    into["own reactor run-queue wait"] = into.get("own reactor run-queue wait", 0.0) + (q - before[1]) / 1e6
+            busy = sum(b["stat"][i] - a["stat"][i] for i in (0, 1, 2, 5, 6))
+            into["machine busy"] = into.get("machine busy", 0.0) + busy * 1000.0 / hz
+        per_second = {ph: {k: round(v / seconds[ph], 1) for k, v in sorted(c.items(), key=lambda x: -x[1]) if v / seconds[ph] >= 0.5}
+                      for ph, c in cpu.items()}
+        out["nodes"].append({"node": cluster.nodes[node].node_id, "seconds": {k: round(v, 1) for k, v in seconds.items()},
+                             "cpu_ms_per_s": per_second})
+        for ph in ("taking", "after", "quiet", "others snapshot"):
+            if ph in per_second:
+                out["lines"].append(f"node {cluster.nodes[node].node_id} {ph} ({seconds[ph]:.1f} s), CPU ms/s: "
+                                    + ", ".join(f"{k} {v}" for k, v in per_second[ph].items()))
+    return out
+
+
 def inside(t: int, windows: Sequence[tuple[int, int, int, int]]) -> bool:
     return any(s <= t <= e for s, e, _, _ in windows)
 
@@ -937,7 +1038,17 @@ async def figure_6(args: argparse.Namespace, root: Path, results: dict[str, Any]
                 args.perf_sched, "sched", "record", "-o", str(root / "perf-sched.data"), "--",
                 "sleep", str(int(args.stall_seconds)),
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        sampler = None
+        if args.thread_cpu:
+            # Every thread's CPU of the nodes (and of the kernel's threads)
+            # every 50 ms: where the CPUs go during snapshots.
+            sampler = await asyncio.create_subprocess_exec(
+                sys.executable, str(THREAD_CPU_SCRIPT), str(root / "thread-cpu.jsonl"), str(args.stall_seconds),
+                "0.05", *[str(n.pid) for n in cluster.nodes], str(os.getpid()),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         await measured.run(random_keys(args.big_keys, 4), lambda: time.monotonic() >= end)
+        if sampler is not None:
+            await sampler.wait()
         if profiler is not None:
             await profiler.wait()
         if perf is not None:
@@ -1043,7 +1154,17 @@ async def figure_6(args: argparse.Namespace, root: Path, results: dict[str, Any]
                 + ", ".join(f"{k} {v:.0%}" for k, v in attribution["share"].items()))
             if not args.keep:
                 (root / "perf-sched.data").unlink(missing_ok=True)
+        thread_cpu = None
+        if args.thread_cpu:
+            thread_cpu = thread_cpu_summary(
+                root / "thread-cpu.jsonl", cluster, os.getpid(),
+                [[w for w in snapshot_windows(read_probe(n.probe_path), int(args.big_keys * 0.9))  # type: ignore[attr-defined]
+                  if w[1] >= t_start and w[0] <= t_end] for n in cluster.nodes])
+            for line in thread_cpu["lines"]:
+                log("  " + line)
         results["6"] = {
+            # With --thread-cpu: CPU per thread role during the nodes' snapshots.
+            "thread_cpu": thread_cpu,
             # With --perf-sched: what the CPUs ran during every stall over
             # 20 ms (in snapshots or not), by whose it was.
             "cpu_during_stalls_over_20ms": attribution,
@@ -1177,6 +1298,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--memory-probe", action="store_true",
                         help="figure 1: run the nodes under benchmarks/memory_probe_node.py and keep its samples "
                              "(glibc malloc statistics, the node's log and buffers) at both points")
+    parser.add_argument("--thread-cpu", action="store_true",
+                        help="figure 6: sample every node thread's CPU (benchmarks/thread_cpu.py) and report it "
+                             "by thread role, in and out of snapshots")
     parser.add_argument("--stall-connections", type=int, default=16)
     parser.add_argument("--stall-pipeline", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)

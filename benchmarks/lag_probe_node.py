@@ -38,7 +38,8 @@ Diagnostics, in the environment:
 
   - C{KVSTORE_PROBE_SPANS=1}: every reactor callback over 2 ms (I/O
     dispatch by protocol, timed calls, C{Node._process}, the cooperators'
-    turns, compaction steps, log and probe file writes, and the poll itself)
+    turns, compaction steps, the WAL's inline flushes, log and probe file
+    writes, and the poll itself)
     as a C{"span"} record with its CPU, run-queue wait, page faults and
     preemptions (L{SpanRecorder}).
   - C{KVSTORE_PROBE_WATCHDOG=1}: samples of the reactor thread's scheduler
@@ -49,6 +50,9 @@ Experiments, in the environment:
   - C{KVSTORE_PROBE_SNAPSHOT_TURN_MS} and C{KVSTORE_PROBE_SNAPSHOT_PAUSE_MS}
     replace the snapshot cooperator's turn length and the pause between
     turns (L{kvstore.node.snapshotting.snapshot_cooperator}).
+  - C{KVSTORE_PROBE_SNAPSHOT_CHUNK_BYTES}: encoded bytes per job of the
+    snapshot thread (L{kvstore.node.snapshotting.take_snapshot}'s
+    C{chunk_bytes}).
   - C{KVSTORE_PROBE_COMPACTION_STEP}: entries per log compaction step
     (L{kvstore.node.log_compaction.StepwiseCompaction}).
   - C{KVSTORE_PROBE_SLICE_US}: the reactor thread's EEVDF time slice
@@ -145,6 +149,7 @@ class Probe:
         self.last_runq = 0
         self.last_proc_cpu = 0.0
         self.last_psi = 0
+        self.known_threads: dict[str, list[Any]] = {}
 
     def gc_callback(self, phase: str, info: dict[str, Any]) -> None:
         """Record every garbage collection longer than L{RECORD_ABOVE} ms
@@ -203,7 +208,26 @@ class Probe:
         fields["ns"] = time.monotonic_ns()
         self.pending.append(fields)
 
+    def threads(self) -> None:
+        """Record the process's threads (native id -> Python name, nice,
+        scheduling policy) when they change, so that C{thread_cpu.py}'s
+        samples can be told apart by role (the reactor is the main thread)."""
+        found = {}
+        for t in threading.enumerate():
+            if t.native_id is None:
+                continue
+            try:
+                nice: int | None = os.getpriority(os.PRIO_PROCESS, t.native_id)
+                policy: int | None = os.sched_getscheduler(t.native_id)
+            except (AttributeError, OSError):
+                nice = policy = None
+            found[str(t.native_id)] = [t.name, nice, policy]
+        if found != self.known_threads:
+            self.known_threads = found
+            self.event(kind="threads", threads=found)
+
     def flush(self) -> None:
+        self.threads()
         records = self.pending
         self.pending = []
         records.append({"histogram": self.histogram, "ticks": self.ticks, "ns": time.monotonic_ns()})
@@ -359,6 +383,13 @@ def install_spans(probe: Probe, reactor: Any) -> SpanRecorder:
     spans.wrap(node_module.Node, "_process", "Node._process")
     spans.wrap(Cooperator, "_tick", "Cooperator._tick")
     spans.wrap(log_compaction.StepwiseCompaction, "_step", "StepwiseCompaction._step")
+    # The write-ahead log's flushes run on the reactor while the disk is
+    # fast (issue 16): a long one with no CPU and no run-queue wait is the
+    # reactor blocked in fdatasync (behind another process's snapshot fsync).
+    from kvstore.storage import wal as wal_module
+
+    if hasattr(wal_module, "InlineFlushPolicy"):
+        spans.wrap(wal_module.InlineFlushPolicy, "run_timed", "inline WAL flush")
     # File writes on the reactor thread: the node's log, and the probe's own
     # records (once a second).
     from twisted.python import logfile
@@ -390,6 +421,30 @@ def set_thread_slice(ns: int) -> tuple[int, int]:
         raise OSError(ctypes.get_errno(), "sched_setattr")
     libc.syscall(sys_getattr, 0, buf, len(buf), 0)
     return old, struct.unpack(layout, buf.raw)[5]
+
+
+def name_snapshot_thread() -> None:
+    """
+    Name the service's snapshot thread C{kvstore-snapshot} (the product
+    names both of its L{StorageThread}s C{kvstore-wal}), so that the
+    probe's C{threads} records, and C{thread_cpu.py}'s samples through
+    them, tell it from the write-ahead log's.  The service builds its
+    snapshot thread through the name C{StorageThread} in its own module;
+    the log builds its own in C{kvstore.storage.wal}, untouched here.
+    """
+    from kvstore.daemon import service as service_module
+
+    base = service_module.StorageThread
+
+    class NamedSnapshotThread(base):  # type: ignore[misc, valid-type]
+        def __call__(self, f: Any) -> Any:
+            d = super().__call__(f)
+            thread = getattr(self, "_thread", None)
+            if thread is not None and thread.name == "kvstore-wal":
+                thread.name = "kvstore-snapshot"
+            return d
+
+    service_module.StorageThread = NamedSnapshotThread  # type: ignore[misc]
 
 
 def install(path: str) -> Probe:
@@ -474,7 +529,19 @@ def install(path: str) -> Probe:
 
         snapshotting.snapshot_cooperator = cooperator  # type: ignore[assignment]
         probe.event(kind="cooperator", turn_ms=turn_ms, pause_ms=pause_ms)
+    chunk_bytes = os.environ.get("KVSTORE_PROBE_SNAPSHOT_CHUNK_BYTES")
+    if chunk_bytes:
+        # Experiment: bytes of encoded content per job of the snapshot
+        # thread (writing and hashing; the default is about 1 MiB).  Fewer,
+        # larger jobs mean fewer GIL hand-offs between it and the reactor.
+        from kvstore.node import snapshotting as snapshotting_module
+
+        defaults = snapshotting_module.take_snapshot.__kwdefaults__
+        if defaults is not None:
+            defaults["chunk_bytes"] = int(chunk_bytes)
+        probe.event(kind="snapshot_chunk_bytes", bytes=int(chunk_bytes))
     node_snapshots.NodeSnapshots.take = take  # type: ignore[method-assign]
+    name_snapshot_thread()
     node_snapshots.NodeSnapshots.restore = restore  # type: ignore[method-assign]
 
     spans = install_spans(probe, reactor) if os.environ.get("KVSTORE_PROBE_SPANS") else None
