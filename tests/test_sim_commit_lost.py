@@ -12,62 +12,22 @@ by {0, 5} only, they are lost and must be reported.
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.trial.unittest import SynchronousTestCase
 
 from kvstore.raft.core import Role
-from kvstore.raft.membership import Configuration, encode_configuration_entry
+from kvstore.raft.membership import Configuration
 from kvstore.raft.messages import Entry
 from kvstore.testing.sim.safety import SafetyMonitor
+from tests.test_sim_membership_checks import _config, _Core, _Node  # the stand-ins for a node the monitor reads
 
 # Node 2 removed, 5 a learner: voters {0, 1, 3, 4}; then 5 promoted.
 COMMITTED = Configuration({0: "", 1: "", 3: "", 4: ""}, {5: "d:1"}, removed=[2])
 PROMOTED = Configuration({0: "", 1: "", 3: "", 4: "", 5: "d:1"}, removed=[2])
 NODES = (0, 1, 2, 3, 4, 5)
 
-
-def _config(index: int, term: int, configuration: Configuration) -> Entry:
-    return Entry(index, term, encode_configuration_entry(configuration))
-
-
 BASE = [Entry(1, 1, b""), _config(2, 1, COMMITTED)]
 NEW = [Entry(3, 2, b"Pk a"), Entry(4, 2, b"Pk b")]
 PROMOTION = _config(5, 2, PROMOTED)
-
-
-class _Core:
-    """The parts of a RaftCore the monitor reads."""
-
-    def __init__(self, entries: list[Entry], term: int, commit: int, role: Role = Role.FOLLOWER) -> None:
-        self.log = list(entries)
-        self.term = term
-        self.commit_index = commit
-        self.role = role
-        self.first_index = 1
-        self.snapshot_index = 0
-        self.snapshot_term = 0
-
-    @property
-    def last_index(self) -> int:
-        return len(self.log)
-
-    def term_at(self, index: int) -> int:
-        return self.log[index - 1].term if 0 < index <= len(self.log) else 0
-
-    def entries(self, start: int, end: int) -> list[Entry]:
-        return self.log[start - 1 : end]
-
-
-class _StateMachine:
-    def apply(self, index: int, data: bytes) -> Any:
-        return None
-
-
-class _Node:
-    def __init__(self, core: _Core) -> None:
-        self.core = core
-        self.state_machine = _StateMachine()
 
 
 def _after_crash(holders: set[int]) -> SafetyMonitor:
