@@ -423,30 +423,6 @@ def set_thread_slice(ns: int) -> tuple[int, int]:
     return old, struct.unpack(layout, buf.raw)[5]
 
 
-def name_snapshot_thread() -> None:
-    """
-    Name the service's snapshot thread C{kvstore-snapshot} (the product
-    names both of its L{StorageThread}s C{kvstore-wal}), so that the
-    probe's C{threads} records, and C{thread_cpu.py}'s samples through
-    them, tell it from the write-ahead log's.  The service builds its
-    snapshot thread through the name C{StorageThread} in its own module;
-    the log builds its own in C{kvstore.storage.wal}, untouched here.
-    """
-    from kvstore.daemon import service as service_module
-
-    base = service_module.StorageThread
-
-    class NamedSnapshotThread(base):  # type: ignore[misc, valid-type]
-        def __call__(self, f: Any) -> Any:
-            d = super().__call__(f)
-            thread = getattr(self, "_thread", None)
-            if thread is not None and thread.name == "kvstore-wal":
-                thread.name = "kvstore-snapshot"
-            return d
-
-    service_module.StorageThread = NamedSnapshotThread  # type: ignore[misc]
-
-
 def install(path: str) -> Probe:
     from twisted.internet import reactor, task
 
@@ -541,7 +517,6 @@ def install(path: str) -> Probe:
             defaults["chunk_bytes"] = int(chunk_bytes)
         probe.event(kind="snapshot_chunk_bytes", bytes=int(chunk_bytes))
     node_snapshots.NodeSnapshots.take = take  # type: ignore[method-assign]
-    name_snapshot_thread()
     node_snapshots.NodeSnapshots.restore = restore  # type: ignore[method-assign]
 
     spans = install_spans(probe, reactor) if os.environ.get("KVSTORE_PROBE_SPANS") else None

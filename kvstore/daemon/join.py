@@ -171,7 +171,7 @@ def join_cluster(
             if leader is not None:
                 queue.insert(0, leader)
             elif reply.startswith(_RETRY_PREFIXES) or reply.startswith("Error: Not leader."):
-                sleep(0.2)
+                sleep(0.2)  # retry after a pause, bounded by the deadline; before the reactor starts (see above)
             elif reply.startswith("Error:"):
                 raise JoinRefused(f"{reply} (from the cluster at {where})")
         except (OSError, ValueError) as e:

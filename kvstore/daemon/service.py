@@ -583,7 +583,7 @@ def build_service(config: NodeConfig, reactor: Any = None, pidfile: str | None =
 
     # Snapshot files are written and fsynced on a thread of their own, so
     # that a large snapshot's fsync never holds up the log's group commits.
-    snapshot_thread = StorageThread(reactor)
+    snapshot_thread = StorageThread(reactor, name="kvstore-snapshots")
     try:
         node = build_node(
             config.raft,

@@ -1377,11 +1377,14 @@ class StorageThread:
     the log ends like a crash, which the log survives by design.
     """
 
-    def __init__(self, reactor: object = None) -> None:
+    def __init__(self, reactor: object = None, *, name: str = "kvstore-wal") -> None:
         """
         @param reactor: provides C{callFromThread}; by default the global
             reactor, looked up on the first job.
+        @param name: the thread's name, so that profilers (py-spy, C{top -H})
+            and the figure-6 probe tell the log's thread from the snapshots'.
         """
+        self.name = name
         self._jobs: "queue.SimpleQueue[tuple[Callable[[], object], Deferred[object]] | None]" = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._reactor = reactor
@@ -1392,7 +1395,7 @@ class StorageThread:
                 from twisted.internet import reactor
 
                 self._reactor = reactor
-            self._thread = threading.Thread(target=self._run, name="kvstore-wal", daemon=True)
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
             self._thread.start()
         d: Deferred[T] = Deferred()
         self._jobs.put((f, d))  # type: ignore[arg-type]  # Deferred is invariant: Deferred[T] is stored as Deferred[object]
